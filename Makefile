@@ -1,0 +1,28 @@
+# The two commands: `make run` and `make test`. Both start (and, on Debian,
+# install) the local PostgreSQL and Redis first; see deploy/dev/services.sh.
+SHELL := /bin/bash
+GO    ?= go
+# -race doubles test time but catches what a multi-tenant gateway cannot afford.
+TESTFLAGS ?= -race -count=1
+
+.PHONY: run test services build vet bench clean
+
+services:
+	@bash deploy/dev/services.sh
+
+build:
+	$(GO) build -o bin/bulkhead ./cmd/bulkhead
+
+run: services build
+	bin/bulkhead migrate
+	bin/bulkhead demo
+	BULKHEAD_LOG_FORMAT=$${BULKHEAD_LOG_FORMAT:-console} exec bin/bulkhead serve
+
+vet:
+	$(GO) vet ./...
+
+test: services vet
+	$(GO) test $(TESTFLAGS) ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/bulkheadhq/bulkhead/config"
+	"github.com/bulkheadhq/bulkhead/store"
+)
+
+// adminTimeout bounds every admin subcommand's database work.
+const adminTimeout = 30 * time.Second
+
+func migrateCmd(ctx context.Context, e env, args []string) error {
+	fs, path := flags(e, "migrate")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path, e.lookup)
+	if err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, adminTimeout)
+	defer cancel()
+	applied, err := store.Migrate(ctx, cfg.AdminDatabaseURL.Reveal())
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		fmt.Fprintln(e.stdout, "schema is up to date")
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "applied migrations %v\n", applied)
+	return nil
+}
+
+// withAdmin loads the configuration and runs fn with an owner connection.
+func withAdmin(ctx context.Context, e env, path string, fn func(ctx context.Context, a *store.Admin) error) error {
+	cfg, err := config.Load(path, e.lookup)
+	if err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, adminTimeout)
+	defer cancel()
+	a, err := store.OpenAdmin(ctx, cfg.AdminDatabaseURL.Reveal(), actor())
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	return fn(ctx, a)
+}
+
+// actor names the operator in audit rows.
+func actor() string {
+	if u, err := user.Current(); err == nil {
+		return "cli:" + u.Username
+	}
+	return "cli:" + fmt.Sprint(os.Getuid())
+}
+
+func orgCmd(ctx context.Context, e env, args []string) error {
+	if len(args) == 0 {
+		return errors.New("usage: bulkhead org create|list|delete")
+	}
+	switch sub, args := args[0], args[1:]; sub {
+	case "create":
+		fs, path := flags(e, "org create")
+		name := fs.String("name", "", "organization name (required)")
+		asJSON := fs.Bool("json", false, "print JSON")
+		if err := parseNoArgs(fs, args); err != nil {
+			return err
+		}
+		if strings.TrimSpace(*name) == "" {
+			return errors.New("org create: --name is required")
+		}
+		return withAdmin(ctx, e, *path, func(ctx context.Context, a *store.Admin) error {
+			org, err := a.CreateOrg(ctx, *name)
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return printJSON(e, org)
+			}
+			fmt.Fprintln(e.stdout, org.ID)
+			return nil
+		})
+	case "list":
+		fs, path := flags(e, "org list")
+		asJSON := fs.Bool("json", false, "print JSON")
+		if err := parseNoArgs(fs, args); err != nil {
+			return err
+		}
+		return withAdmin(ctx, e, *path, func(ctx context.Context, a *store.Admin) error {
+			orgs, err := a.Orgs(ctx)
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return printJSON(e, orgs)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tCAPTURE\tCREATED")
+			for _, o := range orgs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", o.ID, o.Name, o.CaptureMode, o.CreatedAt.UTC().Format(time.RFC3339))
+			}
+			return tw.Flush()
+		})
+	case "delete":
+		fs, path := flags(e, "org delete")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() != 1 {
+			return errors.New("usage: bulkhead org delete ID")
+		}
+		id, err := uuid.Parse(fs.Arg(0))
+		if err != nil {
+			return fmt.Errorf("org delete: %q is not an organization id (a UUID)", fs.Arg(0))
+		}
+		return withAdmin(ctx, e, *path, func(ctx context.Context, a *store.Admin) error {
+			if err := a.DeleteOrg(ctx, id); err != nil {
+				if errors.Is(err, store.ErrNotFound) {
+					return fmt.Errorf("org delete: no organization %s", id)
+				}
+				return err
+			}
+			fmt.Fprintf(e.stdout, "deleted organization %s and all its data\n", id)
+			return nil
+		})
+	default:
+		return fmt.Errorf("unknown org command %q: want create, list or delete", sub)
+	}
+}
+
+// demoOrgName is the organization `bulkhead demo` (and so `make run`) ensures.
+const demoOrgName = "demo"
+
+func demoCmd(ctx context.Context, e env, args []string) error {
+	fs, path := flags(e, "demo")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	return withAdmin(ctx, e, *path, func(ctx context.Context, a *store.Admin) error {
+		org, err := a.OrgByName(ctx, demoOrgName)
+		if errors.Is(err, store.ErrNotFound) {
+			org, err = a.CreateOrg(ctx, demoOrgName)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "demo organization: %s\n", org.ID)
+		return nil
+	})
+}
+
+func parseNoArgs(fs interface {
+	Parse([]string) error
+	NArg() int
+	Args() []string
+}, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return nil
+}
+
+func printJSON(e env, v any) error {
+	enc := json.NewEncoder(e.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

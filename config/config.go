@@ -1,0 +1,225 @@
+// Package config holds Bulkhead's one Config struct: its defaults, loading
+// from an optional YAML file and BULKHEAD_* environment variables, and
+// validation.
+//
+// Every setting is declared once, as a field of Config whose tags carry the
+// YAML key, the environment variable, the default and a one-line meaning.
+// The README's configuration table is checked against those tags by a test.
+//
+// Precedence, lowest first: the default tag, the YAML file, the environment.
+// Loading has no side effects beyond reading the file.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration of a Bulkhead process. The zero value
+// is not useful; obtain one from Default or Load.
+type Config struct {
+	Listen      string `yaml:"listen" env:"BULKHEAD_LISTEN" default:":8080" help:"address of the OpenAI-compatible API"`
+	AdminListen string `yaml:"admin_listen" env:"BULKHEAD_ADMIN_LISTEN" default:"127.0.0.1:9090" help:"address of the admin listener (health, metrics, pprof); keep it private"`
+
+	DatabaseURL      Secret `yaml:"database_url" env:"BULKHEAD_DATABASE_URL" default:"postgres://bulkhead_app:bulkhead@127.0.0.1:5432/bulkhead?sslmode=disable" help:"PostgreSQL DSN of the runtime app role (no superuser, no BYPASSRLS, owns nothing)"`
+	AdminDatabaseURL Secret `yaml:"admin_database_url" env:"BULKHEAD_ADMIN_DATABASE_URL" default:"postgres://bulkhead_owner:bulkhead@127.0.0.1:5432/bulkhead?sslmode=disable" help:"PostgreSQL DSN of the owner role, used only by migrate and the admin subcommands"`
+	DatabaseMaxConns int32  `yaml:"database_max_conns" env:"BULKHEAD_DATABASE_MAX_CONNS" default:"10" help:"size of the runtime connection pool"`
+
+	RedisURL Secret `yaml:"redis_url" env:"BULKHEAD_REDIS_URL" default:"redis://127.0.0.1:6379/0" help:"Redis shared by all replicas for key cache, revocation and limits; set it empty for single-instance mode (in-process cache and limiter)"`
+
+	UpstreamURL    string `yaml:"upstream_url" env:"BULKHEAD_UPSTREAM_URL" default:"http://127.0.0.1:8081/v1" help:"base URL of the default OpenAI-compatible upstream, as an SDK's base URL (the dev default is the mock upstream)"`
+	UpstreamAPIKey Secret `yaml:"upstream_api_key" env:"BULKHEAD_UPSTREAM_API_KEY" default:"" help:"provider credential sent to the default upstream; never shown to callers"`
+
+	MaxRequestBodyBytes int           `yaml:"max_request_body_bytes" env:"BULKHEAD_MAX_REQUEST_BODY_BYTES" default:"4194304" help:"largest request body accepted; larger bodies get 413"`
+	ShutdownTimeout     time.Duration `yaml:"shutdown_timeout" env:"BULKHEAD_SHUTDOWN_TIMEOUT" default:"30s" help:"how long in-flight requests may take to finish after SIGTERM"`
+
+	LogLevel  string `yaml:"log_level" env:"BULKHEAD_LOG_LEVEL" default:"info" help:"debug, info, warn or error"`
+	LogFormat string `yaml:"log_format" env:"BULKHEAD_LOG_FORMAT" default:"json" help:"json or console"`
+}
+
+// Var describes one setting, for documentation and tooling.
+type Var struct {
+	Env     string // environment variable, e.g. BULKHEAD_LISTEN
+	YAML    string // key in the YAML file
+	Default string // default as written in the environment
+	Help    string // one-line meaning
+}
+
+// Vars lists every setting in declaration order.
+func Vars() []Var {
+	t := reflect.TypeFor[Config]()
+	vars := make([]Var, 0, t.NumField())
+	for i := range t.NumField() {
+		f := t.Field(i)
+		vars = append(vars, Var{
+			Env:     f.Tag.Get("env"),
+			YAML:    f.Tag.Get("yaml"),
+			Default: f.Tag.Get("default"),
+			Help:    f.Tag.Get("help"),
+		})
+	}
+	return vars
+}
+
+// Default returns the configuration made of the default tags alone. It
+// panics only if a default tag does not parse, which a test rules out.
+func Default() Config {
+	var c Config
+	v := reflect.ValueOf(&c).Elem()
+	for i := range v.NumField() {
+		f := v.Type().Field(i)
+		if err := setField(v.Field(i), f.Tag.Get("default")); err != nil {
+			panic(fmt.Sprintf("config: default of %s: %v", f.Tag.Get("env"), err))
+		}
+	}
+	return c
+}
+
+// Load builds a Config from the defaults, then the YAML file at path (if
+// path is not empty), then the environment as seen through lookupEnv
+// (os.LookupEnv in production). A variable that is set but empty counts as
+// set: BULKHEAD_REDIS_URL= selects single-instance mode. The result is
+// validated; the error lists every problem, each naming its variable.
+func Load(path string, lookupEnv func(string) (string, bool)) (Config, error) {
+	c := Default()
+	if path != "" {
+		if err := c.loadFile(path); err != nil {
+			return Config{}, err
+		}
+	}
+	var errs []error
+	v := reflect.ValueOf(&c).Elem()
+	for i := range v.NumField() {
+		env := v.Type().Field(i).Tag.Get("env")
+		s, ok := lookupEnv(env)
+		if !ok {
+			continue
+		}
+		if err := setField(v.Field(i), s); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", env, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+func (c *Config) loadFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	return nil
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+// setField parses s into the field according to the field's type.
+func setField(f reflect.Value, s string) error {
+	if f.Type() == durationType {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("not a duration like \"30s\": %q", s)
+		}
+		f.SetInt(int64(d))
+		return nil
+	}
+	switch f.Kind() {
+	case reflect.String:
+		f.SetString(s)
+	case reflect.Int, reflect.Int32, reflect.Int64:
+		n, err := strconv.ParseInt(strings.TrimSpace(s), 10, f.Type().Bits())
+		if err != nil {
+			return fmt.Errorf("not an integer: %q", s)
+		}
+		f.SetInt(n)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(strings.TrimSpace(s))
+		if err != nil {
+			return fmt.Errorf("not a boolean: %q", s)
+		}
+		f.SetBool(b)
+	case reflect.Float64:
+		x, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil {
+			return fmt.Errorf("not a number: %q", s)
+		}
+		f.SetFloat(x)
+	default:
+		return fmt.Errorf("unsupported setting type %s", f.Type())
+	}
+	return nil
+}
+
+// Validate reports every problem of c at once, each naming its variable. It
+// has no side effects: it neither dials nor resolves anything.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(env, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", env, fmt.Sprintf(format, args...)))
+	}
+	checkAddr := func(env, addr string) {
+		if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+			bad(env, "want host:port (e.g. \":8080\"), got %q", addr)
+		}
+	}
+	checkURL := func(env, raw string, schemes ...string) {
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" && u.Scheme != "unix" {
+			bad(env, "want a URL with scheme %s and a host", strings.Join(schemes, " or "))
+			return
+		}
+		for _, s := range schemes {
+			if u.Scheme == s {
+				return
+			}
+		}
+		bad(env, "scheme %q not allowed, want %s", u.Scheme, strings.Join(schemes, " or "))
+	}
+
+	checkAddr("BULKHEAD_LISTEN", c.Listen)
+	checkAddr("BULKHEAD_ADMIN_LISTEN", c.AdminListen)
+	checkURL("BULKHEAD_DATABASE_URL", c.DatabaseURL.Reveal(), "postgres", "postgresql")
+	checkURL("BULKHEAD_ADMIN_DATABASE_URL", c.AdminDatabaseURL.Reveal(), "postgres", "postgresql")
+	if c.DatabaseMaxConns < 1 {
+		bad("BULKHEAD_DATABASE_MAX_CONNS", "must be at least 1, got %d", c.DatabaseMaxConns)
+	}
+	if c.RedisURL != "" {
+		checkURL("BULKHEAD_REDIS_URL", c.RedisURL.Reveal(), "redis", "rediss", "unix")
+	}
+	checkURL("BULKHEAD_UPSTREAM_URL", c.UpstreamURL, "http", "https")
+	if c.MaxRequestBodyBytes < 1024 {
+		bad("BULKHEAD_MAX_REQUEST_BODY_BYTES", "must be at least 1024, got %d", c.MaxRequestBodyBytes)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("BULKHEAD_SHUTDOWN_TIMEOUT", "must be positive, got %s", c.ShutdownTimeout)
+	}
+	if _, err := zapcore.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
+		bad("BULKHEAD_LOG_LEVEL", "want debug, info, warn or error, got %q", c.LogLevel)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "console" {
+		bad("BULKHEAD_LOG_FORMAT", "want json or console, got %q", c.LogFormat)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,147 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.yaml.in/yaml/v3"
+)
+
+func envMap(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestDefaultsAreValid(t *testing.T) {
+	c, err := Load("", envMap(nil))
+	if err != nil {
+		t.Fatalf("defaults do not validate: %v", err)
+	}
+	if c.Listen != ":8080" || c.AdminListen != "127.0.0.1:9090" {
+		t.Errorf("listen defaults = %q, %q", c.Listen, c.AdminListen)
+	}
+	if c.ShutdownTimeout != 30*time.Second {
+		t.Errorf("ShutdownTimeout = %s", c.ShutdownTimeout)
+	}
+	for _, v := range Vars() {
+		if v.Env == "" || !strings.HasPrefix(v.Env, "BULKHEAD_") || v.YAML == "" || v.Help == "" {
+			t.Errorf("field with incomplete tags: %+v", v)
+		}
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bulkhead.yaml")
+	file := "listen: \":7000\"\nadmin_listen: \"127.0.0.1:7001\"\nshutdown_timeout: 5s\nredis_url: redis://10.0.0.1:6379/1\n"
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path, envMap(map[string]string{
+		"BULKHEAD_LISTEN":    ":7100", // env beats file
+		"BULKHEAD_REDIS_URL": "",      // set but empty: single-instance mode
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != ":7100" {
+		t.Errorf("Listen = %q, want the env value", c.Listen)
+	}
+	if c.AdminListen != "127.0.0.1:7001" {
+		t.Errorf("AdminListen = %q, want the file value", c.AdminListen)
+	}
+	if c.ShutdownTimeout != 5*time.Second {
+		t.Errorf("ShutdownTimeout = %s, want the file value", c.ShutdownTimeout)
+	}
+	if c.RedisURL != "" {
+		t.Errorf("RedisURL = %q, want empty (env set to empty)", c.RedisURL.Reveal())
+	}
+	if c.LogLevel != "info" {
+		t.Errorf("LogLevel = %q, want the default", c.LogLevel)
+	}
+}
+
+func TestFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	unknown := filepath.Join(dir, "unknown.yaml")
+	os.WriteFile(unknown, []byte("listen: \":1\"\nlisten_typo: x\n"), 0o600)
+	if _, err := Load(unknown, envMap(nil)); err == nil || !strings.Contains(err.Error(), "listen_typo") {
+		t.Errorf("unknown key: err = %v, want it named", err)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.yaml"), envMap(nil)); err == nil {
+		t.Error("missing file: no error")
+	}
+	empty := filepath.Join(dir, "empty.yaml")
+	os.WriteFile(empty, nil, 0o600)
+	if _, err := Load(empty, envMap(nil)); err != nil {
+		t.Errorf("empty file: %v", err)
+	}
+}
+
+func TestEveryProblemReportedAtOnce(t *testing.T) {
+	_, err := Load("", envMap(map[string]string{
+		"BULKHEAD_LISTEN":                 "no-port",
+		"BULKHEAD_DATABASE_URL":           "mysql://x@y/z",
+		"BULKHEAD_UPSTREAM_URL":           "ftp://host",
+		"BULKHEAD_SHUTDOWN_TIMEOUT":       "0s",
+		"BULKHEAD_LOG_LEVEL":              "loud",
+		"BULKHEAD_MAX_REQUEST_BODY_BYTES": "12",
+	}))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, env := range []string{"BULKHEAD_LISTEN", "BULKHEAD_DATABASE_URL", "BULKHEAD_UPSTREAM_URL",
+		"BULKHEAD_SHUTDOWN_TIMEOUT", "BULKHEAD_LOG_LEVEL", "BULKHEAD_MAX_REQUEST_BODY_BYTES"} {
+		if !strings.Contains(err.Error(), env) {
+			t.Errorf("error does not name %s:\n%v", env, err)
+		}
+	}
+
+	_, err = Load("", envMap(map[string]string{"BULKHEAD_SHUTDOWN_TIMEOUT": "thirty", "BULKHEAD_DATABASE_MAX_CONNS": "ten"}))
+	if err == nil || !strings.Contains(err.Error(), "BULKHEAD_SHUTDOWN_TIMEOUT") || !strings.Contains(err.Error(), "BULKHEAD_DATABASE_MAX_CONNS") {
+		t.Errorf("parse errors = %v, want both variables named", err)
+	}
+}
+
+func TestSecretsRedact(t *testing.T) {
+	const pw = "hunter2-very-secret"
+	c, err := Load("", envMap(map[string]string{
+		"BULKHEAD_DATABASE_URL":     "postgres://app:" + pw + "@db.internal:5432/bulkhead?password=" + pw,
+		"BULKHEAD_UPSTREAM_API_KEY": "sk-proj-" + pw,
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logged bytes.Buffer
+	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(&logged), zap.DebugLevel))
+	logger.Info("config", zap.Any("config", c), zap.Stringer("key", c.UpstreamAPIKey))
+	yml, _ := yaml.Marshal(c)
+	js, _ := json.Marshal(c)
+	outputs := map[string]string{
+		"%v":   fmt.Sprintf("%v", c),
+		"%+v":  fmt.Sprintf("%+v", c),
+		"%#v":  fmt.Sprintf("%#v", c),
+		"%s":   fmt.Sprintf("%s", c.UpstreamAPIKey),
+		"%q":   fmt.Sprintf("%q", c.UpstreamAPIKey),
+		"json": string(js),
+		"yaml": string(yml),
+		"zap":  logged.String(),
+	}
+	for name, out := range outputs {
+		if strings.Contains(out, pw) {
+			t.Errorf("%s leaks the secret: %s", name, out)
+		}
+	}
+	if !strings.Contains(outputs["%+v"], "db.internal:5432") {
+		t.Errorf("redacted DSN lost its host: %s", outputs["%+v"])
+	}
+	if c.UpstreamAPIKey.Reveal() != "sk-proj-"+pw {
+		t.Error("Reveal does not return the value")
+	}
+}

@@ -1,0 +1,160 @@
+// Package gateway is Bulkhead's HTTP face: a fasthttp server that
+// authenticates the caller, derives the tenant from the credential, admits,
+// routes and forwards OpenAI-compatible requests, and answers every failure
+// with an OpenAI-shaped error that carries the request id.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/bulkheadhq/bulkhead/config"
+)
+
+// Server-side limits that are not (yet) settings. Every one is finite.
+const (
+	readTimeout    = 30 * time.Second // whole request, headers and body
+	idleTimeout    = 90 * time.Second // keep-alive between requests
+	readBufferSize = 16 << 10         // caps the request header block; larger gets 431
+)
+
+// Server is the gateway's API listener. Create it with New; it is safe for
+// concurrent use.
+type Server struct {
+	cfg  config.Config
+	log  *zap.Logger
+	srv  *fasthttp.Server
+	reqs requestIDs
+}
+
+// New builds a Server from cfg. log must not be nil.
+func New(cfg config.Config, log *zap.Logger) *Server {
+	s := &Server{cfg: cfg, log: log.Named("gateway"), reqs: newRequestIDs()}
+	s.srv = &fasthttp.Server{
+		Handler:                      s.handle,
+		Name:                         "",
+		NoDefaultServerHeader:        true, // no version banner
+		NoDefaultDate:                false,
+		ReadTimeout:                  readTimeout,
+		IdleTimeout:                  idleTimeout,
+		ReadBufferSize:               readBufferSize,
+		MaxRequestBodySize:           cfg.MaxRequestBodyBytes,
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		Logger:                       zap.NewStdLog(log.Named("fasthttp")),
+		ErrorHandler:                 s.handleParseError,
+	}
+	return s
+}
+
+// Serve accepts connections on ln until Shutdown. It returns nil after a
+// clean shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	return s.srv.Serve(ln)
+}
+
+// Shutdown stops accepting connections and waits, until ctx ends, for
+// in-flight requests to finish.
+func (s *Server) Shutdown(ctx context.Context) error {
+	return s.srv.ShutdownWithContext(ctx)
+}
+
+// handle is the one entry point: it assigns the request id, dispatches,
+// and turns any error into an OpenAI-shaped response.
+func (s *Server) handle(ctx *fasthttp.RequestCtx) {
+	reqID := s.reqs.from(ctx.Request.Header.Peek("X-Request-Id"))
+	ctx.Response.Header.Set("X-Request-Id", reqID)
+	if err := s.route(ctx, reqID); err != nil {
+		s.writeError(ctx, reqID, err)
+	}
+}
+
+func (s *Server) route(ctx *fasthttp.RequestCtx, reqID string) error {
+	switch string(ctx.Path()) {
+	case "/healthz":
+		if !ctx.IsGet() && !ctx.IsHead() {
+			return errMethodNotAllowed
+		}
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"status":"ok"}`)
+		return nil
+	}
+	return errNotFound
+}
+
+// handleParseError answers requests fasthttp could not parse (oversized
+// body or headers, smuggling attempts, timeouts) in the same error shape.
+func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
+	reqID := s.reqs.next()
+	ctx.Response.Header.Set("X-Request-Id", reqID)
+	ctx.SetConnectionClose()
+	var he *HTTPError
+	switch {
+	case isBodyTooLarge(err):
+		he = &HTTPError{Code: fasthttp.StatusRequestEntityTooLarge, Type: "invalid_request_error", ErrCode: "request_too_large",
+			Msg: "Request body exceeds the limit of " + strconv.Itoa(s.cfg.MaxRequestBodyBytes) + " bytes."}
+	case isHeaderTooLarge(err):
+		he = &HTTPError{Code: fasthttp.StatusRequestHeaderFieldsTooLarge, Type: "invalid_request_error", ErrCode: "headers_too_large",
+			Msg: "Request headers are too large."}
+	case isTimeout(err):
+		he = &HTTPError{Code: fasthttp.StatusRequestTimeout, Type: "invalid_request_error", ErrCode: "request_timeout",
+			Msg: "The request was not received in time."}
+	default:
+		he = &HTTPError{Code: fasthttp.StatusBadRequest, Type: "invalid_request_error", ErrCode: "bad_request",
+			Msg: "The request is not valid HTTP."}
+	}
+	s.writeError(ctx, reqID, he)
+}
+
+func isBodyTooLarge(err error) bool { return errors.Is(err, fasthttp.ErrBodyTooLarge) }
+
+func isHeaderTooLarge(err error) bool {
+	var small *fasthttp.ErrSmallBuffer
+	return errors.As(err, &small)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// requestIDs makes request ids: a random per-process prefix and a counter,
+// unique across replicas with overwhelming probability and cheap to make.
+type requestIDs struct {
+	prefix string
+	n      *atomic.Uint64
+}
+
+func newRequestIDs() requestIDs {
+	var b [6]byte
+	rand.Read(b[:])
+	return requestIDs{prefix: "req_" + hex.EncodeToString(b[:]), n: new(atomic.Uint64)}
+}
+
+func (r requestIDs) next() string {
+	return r.prefix + strconv.FormatUint(r.n.Add(1), 36)
+}
+
+// from keeps the caller's id when it is well-formed (1 to 128 characters of
+// [A-Za-z0-9._:-]) and makes a new one otherwise.
+func (r requestIDs) from(id []byte) string {
+	if len(id) == 0 || len(id) > 128 {
+		return r.next()
+	}
+	for _, c := range id {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-'
+		if !ok {
+			return r.next()
+		}
+	}
+	return string(id)
+}

@@ -1,0 +1,134 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Admin performs the operator's actions (organizations, keys) as the owner
+// role. The running gateway never holds one. Every change writes an
+// audit_log row in the same transaction.
+//
+// Where an action concerns one organization it still runs inside that
+// organization's tenant context, so that a mistake in it is caught by the
+// same policies as the gateway's statements; only listings across
+// organizations rely on the owner's BYPASSRLS.
+type Admin struct {
+	pool  *pgxpool.Pool
+	actor string
+}
+
+// OpenAdmin connects as the owner role. actor names who acts in the audit
+// log (for example "cli:alice").
+func OpenAdmin(ctx context.Context, ownerDSN, actor string) (*Admin, error) {
+	pool, err := newPool(ctx, ownerDSN, Options{MaxConns: 2})
+	if err != nil {
+		return nil, err
+	}
+	return &Admin{pool: pool, actor: actor}, nil
+}
+
+// Close closes the pool. It is idempotent.
+func (a *Admin) Close() { a.pool.Close() }
+
+// Organization is a tenant.
+type Organization struct {
+	ID          uuid.UUID `json:"id"`
+	Name        string    `json:"name"`
+	CaptureMode string    `json:"capture_mode"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// CreateOrg creates an organization with a fresh id.
+func (a *Admin) CreateOrg(ctx context.Context, name string) (Organization, error) {
+	org := Organization{ID: uuid.New(), Name: name}
+	err := a.inTenant(ctx, org.ID, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx,
+			`INSERT INTO organizations (id, name) VALUES ($1, $2) RETURNING capture_mode, created_at`,
+			org.ID, name).Scan(&org.CaptureMode, &org.CreatedAt)
+		if err != nil {
+			return err
+		}
+		return audit(ctx, tx, org.ID, a.actor, "org.create", org.ID.String(), map[string]any{"name": name})
+	})
+	if err != nil {
+		return Organization{}, fmt.Errorf("creating organization: %w", classify(err))
+	}
+	return org, nil
+}
+
+// Orgs lists every organization, oldest first.
+func (a *Admin) Orgs(ctx context.Context) ([]Organization, error) {
+	rows, err := a.pool.Query(ctx, `SELECT id, name, capture_mode, created_at FROM organizations ORDER BY created_at, id`)
+	if err != nil {
+		return nil, fmt.Errorf("listing organizations: %w", err)
+	}
+	orgs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[Organization])
+	if err != nil {
+		return nil, fmt.Errorf("listing organizations: %w", err)
+	}
+	return orgs, nil
+}
+
+// OrgByName returns the oldest organization with that name.
+func (a *Admin) OrgByName(ctx context.Context, name string) (Organization, error) {
+	var o Organization
+	err := a.pool.QueryRow(ctx,
+		`SELECT id, name, capture_mode, created_at FROM organizations WHERE name = $1 ORDER BY created_at, id LIMIT 1`,
+		name).Scan(&o.ID, &o.Name, &o.CaptureMode, &o.CreatedAt)
+	if err != nil {
+		return Organization{}, fmt.Errorf("finding organization %q: %w", name, classify(err))
+	}
+	return o, nil
+}
+
+// DeleteOrg deletes an organization and, by cascade, every row of it in
+// every table: the right to be forgotten. The audit row recording the
+// deletion is written first, in the same transaction, and survives it.
+func (a *Admin) DeleteOrg(ctx context.Context, id uuid.UUID) error {
+	err := a.inTenant(ctx, id, func(tx pgx.Tx) error {
+		if err := audit(ctx, tx, id, a.actor, "org.delete", id.String(), nil); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM organizations WHERE id = $1`, id)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return pgx.ErrNoRows
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("deleting organization %s: %w", id, classify(err))
+	}
+	return nil
+}
+
+func (a *Admin) inTenant(ctx context.Context, tenant uuid.UUID, fn func(pgx.Tx) error) error {
+	return inTenant(ctx, a.pool, tenant, fn)
+}
+
+// audit appends one audit_log row inside tx (whose tenant context must be org).
+func audit(ctx context.Context, tx pgx.Tx, org uuid.UUID, actor, action, target string, details map[string]any) error {
+	if details == nil {
+		details = map[string]any{}
+	}
+	b, err := json.Marshal(details)
+	if err != nil {
+		return fmt.Errorf("audit details: %w", err)
+	}
+	_, err = tx.Exec(ctx,
+		`INSERT INTO audit_log (organization_id, actor, action, target, details) VALUES ($1, $2, $3, $4, $5)`,
+		org, actor, action, target, b)
+	if err != nil {
+		return fmt.Errorf("writing audit row: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,56 @@
+package store
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+)
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Migrate applies every embedded migration not yet applied, as the owner
+// role named by ownerDSN, and returns the versions it applied (none when
+// the schema is current). It is idempotent and safe to run from several
+// processes at once: a PostgreSQL advisory lock serializes them.
+//
+// The migrations are plain SQL files in store/migrations, applied by goose
+// (github.com/pressly/goose), which records them in goose_db_version.
+func Migrate(ctx context.Context, ownerDSN string) ([]int64, error) {
+	connCfg, err := pgx.ParseConfig(ownerDSN)
+	if err != nil {
+		return nil, errors.New("migrate: the admin database URL does not parse")
+	}
+	db := stdlib.OpenDB(*connCfg)
+	defer db.Close()
+
+	fsys, err := fs.Sub(migrationFiles, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	p, err := goose.NewProvider(goose.DialectPostgres, db, fsys,
+		goose.WithSessionLocker(locker), goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	results, err := p.Up(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	applied := make([]int64, 0, len(results))
+	for _, r := range results {
+		applied = append(applied, r.Source.Version)
+	}
+	return applied, nil
+}

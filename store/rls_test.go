@@ -1,0 +1,492 @@
+package store_test
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/bulkheadhq/bulkhead/store"
+	"github.com/bulkheadhq/bulkhead/store/storetest"
+)
+
+// tenantTables are the tables holding tenant rows, with the column that
+// names the tenant.
+var tenantTables = map[string]string{
+	"organizations": "id",
+	"api_keys":      "organization_id",
+	"prompts":       "organization_id",
+	"audit_log":     "organization_id",
+}
+
+// seeded is what seedTenant wrote for one organization.
+type seeded struct {
+	org     uuid.UUID
+	keyID   uuid.UUID
+	prompts int
+}
+
+// seedTenant creates an organization with one key, two prompts and an
+// audit row, as the owner, inside the organization's own context.
+func seedTenant(t *testing.T, owner *pgxpool.Pool) seeded {
+	t.Helper()
+	ctx := context.Background()
+	s := seeded{org: uuid.New(), keyID: uuid.New(), prompts: 2}
+	hash := make([]byte, 32)
+	rand.Read(hash)
+	err := pgx.BeginFunc(ctx, owner, func(tx pgx.Tx) error {
+		stmts := []struct {
+			sql  string
+			args []any
+		}{
+			{`SELECT set_config('app.current_tenant_id', $1, true)`, []any{s.org.String()}},
+			{`INSERT INTO organizations (id, name) VALUES ($1, $2)`, []any{s.org, "seed " + s.org.String()}},
+			{`INSERT INTO api_keys (organization_id, id, key_hash, display_prefix, name, rate_limit_per_minute)
+			  VALUES ($1, $2, $3, 'sk_seed', 'seed key', 60)`, []any{s.org, s.keyID, hash}},
+			{`INSERT INTO prompts (organization_id, request_id, api_key_id, model, prompt_text, response, status)
+			  SELECT $1, 'req-' || g, $2, 'gpt-4o-mini', 'secret prompt', 'answer', 200
+			  FROM generate_series(1, $3::int) g`, []any{s.org, s.keyID, s.prompts}},
+			{`INSERT INTO audit_log (organization_id, actor, action) VALUES ($1, 'seed', 'seed')`, []any{s.org}},
+		}
+		for _, st := range stmts {
+			if _, err := tx.Exec(ctx, st.sql, st.args...); err != nil {
+				return fmt.Errorf("%s: %w", st.sql, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("seeding: %v", err)
+	}
+	return s
+}
+
+// ownerCount counts a tenant's rows in table, bypassing RLS.
+func ownerCount(t *testing.T, owner *pgxpool.Pool, table string, org uuid.UUID) int {
+	t.Helper()
+	var n int
+	q := fmt.Sprintf("SELECT count(*) FROM %s WHERE %s = $1", table, tenantTables[table])
+	if err := owner.QueryRow(context.Background(), q, org).Scan(&n); err != nil {
+		t.Fatalf("counting %s: %v", table, err)
+	}
+	return n
+}
+
+// Test 1: the catalog is what the isolation model assumes.
+func TestCatalog(t *testing.T) {
+	s := storetest.Open(t, store.Options{})
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, storetest.AppDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	_ = s
+
+	t.Run("app role is not privileged", func(t *testing.T) {
+		var super, bypass, createRole, createDB bool
+		err := conn.QueryRow(ctx, `SELECT rolsuper, rolbypassrls, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user`).
+			Scan(&super, &bypass, &createRole, &createDB)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if super || bypass || createRole || createDB {
+			t.Errorf("app role: superuser=%v bypassrls=%v createrole=%v createdb=%v, want all false", super, bypass, createRole, createDB)
+		}
+		var owned []string
+		rows, _ := conn.Query(ctx, `SELECT c.oid::regclass::text FROM pg_class c
+			JOIN pg_roles r ON r.oid = c.relowner
+			WHERE pg_has_role(current_user, r.oid, 'MEMBER') AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)`)
+		owned, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(owned) > 0 {
+			t.Errorf("app role owns %v, want nothing", owned)
+		}
+	})
+
+	t.Run("every tenant table has forced RLS and isolating policies", func(t *testing.T) {
+		rows, _ := conn.Query(ctx, `
+			SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
+			       (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid),
+			       (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid
+			          AND (p.polqual IS NULL OR p.polwithcheck IS NULL OR NOT p.polpermissive = true))
+			FROM pg_class c
+			WHERE c.relkind IN ('r', 'p') AND c.relnamespace = 'public'::regnamespace
+			  AND (EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'organization_id' AND NOT a.attisdropped)
+			       OR c.relname = 'organizations')
+			ORDER BY 1`)
+		type tbl struct {
+			Name            string
+			Enabled, Forced bool
+			Policies, Loose int
+		}
+		tables, err := pgx.CollectRows(rows, pgx.RowToStructByPos[tbl])
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[string]bool{}
+		for _, tb := range tables {
+			seen[tb.Name] = true
+			if !tb.Enabled || !tb.Forced || tb.Policies < 1 {
+				t.Errorf("%s: rls enabled=%v forced=%v policies=%d, want true true >=1", tb.Name, tb.Enabled, tb.Forced, tb.Policies)
+			}
+			if tb.Loose > 0 {
+				t.Errorf("%s: %d policies lack USING or WITH CHECK", tb.Name, tb.Loose)
+			}
+		}
+		for name := range tenantTables {
+			if !seen[name] {
+				t.Errorf("tenant table %s not found by the catalog query", name)
+			}
+		}
+	})
+
+	t.Run("app role grants are minimal", func(t *testing.T) {
+		for table := range tenantTables {
+			for _, priv := range []string{"TRUNCATE", "DELETE", "REFERENCES", "TRIGGER"} {
+				var has bool
+				conn.QueryRow(ctx, `SELECT has_table_privilege($1, $2)`, table, priv).Scan(&has)
+				if has {
+					t.Errorf("app role has %s on %s", priv, table)
+				}
+			}
+		}
+		for _, c := range []struct {
+			table, priv string
+			want        bool
+		}{
+			{"audit_log", "INSERT", true}, {"audit_log", "SELECT", false}, {"audit_log", "UPDATE", false},
+			{"organizations", "INSERT", false}, {"organizations", "UPDATE", false},
+			{"api_keys", "INSERT", false}, {"api_keys", "UPDATE", false},
+			{"prompts", "UPDATE", false},
+		} {
+			var has bool
+			conn.QueryRow(ctx, `SELECT has_table_privilege($1, $2)`, c.table, c.priv).Scan(&has)
+			if has != c.want {
+				t.Errorf("app role %s on %s = %v, want %v", c.priv, c.table, has, c.want)
+			}
+		}
+		if _, err := conn.Exec(ctx, `TRUNCATE prompts`); !isCode(err, "42501") {
+			t.Errorf("TRUNCATE prompts as app: err = %v, want permission denied", err)
+		}
+	})
+}
+
+func isCode(err error, code string) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == code
+}
+
+// Test 2: with tenant A's context, an unfiltered SELECT returns only A's rows.
+func TestTenantSeesOnlyItsRows(t *testing.T) {
+	s := storetest.Open(t, store.Options{})
+	owner := storetest.OwnerPool(t)
+	a, b := seedTenant(t, owner), seedTenant(t, owner)
+	ctx := context.Background()
+
+	for _, tenant := range []seeded{a, b} {
+		err := s.InTenant(ctx, tenant.org, func(tx pgx.Tx) error {
+			for table, col := range map[string]string{"organizations": "id", "api_keys": "organization_id", "prompts": "organization_id"} {
+				rows, _ := tx.Query(ctx, "SELECT "+col+" FROM "+table) // deliberately no WHERE
+				orgs, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+				if err != nil {
+					return err
+				}
+				want := map[string]int{"organizations": 1, "api_keys": 1, "prompts": tenant.prompts}[table]
+				if len(orgs) != want {
+					t.Errorf("%s as %s: %d rows, want %d", table, tenant.org, len(orgs), want)
+				}
+				for _, o := range orgs {
+					if o != tenant.org {
+						t.Errorf("%s as %s: saw a row of %s", table, tenant.org, o)
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// audit_log is insert-only for the app role: not even its own rows.
+	err := s.InTenant(ctx, a.org, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, "SELECT * FROM audit_log")
+		return err
+	})
+	if !errors.Is(err, store.ErrForbidden) {
+		t.Errorf("SELECT audit_log as app: err = %v, want permission denied", err)
+	}
+}
+
+// Test 3: without a tenant context, reads see nothing and writes fail, on a
+// fresh connection and on one reused after a tenant transaction.
+func TestNoContextSeesNothing(t *testing.T) {
+	s := storetest.Open(t, store.Options{})
+	owner := storetest.OwnerPool(t)
+	a := seedTenant(t, owner)
+	ctx := context.Background()
+
+	check := func(t *testing.T, conn *pgx.Conn) {
+		t.Helper()
+		for table := range tenantTables {
+			if table == "audit_log" {
+				continue
+			}
+			var n int
+			if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+				t.Errorf("SELECT %s without context: %v", table, err)
+			} else if n != 0 {
+				t.Errorf("SELECT %s without context: %d rows, want 0", table, n)
+			}
+		}
+		_, err := conn.Exec(ctx, `INSERT INTO prompts (organization_id, request_id, model, status) VALUES ($1, 'no-ctx', 'm', 200)`, a.org)
+		if !isCode(err, "42501") {
+			t.Errorf("INSERT prompts without context: err = %v, want an RLS violation", err)
+		}
+		_, err = conn.Exec(ctx, `INSERT INTO audit_log (organization_id, actor, action) VALUES ($1, 'x', 'x')`, a.org)
+		if !isCode(err, "42501") {
+			t.Errorf("INSERT audit_log without context: err = %v, want an RLS violation", err)
+		}
+	}
+
+	t.Run("fresh connection", func(t *testing.T) {
+		conn, err := pgx.Connect(ctx, storetest.AppDSN())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		var setting *string
+		conn.QueryRow(ctx, `SELECT current_setting('app.current_tenant_id', true)`).Scan(&setting)
+		if setting != nil {
+			t.Fatalf("fresh connection has a tenant setting %q", *setting)
+		}
+		check(t, conn)
+	})
+
+	t.Run("connection reused after a tenant transaction", func(t *testing.T) {
+		one := storetest.Open(t, store.Options{MaxConns: 1})
+		if err := one.InTenant(ctx, a.org, func(tx pgx.Tx) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		conn := acquireOnly(t, one)
+		var setting string
+		conn.QueryRow(ctx, `SELECT current_setting('app.current_tenant_id', true)`).Scan(&setting)
+		if setting != "" {
+			t.Fatalf("setting leaked past the transaction: %q", setting)
+		}
+		check(t, conn)
+	})
+	_ = s
+}
+
+// acquireOnly hands out the single connection of a MaxConns=1 store: the
+// one its last transaction ran on.
+func acquireOnly(t *testing.T, s *store.Store) *pgx.Conn {
+	t.Helper()
+	c, err := store.AcquireForTest(context.Background(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Release)
+	return c.Conn()
+}
+
+// Test 4: under A's context, writing a row for B or moving A's row to B is refused.
+func TestCrossTenantWritesRejected(t *testing.T) {
+	s := storetest.Open(t, store.Options{})
+	owner := storetest.OwnerPool(t)
+	a, b := seedTenant(t, owner), seedTenant(t, owner)
+	ctx := context.Background()
+
+	cases := []struct {
+		name string
+		sql  string
+		args []any
+		want error
+	}{
+		{"insert prompt for B", `INSERT INTO prompts (organization_id, request_id, model, status) VALUES ($1, 'x', 'm', 200)`, []any{b.org}, store.ErrForbidden},
+		{"insert audit row for B", `INSERT INTO audit_log (organization_id, actor, action) VALUES ($1, 'x', 'x')`, []any{b.org}, store.ErrForbidden},
+		{"insert prompt for A with B's key", `INSERT INTO prompts (organization_id, request_id, api_key_id, model, status) VALUES ($1, 'fk', $2, 'm', 200)`, []any{a.org, b.keyID}, store.ErrConflict},
+		{"insert prompt for A with a random key", `INSERT INTO prompts (organization_id, request_id, api_key_id, model, status) VALUES ($1, 'fk', $2, 'm', 200)`, []any{a.org, uuid.New()}, store.ErrConflict},
+		{"move A's prompt to B", `UPDATE prompts SET organization_id = $1`, []any{b.org}, store.ErrForbidden},
+		{"move A's key to B", `UPDATE api_keys SET organization_id = $1`, []any{b.org}, store.ErrForbidden},
+		{"rename A's organization id to B", `UPDATE organizations SET id = $1`, []any{b.org}, store.ErrForbidden},
+		{"delete B's prompts", `DELETE FROM prompts WHERE organization_id = $1`, []any{b.org}, store.ErrForbidden},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			err := s.InTenant(ctx, a.org, func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, c.sql, c.args...)
+				return err
+			})
+			if !errors.Is(err, c.want) {
+				t.Errorf("err = %v, want %v", err, c.want)
+			}
+		})
+	}
+	for table := range tenantTables {
+		if got := ownerCount(t, owner, table, b.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": b.prompts, "audit_log": 1}[table] {
+			t.Errorf("B's %s rows = %d after A's attempts", table, got)
+		}
+		if got := ownerCount(t, owner, table, a.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": a.prompts, "audit_log": 1}[table] {
+			t.Errorf("A's %s rows = %d after the rejected writes", table, got)
+		}
+	}
+}
+
+// Test 5: many concurrent transactions alternating tenants over a pool of
+// two connections never see the other tenant's rows or setting.
+func TestConcurrentTenantsOverSmallPool(t *testing.T) {
+	s := storetest.Open(t, store.Options{MaxConns: 2})
+	owner := storetest.OwnerPool(t)
+	tenants := []seeded{seedTenant(t, owner), seedTenant(t, owner)}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	const n = 2000
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			me := tenants[i%2]
+			errs <- s.InTenant(ctx, me.org, func(tx pgx.Tx) error {
+				var setting string
+				if err := tx.QueryRow(ctx, `SELECT current_setting('app.current_tenant_id')`).Scan(&setting); err != nil {
+					return err
+				}
+				if setting != me.org.String() {
+					return fmt.Errorf("transaction %d for %s saw setting %s", i, me.org, setting)
+				}
+				rows, _ := tx.Query(ctx, `SELECT organization_id FROM prompts`)
+				orgs, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+				if err != nil {
+					return err
+				}
+				if len(orgs) != me.prompts {
+					return fmt.Errorf("transaction %d for %s saw %d prompts, want %d", i, me.org, len(orgs), me.prompts)
+				}
+				for _, o := range orgs {
+					if o != me.org {
+						return fmt.Errorf("transaction %d for %s saw a prompt of %s", i, me.org, o)
+					}
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if err != nil {
+			if failed < 5 {
+				t.Error(err)
+			}
+			failed++
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of %d transactions failed", failed, n)
+	}
+}
+
+// InTenant rolls back when fn fails or ctx ends, and the next borrower of
+// the connection sees no trace of the tenant.
+func TestInTenantRollsBack(t *testing.T) {
+	s := storetest.Open(t, store.Options{MaxConns: 1})
+	owner := storetest.OwnerPool(t)
+	a, b := seedTenant(t, owner), seedTenant(t, owner)
+	ctx := context.Background()
+
+	boom := errors.New("boom")
+	err := s.InTenant(ctx, a.org, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO prompts (organization_id, request_id, model, status) VALUES ($1, 'rolled-back', 'm', 200)`, a.org); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want boom", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	err = s.InTenant(cctx, a.org, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(cctx, `INSERT INTO prompts (organization_id, request_id, model, status) VALUES ($1, 'cancelled', 'm', 200)`, a.org); err != nil {
+			return err
+		}
+		cancel()
+		return nil
+	})
+	if err == nil {
+		t.Error("commit after cancel succeeded")
+	}
+	if got := ownerCount(t, owner, "prompts", a.org); got != a.prompts {
+		t.Errorf("A has %d prompts after two rolled-back inserts, want %d", got, a.prompts)
+	}
+	err = s.InTenant(ctx, b.org, func(tx pgx.Tx) error {
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM prompts WHERE organization_id = $1`, a.org).Scan(&n); err != nil {
+			return err
+		}
+		if n != 0 {
+			t.Errorf("B sees %d of A's prompts on the reused connection", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InTenant(ctx, uuid.Nil, func(pgx.Tx) error { return nil }); !errors.Is(err, store.ErrNoTenant) {
+		t.Errorf("InTenant(Nil) = %v, want ErrNoTenant", err)
+	}
+}
+
+// Test 6: deleting an organization removes all its rows, keeps everyone
+// else's, and the audit row of the deletion remains.
+func TestDeleteOrgCascades(t *testing.T) {
+	admin := storetest.Admin(t)
+	owner := storetest.OwnerPool(t)
+	a, b := seedTenant(t, owner), seedTenant(t, owner)
+	ctx := context.Background()
+
+	before := map[string]int{}
+	for table := range tenantTables {
+		before[table] = ownerCount(t, owner, table, b.org)
+	}
+	if err := admin.DeleteOrg(ctx, a.org); err != nil {
+		t.Fatal(err)
+	}
+	for table := range tenantTables {
+		if table == "audit_log" {
+			continue
+		}
+		if got := ownerCount(t, owner, table, a.org); got != 0 {
+			t.Errorf("%s still has %d rows of the deleted organization", table, got)
+		}
+		if got := ownerCount(t, owner, table, b.org); got != before[table] {
+			t.Errorf("%s: B has %d rows, had %d", table, got, before[table])
+		}
+	}
+	var action string
+	err := owner.QueryRow(ctx, `SELECT action FROM audit_log WHERE organization_id = $1 ORDER BY id DESC LIMIT 1`, a.org).Scan(&action)
+	if err != nil || action != "org.delete" {
+		t.Errorf("last audit row of the deleted org: %q, %v; want org.delete", action, err)
+	}
+	if _, err := owner.Exec(ctx, `DELETE FROM audit_log WHERE organization_id = $1`, a.org); err == nil {
+		t.Error("the owner could delete audit rows; audit_log must be append-only")
+	}
+	if err := admin.DeleteOrg(ctx, a.org); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("deleting it again: %v, want ErrNotFound", err)
+	}
+}

@@ -1,0 +1,140 @@
+// Package store is Bulkhead's PostgreSQL layer: the connection pool of the
+// runtime role, the embedded migrations, and the one way to run a tenant's
+// statements (InTenant), under Row-Level Security.
+//
+// The database, not this package, is what keeps tenants apart: every tenant
+// table has forced RLS whose policies read the transaction-local setting
+// app.current_tenant_id. InTenant is the only code that sets it.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// TenantSetting is the transaction-local setting the RLS policies read.
+const TenantSetting = "app.current_tenant_id"
+
+// Sentinel errors; match them with errors.Is.
+var (
+	// ErrNotFound: no row, or a row of another tenant (indistinguishable by design).
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a unique constraint or foreign key refused the write.
+	ErrConflict = errors.New("conflict")
+	// ErrForbidden: the database refused the statement for this role or tenant
+	// (row-level security, or a missing privilege).
+	ErrForbidden = errors.New("forbidden")
+	// ErrNoTenant: InTenant was called without a tenant.
+	ErrNoTenant = errors.New("no tenant")
+)
+
+// Store is a pool of connections for the runtime (app) role. It is safe for
+// concurrent use.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// Options tunes Open. The zero value keeps pgxpool's defaults.
+type Options struct {
+	// MaxConns caps the pool; 0 keeps pgxpool's default (max(4, NumCPU)).
+	MaxConns int32
+}
+
+// Open connects to dsn and checks the connection with a ping. ctx governs
+// only the connection attempt, not the pool's lifetime.
+func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
+	pool, err := newPool(ctx, dsn, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{pool: pool}, nil
+}
+
+func newPool(ctx context.Context, dsn string, opts Options) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// The parse error can quote the DSN, password included.
+		return nil, errors.New("store: the database URL does not parse")
+	}
+	if opts.MaxConns > 0 {
+		cfg.MaxConns = opts.MaxConns
+	}
+	if cfg.ConnConfig.RuntimeParams == nil {
+		cfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = "bulkhead"
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("store: connecting: %w", err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("store: connecting to %s:%d: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Port, err)
+	}
+	return pool, nil
+}
+
+// Close closes every connection. It is idempotent.
+func (s *Store) Close() { s.pool.Close() }
+
+// Ping checks that a connection can be had and used.
+func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
+
+// InTenant runs fn inside one transaction whose first statement makes
+// tenant the transaction-local tenant context:
+//
+//	SELECT set_config('app.current_tenant_id', $1, true)
+//
+// It commits if fn returns nil and rolls back otherwise (also when ctx is
+// cancelled or fn panics). Errors are classified: match ErrNotFound,
+// ErrConflict and ErrForbidden with errors.Is; fn's own errors stay in the
+// chain. The setting dies with the transaction, so a
+// pooled connection never carries one tenant's identity to the next
+// borrower. fn must not keep tx after returning. ctx governs the whole
+// transaction.
+func (s *Store) InTenant(ctx context.Context, tenant uuid.UUID, fn func(pgx.Tx) error) error {
+	return classify(inTenant(ctx, s.pool, tenant, fn))
+}
+
+type beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+func inTenant(ctx context.Context, db beginner, tenant uuid.UUID, fn func(pgx.Tx) error) error {
+	if tenant == uuid.Nil {
+		return ErrNoTenant
+	}
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT set_config('"+TenantSetting+"', $1, true)", tenant.String()); err != nil {
+			return fmt.Errorf("setting tenant context: %w", err)
+		}
+		return fn(tx)
+	})
+}
+
+// classify maps pgx and PostgreSQL errors to the package's sentinels,
+// keeping the original in the chain for logs.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "23505", "23503": // unique_violation, foreign_key_violation
+			return fmt.Errorf("%w: %w", ErrConflict, err)
+		case "42501": // insufficient_privilege, which RLS violations also raise
+			return fmt.Errorf("%w: %w", ErrForbidden, err)
+		}
+	}
+	return err
+}

@@ -1,0 +1,115 @@
+// Package storetest connects tests to the real PostgreSQL that make test
+// prepares (deploy/dev/services.sh): the app role through
+// BULKHEAD_TEST_DATABASE_URL and the owner role through
+// BULKHEAD_TEST_ADMIN_DATABASE_URL, both defaulting to the local
+// bulkhead_test database.
+//
+// Outside CI a missing server skips the test with a loud message; with
+// CI=true it fails the test.
+package storetest
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/bulkheadhq/bulkhead/store"
+)
+
+// Default DSNs, matching deploy/dev/services.sh.
+const (
+	DefaultAppDSN   = "postgres://bulkhead_app:bulkhead@127.0.0.1:5432/bulkhead_test?sslmode=disable"
+	DefaultOwnerDSN = "postgres://bulkhead_owner:bulkhead@127.0.0.1:5432/bulkhead_test?sslmode=disable"
+)
+
+// AppDSN is the DSN of the runtime role for tests.
+func AppDSN() string { return envOr("BULKHEAD_TEST_DATABASE_URL", DefaultAppDSN) }
+
+// OwnerDSN is the DSN of the owner role for tests.
+func OwnerDSN() string { return envOr("BULKHEAD_TEST_ADMIN_DATABASE_URL", DefaultOwnerDSN) }
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// Unavailable stops the test because a required service is missing: it
+// fails under CI=true and skips otherwise.
+func Unavailable(t testing.TB, what string, err error) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s is required (CI=true): %v", what, err)
+	}
+	t.Skipf("SKIPPING: %s is not available (%v); run `make test`, which starts it", what, err)
+}
+
+var (
+	migrateOnce sync.Once
+	migrateErr  error
+)
+
+// Migrate brings the test database's schema up to date once per process.
+func Migrate(t testing.TB) {
+	t.Helper()
+	migrateOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, migrateErr = store.Migrate(ctx, OwnerDSN())
+	})
+	if migrateErr != nil {
+		Unavailable(t, "PostgreSQL (owner role)", migrateErr)
+	}
+}
+
+// Open returns a Store for the app role on the migrated test database,
+// closed when the test ends.
+func Open(t testing.TB, opts store.Options) *store.Store {
+	t.Helper()
+	Migrate(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := store.Open(ctx, AppDSN(), opts)
+	if err != nil {
+		Unavailable(t, "PostgreSQL (app role)", err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Admin returns an Admin for the owner role on the migrated test database,
+// closed when the test ends.
+func Admin(t testing.TB) *store.Admin {
+	t.Helper()
+	Migrate(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a, err := store.OpenAdmin(ctx, OwnerDSN(), "test:"+t.Name())
+	if err != nil {
+		Unavailable(t, "PostgreSQL (owner role)", err)
+	}
+	t.Cleanup(a.Close)
+	return a
+}
+
+// OwnerPool returns a raw pool for the owner role (BYPASSRLS), closed when
+// the test ends: for seeding and for checking what is really in a table.
+// Never use it for the behaviour under test.
+func OwnerPool(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	Migrate(t)
+	pool, err := pgxpool.New(context.Background(), OwnerDSN())
+	if err == nil {
+		err = pool.Ping(context.Background())
+	}
+	if err != nil {
+		Unavailable(t, "PostgreSQL (owner role)", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
