@@ -52,6 +52,7 @@ ensure_postgres() {
 	if pg_up; then return 0; fi
 	if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
 		apt_install postgresql
+		if pg_up; then return 0; fi # the package may have started it
 	fi
 	if command -v pg_lsclusters >/dev/null; then
 		if [ -z "$(pg_lsclusters -h 2>/dev/null)" ]; then
@@ -104,6 +105,7 @@ ensure_redis() {
 	command -v redis-cli >/dev/null || apt_install redis-tools
 	if redis_up 2>/dev/null; then return 0; fi
 	command -v redis-server >/dev/null || apt_install redis-server
+	if redis_up 2>/dev/null; then return 0; fi # the package may have started one
 	log "starting Redis on $REDIS_HOST:$REDIS_PORT"
 	mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
 	redis-server --daemonize yes --bind "$REDIS_HOST" --port "$REDIS_PORT" --save "" --appendonly no \
