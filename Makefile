@@ -5,7 +5,7 @@ GO    ?= go
 # -race doubles test time but catches what a multi-tenant gateway cannot afford.
 TESTFLAGS ?= -race -count=1
 
-.PHONY: run test services build vet bench clean
+.PHONY: run test services build vet bench clean docs
 
 services:
 	@bash deploy/dev/services.sh
@@ -23,6 +23,12 @@ vet:
 
 test: services vet
 	$(GO) test $(TESTFLAGS) ./...
+
+# docs rewrites the README's configuration table from the code.
+docs: build
+	@awk -v table="$$(bin/bulkhead config --markdown)" \
+		'/<!-- config:begin/ {print; print table; skip=1; next} /<!-- config:end/ {skip=0} !skip' README.md > README.md.new
+	@mv README.md.new README.md
 
 clean:
 	rm -rf bin

@@ -39,6 +39,20 @@ type Config struct {
 
 	RedisURL Secret `yaml:"redis_url" env:"BULKHEAD_REDIS_URL" default:"redis://127.0.0.1:6379/0" help:"Redis shared by all replicas for key cache, revocation and limits; set it empty for single-instance mode (in-process cache and limiter)"`
 
+	RedisTimeout time.Duration `yaml:"redis_timeout" env:"BULKHEAD_REDIS_TIMEOUT" default:"100ms" help:"deadline of every Redis call; past it the gateway falls back (caches, PostgreSQL, local limiter) instead of waiting"`
+
+	AuthCacheTTL          time.Duration `yaml:"auth_cache_ttl" env:"BULKHEAD_AUTH_CACHE_TTL" default:"30s" help:"absolute lifetime of a verified key in the in-process cache: the bound on staleness when a revocation event is missed"`
+	AuthCacheSize         int           `yaml:"auth_cache_size" env:"BULKHEAD_AUTH_CACHE_SIZE" default:"100000" help:"maximum entries in the in-process key cache"`
+	AuthNegativeCacheTTL  time.Duration `yaml:"auth_negative_cache_ttl" env:"BULKHEAD_AUTH_NEGATIVE_CACHE_TTL" default:"60s" help:"how long an unknown or revoked key is remembered in process, so floods of bad keys never reach Redis or PostgreSQL"`
+	AuthNegativeCacheSize int           `yaml:"auth_negative_cache_size" env:"BULKHEAD_AUTH_NEGATIVE_CACHE_SIZE" default:"100000" help:"maximum entries in the in-process negative cache"`
+	AuthRedisTTL          time.Duration `yaml:"auth_redis_ttl" env:"BULKHEAD_AUTH_REDIS_TTL" default:"5m" help:"lifetime of a key's entry in Redis (the shared second-level cache)"`
+
+	JWTHS256Secret   Secret        `yaml:"jwt_hs256_secret" env:"BULKHEAD_JWT_HS256_SECRET" default:"" help:"shared secret for HS256 JWTs (at least 32 bytes); empty disables HS256"`
+	JWTPublicKeyFile string        `yaml:"jwt_public_key_file" env:"BULKHEAD_JWT_PUBLIC_KEY_FILE" default:"" help:"PEM file with the RSA (RS256) or P-256 (ES256) public key that verifies JWTs; empty disables them"`
+	JWTIssuer        string        `yaml:"jwt_issuer" env:"BULKHEAD_JWT_ISSUER" default:"" help:"required iss claim of JWTs; empty accepts any issuer"`
+	JWTAudience      string        `yaml:"jwt_audience" env:"BULKHEAD_JWT_AUDIENCE" default:"" help:"required aud claim of JWTs; empty accepts any audience"`
+	JWTLeeway        time.Duration `yaml:"jwt_leeway" env:"BULKHEAD_JWT_LEEWAY" default:"30s" help:"clock skew tolerated on exp, nbf and iat"`
+
 	UpstreamURL    string `yaml:"upstream_url" env:"BULKHEAD_UPSTREAM_URL" default:"http://127.0.0.1:8081/v1" help:"base URL of the default OpenAI-compatible upstream, as an SDK's base URL (the dev default is the mock upstream)"`
 	UpstreamAPIKey Secret `yaml:"upstream_api_key" env:"BULKHEAD_UPSTREAM_API_KEY" default:"" help:"provider credential sent to the default upstream; never shown to callers"`
 
@@ -208,13 +222,32 @@ func (c Config) Validate() error {
 	if c.RedisURL != "" {
 		checkURL("BULKHEAD_REDIS_URL", c.RedisURL.Reveal(), "redis", "rediss", "unix")
 	}
+	positive := func(env string, d time.Duration) {
+		if d <= 0 {
+			bad(env, "must be positive, got %s", d)
+		}
+	}
+	positive("BULKHEAD_REDIS_TIMEOUT", c.RedisTimeout)
+	positive("BULKHEAD_AUTH_CACHE_TTL", c.AuthCacheTTL)
+	positive("BULKHEAD_AUTH_NEGATIVE_CACHE_TTL", c.AuthNegativeCacheTTL)
+	positive("BULKHEAD_AUTH_REDIS_TTL", c.AuthRedisTTL)
+	if c.AuthCacheSize < 1 {
+		bad("BULKHEAD_AUTH_CACHE_SIZE", "must be at least 1, got %d", c.AuthCacheSize)
+	}
+	if c.AuthNegativeCacheSize < 1 {
+		bad("BULKHEAD_AUTH_NEGATIVE_CACHE_SIZE", "must be at least 1, got %d", c.AuthNegativeCacheSize)
+	}
+	if n := len(c.JWTHS256Secret); n > 0 && n < 32 {
+		bad("BULKHEAD_JWT_HS256_SECRET", "must be at least 32 bytes, got %d", n)
+	}
+	if c.JWTLeeway < 0 || c.JWTLeeway > 5*time.Minute {
+		bad("BULKHEAD_JWT_LEEWAY", "must be between 0s and 5m, got %s", c.JWTLeeway)
+	}
 	checkURL("BULKHEAD_UPSTREAM_URL", c.UpstreamURL, "http", "https")
 	if c.MaxRequestBodyBytes < 1024 {
 		bad("BULKHEAD_MAX_REQUEST_BODY_BYTES", "must be at least 1024, got %d", c.MaxRequestBodyBytes)
 	}
-	if c.ShutdownTimeout <= 0 {
-		bad("BULKHEAD_SHUTDOWN_TIMEOUT", "must be positive, got %s", c.ShutdownTimeout)
-	}
+	positive("BULKHEAD_SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
 	if _, err := zapcore.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
 		bad("BULKHEAD_LOG_LEVEL", "want debug, info, warn or error, got %q", c.LogLevel)
 	}

@@ -90,10 +90,24 @@ func (a *Admin) OrgByName(ctx context.Context, name string) (Organization, error
 
 // DeleteOrg deletes an organization and, by cascade, every row of it in
 // every table: the right to be forgotten. The audit row recording the
-// deletion is written first, in the same transaction, and survives it.
-func (a *Admin) DeleteOrg(ctx context.Context, id uuid.UUID) error {
+// deletion is written first, in the same transaction, and survives it. It
+// returns the hashes of the deleted keys, for the caller to evict from
+// caches.
+func (a *Admin) DeleteOrg(ctx context.Context, id uuid.UUID) ([][32]byte, error) {
+	var hashes [][32]byte
 	err := a.inTenant(ctx, id, func(tx pgx.Tx) error {
-		if err := audit(ctx, tx, id, a.actor, "org.delete", id.String(), nil); err != nil {
+		rows, err := tx.Query(ctx, `SELECT key_hash FROM api_keys WHERE organization_id = $1`, id)
+		if err != nil {
+			return err
+		}
+		raw, err := pgx.CollectRows(rows, pgx.RowTo[[]byte])
+		if err != nil {
+			return err
+		}
+		for _, h := range raw {
+			hashes = append(hashes, [32]byte(h))
+		}
+		if err := audit(ctx, tx, id, a.actor, "org.delete", id.String(), map[string]any{"keys": len(hashes)}); err != nil {
 			return err
 		}
 		tag, err := tx.Exec(ctx, `DELETE FROM organizations WHERE id = $1`, id)
@@ -106,9 +120,9 @@ func (a *Admin) DeleteOrg(ctx context.Context, id uuid.UUID) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("deleting organization %s: %w", id, classify(err))
+		return nil, fmt.Errorf("deleting organization %s: %w", id, classify(err))
 	}
-	return nil
+	return hashes, nil
 }
 
 func (a *Admin) inTenant(ctx context.Context, tenant uuid.UUID, fn func(pgx.Tx) error) error {

@@ -464,8 +464,12 @@ func TestDeleteOrgCascades(t *testing.T) {
 	for table := range tenantTables {
 		before[table] = ownerCount(t, owner, table, b.org)
 	}
-	if err := admin.DeleteOrg(ctx, a.org); err != nil {
+	hashes, err := admin.DeleteOrg(ctx, a.org)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if len(hashes) != 1 {
+		t.Errorf("DeleteOrg returned %d key hashes, want the 1 seeded key's", len(hashes))
 	}
 	for table := range tenantTables {
 		if table == "audit_log" {
@@ -479,14 +483,14 @@ func TestDeleteOrgCascades(t *testing.T) {
 		}
 	}
 	var action string
-	err := owner.QueryRow(ctx, `SELECT action FROM audit_log WHERE organization_id = $1 ORDER BY id DESC LIMIT 1`, a.org).Scan(&action)
+	err = owner.QueryRow(ctx, `SELECT action FROM audit_log WHERE organization_id = $1 ORDER BY id DESC LIMIT 1`, a.org).Scan(&action)
 	if err != nil || action != "org.delete" {
 		t.Errorf("last audit row of the deleted org: %q, %v; want org.delete", action, err)
 	}
 	if _, err := owner.Exec(ctx, `DELETE FROM audit_log WHERE organization_id = $1`, a.org); err == nil {
 		t.Error("the owner could delete audit rows; audit_log must be append-only")
 	}
-	if err := admin.DeleteOrg(ctx, a.org); !errors.Is(err, store.ErrNotFound) {
+	if _, err := admin.DeleteOrg(ctx, a.org); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("deleting it again: %v, want ErrNotFound", err)
 	}
 }

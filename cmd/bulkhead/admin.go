@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/bulkheadhq/bulkhead/config"
+	"github.com/bulkheadhq/bulkhead/gateway/auth"
 	"github.com/bulkheadhq/bulkhead/store"
 )
 
@@ -45,6 +47,11 @@ func migrateCmd(ctx context.Context, e env, args []string) error {
 
 // withAdmin loads the configuration and runs fn with an owner connection.
 func withAdmin(ctx context.Context, e env, path string, fn func(ctx context.Context, a *store.Admin) error) error {
+	return withAdminConfig(ctx, e, path, func(ctx context.Context, a *store.Admin, _ config.Config) error { return fn(ctx, a) })
+}
+
+// withAdminConfig is withAdmin for commands that also need the configuration.
+func withAdminConfig(ctx context.Context, e env, path string, fn func(ctx context.Context, a *store.Admin, cfg config.Config) error) error {
 	cfg, err := config.Load(path, e.lookup)
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
@@ -56,7 +63,7 @@ func withAdmin(ctx context.Context, e env, path string, fn func(ctx context.Cont
 		return err
 	}
 	defer a.Close()
-	return fn(ctx, a)
+	return fn(ctx, a, cfg)
 }
 
 // actor names the operator in audit rows.
@@ -126,15 +133,21 @@ func orgCmd(ctx context.Context, e env, args []string) error {
 		if err != nil {
 			return fmt.Errorf("org delete: %q is not an organization id (a UUID)", fs.Arg(0))
 		}
-		return withAdmin(ctx, e, *path, func(ctx context.Context, a *store.Admin) error {
-			if err := a.DeleteOrg(ctx, id); err != nil {
+		return withAdminConfig(ctx, e, *path, func(ctx context.Context, a *store.Admin, cfg config.Config) error {
+			hashes, err := a.DeleteOrg(ctx, id)
+			if err != nil {
 				if errors.Is(err, store.ErrNotFound) {
 					return fmt.Errorf("org delete: no organization %s", id)
 				}
 				return err
 			}
-			fmt.Fprintf(e.stdout, "deleted organization %s and all its data\n", id)
-			return nil
+			fmt.Fprintf(e.stdout, "deleted organization %s and all its data (%d keys)\n", id, len(hashes))
+			return tellInstances(ctx, cfg, func(rdb redis.UniversalClient) error {
+				if err := auth.Revoke(ctx, rdb, cfg.AuthRedisTTL, hashes...); err != nil {
+					return err
+				}
+				return auth.InvalidateOrg(ctx, rdb, id)
+			})
 		})
 	default:
 		return fmt.Errorf("unknown org command %q: want create, list or delete", sub)

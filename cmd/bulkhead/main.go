@@ -6,6 +6,8 @@
 //	bulkhead org create --name NAME     create an organization (tenant)
 //	bulkhead org list                   list organizations
 //	bulkhead org delete ID              delete an organization and all its data
+//	bulkhead key create --org ID --name NAME --rpm N [--tpm N] [--expires D]
+//	bulkhead key list --org ID | revoke ID | rotate ID [--overlap D]
 //	bulkhead demo                       ensure the demo organization exists
 //	bulkhead config [--markdown]        print the effective configuration
 //
@@ -52,6 +54,7 @@ func commands() []command {
 		{"serve", "run the gateway", serveCmd},
 		{"migrate", "apply database migrations as the owner role", migrateCmd},
 		{"org", "manage organizations: create, list, delete", orgCmd},
+		{"key", "manage API keys: create, list, revoke, rotate", keyCmd},
 		{"demo", "ensure the demo organization exists and print how to use it", demoCmd},
 		{"config", "print the effective configuration (secrets redacted), or --markdown the settings table", configCmd},
 	}

@@ -1,4 +1,4 @@
-// Package storetest connects tests to the real PostgreSQL that make test
+// Package storetest connects tests to the real PostgreSQL and Redis that make test
 // prepares (deploy/dev/services.sh): the app role through
 // BULKHEAD_TEST_DATABASE_URL and the owner role through
 // BULKHEAD_TEST_ADMIN_DATABASE_URL, both defaulting to the local
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/bulkheadhq/bulkhead/store"
 )
@@ -112,4 +113,30 @@ func OwnerPool(t testing.TB) *pgxpool.Pool {
 	}
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// DefaultRedisURL matches deploy/dev/services.sh.
+const DefaultRedisURL = "redis://127.0.0.1:6379/0"
+
+// RedisURL is the Redis for tests (BULKHEAD_TEST_REDIS_URL).
+func RedisURL() string { return envOr("BULKHEAD_TEST_REDIS_URL", DefaultRedisURL) }
+
+// Redis returns a client of the test Redis, closed when the test ends.
+// Tests must keep to keys of their own (random ids or a per-test prefix)
+// and never flush the database.
+func Redis(t testing.TB) *redis.Client {
+	t.Helper()
+	opts, err := redis.ParseURL(RedisURL())
+	if err != nil {
+		t.Fatalf("BULKHEAD_TEST_REDIS_URL: %v", err)
+	}
+	rdb := redis.NewClient(opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
+		Unavailable(t, "Redis", err)
+	}
+	t.Cleanup(func() { rdb.Close() })
+	return rdb
 }

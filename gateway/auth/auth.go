@@ -1,0 +1,232 @@
+// Package auth turns a credential into the Principal a request acts for:
+// an API key (sk_<org>_<secret>, see package apikey) or a JWT carrying
+// organization_id. The tenant always comes from the credential.
+//
+// API keys resolve through three tiers: L1, an in-process cache (bounded,
+// absolute TTL, with a bounded negative cache for unknown keys); L2, Redis,
+// shared by every replica; L3, PostgreSQL, queried inside the tenant
+// context named by the key's own org segment, so that row-level security
+// alone guarantees a key resolves only within its organization.
+//
+// Revocation, rotation end and expiry: expiry (and so the end of a
+// rotation's overlap) is checked on every request against the cached
+// expires_at, so it takes effect at once everywhere. Revocation writes a
+// tombstone to Redis and publishes an invalidation that every instance's
+// Run loop applies to its L1 within milliseconds; an instance that misses
+// the event (or whose subscription was down, after which it purges its L1
+// on resubscribing) serves the stale entry for at most the L1 TTL.
+package auth
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/maypok86/otter/v2"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/bulkheadhq/bulkhead/store"
+)
+
+// Errors of Authenticate. Every rejected credential is ErrUnauthenticated,
+// whatever the reason, so that a caller learns nothing from the difference.
+var (
+	ErrUnauthenticated = errors.New("invalid credentials")
+	// ErrUnavailable: the credential could not be verified because
+	// PostgreSQL is unreachable and no cache knows it. Answer 503, not 401.
+	ErrUnavailable = errors.New("credentials cannot be verified right now")
+)
+
+// Kind says how a principal authenticated.
+type Kind uint8
+
+const (
+	KindAPIKey Kind = iota + 1
+	KindJWT
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindAPIKey:
+		return "api_key"
+	case KindJWT:
+		return "jwt"
+	}
+	return "unknown"
+}
+
+// Principal is who a request acts for. Values returned by Authenticate may
+// be shared between requests: treat them as read-only.
+type Principal struct {
+	Org                uuid.UUID
+	KeyID              uuid.UUID // uuid.Nil for a JWT
+	Kind               Kind
+	RateLimitPerMinute int // 0: no request limit of its own
+	TokensPerMinute    int // 0: no token limit
+	Subject            string
+	expiresAt          time.Time // zero: never
+}
+
+// usable reports whether the principal's credential is still valid at now.
+func (p *Principal) usable(now time.Time) bool {
+	return p.expiresAt.IsZero() || now.Before(p.expiresAt)
+}
+
+// keyStore is what the L3 tier needs from the database (store.Store).
+type keyStore interface {
+	LookupKey(ctx context.Context, org uuid.UUID, hash [32]byte) (store.Key, error)
+	OrgExists(ctx context.Context, org uuid.UUID) (bool, error)
+}
+
+var _ keyStore = (*store.Store)(nil)
+
+// Options configures New. Zero durations and sizes take the defaults below.
+type Options struct {
+	Store keyStore              // required
+	Redis redis.UniversalClient // nil: no L2 and no invalidation events (single instance)
+	JWT   *JWTVerifier          // nil: JWTs are rejected
+	Log   *zap.Logger           // nil: no logging
+
+	CacheTTL      time.Duration // L1 lifetime of a verified key or organization
+	CacheSize     int           // L1 entries
+	NegativeTTL   time.Duration // L1 lifetime of an unknown key
+	NegativeSize  int           // negative entries
+	RedisTTL      time.Duration // L2 lifetime of a key
+	RedisTimeout  time.Duration // deadline of each Redis call
+	LookupTimeout time.Duration // deadline of one L3 look-up
+
+	Now func() time.Time // nil: time.Now
+}
+
+const (
+	defaultCacheTTL      = 30 * time.Second
+	defaultCacheSize     = 100_000
+	defaultNegativeTTL   = 60 * time.Second
+	defaultNegativeSize  = 100_000
+	defaultRedisTTL      = 5 * time.Minute
+	defaultRedisTimeout  = 100 * time.Millisecond
+	defaultLookupTimeout = 2 * time.Second
+)
+
+// Stats counts where look-ups were answered. All fields are cumulative.
+type Stats struct {
+	Malformed   uint64 // rejected by format or checksum, no I/O
+	L1Hits      uint64
+	L1Negative  uint64 // answered by the negative cache
+	L2Hits      uint64
+	L2Errors    uint64
+	L3Lookups   uint64
+	L3Errors    uint64
+	Purges      uint64 // whole-L1 purges after (re)subscribing
+	Invalidated uint64 // invalidation events applied
+}
+
+type counters struct {
+	malformed, l1Hits, l1Negative, l2Hits, l2Errors, l3Lookups, l3Errors, purges, invalidated atomic.Uint64
+}
+
+// Authenticator verifies credentials. It is safe for concurrent use.
+type Authenticator struct {
+	opts  Options
+	log   *zap.Logger
+	keys  *otter.Cache[[32]byte, *Principal] // L1: verified keys
+	neg   *otter.Cache[[32]byte, struct{}]   // L1: unknown, revoked or expired keys
+	orgs  *otter.Cache[uuid.UUID, bool]      // organizations seen by JWTs
+	group singleflight.Group
+	n     counters
+}
+
+// New builds an Authenticator.
+func New(opts Options) (*Authenticator, error) {
+	if opts.Store == nil {
+		return nil, errors.New("auth: Options.Store is required")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&opts.CacheTTL, defaultCacheTTL)
+	def(&opts.NegativeTTL, defaultNegativeTTL)
+	def(&opts.RedisTTL, defaultRedisTTL)
+	def(&opts.RedisTimeout, defaultRedisTimeout)
+	def(&opts.LookupTimeout, defaultLookupTimeout)
+	if opts.CacheSize <= 0 {
+		opts.CacheSize = defaultCacheSize
+	}
+	if opts.NegativeSize <= 0 {
+		opts.NegativeSize = defaultNegativeSize
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Log == nil {
+		opts.Log = zap.NewNop()
+	}
+	a := &Authenticator{opts: opts, log: opts.Log.Named("auth")}
+	var err error
+	if a.keys, err = otter.New(&otter.Options[[32]byte, *Principal]{
+		MaximumSize:      opts.CacheSize,
+		ExpiryCalculator: otter.ExpiryWriting[[32]byte, *Principal](opts.CacheTTL),
+	}); err != nil {
+		return nil, err
+	}
+	if a.neg, err = otter.New(&otter.Options[[32]byte, struct{}]{
+		MaximumSize:      opts.NegativeSize,
+		ExpiryCalculator: otter.ExpiryWriting[[32]byte, struct{}](opts.NegativeTTL),
+	}); err != nil {
+		return nil, err
+	}
+	if a.orgs, err = otter.New(&otter.Options[uuid.UUID, bool]{
+		MaximumSize:      opts.CacheSize,
+		ExpiryCalculator: otter.ExpiryWriting[uuid.UUID, bool](opts.CacheTTL),
+	}); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Stats returns the look-up counters.
+func (a *Authenticator) Stats() Stats {
+	return Stats{
+		Malformed: a.n.malformed.Load(), L1Hits: a.n.l1Hits.Load(), L1Negative: a.n.l1Negative.Load(),
+		L2Hits: a.n.l2Hits.Load(), L2Errors: a.n.l2Errors.Load(), L3Lookups: a.n.l3Lookups.Load(),
+		L3Errors: a.n.l3Errors.Load(), Purges: a.n.purges.Load(), Invalidated: a.n.invalidated.Load(),
+	}
+}
+
+// maxCredentialLen bounds what is parsed at all; JWTs we issue are far
+// smaller, and a megabyte of dots must cost nothing.
+const maxCredentialLen = 8 << 10
+
+// Authenticate verifies cred (the bare key or token, without "Bearer ")
+// and returns the principal. ctx bounds any Redis and database work. A
+// cached API key is verified without allocating.
+func (a *Authenticator) Authenticate(ctx context.Context, cred []byte) (*Principal, error) {
+	if len(cred) == 0 || len(cred) > maxCredentialLen {
+		a.n.malformed.Add(1)
+		return nil, ErrUnauthenticated
+	}
+	if len(cred) > 3 && cred[0] == 's' && cred[1] == 'k' && cred[2] == '_' {
+		return a.authenticateKey(ctx, cred)
+	}
+	if a.opts.JWT != nil && looksLikeJWT(cred) {
+		return a.authenticateJWT(ctx, cred)
+	}
+	a.n.malformed.Add(1)
+	return nil, ErrUnauthenticated
+}
+
+func looksLikeJWT(b []byte) bool {
+	dots := 0
+	for _, c := range b {
+		if c == '.' {
+			dots++
+		}
+	}
+	return dots == 2
+}
