@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/bulkheadhq/bulkhead/cmd/mockllm/mock"
 )
 
 // shutdownTimeout bounds how long a shutdown waits for open connections.
@@ -44,10 +46,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("mockllm", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:8081", "address to listen on; port 0 picks a free port")
-	var opts Options
+	var opts mock.Options
 	fs.DurationVar(&opts.Latency, "latency", 0, "delay before the first byte of each inference response")
 	fs.DurationVar(&opts.ChunkDelay, "chunk-delay", 0, "delay before each content chunk of a stream")
-	fs.IntVar(&opts.Chunks, "chunks", defaultChunks, "number of content chunks in a stream")
+	fs.IntVar(&opts.Chunks, "chunks", mock.DefaultChunks, "number of content chunks in a stream")
 	fs.Float64Var(&opts.FailRate, "fail-rate", 0, "probability (0..1) of an injected 500 per inference request")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -70,9 +72,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", *listen, err)
 	}
-	mock := NewServer(opts)
+	m := mock.NewServer(opts)
 	srv := &fasthttp.Server{
-		Handler:         mock.Handler,
+		Handler:         m.Handler,
 		Name:            "mockllm",
 		ReadTimeout:     30 * time.Second,
 		IdleTimeout:     60 * time.Second,
@@ -86,12 +88,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	go func() { served <- srv.Serve(ln) }()
 	select {
 	case err := <-served:
-		mock.Close()
+		m.Close()
 		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 	}
 
-	mock.Close() // end in-flight streams so the shutdown below need not wait for them
+	m.Close() // end in-flight streams so the shutdown below need not wait for them
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.ShutdownWithContext(sctx); err != nil {

@@ -1,4 +1,4 @@
-package main
+package mock
 
 import (
 	"encoding/json"
@@ -61,7 +61,7 @@ func TestCompletionText(t *testing.T) {
 		words  int
 	}{
 		{"one chunk", 1, baseWords},
-		{"default", defaultChunks, baseWords},
+		{"default", DefaultChunks, baseWords},
 		{"a word each", baseWords, baseWords},
 		{"more chunks than base words", baseWords + 1, baseWords + 1},
 		{"many", 1000, 1000},

@@ -1,4 +1,4 @@
-package main
+package mock
 
 import (
 	"encoding/json"
@@ -164,7 +164,7 @@ func TestChatStream(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			body := strings.Replace(stream, "%s", tt.extra, 1)
 			chunks := chatStream(t, ts, body)
-			want := 1 + defaultChunks + 1 // role, content, finish
+			want := 1 + DefaultChunks + 1 // role, content, finish
 			if tt.includeUsage {
 				want++
 			}
@@ -180,13 +180,13 @@ func TestChatStream(t *testing.T) {
 			if first.Delta.Role == nil || *first.Delta.Role != "assistant" || first.Delta.Content == nil || *first.Delta.Content != "" {
 				t.Errorf("first delta %+v, want role assistant and empty content", first.Delta)
 			}
-			for i := 1; i <= defaultChunks; i++ {
+			for i := 1; i <= DefaultChunks; i++ {
 				ch := chunks[i].Choices[0]
 				if ch.Delta.Content == nil || *ch.Delta.Content == "" || ch.FinishReason != nil {
 					t.Errorf("content chunk %d: %+v", i, ch)
 				}
 			}
-			fin := chunks[defaultChunks+1].Choices[0]
+			fin := chunks[DefaultChunks+1].Choices[0]
 			if fin.FinishReason == nil || *fin.FinishReason != "stop" || fin.Delta.Content != nil || fin.Delta.Role != nil {
 				t.Errorf("finish chunk %+v", fin)
 			}
@@ -223,7 +223,7 @@ func TestChatStreamMatchesNonStream(t *testing.T) {
 		headers []string
 		chunks  int
 	}{
-		{"default", Options{}, nil, defaultChunks},
+		{"default", Options{}, nil, DefaultChunks},
 		{"one chunk", Options{}, []string{"x-mock-chunks", "1"}, 1},
 		{"seven chunks", Options{}, []string{"x-mock-chunks", "7"}, 7},
 		{"one word per chunk", Options{}, []string{"x-mock-chunks", strconv.Itoa(baseWords)}, baseWords},

@@ -1,4 +1,4 @@
-package main
+package mock
 
 import (
 	"errors"
@@ -9,9 +9,9 @@ import (
 // Defaults and bounds for Options. Every default is written here once; an
 // Options field left at its zero value gets the default named in its doc.
 const (
-	// defaultChunks is the number of content chunks in a stream when
+	// DefaultChunks is the number of content chunks in a stream when
 	// Options.Chunks is zero.
-	defaultChunks = 20
+	DefaultChunks = 20
 
 	// maxChunks bounds the content chunks of one stream, from the flag or
 	// the x-mock-chunks header, so one request cannot make mockllm build an
@@ -24,7 +24,7 @@ const (
 )
 
 // Options configures a Server. The zero value is a fast, failure-free mock
-// with defaultChunks content chunks per stream.
+// with DefaultChunks content chunks per stream.
 type Options struct {
 	// Latency is slept before the first byte of every inference response
 	// (chat, completions, embeddings, responses), injected errors included.
@@ -38,7 +38,7 @@ type Options struct {
 	ChunkDelay time.Duration
 
 	// Chunks is the number of content chunks in a stream. Zero means
-	// defaultChunks. It also sizes the completion text (see
+	// DefaultChunks. It also sizes the completion text (see
 	// newCompletionText), so non-stream responses use it too. The
 	// x-mock-chunks header overrides it per request.
 	Chunks int
@@ -62,7 +62,7 @@ func (o Options) Validate() error {
 		errs = append(errs, fmt.Errorf("chunk delay %v: must be between 0 and %v", o.ChunkDelay, maxLatency))
 	}
 	if o.Chunks < 0 || o.Chunks > maxChunks {
-		errs = append(errs, fmt.Errorf("chunks %d: must be between 1 and %d (0 means %d)", o.Chunks, maxChunks, defaultChunks))
+		errs = append(errs, fmt.Errorf("chunks %d: must be between 1 and %d (0 means %d)", o.Chunks, maxChunks, DefaultChunks))
 	}
 	if !(o.FailRate >= 0 && o.FailRate <= 1) { // also rejects NaN
 		errs = append(errs, fmt.Errorf("fail rate %v: must be between 0 and 1", o.FailRate))
@@ -76,7 +76,7 @@ func (o Options) withDefaults() Options {
 	o.Latency = min(max(o.Latency, 0), maxLatency)
 	o.ChunkDelay = min(max(o.ChunkDelay, 0), maxLatency)
 	if o.Chunks <= 0 {
-		o.Chunks = defaultChunks
+		o.Chunks = DefaultChunks
 	}
 	o.Chunks = min(o.Chunks, maxChunks)
 	if !(o.FailRate >= 0) { // negative or NaN

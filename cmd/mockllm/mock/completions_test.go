@@ -1,4 +1,4 @@
-package main
+package mock
 
 import (
 	"strings"
@@ -59,8 +59,8 @@ func TestCompletions(t *testing.T) {
 					got.WriteString(ch.Choices[0].Text)
 				}
 			}
-			if len(chunks) != defaultChunks+2 {
-				t.Errorf("%d chunks, want %d content + finish + usage", len(chunks), defaultChunks)
+			if len(chunks) != DefaultChunks+2 {
+				t.Errorf("%d chunks, want %d content + finish + usage", len(chunks), DefaultChunks)
 			}
 			if fin := chunks[len(chunks)-2].Choices[0].FinishReason; fin == nil || *fin != "stop" {
 				t.Errorf("finish chunk %+v", chunks[len(chunks)-2])

@@ -1,4 +1,6 @@
-package main
+// Package mock is the OpenAI-compatible fake upstream that cmd/mockllm
+// serves; gateway tests and benchmarks embed it directly.
+package mock
 
 import (
 	"encoding/json"
