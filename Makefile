@@ -12,11 +12,10 @@ services:
 
 build:
 	$(GO) build -o bin/bulkhead ./cmd/bulkhead
+	$(GO) build -o bin/mockllm ./cmd/mockllm
 
 run: services build
-	bin/bulkhead migrate
-	bin/bulkhead demo
-	BULKHEAD_LOG_FORMAT=$${BULKHEAD_LOG_FORMAT:-console} exec bin/bulkhead serve
+	@bash deploy/dev/run.sh
 
 vet:
 	$(GO) vet ./...

@@ -56,11 +56,47 @@ type Config struct {
 	UpstreamURL    string `yaml:"upstream_url" env:"BULKHEAD_UPSTREAM_URL" default:"http://127.0.0.1:8081/v1" help:"base URL of the default OpenAI-compatible upstream, as an SDK's base URL (the dev default is the mock upstream)"`
 	UpstreamAPIKey Secret `yaml:"upstream_api_key" env:"BULKHEAD_UPSTREAM_API_KEY" default:"" help:"provider credential sent to the default upstream; never shown to callers"`
 
+	UpstreamConnectTimeout   time.Duration `yaml:"upstream_connect_timeout" env:"BULKHEAD_UPSTREAM_CONNECT_TIMEOUT" default:"5s" help:"deadline for dialling an upstream"`
+	UpstreamFirstByteTimeout time.Duration `yaml:"upstream_first_byte_timeout" env:"BULKHEAD_UPSTREAM_FIRST_BYTE_TIMEOUT" default:"120s" help:"deadline for the upstream's first response byte after the request is sent (a non-streaming completion must be generated within it)"`
+	UpstreamIdleTimeout      time.Duration `yaml:"upstream_idle_timeout" env:"BULKHEAD_UPSTREAM_IDLE_TIMEOUT" default:"60s" help:"longest silence between two reads of an upstream response, e.g. between stream events"`
+	UpstreamTimeout          time.Duration `yaml:"upstream_timeout" env:"BULKHEAD_UPSTREAM_TIMEOUT" default:"10m" help:"deadline for a whole upstream exchange, stream included"`
+	UpstreamMaxConns         int           `yaml:"upstream_max_conns" env:"BULKHEAD_UPSTREAM_MAX_CONNS" default:"1024" help:"open connections per upstream host; further requests wait up to the first-byte timeout"`
+	CaptureMaxBytes          int           `yaml:"capture_max_bytes" env:"BULKHEAD_CAPTURE_MAX_BYTES" default:"1048576" help:"most response text kept per request for the request log; longer text is truncated, usage is still exact"`
+
+	// Upstreams routes models to providers other than the default upstream.
+	// YAML only; each credential comes from the environment variable its
+	// api_key_env names.
+	Upstreams []Upstream `yaml:"upstreams"`
+
 	MaxRequestBodyBytes int           `yaml:"max_request_body_bytes" env:"BULKHEAD_MAX_REQUEST_BODY_BYTES" default:"4194304" help:"largest request body accepted; larger bodies get 413"`
 	ShutdownTimeout     time.Duration `yaml:"shutdown_timeout" env:"BULKHEAD_SHUTDOWN_TIMEOUT" default:"30s" help:"how long in-flight requests may take to finish after SIGTERM"`
 
 	LogLevel  string `yaml:"log_level" env:"BULKHEAD_LOG_LEVEL" default:"info" help:"debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" env:"BULKHEAD_LOG_FORMAT" default:"json" help:"json or console"`
+}
+
+// Upstream is a provider that serves some models.
+type Upstream struct {
+	Name string `yaml:"name"`
+	// Kind is "openai" (any OpenAI-compatible server: OpenAI, vLLM,
+	// Ollama, ...) or "azure" (Azure OpenAI: deployment paths, api-version,
+	// api-key header).
+	Kind string `yaml:"kind"`
+	// URL is the base URL: for openai as an SDK's base URL
+	// ("https://api.openai.com/v1"), for azure the resource endpoint
+	// ("https://NAME.openai.azure.com").
+	URL string `yaml:"url"`
+	// APIKeyEnv names the environment variable holding the credential.
+	APIKeyEnv string `yaml:"api_key_env"`
+	// APIKey is resolved from APIKeyEnv by Load.
+	APIKey Secret `yaml:"-"`
+	// APIVersion is Azure's api-version query parameter.
+	APIVersion string `yaml:"api_version"`
+	// Models this upstream serves: exact names, or prefixes ending in "*".
+	Models []string `yaml:"models"`
+	// Deployments maps a model to its Azure deployment name; by default
+	// the deployment is named like the model.
+	Deployments map[string]string `yaml:"deployments"`
 }
 
 // Var describes one setting, for documentation and tooling.
@@ -77,6 +113,9 @@ func Vars() []Var {
 	vars := make([]Var, 0, t.NumField())
 	for i := range t.NumField() {
 		f := t.Field(i)
+		if f.Tag.Get("env") == "" {
+			continue
+		}
 		vars = append(vars, Var{
 			Env:     f.Tag.Get("env"),
 			YAML:    f.Tag.Get("yaml"),
@@ -94,6 +133,9 @@ func Default() Config {
 	v := reflect.ValueOf(&c).Elem()
 	for i := range v.NumField() {
 		f := v.Type().Field(i)
+		if f.Tag.Get("env") == "" {
+			continue
+		}
 		if err := setField(v.Field(i), f.Tag.Get("default")); err != nil {
 			panic(fmt.Sprintf("config: default of %s: %v", f.Tag.Get("env"), err))
 		}
@@ -117,12 +159,25 @@ func Load(path string, lookupEnv func(string) (string, bool)) (Config, error) {
 	v := reflect.ValueOf(&c).Elem()
 	for i := range v.NumField() {
 		env := v.Type().Field(i).Tag.Get("env")
+		if env == "" {
+			continue
+		}
 		s, ok := lookupEnv(env)
 		if !ok {
 			continue
 		}
 		if err := setField(v.Field(i), s); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", env, err))
+		}
+	}
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		if u.APIKeyEnv != "" {
+			key, ok := lookupEnv(u.APIKeyEnv)
+			if !ok || key == "" {
+				errs = append(errs, fmt.Errorf("upstreams[%d].api_key_env: variable %s is not set", i, u.APIKeyEnv))
+			}
+			u.APIKey = Secret(key)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -244,6 +299,42 @@ func (c Config) Validate() error {
 		bad("BULKHEAD_JWT_LEEWAY", "must be between 0s and 5m, got %s", c.JWTLeeway)
 	}
 	checkURL("BULKHEAD_UPSTREAM_URL", c.UpstreamURL, "http", "https")
+	positive("BULKHEAD_UPSTREAM_CONNECT_TIMEOUT", c.UpstreamConnectTimeout)
+	positive("BULKHEAD_UPSTREAM_FIRST_BYTE_TIMEOUT", c.UpstreamFirstByteTimeout)
+	positive("BULKHEAD_UPSTREAM_IDLE_TIMEOUT", c.UpstreamIdleTimeout)
+	positive("BULKHEAD_UPSTREAM_TIMEOUT", c.UpstreamTimeout)
+	if c.UpstreamMaxConns < 1 {
+		bad("BULKHEAD_UPSTREAM_MAX_CONNS", "must be at least 1, got %d", c.UpstreamMaxConns)
+	}
+	if c.CaptureMaxBytes < 0 {
+		bad("BULKHEAD_CAPTURE_MAX_BYTES", "must not be negative, got %d", c.CaptureMaxBytes)
+	}
+	names, models := map[string]bool{}, map[string]string{}
+	for i, u := range c.Upstreams {
+		at := func(field string) string { return fmt.Sprintf("upstreams[%d].%s", i, field) }
+		if u.Name == "" || names[u.Name] {
+			bad(at("name"), "must be set and unique, got %q", u.Name)
+		}
+		names[u.Name] = true
+		if u.Kind != "openai" && u.Kind != "azure" {
+			bad(at("kind"), "want openai or azure, got %q", u.Kind)
+		}
+		checkURL(at("url"), u.URL, "http", "https")
+		if u.Kind == "azure" && u.APIVersion == "" {
+			bad(at("api_version"), "is required for azure")
+		}
+		if len(u.Models) == 0 {
+			bad(at("models"), "must name at least one model")
+		}
+		for _, m := range u.Models {
+			if m == "" || m == "*" {
+				bad(at("models"), "%q is not a model name or prefix", m)
+			} else if other, dup := models[m]; dup {
+				bad(at("models"), "%q is already routed to %s", m, other)
+			}
+			models[m] = u.Name
+		}
+	}
 	if c.MaxRequestBodyBytes < 1024 {
 		bad("BULKHEAD_MAX_REQUEST_BODY_BYTES", "must be at least 1024, got %d", c.MaxRequestBodyBytes)
 	}

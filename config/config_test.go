@@ -145,3 +145,48 @@ func TestSecretsRedact(t *testing.T) {
 		t.Error("Reveal does not return the value")
 	}
 }
+
+func TestUpstreamsFromYAML(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "routes.yaml")
+	os.WriteFile(path, []byte(`
+upstreams:
+  - name: azure-eu
+    kind: azure
+    url: https://example-eu.openai.azure.com
+    api_key_env: AZURE_KEY
+    api_version: "2024-10-21"
+    models: [gpt-4o, "gpt-4.1*"]
+    deployments: {gpt-4o: gpt4o-prod}
+  - name: local
+    kind: openai
+    url: http://127.0.0.1:8000/v1
+    models: [llama-3.1-8b]
+`), 0o600)
+	c, err := Load(path, envMap(map[string]string{"AZURE_KEY": "azure-secret-value"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Upstreams) != 2 || c.Upstreams[0].APIKey.Reveal() != "azure-secret-value" || c.Upstreams[0].Deployments["gpt-4o"] != "gpt4o-prod" {
+		t.Errorf("upstreams = %+v", c.Upstreams)
+	}
+	if strings.Contains(fmt.Sprintf("%+v", c), "azure-secret-value") {
+		t.Error("upstream key printed")
+	}
+
+	if _, err := Load(path, envMap(nil)); err == nil || !strings.Contains(err.Error(), "AZURE_KEY") {
+		t.Errorf("missing credential variable: err = %v", err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte(`
+upstreams:
+  - {name: a, kind: azure, url: "ftp://x", models: [m]}
+  - {name: a, kind: bedrock, url: "http://y", models: [m]}
+`), 0o600)
+	_, err = Load(bad, envMap(nil))
+	for _, want := range []string{"upstreams[0].url", "upstreams[0].api_version", "upstreams[1].name", "upstreams[1].kind", `"m" is already routed`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not mention %s", err, want)
+		}
+	}
+}

@@ -17,6 +17,7 @@ type HTTPError struct {
 	Type    string // OpenAI error type, e.g. "invalid_request_error"
 	ErrCode string // OpenAI error code, e.g. "invalid_api_key"; may be empty
 	Msg     string
+	Param   string // the offending request parameter, if one is to blame
 	Err     error
 }
 
@@ -97,6 +98,9 @@ func marshalError(he *HTTPError, reqID string) []byte {
 	b.Error.Type = he.Type
 	if he.ErrCode != "" {
 		b.Error.Code = &he.ErrCode
+	}
+	if he.Param != "" {
+		b.Error.Param = &he.Param
 	}
 	b.Error.RequestID = reqID
 	out, _ := json.Marshal(b) // cannot fail: strings and pointers to strings only

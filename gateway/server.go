@@ -11,6 +11,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/bulkheadhq/bulkhead/config"
+	"github.com/bulkheadhq/bulkhead/gateway/openai"
 )
 
 // Server-side limits that are not (yet) settings. Every one is finite.
@@ -30,20 +32,45 @@ const (
 // Server is the gateway's API listener. Create it with New; it is safe for
 // concurrent use.
 type Server struct {
-	cfg  config.Config
-	log  *zap.Logger
-	srv  *fasthttp.Server
-	reqs requestIDs
+	cfg    config.Config
+	log    *zap.Logger
+	access *zap.Logger // one line per proxied request
+	srv    *fasthttp.Server
+	reqs   requestIDs
+	auth   authenticator
+	rec    recorder
+	router *router
+
+	// base is the parent of every request's context. It is not the
+	// RequestCtx (whose Done fires only at shutdown) and outlives handlers,
+	// so streams can use it; cancelling it cuts every stream still open.
+	base       context.Context
+	cancelBase context.CancelFunc
+	streams    sync.WaitGroup // stream writers still running
+
+	modelList modelList
+}
+
+// Deps are the Server's collaborators.
+type Deps struct {
+	Auth     authenticator // required
+	Recorder recorder      // required: one record per finished request
 }
 
 // New builds a Server from cfg. log must not be nil.
-func New(cfg config.Config, log *zap.Logger) *Server {
-	s := &Server{cfg: cfg, log: log.Named("gateway"), reqs: newRequestIDs()}
+func New(cfg config.Config, log *zap.Logger, deps Deps) (*Server, error) {
+	if deps.Auth == nil || deps.Recorder == nil {
+		return nil, errors.New("gateway: Deps.Auth and Deps.Recorder are required")
+	}
+	r, err := newRouter(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log.Named("gateway"), access: log.Named("access"), reqs: newRequestIDs(), auth: deps.Auth, rec: deps.Recorder, router: r}
+	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.srv = &fasthttp.Server{
 		Handler:                      s.handle,
-		Name:                         "",
 		NoDefaultServerHeader:        true, // no version banner
-		NoDefaultDate:                false,
 		ReadTimeout:                  readTimeout,
 		IdleTimeout:                  idleTimeout,
 		ReadBufferSize:               readBufferSize,
@@ -53,7 +80,7 @@ func New(cfg config.Config, log *zap.Logger) *Server {
 		Logger:                       zap.NewStdLog(log.Named("fasthttp")),
 		ErrorHandler:                 s.handleParseError,
 	}
-	return s
+	return s, nil
 }
 
 // Serve accepts connections on ln until Shutdown. It returns nil after a
@@ -62,10 +89,17 @@ func (s *Server) Serve(ln net.Listener) error {
 	return s.srv.Serve(ln)
 }
 
-// Shutdown stops accepting connections and waits, until ctx ends, for
-// in-flight requests to finish.
+// Shutdown stops accepting connections and lets in-flight requests and
+// streams finish until ctx ends; then it cuts the streams still open (they
+// are recorded with what arrived) and waits for their writers to finish.
 func (s *Server) Shutdown(ctx context.Context) error {
-	return s.srv.ShutdownWithContext(ctx)
+	err := s.srv.ShutdownWithContext(ctx)
+	s.cancelBase()
+	s.streams.Wait()
+	if errors.Is(err, context.DeadlineExceeded) {
+		return nil // the drain deadline passed; the cut streams were recorded
+	}
+	return err
 }
 
 // handle is the one entry point: it assigns the request id, dispatches,
@@ -79,7 +113,19 @@ func (s *Server) handle(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) route(ctx *fasthttp.RequestCtx, reqID string) error {
-	switch string(ctx.Path()) {
+	path := ctx.Path()
+	if ep, ok := openai.EndpointForPath(path); ok {
+		if !ctx.IsPost() {
+			return errMethodNotAllowed
+		}
+		return s.proxy(ctx, reqID, ep)
+	}
+	switch string(path) {
+	case "/v1/models":
+		if !ctx.IsGet() {
+			return errMethodNotAllowed
+		}
+		return s.models(ctx)
 	case "/healthz":
 		if !ctx.IsGet() && !ctx.IsHead() {
 			return errMethodNotAllowed

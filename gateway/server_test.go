@@ -3,56 +3,11 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
-	"net"
 	"strings"
 	"testing"
 
-	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttputil"
-	"go.uber.org/zap"
-
 	"github.com/bulkheadhq/bulkhead/config"
 )
-
-// testServer runs a Server on an in-memory listener and returns a client
-// bound to it.
-func testServer(t *testing.T, cfg config.Config) *fasthttp.Client {
-	t.Helper()
-	ln := fasthttputil.NewInmemoryListener()
-	srv := New(cfg, zap.NewNop())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ln.Close()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return &fasthttp.Client{Dial: func(string) (net.Conn, error) { return ln.Dial() }}
-}
-
-func do(t *testing.T, c *fasthttp.Client, method, path string, body []byte, headers ...string) (int, http1Headers, []byte) {
-	t.Helper()
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI("http://gateway" + path)
-	req.Header.SetMethod(method)
-	for i := 0; i+1 < len(headers); i += 2 {
-		req.Header.Set(headers[i], headers[i+1])
-	}
-	req.SetBody(body)
-	if err := c.Do(req, resp); err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	h := http1Headers{}
-	for k, v := range resp.Header.All() {
-		h[strings.ToLower(string(k))] = string(v)
-	}
-	return resp.StatusCode(), h, append([]byte(nil), resp.Body()...)
-}
-
-type http1Headers map[string]string
 
 // openAIError decodes and checks the OpenAI error shape.
 func openAIError(t *testing.T, body []byte) (msg, typ, code, reqID string) {
@@ -75,57 +30,61 @@ func openAIError(t *testing.T, body []byte) (msg, typ, code, reqID string) {
 }
 
 func TestHealthz(t *testing.T) {
-	c := testServer(t, config.Default())
-	status, h, body := do(t, c, "GET", "/healthz", nil)
-	if status != 200 || !bytes.Contains(body, []byte(`"ok"`)) {
-		t.Errorf("GET /healthz = %d %s", status, body)
+	h := newHarness(t, nil)
+	r := h.do("GET", "/healthz", "")
+	if r.status != 200 || !bytes.Contains(r.body, []byte(`"ok"`)) {
+		t.Errorf("GET /healthz = %d %s", r.status, r.body)
 	}
-	if h["x-request-id"] == "" {
+	if r.headers["x-request-id"] == "" {
 		t.Error("no x-request-id on the response")
 	}
-	if _, ok := h["server"]; ok {
-		t.Errorf("Server banner present: %q", h["server"])
+	if _, ok := r.headers["server"]; ok {
+		t.Errorf("Server banner present: %q", r.headers["server"])
 	}
 }
 
 func TestErrorsAreOpenAIShaped(t *testing.T) {
-	cfg := config.Default()
-	cfg.MaxRequestBodyBytes = 4096
-	c := testServer(t, cfg)
+	h := newHarness(t, func(c *config.Config) { c.MaxRequestBodyBytes = 4096 })
+	_, key, _ := h.tenant(1000)
+	auth := []string{"Authorization", "Bearer " + key}
 
 	cases := []struct {
-		name, method, path string
-		body               []byte
-		headers            []string
-		status             int
-		code               string
+		name, method, path, body string
+		headers                  []string
+		status                   int
+		code                     string
 	}{
-		{"unknown path", "GET", "/nope", nil, nil, 404, "not_found"},
-		{"wrong method", "POST", "/healthz", nil, nil, 405, "method_not_allowed"},
-		{"body too large", "POST", "/v1/chat/completions", bytes.Repeat([]byte("x"), 8192), nil, 413, "request_too_large"},
+		{"unknown path", "GET", "/nope", "", nil, 404, "not_found"},
+		{"unknown v1 path", "POST", "/v1/fine_tuning/jobs", "{}", auth, 404, "not_found"},
+		{"wrong method", "POST", "/healthz", "", nil, 405, "method_not_allowed"},
+		{"wrong method on a model endpoint", "GET", "/v1/chat/completions", "", auth, 405, "method_not_allowed"},
+		{"body too large", "POST", "/v1/chat/completions", strings.Repeat("x", 8192), auth, 413, "request_too_large"},
+		{"no key", "POST", "/v1/chat/completions", "{}", nil, 401, "invalid_api_key"},
+		{"malformed JSON", "POST", "/v1/chat/completions", "{nope", auth, 400, "invalid_request"},
+		{"no model", "POST", "/v1/chat/completions", `{"messages":[]}`, auth, 400, "invalid_request"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			status, h, body := do(t, c, tc.method, tc.path, tc.body, tc.headers...)
-			if status != tc.status {
-				t.Errorf("status = %d, want %d (%s)", status, tc.status, body)
+			r := h.do(tc.method, tc.path, tc.body, tc.headers...)
+			if r.status != tc.status {
+				t.Errorf("status = %d, want %d (%s)", r.status, tc.status, r.body)
 			}
-			if ct := h["content-type"]; ct != "application/json" {
+			if ct := r.headers["content-type"]; ct != "application/json" {
 				t.Errorf("content-type = %q", ct)
 			}
-			msg, _, code, reqID := openAIError(t, body)
+			msg, _, code, reqID := openAIError(t, r.body)
 			if code != tc.code {
 				t.Errorf("code = %q, want %q", code, tc.code)
 			}
-			if reqID == "" || reqID != h["x-request-id"] || !strings.Contains(msg, reqID) {
-				t.Errorf("request id: body %q, header %q, message %q", reqID, h["x-request-id"], msg)
+			if reqID == "" || reqID != r.headers["x-request-id"] || !strings.Contains(msg, reqID) {
+				t.Errorf("request id: body %q, header %q, message %q", reqID, r.headers["x-request-id"], msg)
 			}
 		})
 	}
 }
 
 func TestRequestIDs(t *testing.T) {
-	c := testServer(t, config.Default())
+	h := newHarness(t, nil)
 	for _, tc := range []struct {
 		in   string
 		keep bool
@@ -136,15 +95,12 @@ func TestRequestIDs(t *testing.T) {
 		{"<script>", false},
 		{strings.Repeat("a", 129), false},
 	} {
-		_, h, _ := do(t, c, "GET", "/healthz", nil, "X-Request-Id", tc.in)
-		got := h["x-request-id"]
+		got := h.do("GET", "/healthz", "", "X-Request-Id", tc.in).headers["x-request-id"]
 		if (got == tc.in) != tc.keep || got == "" {
 			t.Errorf("x-request-id %q -> %q, keep=%v", tc.in, got, tc.keep)
 		}
 	}
-	_, h1, _ := do(t, c, "GET", "/healthz", nil)
-	_, h2, _ := do(t, c, "GET", "/healthz", nil)
-	if h1["x-request-id"] == h2["x-request-id"] {
+	if h.do("GET", "/healthz", "").headers["x-request-id"] == h.do("GET", "/healthz", "").headers["x-request-id"] {
 		t.Error("two requests got the same generated id")
 	}
 }

@@ -44,6 +44,10 @@ type Store struct {
 type Options struct {
 	// MaxConns caps the pool; 0 keeps pgxpool's default (max(4, NumCPU)).
 	MaxConns int32
+	// Lazy skips the connection check: Open succeeds while PostgreSQL is
+	// down and connections are made when first needed. The gateway uses it
+	// so that it can start, and serve keys cached in Redis, during an outage.
+	Lazy bool
 }
 
 // Open connects to dsn and checks the connection with a ping. ctx governs
@@ -72,6 +76,9 @@ func newPool(ctx context.Context, dsn string, opts Options) (*pgxpool.Pool, erro
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("store: connecting: %w", err)
+	}
+	if opts.Lazy {
+		return pool, nil
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()

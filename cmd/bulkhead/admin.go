@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bulkheadhq/bulkhead/config"
+	"github.com/bulkheadhq/bulkhead/gateway/apikey"
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
 	"github.com/bulkheadhq/bulkhead/store"
 )
@@ -157,12 +158,15 @@ func orgCmd(ctx context.Context, e env, args []string) error {
 // demoOrgName is the organization `bulkhead demo` (and so `make run`) ensures.
 const demoOrgName = "demo"
 
+// demoCmd ensures the demo organization, gives it a fresh key (keys are
+// shown only once, so each run makes one), and prints how to call the
+// gateway with it.
 func demoCmd(ctx context.Context, e env, args []string) error {
 	fs, path := flags(e, "demo")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
 	}
-	return withAdmin(ctx, e, *path, func(ctx context.Context, a *store.Admin) error {
+	return withAdminConfig(ctx, e, *path, func(ctx context.Context, a *store.Admin, cfg config.Config) error {
 		org, err := a.OrgByName(ctx, demoOrgName)
 		if errors.Is(err, store.ErrNotFound) {
 			org, err = a.CreateOrg(ctx, demoOrgName)
@@ -170,7 +174,31 @@ func demoCmd(ctx context.Context, e env, args []string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(e.stdout, "demo organization: %s\n", org.ID)
+		key, err := apikey.Generate(org.ID)
+		if err != nil {
+			return err
+		}
+		if _, err := a.CreateKey(ctx, store.NewKey{
+			OrgID: org.ID, Hash: apikey.Hash([]byte(key)), DisplayPrefix: apikey.Display(key),
+			Name: "demo " + time.Now().UTC().Format(time.RFC3339), RateLimitPerMinute: 600, TokensPerMinute: 200_000,
+		}); err != nil {
+			return err
+		}
+		base := "http://" + strings.Replace(cfg.Listen, ":", "localhost:", 1)
+		if !strings.HasPrefix(cfg.Listen, ":") {
+			base = "http://" + cfg.Listen
+		}
+		fmt.Fprintf(e.stdout, `
+  demo organization   %s
+  demo API key        %s   (600 requests/min, 200k tokens/min; shown once)
+  OpenAI base URL     %s/v1
+
+  curl -s %s/v1/chat/completions \
+    -H "Authorization: Bearer %s" \
+    -H "Content-Type: application/json" \
+    -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'
+
+`, org.ID, key, base, base, key)
 		return nil
 	})
 }

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# `make run`: migrate, make a demo key, start the mock upstream (unless
+# BULKHEAD_UPSTREAM_URL points elsewhere) and serve in the foreground.
+# Ctrl-C stops the gateway and the mock together.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+bin/bulkhead migrate
+mock_pid=
+if [ -z "${BULKHEAD_UPSTREAM_URL:-}" ]; then
+	mkdir -p .run
+	bin/mockllm -listen 127.0.0.1:8081 -chunk-delay 20ms >.run/mockllm.log 2>&1 &
+	mock_pid=$!
+	trap 'kill "$mock_pid" 2>/dev/null || true' EXIT
+	for _ in $(seq 1 50); do grep -q listening .run/mockllm.log 2>/dev/null && break; sleep 0.1; done
+	grep -q listening .run/mockllm.log || { cat .run/mockllm.log >&2; echo "run: mockllm did not start (is 127.0.0.1:8081 taken?)" >&2; exit 1; }
+	echo "run: mock upstream on 127.0.0.1:8081 (set BULKHEAD_UPSTREAM_URL and BULKHEAD_UPSTREAM_API_KEY for a real provider)"
+fi
+bin/bulkhead demo
+export BULKHEAD_LOG_FORMAT=${BULKHEAD_LOG_FORMAT:-console}
+bin/bulkhead serve &
+serve_pid=$!
+trap 'kill -TERM "$serve_pid" 2>/dev/null || true; wait "$serve_pid" 2>/dev/null || true; [ -n "$mock_pid" ] && kill "$mock_pid" 2>/dev/null || true' INT TERM EXIT
+wait "$serve_pid"

@@ -1,0 +1,87 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/bulkheadhq/bulkhead/gateway/auth"
+)
+
+// authenticator is what the gateway needs from auth.Authenticator.
+type authenticator interface {
+	Authenticate(ctx context.Context, cred []byte) (*auth.Principal, error)
+}
+
+var _ authenticator = (*auth.Authenticator)(nil)
+
+// The 401s. Every invalid credential gets the same body, whatever the
+// reason (unknown, revoked, expired, wrong organization, bad checksum).
+var (
+	errInvalidKey = &HTTPError{Code: fasthttp.StatusUnauthorized, Type: "invalid_request_error", ErrCode: "invalid_api_key",
+		Msg: "Incorrect API key provided."}
+	errMissingKey = &HTTPError{Code: fasthttp.StatusUnauthorized, Type: "invalid_request_error", ErrCode: "invalid_api_key",
+		Msg: "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' (or in an 'api-key' or 'x-api-key' header)."}
+	errConflictingKeys = &HTTPError{Code: fasthttp.StatusUnauthorized, Type: "invalid_request_error", ErrCode: "invalid_api_key",
+		Msg: "The request carries more than one different credential; send exactly one."}
+	errAuthUnavailable = &HTTPError{Code: fasthttp.StatusServiceUnavailable, Type: "server_error", ErrCode: "auth_unavailable",
+		Msg: "The API key cannot be verified right now; retry shortly."}
+)
+
+// credential extracts the one credential of a request from
+// "Authorization: Bearer …", "api-key" (Azure SDKs) or "x-api-key". The
+// same credential may appear in several; two different ones are refused,
+// so that a request never mixes tenants. The result aliases the request
+// headers: valid only while the handler runs.
+func credential(h *fasthttp.RequestHeader) ([]byte, error) {
+	var cred []byte
+	take := func(v []byte) error {
+		v = bytes.TrimSpace(v)
+		if len(v) == 0 {
+			return nil
+		}
+		if cred != nil && !bytes.Equal(cred, v) {
+			return errConflictingKeys
+		}
+		cred = v
+		return nil
+	}
+	if a := h.Peek(fasthttp.HeaderAuthorization); len(a) > 0 {
+		const bearer = "bearer "
+		if len(a) < len(bearer) || !bytes.EqualFold(a[:len(bearer)], []byte(bearer)) {
+			return nil, errInvalidKey
+		}
+		if err := take(a[len(bearer):]); err != nil {
+			return nil, err
+		}
+	}
+	if err := take(h.Peek("Api-Key")); err != nil {
+		return nil, err
+	}
+	if err := take(h.Peek("X-Api-Key")); err != nil {
+		return nil, err
+	}
+	if cred == nil {
+		return nil, errMissingKey
+	}
+	return cred, nil
+}
+
+// authenticate resolves the request's principal.
+func (s *Server) authenticate(ctx context.Context, rc *fasthttp.RequestCtx) (*auth.Principal, error) {
+	cred, err := credential(&rc.Request.Header)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.auth.Authenticate(ctx, cred)
+	switch {
+	case err == nil:
+		return p, nil
+	case errors.Is(err, auth.ErrUnavailable):
+		return nil, withCause(errAuthUnavailable, err)
+	default:
+		return nil, errInvalidKey
+	}
+}

@@ -1,0 +1,222 @@
+package gateway
+
+import (
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/bulkheadhq/bulkhead/cmd/mockllm/mock"
+	"github.com/bulkheadhq/bulkhead/config"
+	"github.com/bulkheadhq/bulkhead/gateway/apikey"
+	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/store"
+	"github.com/bulkheadhq/bulkhead/store/storetest"
+)
+
+// providerKey is the upstream credential in tests: it must never reach a
+// caller or a log.
+const providerKey = "sk-provider-SECRET-0123456789abcdef"
+
+// memRecorder keeps records in memory: the request-log sink of tests.
+type memRecorder struct {
+	mu   sync.Mutex
+	recs []store.LogRecord
+	cond chan struct{}
+}
+
+func newMemRecorder() *memRecorder { return &memRecorder{cond: make(chan struct{}, 1)} }
+
+func (m *memRecorder) Record(r store.LogRecord) {
+	m.mu.Lock()
+	m.recs = append(m.recs, r)
+	m.mu.Unlock()
+	select {
+	case m.cond <- struct{}{}:
+	default:
+	}
+}
+
+// find waits up to 5s for the record of reqID.
+func (m *memRecorder) find(t *testing.T, reqID string) store.LogRecord {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		m.mu.Lock()
+		for _, r := range m.recs {
+			if r.RequestID == reqID {
+				m.mu.Unlock()
+				return r
+			}
+		}
+		m.mu.Unlock()
+		select {
+		case <-m.cond:
+		case <-time.After(20 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("no record for request %s", reqID)
+		}
+	}
+}
+
+// listen starts a fasthttp server with handler on a loopback port.
+func listen(t *testing.T, handler fasthttp.RequestHandler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: handler, CloseOnShutdown: true}
+	go srv.Serve(ln)                                                    //nolint:errcheck // ends with the test
+	t.Cleanup(func() { srv.ShutdownWithContext(context.Background()) }) //nolint:errcheck // test teardown
+	return ln.Addr().String()
+}
+
+// harness is one gateway on loopback in front of a mock upstream, with
+// real PostgreSQL and Redis behind its authenticator.
+type harness struct {
+	t     *testing.T
+	admin *store.Admin
+	st    *store.Store
+	auth  *auth.Authenticator
+	srv   *Server
+	rec   *memRecorder
+	url   string // the gateway's base URL, e.g. http://127.0.0.1:1234
+	mock  *mock.Server
+	cfg   config.Config
+}
+
+func newHarness(t *testing.T, mod func(*config.Config)) *harness {
+	t.Helper()
+	return newHarnessWith(t, mock.Options{}, mod)
+}
+
+func newHarnessWith(t *testing.T, mo mock.Options, mod func(*config.Config)) *harness {
+	t.Helper()
+	h := &harness{t: t, admin: storetest.Admin(t), st: storetest.Open(t, store.Options{}), rec: newMemRecorder()}
+	h.mock = mock.NewServer(mo)
+	t.Cleanup(h.mock.Close)
+	mockAddr := listen(t, func(ctx *fasthttp.RequestCtx) {
+		// The gateway forwards only allowlisted headers; the SDK telemetry
+		// prefix is one, so tests steer the mock through it.
+		for _, knob := range []string{"Status", "Latency", "Chunks"} {
+			if v := ctx.Request.Header.Peek("X-Stainless-Mock-" + knob); len(v) > 0 {
+				ctx.Request.Header.SetBytesV("X-Mock-"+knob, v)
+			}
+		}
+		h.mock.Handler(ctx)
+	})
+
+	cfg := config.Default()
+	cfg.UpstreamURL = "http://" + mockAddr + "/v1"
+	cfg.UpstreamAPIKey = providerKey
+	cfg.UpstreamFirstByteTimeout = 2 * time.Second
+	cfg.UpstreamIdleTimeout = 2 * time.Second
+	if mod != nil {
+		mod(&cfg)
+	}
+	h.cfg = cfg
+	rdb := storetest.Redis(t)
+	var err error
+	ao := auth.Options{Store: h.st, Redis: rdb}
+	if cfg.JWTHS256Secret != "" {
+		if ao.JWT, err = auth.NewJWTVerifier(auth.JWTConfig{HS256Secret: []byte(cfg.JWTHS256Secret.Reveal())}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.auth, err = auth.New(ao)
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithCancel(context.Background())
+	authDone := make(chan struct{})
+	go func() { h.auth.Run(actx); close(authDone) }() //nolint:errcheck // returns nil on cancel
+	h.srv, err = New(cfg, zap.NewNop(), Deps{Auth: h.auth, Recorder: h.rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.srv.Serve(ln) }()
+	h.url = "http://" + ln.Addr().String()
+	t.Cleanup(func() {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		if err := h.srv.Shutdown(sctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+		cancel()
+		<-authDone
+	})
+	return h
+}
+
+// tenant creates an organization with one key and returns both.
+func (h *harness) tenant(rpm int) (uuid.UUID, string, store.Key) {
+	h.t.Helper()
+	org, err := h.admin.CreateOrg(context.Background(), "gw "+strings.ReplaceAll(h.t.Name(), "/", " "))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	key, k := h.key(org.ID, rpm)
+	return org.ID, key, k
+}
+
+func (h *harness) key(org uuid.UUID, rpm int) (string, store.Key) {
+	h.t.Helper()
+	key, err := apikey.Generate(org)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	k, err := h.admin.CreateKey(context.Background(), store.NewKey{
+		OrgID: org, Hash: apikey.Hash([]byte(key)), DisplayPrefix: apikey.Display(key), Name: "gw", RateLimitPerMinute: rpm,
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return key, k
+}
+
+// reply is a finished HTTP exchange with the gateway.
+type reply struct {
+	status  int
+	headers map[string]string
+	body    []byte
+}
+
+// do sends a request to the gateway. headers alternate name and value.
+func (h *harness) do(method, path, body string, headers ...string) reply {
+	h.t.Helper()
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(h.url + path)
+	req.Header.SetMethod(method)
+	if body != "" {
+		req.Header.SetContentType("application/json")
+		req.SetBodyString(body)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil {
+		h.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	r := reply{status: resp.StatusCode(), headers: map[string]string{}, body: append([]byte(nil), resp.Body()...)}
+	for k, v := range resp.Header.All() {
+		r.headers[strings.ToLower(string(k))] = string(v)
+	}
+	return r
+}

@@ -1,0 +1,41 @@
+package openai
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestEstimateTokens(t *testing.T) {
+	for _, tc := range []struct {
+		s    string
+		want int
+	}{{"", 0}, {"a", 1}, {"abcd", 1}, {"abcde", 2}, {strings.Repeat("x", 400), 100}, {"你好", 2}} {
+		if got := EstimateTokens(tc.s); got != tc.want {
+			t.Errorf("EstimateTokens(%q) = %d, want %d", tc.s, got, tc.want)
+		}
+	}
+}
+
+func TestEstimateIfMissing(t *testing.T) {
+	tests := []struct {
+		name   string
+		in     Result
+		prompt string
+		want   Usage
+	}{
+		{"upstream counts kept", Result{Text: "hello", Usage: Usage{1, 2, 3, UsageUpstream}}, "prompt", Usage{1, 2, 3, UsageUpstream}},
+		{"estimated from prompt and text", Result{Text: "12345678", TextBytes: 8, Usage: Usage{Source: UsageNone}}, `[{"role":"user"}]`, Usage{5, 2, 7, UsageEstimated}},
+		{"truncated text counts in full", Result{Text: "1234", TextBytes: 400, Truncated: true, Usage: Usage{Source: UsageNone}}, "", Usage{0, 100, 100, UsageEstimated}},
+		{"zero value Result", Result{}, "abc", Usage{1, 0, 1, UsageEstimated}},
+		{"re-estimating is stable", Result{Text: "abcd", TextBytes: 4, Usage: Usage{9, 9, 18, UsageEstimated}}, "ab", Usage{1, 1, 2, UsageEstimated}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tc.in
+			r.EstimateIfMissing(tc.prompt)
+			if r.Usage != tc.want {
+				t.Fatalf("Usage %+v, want %+v", r.Usage, tc.want)
+			}
+		})
+	}
+}

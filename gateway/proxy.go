@@ -1,0 +1,317 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"regexp"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/gateway/openai"
+	"github.com/bulkheadhq/bulkhead/store"
+)
+
+// recorder receives one record per finished request. Record must not
+// block the request path for long (the request-log writer queues).
+type recorder interface {
+	Record(store.LogRecord)
+}
+
+var (
+	errModelNotFound = &HTTPError{Code: fasthttp.StatusNotFound, Type: "invalid_request_error", ErrCode: "model_not_found",
+		Msg: "The model does not exist or is not served by this gateway."}
+	errUpstream = &HTTPError{Code: fasthttp.StatusBadGateway, Type: "server_error", ErrCode: "upstream_error",
+		Msg: "The upstream provider failed to answer."}
+	errUpstreamTimeout = &HTTPError{Code: fasthttp.StatusGatewayTimeout, Type: "server_error", ErrCode: "upstream_timeout",
+		Msg: "The upstream provider did not answer in time."}
+	errUpstreamAuth = &HTTPError{Code: fasthttp.StatusBadGateway, Type: "server_error", ErrCode: "upstream_error",
+		Msg: "The upstream provider refused the gateway's credentials."}
+)
+
+// exchange is one proxied request: what the stream writer and the
+// recorder need once the handler has returned. It holds no reference to
+// the RequestCtx.
+type exchange struct {
+	start     time.Time
+	reqID     string
+	principal *auth.Principal
+	ep        openai.Endpoint
+	model     string
+	prompt    string
+	stream    bool
+	dropUsage bool
+}
+
+// record hands the finished request to the request log and writes the
+// access log line: ids, model, status, latency and tokens, never text.
+func (x *exchange) record(s *Server, status int, res openai.Result) {
+	res.EstimateIfMissing(x.prompt)
+	latency := time.Since(x.start)
+	s.rec.Record(store.LogRecord{
+		OrgID: x.principal.Org, KeyID: x.principal.KeyID, RequestID: x.reqID,
+		Endpoint: x.ep.Path(), Model: x.model, Prompt: x.prompt, Response: res.Text,
+		PromptTokens: res.Usage.PromptTokens, CompletionTokens: res.Usage.CompletionTokens,
+		TotalTokens: res.Usage.TotalTokens, UsageSource: string(res.Usage.Source),
+		Status: status, Latency: latency, Stream: x.stream, CreatedAt: x.start,
+	})
+	if ce := s.access.Check(zap.InfoLevel, "request"); ce != nil {
+		ce.Write(
+			zap.String("request_id", x.reqID),
+			zap.Stringer("org", x.principal.Org),
+			zap.Stringer("key", x.principal.KeyID),
+			zap.String("endpoint", x.ep.Path()),
+			zap.String("model", x.model),
+			zap.Bool("stream", x.stream),
+			zap.Int("status", status),
+			zap.Duration("latency", latency),
+			zap.Int("prompt_tokens", res.Usage.PromptTokens),
+			zap.Int("completion_tokens", res.Usage.CompletionTokens),
+			zap.String("usage_source", string(res.Usage.Source)),
+		)
+	}
+}
+
+// proxy serves one OpenAI API call: authenticate, parse, route, forward,
+// answer (streaming as it arrives), record.
+func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint) error {
+	x := &exchange{start: time.Now(), reqID: reqID, ep: ep}
+	actx, cancel := context.WithTimeout(s.base, authTimeout)
+	p, err := s.authenticate(actx, rc)
+	cancel()
+	if err != nil {
+		return err
+	}
+	x.principal = p
+
+	r, err := openai.ParseRequest(ep, rc.PostBody())
+	if err != nil {
+		var re *openai.RequestError
+		if errors.As(err, &re) {
+			err = &HTTPError{Code: fasthttp.StatusBadRequest, Type: "invalid_request_error", ErrCode: "invalid_request", Msg: re.Msg, Param: re.Param}
+		}
+		x.record(s, fasthttp.StatusBadRequest, openai.Result{})
+		return err
+	}
+	x.model, x.prompt, x.stream = r.Model, r.Prompt, r.Stream
+
+	up := s.router.route(r.Model)
+	if up == nil {
+		x.record(s, fasthttp.StatusNotFound, openai.Result{})
+		return errModelNotFound
+	}
+
+	body := rc.PostBody()
+	if r.Stream && ep.StreamUsageOptIn() && !r.IncludeUsage {
+		if b, injected, err := openai.WithStreamUsage(body); err == nil {
+			body, x.dropUsage = b, injected
+		}
+	}
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	release := func() {
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
+	}
+	req.Header.SetMethod(fasthttp.MethodPost)
+	copyRequestHeaders(&req.Header, &rc.Request.Header)
+	req.Header.Set("X-Request-Id", reqID)
+	up.target(req, ep, r.Model)
+	req.SetBodyRaw(body)
+	req.SetTimeout(s.cfg.UpstreamTimeout)
+	resp.StreamBody = r.Stream
+
+	if err := up.client.Do(req, resp); err != nil {
+		release()
+		he := upstreamFailure(err)
+		x.record(s, he.Code, openai.Result{})
+		return he
+	}
+	status := resp.StatusCode()
+	if r.Stream && status == fasthttp.StatusOK && bytes.HasPrefix(resp.Header.ContentType(), []byte("text/event-stream")) {
+		s.stream(rc, x, resp, release)
+		return nil
+	}
+	defer release()
+	return s.respond(rc, x, up, resp)
+}
+
+// authTimeout bounds authentication, Redis and database look-ups included.
+const authTimeout = 3 * time.Second
+
+// respond copies a buffered (non-streaming or failed) upstream answer.
+func (s *Server) respond(rc *fasthttp.RequestCtx, x *exchange, up *upstream, resp *fasthttp.Response) error {
+	body, err := readBounded(resp, maxUpstreamBody)
+	if err != nil {
+		he := upstreamFailure(err)
+		x.record(s, he.Code, openai.Result{})
+		return he
+	}
+	status := resp.StatusCode()
+	switch {
+	case status >= 200 && status < 300:
+		res := openai.ParseResponse(x.ep, body, s.cfg.CaptureMaxBytes)
+		copyResponseHeaders(&rc.Response.Header, &resp.Header)
+		rc.SetStatusCode(status)
+		rc.SetBody(body)
+		x.record(s, status, res)
+		return nil
+	case status == fasthttp.StatusUnauthorized || status == fasthttp.StatusForbidden:
+		x.record(s, fasthttp.StatusBadGateway, openai.Result{})
+		return withCause(errUpstreamAuth, errors.New("upstream "+up.name+" answered "+fasthttp.StatusMessage(status)))
+	case status >= 400 && status < 500:
+		// The caller's mistake as the provider saw it: pass it on, scrubbed.
+		copyResponseHeaders(&rc.Response.Header, &resp.Header)
+		rc.SetStatusCode(status)
+		rc.SetBody(scrub(body, up.apiKey))
+		x.record(s, status, openai.Result{})
+		return nil
+	case status == fasthttp.StatusGatewayTimeout:
+		x.record(s, status, openai.Result{})
+		return withCause(errUpstreamTimeout, errors.New("upstream "+up.name+" answered 504"))
+	default: // 3xx (never followed) and 5xx
+		x.record(s, fasthttp.StatusBadGateway, openai.Result{})
+		return withCause(errUpstream, errors.New("upstream "+up.name+" answered "+fasthttp.StatusMessage(status)))
+	}
+}
+
+// readBounded returns the whole response body, reading a stream if the
+// response is one, but never more than limit bytes.
+func readBounded(resp *fasthttp.Response, limit int) ([]byte, error) {
+	if !resp.StreamBody {
+		return resp.Body(), nil
+	}
+	r := resp.BodyStream()
+	if r == nil {
+		return resp.Body(), nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	resp.CloseBodyStream() //nolint:errcheck // the body is read or abandoned either way
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > limit {
+		return nil, errors.New("upstream response too large")
+	}
+	return b, nil
+}
+
+// upstreamFailure maps a failed exchange to 504 (timeouts) or 502.
+func upstreamFailure(err error) *HTTPError {
+	var ne net.Error
+	if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, fasthttp.ErrNoFreeConns) || errors.As(err, &ne) && ne.Timeout() {
+		return withCause(errUpstreamTimeout, err)
+	}
+	return withCause(errUpstream, err)
+}
+
+// secretLike matches OpenAI-style provider keys in upstream error bodies.
+var secretLike = regexp.MustCompile(`sk-[A-Za-z0-9_\-]{6,}`)
+
+// scrub removes the provider credential, and anything shaped like one, from
+// an upstream body before the caller sees it.
+func scrub(body []byte, apiKey string) []byte {
+	if apiKey != "" && bytes.Contains(body, []byte(apiKey)) {
+		body = bytes.ReplaceAll(body, []byte(apiKey), []byte("[redacted]"))
+	}
+	if bytes.Contains(body, []byte("sk-")) {
+		body = secretLike.ReplaceAll(body, []byte("sk-[redacted]"))
+	}
+	return body
+}
+
+// streamBufSize is the read size of a stream: one upstream read is
+// forwarded and flushed as soon as it arrives.
+const streamBufSize = 16 << 10
+
+var streamBufs = sync.Pool{New: func() any { b := make([]byte, streamBufSize); return &b }}
+
+// errShuttingDown cuts streams still open at the drain deadline.
+var errShuttingDown = errors.New("gateway shutting down")
+
+// stream forwards an SSE answer event by event as it arrives, teeing a
+// bounded copy into the recorder. It runs in fasthttp's body stream writer,
+// after the handler has returned: it uses only x, resp and the connection.
+func (s *Server) stream(rc *fasthttp.RequestCtx, x *exchange, resp *fasthttp.Response, release func()) {
+	copyResponseHeaders(&rc.Response.Header, &resp.Header)
+	rc.Response.Header.Set(fasthttp.HeaderCacheControl, "no-cache")
+	rc.Response.Header.Set("X-Accel-Buffering", "no")
+	rc.SetStatusCode(fasthttp.StatusOK)
+
+	body, _ := resp.BodyStream().(fasthttp.ReadCloserWithError)
+	conn := rc.Conn()
+	s.streams.Add(1)
+	stopCut := context.AfterFunc(s.base, func() {
+		if body != nil {
+			body.CloseWithError(errShuttingDown) //nolint:errcheck // interrupting a read
+		}
+	})
+	writeIdle := s.cfg.UpstreamIdleTimeout
+	rc.SetBodyStreamWriter(func(w *bufio.Writer) {
+		defer s.streams.Done()
+		defer stopCut()
+		defer release()
+		tee := openai.AcquireStreamTee(x.ep, x.dropUsage, s.cfg.CaptureMaxBytes)
+		defer openai.ReleaseStreamTee(tee)
+		bufp := streamBufs.Get().(*[]byte)
+		defer streamBufs.Put(bufp)
+
+		forward := func(ev []byte) error { _, err := w.Write(ev); return err }
+		flush := func() error {
+			conn.SetWriteDeadline(time.Now().Add(writeIdle)) //nolint:errcheck // a dead conn fails the flush
+			return w.Flush()
+		}
+		status := fasthttp.StatusOK
+		var readErr error
+		for body != nil {
+			n, err := body.Read(*bufp)
+			if n > 0 {
+				werr := tee.Write((*bufp)[:n], forward)
+				if werr == nil {
+					werr = flush()
+				}
+				if werr != nil {
+					status = statusClientClosed // the caller went away: stop the upstream too
+					break
+				}
+			}
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					readErr, status = err, fasthttp.StatusBadGateway
+				}
+				break
+			}
+		}
+		if status != statusClientClosed {
+			tee.Flush(forward) //nolint:errcheck // a failure here is a client gone at the very end
+			if readErr != nil {
+				s.log.Warn("upstream stream broke", zap.String("request_id", x.reqID), zap.Error(readErr))
+				forward(streamErrorEvent(x.reqID))
+			}
+			flush() //nolint:errcheck // as above
+		}
+		if body != nil {
+			var cerr error
+			if status != fasthttp.StatusOK {
+				cerr = errors.New("stream abandoned")
+			}
+			body.CloseWithError(cerr) //nolint:errcheck // releasing the upstream connection
+		}
+		x.record(s, status, tee.Result())
+	})
+}
+
+// streamErrorEvent tells a streaming client that the upstream broke off,
+// in the shape the OpenAI SDKs raise as an API error.
+func streamErrorEvent(reqID string) []byte {
+	he := withCause(errUpstream, nil)
+	he.Msg = "The upstream provider broke off the stream."
+	return append(append([]byte("event: error\ndata: "), marshalError(he, reqID)...), "\n\n"...)
+}

@@ -1,0 +1,221 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/bulkheadhq/bulkhead/config"
+	"github.com/bulkheadhq/bulkhead/gateway/openai"
+)
+
+// upstream is one configured provider with its own connection pool. Only
+// the hosts of configured upstreams are ever dialled: no part of a request
+// chooses the address, and redirects are not followed.
+type upstream struct {
+	name        string
+	azure       bool
+	scheme      string
+	host        string // Host header and dial address
+	basePath    string // openai: the base URL's path ("/v1"); azure: ""
+	apiKey      string
+	apiVersion  string
+	deployments map[string]string
+	client      *fasthttp.HostClient
+}
+
+// newUpstream builds an upstream from its configuration.
+func newUpstream(name, kind, rawURL, apiKey, apiVersion string, deployments map[string]string, cfg config.Config) (*upstream, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("upstream %s: bad URL", name)
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
+	}
+	up := &upstream{
+		name: name, azure: kind == "azure", scheme: u.Scheme, host: u.Host,
+		basePath: strings.TrimRight(u.Path, "/"), apiKey: apiKey, apiVersion: apiVersion, deployments: deployments,
+	}
+	dialer := &net.Dialer{Timeout: cfg.UpstreamConnectTimeout, KeepAlive: 30 * time.Second}
+	firstByte, idle := cfg.UpstreamFirstByteTimeout, cfg.UpstreamIdleTimeout
+	up.client = &fasthttp.HostClient{
+		Addr:                     addr,
+		IsTLS:                    u.Scheme == "https",
+		TLSConfig:                &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12},
+		NoDefaultUserAgentHeader: true,
+		MaxConns:                 cfg.UpstreamMaxConns,
+		MaxConnWaitTimeout:       firstByte,
+		MaxIdleConnDuration:      30 * time.Second,
+		MaxResponseBodySize:      maxUpstreamBody,
+		DisablePathNormalizing:   true,
+		ReadBufferSize:           16 << 10,
+		WriteTimeout:             cfg.UpstreamTimeout,
+		// Idempotent retries would resend a completion that may already be
+		// billed; the client decides whether to retry.
+		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+		Dial: func(string) (net.Conn, error) {
+			c, err := dialer.Dial("tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			return &timedConn{Conn: c, firstByte: firstByte, idle: idle}, nil
+		},
+	}
+	return up, nil
+}
+
+// maxUpstreamBody caps a buffered (non-streaming) upstream response.
+const maxUpstreamBody = 64 << 20
+
+// target sets the request URI and the provider credential for calling ep
+// with model on this upstream.
+func (up *upstream) target(req *fasthttp.Request, ep openai.Endpoint, model string) {
+	uri := req.URI()
+	uri.SetScheme(up.scheme)
+	uri.SetHost(up.host)
+	req.Header.SetHost(up.host)
+	if !up.azure {
+		uri.SetPath(up.basePath + strings.TrimPrefix(ep.Path(), "/v1"))
+		uri.SetQueryString("")
+		if up.apiKey != "" {
+			req.Header.Set(fasthttp.HeaderAuthorization, "Bearer "+up.apiKey)
+		}
+		return
+	}
+	if ep == openai.Responses {
+		uri.SetPath("/openai/responses")
+	} else {
+		dep := model
+		if d, ok := up.deployments[model]; ok {
+			dep = d
+		}
+		uri.SetPath("/openai/deployments/" + url.PathEscape(dep) + strings.TrimPrefix(ep.Path(), "/v1"))
+	}
+	uri.SetQueryString("api-version=" + url.QueryEscape(up.apiVersion))
+	if up.apiKey != "" {
+		req.Header.Set("Api-Key", up.apiKey)
+	}
+}
+
+// router maps a model to its upstream: an exact name, else the longest
+// matching prefix route, else the default upstream (if any).
+type router struct {
+	exact    map[string]*upstream
+	prefixes []prefixRoute // longest first
+	def      *upstream     // nil: unrouted models are 404
+	all      []*upstream
+}
+
+type prefixRoute struct {
+	prefix string
+	up     *upstream
+}
+
+func newRouter(cfg config.Config) (*router, error) {
+	r := &router{exact: map[string]*upstream{}}
+	if cfg.UpstreamURL != "" {
+		def, err := newUpstream("default", "openai", cfg.UpstreamURL, cfg.UpstreamAPIKey.Reveal(), "", nil, cfg)
+		if err != nil {
+			return nil, err
+		}
+		r.def = def
+		r.all = append(r.all, def)
+	}
+	for _, u := range cfg.Upstreams {
+		up, err := newUpstream(u.Name, u.Kind, u.URL, u.APIKey.Reveal(), u.APIVersion, u.Deployments, cfg)
+		if err != nil {
+			return nil, err
+		}
+		r.all = append(r.all, up)
+		for _, m := range u.Models {
+			if p, ok := strings.CutSuffix(m, "*"); ok {
+				r.prefixes = append(r.prefixes, prefixRoute{p, up})
+			} else {
+				r.exact[m] = up
+			}
+		}
+	}
+	sort.SliceStable(r.prefixes, func(i, j int) bool { return len(r.prefixes[i].prefix) > len(r.prefixes[j].prefix) })
+	if r.def == nil && len(r.all) == 0 {
+		return nil, errors.New("no upstream configured: set BULKHEAD_UPSTREAM_URL or upstreams")
+	}
+	return r, nil
+}
+
+// route returns the upstream serving model, or nil.
+func (r *router) route(model string) *upstream {
+	if up, ok := r.exact[model]; ok {
+		return up
+	}
+	for _, p := range r.prefixes {
+		if strings.HasPrefix(model, p.prefix) {
+			return p.up
+		}
+	}
+	return r.def
+}
+
+// routedModels lists the exactly named models of the routes.
+func (r *router) routedModels() []modelEntry {
+	out := make([]modelEntry, 0, len(r.exact))
+	for m, up := range r.exact {
+		out = append(out, modelEntry{ID: m, Object: "model", OwnedBy: up.name})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// timedConn enforces the first-byte and idle timeouts on an upstream
+// connection: after a request is written, the next read must return within
+// firstByte; every later read within idle. A deadline fasthttp sets (the
+// total timeout) still applies when it is sooner. fasthttp uses a
+// connection from one goroutine at a time, so the fields need no lock.
+type timedConn struct {
+	net.Conn
+	firstByte, idle time.Duration
+	awaiting        bool      // a request was written; no byte of the answer yet
+	deadline        time.Time // the read deadline fasthttp asked for
+}
+
+func (c *timedConn) Write(b []byte) (int, error) {
+	c.awaiting = true
+	return c.Conn.Write(b)
+}
+
+func (c *timedConn) SetDeadline(t time.Time) error {
+	c.deadline = t
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *timedConn) SetReadDeadline(t time.Time) error {
+	c.deadline = t
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *timedConn) Read(b []byte) (int, error) {
+	d := c.idle
+	if c.awaiting {
+		d = c.firstByte
+	}
+	dl := time.Now().Add(d)
+	if !c.deadline.IsZero() && c.deadline.Before(dl) {
+		dl = c.deadline
+	}
+	if err := c.Conn.SetReadDeadline(dl); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		c.awaiting = false
+	}
+	return n, err
+}
