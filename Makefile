@@ -13,6 +13,7 @@ services:
 build:
 	$(GO) build -o bin/bulkhead ./cmd/bulkhead
 	$(GO) build -o bin/mockllm ./cmd/mockllm
+	$(GO) build -o bin/bulkhead-bench ./cmd/bulkhead-bench
 
 run: services build
 	@bash deploy/dev/run.sh
@@ -28,6 +29,12 @@ docs: build
 	@awk -v table="$$(bin/bulkhead config --markdown)" \
 		'/<!-- config:begin/ {print; print table; skip=1; next} /<!-- config:end/ {skip=0} !skip' README.md > README.md.new
 	@mv README.md.new README.md
+
+# bench: the whole picture (PERFORMANCE.md) on loopback, then the Go
+# microbenchmarks of the hot pieces. Takes about two minutes.
+bench: services build
+	bin/bulkhead-bench run
+	$(GO) test -run '^$$' -bench . -benchmem ./gateway/... ./ratelimit/... ./store/...
 
 clean:
 	rm -rf bin

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -231,81 +230,120 @@ func scrub(body []byte, apiKey string) []byte {
 // forwarded and flushed as soon as it arrives.
 const streamBufSize = 16 << 10
 
-var streamBufs = sync.Pool{New: func() any { b := make([]byte, streamBufSize); return &b }}
-
 // errShuttingDown cuts streams still open at the drain deadline.
 var errShuttingDown = errors.New("gateway shutting down")
 
-// stream forwards an SSE answer event by event as it arrives, teeing a
-// bounded copy into the recorder. It runs in fasthttp's body stream writer,
-// after the handler has returned: it uses only x, resp and the connection.
+// stream answers with an SSE body that fasthttp pulls through sseBody on
+// the connection's own goroutine, after the handler has returned.
 func (s *Server) stream(rc *fasthttp.RequestCtx, x *exchange, resp *fasthttp.Response, release func()) {
 	copyResponseHeaders(&rc.Response.Header, &resp.Header)
 	rc.Response.Header.Set(fasthttp.HeaderCacheControl, "no-cache")
 	rc.Response.Header.Set("X-Accel-Buffering", "no")
 	rc.SetStatusCode(fasthttp.StatusOK)
 
-	body, _ := resp.BodyStream().(fasthttp.ReadCloserWithError)
-	conn := rc.Conn()
+	b := sseBodyPool.Get().(*sseBody)
+	b.s, b.x, b.release, b.conn, b.status = s, x, release, rc.Conn(), fasthttp.StatusOK
+	b.upstream, _ = resp.BodyStream().(fasthttp.ReadCloserWithError)
+	b.tee = openai.AcquireStreamTee(x.ep, x.dropUsage, s.cfg.CaptureMaxBytes)
 	s.streams.Add(1)
-	stopCut := context.AfterFunc(s.base, func() {
-		if body != nil {
-			body.CloseWithError(errShuttingDown) //nolint:errcheck // interrupting a read
+	b.stopCut = context.AfterFunc(s.base, func() {
+		if b.upstream != nil {
+			b.upstream.CloseWithError(errShuttingDown) //nolint:errcheck // interrupts a blocked read
 		}
 	})
-	writeIdle := s.cfg.UpstreamIdleTimeout
-	rc.SetBodyStreamWriter(func(w *bufio.Writer) {
-		defer s.streams.Done()
-		defer stopCut()
-		defer release()
-		tee := openai.AcquireStreamTee(x.ep, x.dropUsage, s.cfg.CaptureMaxBytes)
-		defer openai.ReleaseStreamTee(tee)
-		bufp := streamBufs.Get().(*[]byte)
-		defer streamBufs.Put(bufp)
+	rc.SetBodyStream(b, -1)
+}
 
-		forward := func(ev []byte) error { _, err := w.Write(ev); return err }
-		flush := func() error {
-			conn.SetWriteDeadline(time.Now().Add(writeIdle)) //nolint:errcheck // a dead conn fails the flush
-			return w.Flush()
+// sseBody forwards an upstream SSE body event by event as it arrives,
+// unchanged but for the dropped usage chunk, teeing a bounded copy into the
+// recorder. fasthttp calls WriteTo (each Write is one flushed chunk), then
+// Close. It holds no reference to the RequestCtx, only to the connection,
+// for write deadlines against callers that stop reading.
+type sseBody struct {
+	s        *Server
+	x        *exchange
+	upstream fasthttp.ReadCloserWithError
+	tee      *openai.StreamTee
+	conn     net.Conn
+	release  func()
+	stopCut  func() bool
+	status   int
+	readErr  error
+	buf      [streamBufSize]byte
+	out      []byte // forwarded bytes of one upstream read
+}
+
+var sseBodyPool = sync.Pool{New: func() any { return &sseBody{out: make([]byte, 0, streamBufSize)} }}
+
+// SupportsBodyWriteTo tells fasthttp to use WriteTo rather than Read.
+func (b *sseBody) SupportsBodyWriteTo() bool { return true }
+
+// WriteTo copies the stream to w, one flushed chunk per upstream read.
+func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	write := func(p []byte) error {
+		if len(p) == 0 {
+			return nil
 		}
-		status := fasthttp.StatusOK
-		var readErr error
-		for body != nil {
-			n, err := body.Read(*bufp)
-			if n > 0 {
-				werr := tee.Write((*bufp)[:n], forward)
-				if werr == nil {
-					werr = flush()
-				}
-				if werr != nil {
-					status = statusClientClosed // the caller went away: stop the upstream too
-					break
-				}
-			}
-			if err != nil {
-				if !errors.Is(err, io.EOF) {
-					readErr, status = err, fasthttp.StatusBadGateway
-				}
-				break
+		b.conn.SetWriteDeadline(time.Now().Add(b.s.cfg.UpstreamIdleTimeout)) //nolint:errcheck // a dead conn fails the write
+		n, err := w.Write(p)
+		total += int64(n)
+		return err
+	}
+	collect := func(ev []byte) error { b.out = append(b.out, ev...); return nil }
+	for b.upstream != nil {
+		n, err := b.upstream.Read(b.buf[:])
+		if n > 0 {
+			b.out = b.out[:0]
+			b.tee.Write(b.buf[:n], collect) //nolint:errcheck // collect cannot fail
+			if werr := write(b.out); werr != nil {
+				b.status = statusClientClosed // the caller went away: Close stops the upstream too
+				return total, werr
 			}
 		}
-		if status != statusClientClosed {
-			tee.Flush(forward) //nolint:errcheck // a failure here is a client gone at the very end
-			if readErr != nil {
-				s.log.Warn("upstream stream broke", zap.String("request_id", x.reqID), zap.Error(readErr))
-				forward(streamErrorEvent(x.reqID))
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				b.readErr, b.status = err, fasthttp.StatusBadGateway
 			}
-			flush() //nolint:errcheck // as above
+			break
 		}
-		if body != nil {
-			var cerr error
-			if status != fasthttp.StatusOK {
-				cerr = errors.New("stream abandoned")
-			}
-			body.CloseWithError(cerr) //nolint:errcheck // releasing the upstream connection
+	}
+	b.out = b.out[:0]
+	b.tee.Flush(collect) //nolint:errcheck // collect cannot fail
+	if b.readErr != nil {
+		b.s.log.Warn("upstream stream broke", zap.String("request_id", b.x.reqID), zap.Error(b.readErr))
+		b.out = append(b.out, streamErrorEvent(b.x.reqID)...)
+	}
+	if err := write(b.out); err != nil {
+		b.status = statusClientClosed
+		return total, err
+	}
+	return total, nil
+}
+
+// Read is the fallback fasthttp never takes for chunked bodies; it exists
+// so that sseBody is an io.Reader.
+func (b *sseBody) Read([]byte) (int, error) { return 0, errors.New("sseBody: use WriteTo") }
+
+// Close releases the upstream and records the request. fasthttp calls it
+// once the body is written or abandoned.
+func (b *sseBody) Close() error {
+	if b.upstream != nil {
+		var cerr error
+		if b.status != fasthttp.StatusOK {
+			cerr = errors.New("stream abandoned")
 		}
-		x.record(s, status, tee.Result())
-	})
+		b.upstream.CloseWithError(cerr) //nolint:errcheck // releasing the upstream connection
+	}
+	b.x.record(b.s, b.status, b.tee.Result())
+	b.stopCut()
+	openai.ReleaseStreamTee(b.tee)
+	b.release()
+	s := b.s
+	*b = sseBody{out: b.out[:0]}
+	sseBodyPool.Put(b)
+	s.streams.Done()
+	return nil
 }
 
 // streamErrorEvent tells a streaming client that the upstream broke off,

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// forward runs the floor: a bare fasthttp pass-through that copies each
+// request to the upstream and the answer back, streaming bodies as they
+// come, with no parsing and no authentication.
+func forward(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("forward", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
+	upstream := fs.String("upstream", "", "upstream host:port")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	client := &fasthttp.HostClient{Addr: *upstream, MaxConns: 4096, ReadTimeout: time.Minute, StreamResponseBody: true}
+	srv := &fasthttp.Server{
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			req := &ctx.Request
+			req.SetHost(*upstream)
+			resp := fasthttp.AcquireResponse()
+			if err := client.Do(req, resp); err != nil {
+				fasthttp.ReleaseResponse(resp)
+				ctx.Error(err.Error(), fasthttp.StatusBadGateway)
+				return
+			}
+			ctx.Response.Header.SetStatusCode(resp.StatusCode())
+			ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
+			body := resp.BodyStream()
+			if body == nil {
+				ctx.SetBody(resp.Body())
+				fasthttp.ReleaseResponse(resp)
+				return
+			}
+			ctx.SetBodyStream(&releasingReader{resp: resp}, -1)
+		},
+		NoDefaultServerHeader: true,
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("forward listening on %s\n", ln.Addr())
+	go func() {
+		<-ctx.Done()
+		srv.Shutdown() //nolint:errcheck // exiting
+	}()
+	return srv.Serve(ln)
+}
+
+// releasingReader streams an upstream body and releases the response at
+// the end.
+type releasingReader struct{ resp *fasthttp.Response }
+
+func (r *releasingReader) Read(p []byte) (int, error) { return r.resp.BodyStream().Read(p) }
+
+func (r *releasingReader) Close() error {
+	err := r.resp.CloseBodyStream()
+	fasthttp.ReleaseResponse(r.resp)
+	return err
+}

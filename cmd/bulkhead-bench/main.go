@@ -1,0 +1,44 @@
+// Command bulkhead-bench measures Bulkhead against its floor, as
+// ../shared/PERFORMANCE.md describes: the mock upstream, a bare fasthttp
+// forwarder (no parsing, no auth: the floor) and the gateway with its
+// features on, each a separate process on loopback, driven by vegeta used
+// as a library.
+//
+//	bulkhead-bench run [flags]          the whole picture (make bench)
+//	bulkhead-bench forward -listen A -upstream B   the floor forwarder
+//
+// It reports closed-loop throughput at 50 connections, open-loop latency at
+// fixed rates, streaming time to first byte, and the gateway's resident
+// memory idle and with many open streams. Each configuration runs twice,
+// alternating, since this machine is noisy: compare ratios within a run.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: bulkhead-bench run|forward [flags]")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "run":
+		err = runBench(ctx, os.Args[2:])
+	case "forward":
+		err = forward(ctx, os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bulkhead-bench:", err)
+		os.Exit(1)
+	}
+}

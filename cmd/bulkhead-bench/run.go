@@ -1,0 +1,363 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+	"github.com/valyala/fasthttp"
+
+	"github.com/bulkheadhq/bulkhead/config"
+	"github.com/bulkheadhq/bulkhead/gateway/apikey"
+	"github.com/bulkheadhq/bulkhead/store"
+)
+
+const chatBody = `{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello in five words."}]}`
+
+type benchFlags struct {
+	bin      string
+	duration time.Duration
+	conns    int
+	rates    string
+	streams  int
+	rounds   int
+}
+
+// proc is a child process that announced "… listening on ADDR".
+type proc struct {
+	cmd  *exec.Cmd
+	addr string
+}
+
+func start(ctx context.Context, env []string, name string, args ...string) (*proc, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = nil
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	addrCh := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		sent := false
+		for sc.Scan() {
+			line := sc.Text()
+			if i := strings.Index(line, "listening on "); i >= 0 && !sent {
+				addrCh <- strings.Fields(line[i+len("listening on "):])[0]
+				sent = true
+			}
+		}
+	}()
+	select {
+	case addr := <-addrCh:
+		return &proc{cmd: cmd, addr: addr}, nil
+	case <-time.After(15 * time.Second):
+		cmd.Process.Kill() //nolint:errcheck // giving up
+		return nil, fmt.Errorf("%s did not announce its address", name)
+	}
+}
+
+func (p *proc) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck // best effort
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }() //nolint:errcheck // exit status irrelevant
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill() //nolint:errcheck // stuck
+	}
+}
+
+// rss returns the resident set size of a process in MiB.
+func rss(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return -1
+}
+
+func runBench(ctx context.Context, args []string) error {
+	var f benchFlags
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.StringVar(&f.bin, "bin", "bin", "folder with the bulkhead and mockllm binaries")
+	fs.DurationVar(&f.duration, "duration", 5*time.Second, "length of each load phase")
+	fs.IntVar(&f.conns, "conns", 50, "connections of the closed-loop phase")
+	fs.StringVar(&f.rates, "rates", "200,1000", "open-loop request rates")
+	fs.IntVar(&f.streams, "streams", 1000, "concurrent streams for the memory phase")
+	fs.IntVar(&f.rounds, "rounds", 2, "times each configuration runs, alternating")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+
+	cfg, err := config.Load("", os.LookupEnv)
+	if err != nil {
+		return err
+	}
+	key, err := benchKey(ctx, cfg)
+	if err != nil {
+		return fmt.Errorf("creating the bench key (is `make services` done?): %w", err)
+	}
+
+	mock, err := start(ctx, nil, filepath.Join(f.bin, "mockllm"), "-listen", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer mock.stop()
+	slow, err := start(ctx, nil, filepath.Join(f.bin, "mockllm"), "-listen", "127.0.0.1:0", "-chunk-delay", "100ms", "-chunks", "100")
+	if err != nil {
+		return err
+	}
+	defer slow.stop()
+	self, _ := os.Executable()
+	floor, err := start(ctx, nil, self, "forward", "-listen", "127.0.0.1:0", "-upstream", mock.addr)
+	if err != nil {
+		return err
+	}
+	defer floor.stop()
+
+	routes := filepath.Join(os.TempDir(), "bulkhead-bench-routes.yaml")
+	os.WriteFile(routes, []byte("upstreams:\n  - {name: slow, kind: openai, url: \"http://"+slow.addr+"/v1\", models: [slow-stream]}\n"), 0o600)
+	gwEnv := []string{
+		"BULKHEAD_LISTEN=127.0.0.1:18080", "BULKHEAD_UPSTREAM_URL=http://" + mock.addr + "/v1",
+		"BULKHEAD_CONFIG=" + routes, "BULKHEAD_LOG_LEVEL=info",
+	}
+	gw, err := startGateway(ctx, f.bin, gwEnv)
+	if err != nil {
+		return err
+	}
+	defer gw.stop()
+
+	targets := []struct {
+		name, url string
+		auth      bool
+	}{
+		{"direct to mock", "http://" + mock.addr + "/v1/chat/completions", false},
+		{"bare fasthttp forwarder (floor)", "http://" + floor.addr + "/v1/chat/completions", false},
+		{"bulkhead (auth, limits, record)", "http://" + gw.addr + "/v1/chat/completions", true},
+	}
+	hdr := func(auth bool) http.Header {
+		h := http.Header{"Content-Type": {"application/json"}}
+		if auth {
+			h.Set("Authorization", "Bearer "+key)
+		}
+		return h
+	}
+	for _, t := range targets { // warm up pools and caches
+		attack(t.url, hdr(t.auth), vegeta.Rate{Freq: 200, Per: time.Second}, time.Second, f.conns)
+	}
+	idleRSS := rss(gw.cmd.Process.Pid)
+
+	fmt.Printf("# bulkhead-bench  %s  GOMAXPROCS=%s cores=2\n\n", time.Now().UTC().Format(time.RFC3339), os.Getenv("GOMAXPROCS"))
+	fmt.Printf("## Closed loop, %d connections, %s per run (max throughput)\n\n| target | run | RPS | p50 | p99 | errors |\n|---|---|---|---|---|---|\n", f.conns, f.duration)
+	best := map[string]float64{}
+	for round := 1; round <= f.rounds; round++ {
+		for _, t := range targets {
+			m := attack(t.url, hdr(t.auth), vegeta.Rate{Freq: 0}, f.duration, f.conns)
+			fmt.Printf("| %s | %d | %.0f | %s | %s | %s |\n", t.name, round, m.Throughput, ms(m.Latencies.P50), ms(m.Latencies.P99), errs(m))
+			best[t.name] = max(best[t.name], m.Throughput)
+		}
+	}
+	fmt.Printf("\nbulkhead / floor throughput: %.0f%% (best of %d runs each)\n", 100*best[targets[2].name]/best[targets[1].name], f.rounds)
+
+	for _, rate := range strings.Split(f.rates, ",") {
+		n, _ := strconv.Atoi(strings.TrimSpace(rate))
+		fmt.Printf("\n## Open loop at %d RPS, %s per run\n\n| target | run | p50 | p99 | added p50 vs direct | added p99 vs direct | errors |\n|---|---|---|---|---|---|---|\n", n, f.duration)
+		for round := 1; round <= f.rounds; round++ {
+			var direct *vegeta.Metrics
+			for i, t := range targets {
+				m := attack(t.url, hdr(t.auth), vegeta.Rate{Freq: n, Per: time.Second}, f.duration, f.conns)
+				if i == 0 {
+					direct = m
+				}
+				fmt.Printf("| %s | %d | %s | %s | %s | %s | %s |\n", t.name, round, ms(m.Latencies.P50), ms(m.Latencies.P99),
+					ms(m.Latencies.P50-direct.Latencies.P50), ms(m.Latencies.P99-direct.Latencies.P99), errs(m))
+			}
+		}
+	}
+
+	fmt.Printf("\n## Streaming time to first byte (200 sequential streams, 20 chunks each)\n\n| target | run | p50 TTFB | p99 TTFB |\n|---|---|---|---|\n")
+	for round := 1; round <= f.rounds; round++ {
+		d := ttfb("http://"+mock.addr+"/v1/chat/completions", "", 200)
+		fl := ttfb("http://"+floor.addr+"/v1/chat/completions", "", 200)
+		g := ttfb("http://"+gw.addr+"/v1/chat/completions", key, 200)
+		fmt.Printf("| direct to mock | %d | %s | %s |\n| floor | %d | %s | %s |\n| bulkhead | %d | %s | %s |\n",
+			round, ms(d[0]), ms(d[1]), round, ms(fl[0]), ms(fl[1]), round, ms(g[0]), ms(g[1]))
+		fmt.Printf("| added by the floor | %d | %s | %s |\n| added by bulkhead | %d | %s | %s |\n",
+			round, ms(fl[0]-d[0]), ms(fl[1]-d[1]), round, ms(g[0]-d[0]), ms(g[1]-d[1]))
+	}
+
+	fmt.Printf("\n## Gateway resident memory\n\n| state | RSS MiB |\n|---|---|\n| idle after warm-up | %.1f |\n", idleRSS)
+	early, late := openStreams(gw.addr, key, f.streams, gw.cmd.Process.Pid)
+	fmt.Printf("| %d open streams, 3s in | %.1f |\n| %d open streams, 8s in | %.1f |\n", f.streams, early, f.streams, late)
+	return nil
+}
+
+func startGateway(ctx context.Context, bin string, env []string) (*proc, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "bulkhead"), "serve")
+	cmd.Env = append(os.Environ(), env...)
+	devnull, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	cmd.Stdout, cmd.Stderr = devnull, devnull // the access log: written, then discarded
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:18080"
+	for i := 0; i < 100; i++ {
+		if code, _, err := fasthttp.GetTimeout(nil, "http://"+addr+"/healthz", time.Second); err == nil && code == 200 {
+			return &proc{cmd: cmd, addr: addr}, nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cmd.Process.Kill() //nolint:errcheck // giving up
+	return nil, fmt.Errorf("gateway did not become healthy")
+}
+
+// benchKey creates (once per run) an organization and a key with limits far
+// above what the bench sends, so that limits are checked but never bite.
+func benchKey(ctx context.Context, cfg config.Config) (string, error) {
+	if _, err := store.Migrate(ctx, cfg.AdminDatabaseURL.Reveal()); err != nil {
+		return "", err
+	}
+	a, err := store.OpenAdmin(ctx, cfg.AdminDatabaseURL.Reveal(), "bench")
+	if err != nil {
+		return "", err
+	}
+	defer a.Close()
+	org, err := a.OrgByName(ctx, "bench")
+	if err != nil {
+		if org, err = a.CreateOrg(ctx, "bench"); err != nil {
+			return "", err
+		}
+	}
+	key, err := apikey.Generate(org.ID)
+	if err != nil {
+		return "", err
+	}
+	_, err = a.CreateKey(ctx, store.NewKey{OrgID: org.ID, Hash: apikey.Hash([]byte(key)), DisplayPrefix: apikey.Display(key),
+		Name: "bench", RateLimitPerMinute: 100_000_000, TokensPerMinute: 0})
+	return key, err
+}
+
+func attack(url string, h http.Header, rate vegeta.Rate, d time.Duration, conns int) *vegeta.Metrics {
+	tr := vegeta.NewStaticTargeter(vegeta.Target{Method: "POST", URL: url, Body: []byte(chatBody), Header: h})
+	opts := []func(*vegeta.Attacker){vegeta.KeepAlive(true), vegeta.Connections(conns), vegeta.MaxConnections(conns), vegeta.Timeout(10 * time.Second)}
+	if rate.Freq == 0 {
+		opts = append(opts, vegeta.Workers(uint64(conns)), vegeta.MaxWorkers(uint64(conns)))
+	} else {
+		opts = append(opts, vegeta.Workers(uint64(conns)))
+	}
+	a := vegeta.NewAttacker(opts...)
+	var m vegeta.Metrics
+	for res := range a.Attack(tr, rate, d, "bench") {
+		m.Add(res)
+	}
+	m.Close()
+	return &m
+}
+
+func errs(m *vegeta.Metrics) string {
+	if len(m.Errors) == 0 && m.Success == 1 {
+		return "0"
+	}
+	codes := make([]string, 0, len(m.StatusCodes))
+	for c, n := range m.StatusCodes {
+		codes = append(codes, fmt.Sprintf("%s×%d", c, n))
+	}
+	sort.Strings(codes)
+	return strings.Join(codes, " ")
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/float64(time.Millisecond)) }
+
+// ttfb measures, over n sequential streaming requests, the p50 and p99
+// time until the first "data:" byte arrives.
+func ttfb(url, key string, n int) [2]time.Duration {
+	c := &fasthttp.Client{StreamResponseBody: true, MaxConnsPerHost: 4}
+	body := `{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	var ds []time.Duration
+	for i := 0; i < n; i++ {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		req.SetRequestURI(url)
+		req.Header.SetMethod("POST")
+		req.Header.SetContentType("application/json")
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		req.SetBodyString(body)
+		start := time.Now()
+		if err := c.Do(req, resp); err == nil {
+			if r := resp.BodyStream(); r != nil {
+				buf := make([]byte, 6)
+				if _, err := r.Read(buf); err == nil {
+					ds = append(ds, time.Since(start))
+				}
+				var rest bytes.Buffer
+				rest.ReadFrom(r) //nolint:errcheck // drain to reuse the connection
+			}
+			resp.CloseBodyStream() //nolint:errcheck // done
+		}
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	if len(ds) == 0 {
+		return [2]time.Duration{}
+	}
+	return [2]time.Duration{ds[len(ds)/2], ds[len(ds)*99/100]}
+}
+
+// openStreams holds n slow streams open through the gateway and samples
+// its RSS 3s and 8s in (the streams last about 10s).
+func openStreams(addr, key string, n, pid int) (early, late float64) {
+	c := &fasthttp.Client{StreamResponseBody: true, MaxConnsPerHost: n + 10, ReadTimeout: time.Minute}
+	body := `{"model":"slow-stream","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			req.SetRequestURI("http://" + addr + "/v1/chat/completions")
+			req.Header.SetMethod("POST")
+			req.Header.SetContentType("application/json")
+			req.Header.Set("Authorization", "Bearer "+key)
+			req.SetBodyString(body)
+			if err := c.Do(req, resp); err == nil && resp.BodyStream() != nil {
+				var sink bytes.Buffer
+				sink.ReadFrom(resp.BodyStream()) //nolint:errcheck // read to the end
+				resp.CloseBodyStream()           //nolint:errcheck // done
+			}
+		}()
+	}
+	time.Sleep(3 * time.Second)
+	early = rss(pid)
+	time.Sleep(5 * time.Second)
+	late = rss(pid)
+	wg.Wait()
+	return early, late
+}
