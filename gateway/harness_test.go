@@ -26,14 +26,18 @@ const providerKey = "sk-provider-SECRET-0123456789abcdef"
 
 // memRecorder keeps records in memory: the request-log sink of tests.
 type memRecorder struct {
-	mu   sync.Mutex
-	recs []store.LogRecord
-	cond chan struct{}
+	discard bool // benchmarks: keep nothing
+	mu      sync.Mutex
+	recs    []store.LogRecord
+	cond    chan struct{}
 }
 
 func newMemRecorder() *memRecorder { return &memRecorder{cond: make(chan struct{}, 1)} }
 
 func (m *memRecorder) Record(r store.LogRecord) {
+	if m.discard {
+		return
+	}
 	m.mu.Lock()
 	m.recs = append(m.recs, r)
 	m.mu.Unlock()
@@ -66,7 +70,7 @@ func (m *memRecorder) find(t *testing.T, reqID string) store.LogRecord {
 }
 
 // listen starts a fasthttp server with handler on a loopback port.
-func listen(t *testing.T, handler fasthttp.RequestHandler) string {
+func listen(t testing.TB, handler fasthttp.RequestHandler) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -81,7 +85,7 @@ func listen(t *testing.T, handler fasthttp.RequestHandler) string {
 // harness is one gateway on loopback in front of a mock upstream, with
 // real PostgreSQL and Redis behind its authenticator.
 type harness struct {
-	t     *testing.T
+	t     testing.TB
 	admin *store.Admin
 	st    *store.Store
 	auth  *auth.Authenticator
@@ -92,12 +96,19 @@ type harness struct {
 	cfg   config.Config
 }
 
+// newBenchHarness is a harness whose recorder keeps nothing.
+func newBenchHarness(b *testing.B) *harness {
+	h := newHarnessWith(b, mock.Options{}, nil)
+	h.rec.discard = true
+	return h
+}
+
 func newHarness(t *testing.T, mod func(*config.Config)) *harness {
 	t.Helper()
 	return newHarnessWith(t, mock.Options{}, mod)
 }
 
-func newHarnessWith(t *testing.T, mo mock.Options, mod func(*config.Config)) *harness {
+func newHarnessWith(t testing.TB, mo mock.Options, mod func(*config.Config)) *harness {
 	t.Helper()
 	h := &harness{t: t, admin: storetest.Admin(t), st: storetest.Open(t, store.Options{}), rec: newMemRecorder()}
 	h.mock = mock.NewServer(mo)

@@ -65,19 +65,16 @@ func Check(key []byte) (org []byte, ok bool) {
 		return nil, false
 	}
 	for i, c := range key[orgStart:orgEnd] {
-		switch i {
-		case 8, 13, 18, 23:
+		if i == 8 || i == 13 || i == 18 || i == 23 {
 			if c != '-' {
 				return nil, false
 			}
-		default:
-			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-				return nil, false
-			}
+		} else if charClass[c]&lowerHex == 0 {
+			return nil, false
 		}
 	}
 	for _, c := range key[secretStart:sumStart] {
-		if !isB64(c) {
+		if charClass[c]&base64URL == 0 {
 			return nil, false
 		}
 	}
@@ -92,9 +89,24 @@ func Check(key []byte) (org []byte, ok bool) {
 	return key[orgStart:orgEnd], true
 }
 
-func isB64(c byte) bool {
-	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_'
-}
+// charClass classifies bytes for Check without branches per range.
+var charClass = func() (t [256]uint8) {
+	for c := 0; c < 256; c++ {
+		b := byte(c)
+		if '0' <= b && b <= '9' || 'a' <= b && b <= 'f' {
+			t[c] |= lowerHex
+		}
+		if 'A' <= b && b <= 'Z' || 'a' <= b && b <= 'z' || '0' <= b && b <= '9' || b == '-' || b == '_' {
+			t[c] |= base64URL
+		}
+	}
+	return t
+}()
+
+const (
+	lowerHex uint8 = 1 << iota
+	base64URL
+)
 
 // Hash is the SHA-256 of key: what the database stores and caches are keyed by.
 func Hash(key []byte) [32]byte { return sha256.Sum256(key) }

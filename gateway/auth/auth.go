@@ -71,9 +71,10 @@ type Principal struct {
 	expiresAt          time.Time // zero: never
 }
 
-// usable reports whether the principal's credential is still valid at now.
-func (p *Principal) usable(now time.Time) bool {
-	return p.expiresAt.IsZero() || now.Before(p.expiresAt)
+// usable reports whether the principal's credential is still valid; it
+// reads the clock only for credentials that expire.
+func (p *Principal) usable(now func() time.Time) bool {
+	return p.expiresAt.IsZero() || now().Before(p.expiresAt)
 }
 
 // keyStore is what the L3 tier needs from the database (store.Store).

@@ -44,7 +44,7 @@ func (a *Authenticator) authenticateKey(ctx context.Context, cred []byte) (*Prin
 	hash := apikey.Hash(cred)
 	if p, ok := a.keys.GetIfPresent(hash); ok {
 		a.n.l1Hits.Add(1)
-		if !p.usable(a.opts.Now()) {
+		if !p.usable(a.opts.Now) {
 			return nil, ErrUnauthenticated
 		}
 		return p, nil
@@ -66,7 +66,7 @@ func (a *Authenticator) authenticateKey(ctx context.Context, cred []byte) (*Prin
 		return nil, err
 	}
 	p := v.(*Principal)
-	if !p.usable(a.opts.Now()) {
+	if !p.usable(a.opts.Now) {
 		return nil, ErrUnauthenticated
 	}
 	return p, nil
