@@ -148,7 +148,7 @@ func newHarnessWith(t testing.TB, mo mock.Options, mod func(*config.Config)) *ha
 	actx, cancel := context.WithCancel(context.Background())
 	authDone := make(chan struct{})
 	go func() { h.auth.Run(actx); close(authDone) }() //nolint:errcheck // returns nil on cancel
-	h.srv, err = New(cfg, zap.NewNop(), Deps{Auth: h.auth, Recorder: h.rec})
+	h.srv, err = New(cfg, zap.NewNop(), Deps{Auth: h.auth, Recorder: h.rec, Prompts: h.st})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,14 +33,15 @@ const (
 // Server is the gateway's API listener. Create it with New; it is safe for
 // concurrent use.
 type Server struct {
-	cfg    config.Config
-	log    *zap.Logger
-	access *zap.Logger // one line per proxied request
-	srv    *fasthttp.Server
-	reqs   requestIDs
-	auth   authenticator
-	rec    recorder
-	router *router
+	cfg     config.Config
+	log     *zap.Logger
+	access  *zap.Logger // one line per proxied request
+	srv     *fasthttp.Server
+	reqs    requestIDs
+	auth    authenticator
+	rec     recorder
+	prompts promptReader // nil: no /api/v1 read API
+	router  *router
 
 	// base is the parent of every request's context. It is not the
 	// RequestCtx (whose Done fires only at shutdown) and outlives handlers,
@@ -55,6 +57,7 @@ type Server struct {
 type Deps struct {
 	Auth     authenticator // required
 	Recorder recorder      // required: one record per finished request
+	Prompts  promptReader  // the tenant read API's store; nil disables /api/v1
 }
 
 // New builds a Server from cfg. log must not be nil.
@@ -66,7 +69,7 @@ func New(cfg config.Config, log *zap.Logger, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log.Named("gateway"), access: log.Named("access"), reqs: newRequestIDs(), auth: deps.Auth, rec: deps.Recorder, router: r}
+	s := &Server{cfg: cfg, log: log.Named("gateway"), access: log.Named("access"), reqs: newRequestIDs(), auth: deps.Auth, rec: deps.Recorder, prompts: deps.Prompts, router: r}
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	s.srv = &fasthttp.Server{
 		Handler:                      s.handle,
@@ -119,6 +122,9 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, reqID string) error {
 			return errMethodNotAllowed
 		}
 		return s.proxy(ctx, reqID, ep)
+	}
+	if strings.HasPrefix(string(path), "/api/v1/") {
+		return s.logAPI(ctx, string(path))
 	}
 	switch string(path) {
 	case "/v1/models":

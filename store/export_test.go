@@ -3,9 +3,16 @@ package store
 import (
 	"context"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // AcquireForTest hands a test one of the pool's own connections, so that a
 // test can prove what a reused connection carries.
 func AcquireForTest(ctx context.Context, s *Store) (*pgxpool.Conn, error) { return s.pool.Acquire(ctx) }
+
+// ListPromptsWithoutOrgFilterForTest is ListPrompts with its SQL
+// organization filter removed, to prove that RLS alone still confines it.
+func ListPromptsWithoutOrgFilterForTest(ctx context.Context, s *Store, org uuid.UUID, f PromptFilter) ([]Prompt, error) {
+	return s.listPrompts(ctx, org, f, false)
+}

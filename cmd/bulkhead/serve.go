@@ -66,7 +66,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		return err
 	}
 
-	srv, err := gateway.New(cfg, log, gateway.Deps{Auth: authn, Recorder: accessOnly{}})
+	srv, err := gateway.New(cfg, log, gateway.Deps{Auth: authn, Recorder: accessOnly{}, Prompts: st})
 	if err != nil {
 		return err
 	}

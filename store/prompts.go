@@ -1,0 +1,180 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Prompt is one row of the request log as the tenant reads it.
+type Prompt struct {
+	ID               uuid.UUID  `json:"id"`
+	RequestID        string     `json:"request_id"`
+	APIKeyID         *uuid.UUID `json:"api_key_id"`
+	Endpoint         string     `json:"endpoint"`
+	Model            string     `json:"model"`
+	Prompt           *string    `json:"prompt"`   // nil in metadata capture mode
+	Response         *string    `json:"response"` // nil in metadata capture mode
+	PromptTokens     int        `json:"prompt_tokens"`
+	CompletionTokens int        `json:"completion_tokens"`
+	TotalTokens      int        `json:"total_tokens"`
+	UsageSource      string     `json:"usage_source"`
+	Status           int        `json:"status"`
+	LatencyMS        int        `json:"latency_ms"`
+	Stream           bool       `json:"stream"`
+	CreatedAt        time.Time  `json:"created_at"`
+}
+
+const promptColumns = `id, request_id, api_key_id, endpoint, model, prompt_text, response, prompt_tokens,
+	completion_tokens, usage_tokens, usage_source, status, latency_ms, stream, created_at`
+
+func scanPrompt(row pgx.Row) (Prompt, error) {
+	var p Prompt
+	err := row.Scan(&p.ID, &p.RequestID, &p.APIKeyID, &p.Endpoint, &p.Model, &p.Prompt, &p.Response, &p.PromptTokens,
+		&p.CompletionTokens, &p.TotalTokens, &p.UsageSource, &p.Status, &p.LatencyMS, &p.Stream, &p.CreatedAt)
+	return p, err
+}
+
+// Cursor is a position in the newest-first order (created_at, id).
+type Cursor struct {
+	CreatedAt time.Time
+	ID        uuid.UUID
+}
+
+// String encodes the cursor for a URL ("unix-micros.uuid").
+func (c Cursor) String() string {
+	return strconv.FormatInt(c.CreatedAt.UnixMicro(), 10) + "." + c.ID.String()
+}
+
+// ParseCursor decodes Cursor.String.
+func ParseCursor(s string) (Cursor, error) {
+	ts, id, ok := strings.Cut(s, ".")
+	micros, err := strconv.ParseInt(ts, 10, 64)
+	if !ok || err != nil {
+		return Cursor{}, fmt.Errorf("malformed cursor")
+	}
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return Cursor{}, fmt.Errorf("malformed cursor")
+	}
+	return Cursor{CreatedAt: time.UnixMicro(micros), ID: u}, nil
+}
+
+// PromptFilter selects rows of ListPrompts. Zero fields do not filter.
+type PromptFilter struct {
+	Since, Until time.Time // created_at >= Since, < Until
+	Model        string
+	Limit        int     // rows to return; the caller caps it
+	After        *Cursor // continue after this row
+}
+
+// ListPrompts returns org's rows, newest first, with keyset pagination on
+// (created_at, id). It runs inside org's tenant context and filters by
+// organization in SQL as well: either alone keeps other tenants out.
+func (s *Store) ListPrompts(ctx context.Context, org uuid.UUID, f PromptFilter) ([]Prompt, error) {
+	return s.listPrompts(ctx, org, f, true)
+}
+
+func (s *Store) listPrompts(ctx context.Context, org uuid.UUID, f PromptFilter, orgFilter bool) ([]Prompt, error) {
+	var where []string
+	var args []any
+	arg := func(v any) string { args = append(args, v); return "$" + strconv.Itoa(len(args)) }
+	if orgFilter {
+		where = append(where, "organization_id = "+arg(org))
+	}
+	if !f.Since.IsZero() {
+		where = append(where, "created_at >= "+arg(f.Since))
+	}
+	if !f.Until.IsZero() {
+		where = append(where, "created_at < "+arg(f.Until))
+	}
+	if f.Model != "" {
+		where = append(where, "model = "+arg(f.Model))
+	}
+	if f.After != nil {
+		where = append(where, "(created_at, id) < ("+arg(f.After.CreatedAt)+", "+arg(f.After.ID)+")")
+	}
+	q := "SELECT " + promptColumns + " FROM prompts"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY created_at DESC, id DESC LIMIT " + arg(max(f.Limit, 1))
+	var out []Prompt
+	err := s.InTenant(ctx, org, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Prompt, error) { return scanPrompt(r) })
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing prompts: %w", err)
+	}
+	return out, nil
+}
+
+// GetPrompt returns one of org's rows. Another tenant's id is ErrNotFound,
+// exactly like a missing one.
+func (s *Store) GetPrompt(ctx context.Context, org, id uuid.UUID) (Prompt, error) {
+	var p Prompt
+	err := s.InTenant(ctx, org, func(tx pgx.Tx) error {
+		var err error
+		p, err = scanPrompt(tx.QueryRow(ctx, "SELECT "+promptColumns+" FROM prompts WHERE organization_id = $1 AND id = $2", org, id))
+		return err
+	})
+	if err != nil {
+		return Prompt{}, fmt.Errorf("reading prompt: %w", err)
+	}
+	return p, nil
+}
+
+// UsageRow is one group of a usage report.
+type UsageRow struct {
+	Group            string `json:"group"`
+	Requests         int64  `json:"requests"`
+	PromptTokens     int64  `json:"prompt_tokens"`
+	CompletionTokens int64  `json:"completion_tokens"`
+	TotalTokens      int64  `json:"total_tokens"`
+}
+
+// usageGroups maps group_by values to SQL expressions: a fixed allowlist,
+// never text from the request.
+var usageGroups = map[string]string{
+	"day":   "to_char(date_trunc('day', created_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD')",
+	"model": "model",
+	"key":   "coalesce(api_key_id::text, 'jwt')",
+}
+
+// ValidUsageGroup reports whether Usage accepts groupBy.
+func ValidUsageGroup(groupBy string) bool { _, ok := usageGroups[groupBy]; return ok }
+
+// Usage sums org's requests and tokens in [since, until), grouped by day
+// (UTC), model or key.
+func (s *Store) Usage(ctx context.Context, org uuid.UUID, since, until time.Time, groupBy string) ([]UsageRow, error) {
+	expr, ok := usageGroups[groupBy]
+	if !ok {
+		return nil, fmt.Errorf("usage: unknown grouping %q", groupBy)
+	}
+	q := `SELECT ` + expr + ` AS g, count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
+		coalesce(sum(usage_tokens), 0) FROM prompts
+		WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY g ORDER BY g`
+	var out []UsageRow
+	err := s.InTenant(ctx, org, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, q, org, since, until)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, pgx.RowToStructByPos[UsageRow])
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("usage: %w", err)
+	}
+	return out, nil
+}
