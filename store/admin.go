@@ -45,17 +45,32 @@ type Organization struct {
 	CreatedAt   time.Time `json:"created_at"`
 }
 
-// CreateOrg creates an organization with a fresh id.
+// Capture modes of an organization's request log.
+const (
+	CaptureFull     = "full"     // prompt and response text are stored
+	CaptureMetadata = "metadata" // tokens, model, status, latency; no text
+)
+
+// ValidCaptureMode reports whether m is a capture mode.
+func ValidCaptureMode(m string) bool { return m == CaptureFull || m == CaptureMetadata }
+
+// CreateOrg creates an organization with a fresh id and the default
+// capture mode (full).
 func (a *Admin) CreateOrg(ctx context.Context, name string) (Organization, error) {
+	return a.CreateOrgWith(ctx, name, CaptureFull)
+}
+
+// CreateOrgWith creates an organization with a fresh id and capture mode.
+func (a *Admin) CreateOrgWith(ctx context.Context, name, capture string) (Organization, error) {
 	org := Organization{ID: uuid.New(), Name: name}
 	err := a.inTenant(ctx, org.ID, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx,
-			`INSERT INTO organizations (id, name) VALUES ($1, $2) RETURNING capture_mode, created_at`,
-			org.ID, name).Scan(&org.CaptureMode, &org.CreatedAt)
+			`INSERT INTO organizations (id, name, capture_mode) VALUES ($1, $2, $3) RETURNING capture_mode, created_at`,
+			org.ID, name, capture).Scan(&org.CaptureMode, &org.CreatedAt)
 		if err != nil {
 			return err
 		}
-		return audit(ctx, tx, org.ID, a.actor, "org.create", org.ID.String(), map[string]any{"name": name})
+		return audit(ctx, tx, org.ID, a.actor, "org.create", org.ID.String(), map[string]any{"name": name, "capture": capture})
 	})
 	if err != nil {
 		return Organization{}, fmt.Errorf("creating organization: %w", classify(err))
@@ -74,6 +89,25 @@ func (a *Admin) Orgs(ctx context.Context) ([]Organization, error) {
 		return nil, fmt.Errorf("listing organizations: %w", err)
 	}
 	return orgs, nil
+}
+
+// UpdateOrg changes an organization's name and/or capture mode (empty
+// values keep the current ones).
+func (a *Admin) UpdateOrg(ctx context.Context, id uuid.UUID, name, capture string) (Organization, error) {
+	var o Organization
+	err := a.inTenant(ctx, id, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `UPDATE organizations SET name = coalesce(nullif($2, ''), name),
+			capture_mode = coalesce(nullif($3, ''), capture_mode) WHERE id = $1
+			RETURNING id, name, capture_mode, created_at`, id, name, capture).Scan(&o.ID, &o.Name, &o.CaptureMode, &o.CreatedAt)
+		if err != nil {
+			return err
+		}
+		return audit(ctx, tx, id, a.actor, "org.update", id.String(), map[string]any{"name": name, "capture": capture})
+	})
+	if err != nil {
+		return Organization{}, fmt.Errorf("updating organization %s: %w", id, classify(err))
+	}
+	return o, nil
 }
 
 // OrgByName returns the oldest organization with that name.

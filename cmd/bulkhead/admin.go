@@ -77,12 +77,13 @@ func actor() string {
 
 func orgCmd(ctx context.Context, e env, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: bulkhead org create|list|delete")
+		return errors.New("usage: bulkhead org create|list|update|delete")
 	}
 	switch sub, args := args[0], args[1:]; sub {
 	case "create":
 		fs, path := flags(e, "org create")
 		name := fs.String("name", "", "organization name (required)")
+		capture := fs.String("capture", store.CaptureFull, "request log capture: full (prompt and response text) or metadata (no text)")
 		asJSON := fs.Bool("json", false, "print JSON")
 		if err := parseNoArgs(fs, args); err != nil {
 			return err
@@ -90,8 +91,11 @@ func orgCmd(ctx context.Context, e env, args []string) error {
 		if strings.TrimSpace(*name) == "" {
 			return errors.New("org create: --name is required")
 		}
+		if !store.ValidCaptureMode(*capture) {
+			return fmt.Errorf("org create: --capture must be full or metadata, got %q", *capture)
+		}
 		return withAdmin(ctx, e, *path, func(ctx context.Context, a *store.Admin) error {
-			org, err := a.CreateOrg(ctx, *name)
+			org, err := a.CreateOrgWith(ctx, *name, *capture)
 			if err != nil {
 				return err
 			}
@@ -122,6 +126,35 @@ func orgCmd(ctx context.Context, e env, args []string) error {
 			}
 			return tw.Flush()
 		})
+	case "update":
+		fs, path := flags(e, "org update")
+		name := fs.String("name", "", "new name (empty: keep)")
+		capture := fs.String("capture", "", "full or metadata (empty: keep)")
+		asJSON := fs.Bool("json", false, "print JSON")
+		id, err := parseOneID(fs, args, "usage: bulkhead org update ID [--name NAME] [--capture full|metadata]")
+		if err != nil {
+			return err
+		}
+		if *capture != "" && !store.ValidCaptureMode(*capture) {
+			return fmt.Errorf("org update: --capture must be full or metadata, got %q", *capture)
+		}
+		if *name == "" && *capture == "" {
+			return errors.New("org update: nothing to change: give --name and/or --capture")
+		}
+		return withAdmin(ctx, e, *path, func(ctx context.Context, a *store.Admin) error {
+			org, err := a.UpdateOrg(ctx, id, *name, *capture)
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("org update: no organization %s", id)
+			}
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return printJSON(e, org)
+			}
+			fmt.Fprintf(e.stdout, "organization %s: name %q, capture %s\n", org.ID, org.Name, org.CaptureMode)
+			return nil
+		})
 	case "delete":
 		fs, path := flags(e, "org delete")
 		if err := fs.Parse(args); err != nil {
@@ -151,7 +184,7 @@ func orgCmd(ctx context.Context, e env, args []string) error {
 			})
 		})
 	default:
-		return fmt.Errorf("unknown org command %q: want create, list or delete", sub)
+		return fmt.Errorf("unknown org command %q: want create, list, update or delete", sub)
 	}
 }
 

@@ -5,6 +5,7 @@
 //	bulkhead migrate                    apply database migrations (owner role)
 //	bulkhead org create --name NAME     create an organization (tenant)
 //	bulkhead org list                   list organizations
+//	bulkhead org update ID [--name N] [--capture full|metadata]
 //	bulkhead org delete ID              delete an organization and all its data
 //	bulkhead key create --org ID --name NAME --rpm N [--tpm N] [--expires D]
 //	bulkhead key list --org ID | revoke ID | rotate ID [--overlap D]
@@ -53,7 +54,7 @@ func commands() []command {
 	return []command{
 		{"serve", "run the gateway", serveCmd},
 		{"migrate", "apply database migrations as the owner role", migrateCmd},
-		{"org", "manage organizations: create, list, delete", orgCmd},
+		{"org", "manage organizations: create, list, update, delete", orgCmd},
 		{"key", "manage API keys: create, list, revoke, rotate", keyCmd},
 		{"demo", "ensure the demo organization exists and print how to use it", demoCmd},
 		{"config", "print the effective configuration (secrets redacted), or --markdown the settings table", configCmd},
