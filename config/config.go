@@ -71,6 +71,9 @@ type Config struct {
 	MaxRequestBodyBytes int           `yaml:"max_request_body_bytes" env:"BULKHEAD_MAX_REQUEST_BODY_BYTES" default:"4194304" help:"largest request body accepted; larger bodies get 413"`
 	ShutdownTimeout     time.Duration `yaml:"shutdown_timeout" env:"BULKHEAD_SHUTDOWN_TIMEOUT" default:"30s" help:"how long in-flight requests may take to finish after SIGTERM"`
 
+	ShutdownGrace    time.Duration `yaml:"shutdown_grace" env:"BULKHEAD_SHUTDOWN_GRACE" default:"0s" help:"after SIGTERM, how long the gateway keeps accepting connections while reporting not ready, so load balancers stop sending first (5s behind a Kubernetes Service)"`
+	MetricsPerTenant bool          `yaml:"metrics_per_tenant" env:"BULKHEAD_METRICS_PER_TENANT" default:"false" help:"add a per-organization request counter (one series per tenant: mind the cardinality)"`
+
 	LogLevel  string `yaml:"log_level" env:"BULKHEAD_LOG_LEVEL" default:"info" help:"debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" env:"BULKHEAD_LOG_FORMAT" default:"json" help:"json or console"`
 }
@@ -339,6 +342,9 @@ func (c Config) Validate() error {
 		bad("BULKHEAD_MAX_REQUEST_BODY_BYTES", "must be at least 1024, got %d", c.MaxRequestBodyBytes)
 	}
 	positive("BULKHEAD_SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
+	if c.ShutdownGrace < 0 {
+		bad("BULKHEAD_SHUTDOWN_GRACE", "must not be negative, got %s", c.ShutdownGrace)
+	}
 	if _, err := zapcore.ParseLevel(c.LogLevel); err != nil || c.LogLevel == "" {
 		bad("BULKHEAD_LOG_LEVEL", "want debug, info, warn or error, got %q", c.LogLevel)
 	}

@@ -61,6 +61,7 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 		TotalTokens: res.Usage.TotalTokens, UsageSource: string(res.Usage.Source),
 		Status: status, Latency: latency, Stream: x.stream, CreatedAt: x.start,
 	})
+	s.metrics.observe(x, status, latency, res.Usage.PromptTokens, res.Usage.CompletionTokens)
 	if ce := s.access.Check(zap.InfoLevel, "request"); ce != nil {
 		ce.Write(
 			zap.String("request_id", x.reqID),
@@ -126,7 +127,11 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 	req.SetTimeout(s.cfg.UpstreamTimeout)
 	resp.StreamBody = r.Stream
 
-	if err := up.client.Do(req, resp); err != nil {
+	sent := time.Now()
+	s.metrics.overhead.Observe(sent.Sub(x.start).Seconds())
+	err = up.client.Do(req, resp)
+	s.metrics.upstream.WithLabelValues(ep.Path()).Observe(time.Since(sent).Seconds())
+	if err != nil {
 		release()
 		he := upstreamFailure(err)
 		x.record(s, he.Code, openai.Result{})
@@ -287,6 +292,9 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 		}
 		b.conn.SetWriteDeadline(time.Now().Add(b.s.cfg.UpstreamIdleTimeout)) //nolint:errcheck // a dead conn fails the write
 		n, err := w.Write(p)
+		if total == 0 && err == nil {
+			b.s.metrics.ttfb.Observe(time.Since(b.x.start).Seconds())
+		}
 		total += int64(n)
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
@@ -51,6 +52,7 @@ type Server struct {
 	streams    sync.WaitGroup // stream writers still running
 
 	modelList modelList
+	metrics   *metrics
 }
 
 // Deps are the Server's collaborators.
@@ -58,6 +60,8 @@ type Deps struct {
 	Auth     authenticator // required
 	Recorder recorder      // required: one record per finished request
 	Prompts  promptReader  // the tenant read API's store; nil disables /api/v1
+	// Metrics receives the gateway's series; nil registers them nowhere.
+	Metrics prometheus.Registerer
 }
 
 // New builds a Server from cfg. log must not be nil.
@@ -71,6 +75,11 @@ func New(cfg config.Config, log *zap.Logger, deps Deps) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log.Named("gateway"), access: log.Named("access"), reqs: newRequestIDs(), auth: deps.Auth, rec: deps.Recorder, prompts: deps.Prompts, router: r}
 	s.base, s.cancelBase = context.WithCancel(context.Background())
+	reg := deps.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	s.metrics = newMetrics(reg, cfg.MetricsPerTenant)
 	s.srv = &fasthttp.Server{
 		Handler:                      s.handle,
 		NoDefaultServerHeader:        true, // no version banner

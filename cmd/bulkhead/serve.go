@@ -5,7 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -66,7 +72,18 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		return err
 	}
 
-	srv, err := gateway.New(cfg, log, gateway.Deps{Auth: authn, Recorder: accessOnly{}, Prompts: st})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerAuthMetrics(reg, authn)
+	checks := []gateway.Check{{Name: "postgres", Probe: st.Ping}}
+	if authOpts.Redis != nil {
+		rdb := authOpts.Redis
+		checks = append(checks, gateway.Check{Name: "redis", Probe: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
+	}
+	// Keys can be verified while PostgreSQL or Redis answers.
+	health := gateway.NewHealth(reg, func(up map[string]bool) bool { return up["postgres"] || up["redis"] }, checks...)
+
+	srv, err := gateway.New(cfg, log, gateway.Deps{Auth: authn, Recorder: accessOnly{}, Prompts: st, Metrics: reg})
 	if err != nil {
 		return err
 	}
@@ -74,24 +91,70 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
-	log.Info("serving", zap.String("listen", ln.Addr().String()), zap.String("upstream", cfg.UpstreamURL),
-		zap.Int("routes", len(cfg.Upstreams)))
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("listening on %s: %w", cfg.AdminListen, err)
+	}
+	admin := &http.Server{Handler: gateway.AdminHandler(health, reg), ReadHeaderTimeout: 10 * time.Second}
+	log.Info("serving", zap.String("listen", ln.Addr().String()), zap.String("admin", adminLn.Addr().String()),
+		zap.String("upstream", cfg.UpstreamURL), zap.Int("routes", len(cfg.Upstreams)))
 
+	// Shutdown, on SIGTERM: not ready at once; keep accepting for the grace
+	// period (load balancers stop sending); stop accepting and let requests
+	// and streams finish until the drain deadline; cut what is left (usage
+	// recorded); then the background loops stop.
+	bg, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer bgCancel()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(ln) })
-	g.Go(func() error { return authn.Run(gctx) })
+	g.Go(func() error {
+		if err := admin.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	var bgWG sync.WaitGroup
+	bgWG.Add(2)
+	go func() { defer bgWG.Done(); authn.Run(bg) }()  //nolint:errcheck // returns nil when bg ends
+	go func() { defer bgWG.Done(); health.Run(bg) }() //nolint:errcheck // returns nil when bg ends
 	g.Go(func() error {
 		<-gctx.Done()
-		log.Info("shutting down", zap.Duration("drain", cfg.ShutdownTimeout))
+		health.SetDraining()
+		log.Info("shutting down", zap.Duration("grace", cfg.ShutdownGrace), zap.Duration("drain", cfg.ShutdownTimeout))
+		time.Sleep(cfg.ShutdownGrace)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
 		defer cancel()
-		return srv.Shutdown(sctx)
+		err := srv.Shutdown(sctx)
+		bgCancel()
+		bgWG.Wait()
+		actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer acancel()
+		admin.Shutdown(actx) //nolint:errcheck // the admin listener holds nothing worth waiting for
+		return err
 	})
 	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// registerAuthMetrics exposes the authenticator's look-up counters.
+func registerAuthMetrics(reg prometheus.Registerer, a *auth.Authenticator) {
+	tier := func(name, help string, get func(auth.Stats) uint64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "bulkhead_auth_" + name + "_total", Help: help,
+		}, func() float64 { return float64(get(a.Stats())) }))
+	}
+	tier("l1_hits", "API keys answered by the in-process cache.", func(s auth.Stats) uint64 { return s.L1Hits })
+	tier("l1_negative_hits", "Unknown keys answered by the in-process negative cache.", func(s auth.Stats) uint64 { return s.L1Negative })
+	tier("l2_hits", "API keys answered by Redis.", func(s auth.Stats) uint64 { return s.L2Hits })
+	tier("l2_errors", "Redis look-ups that failed.", func(s auth.Stats) uint64 { return s.L2Errors })
+	tier("l3_lookups", "Look-ups that reached PostgreSQL.", func(s auth.Stats) uint64 { return s.L3Lookups })
+	tier("l3_errors", "PostgreSQL look-ups that failed.", func(s auth.Stats) uint64 { return s.L3Errors })
+	tier("malformed", "Credentials refused without any look-up.", func(s auth.Stats) uint64 { return s.Malformed })
+	tier("invalidations", "Invalidation events applied.", func(s auth.Stats) uint64 { return s.Invalidated })
 }
 
 // jwtVerifier builds the JWT verifier the configuration asks for, or nil.

@@ -1,0 +1,128 @@
+package gateway
+
+import (
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the gateway's Prometheus series. Every label set is bounded:
+// endpoint and status class are fixed lists, and model names are the first
+// maxModelLabels seen (the rest count as "other"), so a caller inventing
+// model names cannot grow the series without bound. Per-tenant series exist
+// only when enabled in config.
+type metrics struct {
+	requests    *prometheus.CounterVec   // endpoint, model, status
+	tenantReqs  *prometheus.CounterVec   // org; nil unless enabled
+	latency     *prometheus.HistogramVec // endpoint: whole request, stream included
+	upstream    *prometheus.HistogramVec // endpoint: until the upstream's response headers
+	overhead    prometheus.Histogram     // the gateway's own time before forwarding
+	ttfb        prometheus.Histogram     // streams: until the first event reaches the caller
+	tokens      *prometheus.CounterVec   // kind: prompt, completion
+	rateLimited *prometheus.CounterVec   // limit: requests, tokens
+	models      boundedLabels
+}
+
+// maxModelLabels caps the distinct model label values.
+const maxModelLabels = 64
+
+var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
+
+func newMetrics(reg prometheus.Registerer, perTenant bool) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulkhead_requests_total", Help: "Proxied requests by endpoint, model and status.",
+		}, []string{"endpoint", "model", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "bulkhead_request_duration_seconds", Help: "Whole request time, streams included.", Buckets: latencyBuckets,
+		}, []string{"endpoint"}),
+		upstream: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "bulkhead_upstream_duration_seconds", Help: "Time until the upstream's response headers.", Buckets: latencyBuckets,
+		}, []string{"endpoint"}),
+		overhead: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "bulkhead_gateway_overhead_seconds", Help: "The gateway's own time before forwarding (auth, parse, route, limits).",
+			Buckets: []float64{.00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .05, .1},
+		}),
+		ttfb: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "bulkhead_stream_first_byte_seconds", Help: "Streams: time until the first event is sent to the caller.", Buckets: latencyBuckets,
+		}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulkhead_tokens_total", Help: "Tokens by kind (prompt, completion).",
+		}, []string{"kind"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulkhead_rate_limited_total", Help: "Requests refused by a per-key limit.",
+		}, []string{"limit"}),
+		models: boundedLabels{max: maxModelLabels, seen: map[string]struct{}{}},
+	}
+	reg.MustRegister(m.requests, m.latency, m.upstream, m.overhead, m.ttfb, m.tokens, m.rateLimited)
+	if perTenant {
+		m.tenantReqs = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulkhead_tenant_requests_total", Help: "Proxied requests by organization (enabled by BULKHEAD_METRICS_PER_TENANT).",
+		}, []string{"org"})
+		reg.MustRegister(m.tenantReqs)
+	}
+	return m
+}
+
+// observe counts one finished request.
+func (m *metrics) observe(x *exchange, status int, latency time.Duration, promptTok, completionTok int) {
+	ep := x.ep.Path()
+	m.requests.WithLabelValues(ep, m.models.label(x.model), statusLabel(status)).Inc()
+	m.latency.WithLabelValues(ep).Observe(latency.Seconds())
+	if promptTok > 0 {
+		m.tokens.WithLabelValues("prompt").Add(float64(promptTok))
+	}
+	if completionTok > 0 {
+		m.tokens.WithLabelValues("completion").Add(float64(completionTok))
+	}
+	if m.tenantReqs != nil {
+		m.tenantReqs.WithLabelValues(x.principal.Org.String()).Inc()
+	}
+}
+
+var statusLabels = func() (t [600]string) {
+	for i := range t {
+		t[i] = strconv.Itoa(i)
+	}
+	return t
+}()
+
+func statusLabel(code int) string {
+	if code >= 0 && code < len(statusLabels) {
+		return statusLabels[code]
+	}
+	return "other"
+}
+
+// boundedLabels admits the first max distinct values and maps the rest to
+// "other". It is safe for concurrent use.
+type boundedLabels struct {
+	mu   sync.RWMutex
+	max  int
+	seen map[string]struct{}
+}
+
+func (b *boundedLabels) label(v string) string {
+	if v == "" {
+		return "none"
+	}
+	b.mu.RLock()
+	_, ok := b.seen[v]
+	full := len(b.seen) >= b.max
+	b.mu.RUnlock()
+	if ok {
+		return v
+	}
+	if full {
+		return "other"
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.seen) >= b.max {
+		return "other"
+	}
+	b.seen[v] = struct{}{}
+	return v
+}
