@@ -8,6 +8,7 @@ import (
 	"net"
 	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -252,6 +253,7 @@ func (s *Server) stream(rc *fasthttp.RequestCtx, x *exchange, resp *fasthttp.Res
 	b.tee = openai.AcquireStreamTee(x.ep, x.dropUsage, s.cfg.CaptureMaxBytes)
 	s.streams.Add(1)
 	b.stopCut = context.AfterFunc(s.base, func() {
+		b.cut.Store(true)
 		if b.upstream != nil {
 			b.upstream.CloseWithError(errShuttingDown) //nolint:errcheck // interrupts a blocked read
 		}
@@ -272,6 +274,7 @@ type sseBody struct {
 	conn     net.Conn
 	release  func()
 	stopCut  func() bool
+	cut      atomic.Bool // the drain deadline passed: the gateway cut the stream
 	status   int
 	readErr  error
 	buf      [streamBufSize]byte
@@ -312,6 +315,9 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
 				b.readErr, b.status = err, fasthttp.StatusBadGateway
+				if b.cut.Load() {
+					b.status = fasthttp.StatusServiceUnavailable
+				}
 			}
 			break
 		}
@@ -319,8 +325,12 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 	b.out = b.out[:0]
 	b.tee.Flush(collect) //nolint:errcheck // collect cannot fail
 	if b.readErr != nil {
-		b.s.log.Warn("upstream stream broke", zap.String("request_id", b.x.reqID), zap.Error(b.readErr))
-		b.out = append(b.out, streamErrorEvent(b.x.reqID)...)
+		if b.cut.Load() {
+			b.out = append(b.out, streamErrorEvent(b.x.reqID, errShutdownCut)...)
+		} else {
+			b.s.log.Warn("upstream stream broke", zap.String("request_id", b.x.reqID), zap.Error(b.readErr))
+			b.out = append(b.out, streamErrorEvent(b.x.reqID, errStreamBroke)...)
+		}
 	}
 	if err := write(b.out); err != nil {
 		b.status = statusClientClosed
@@ -354,10 +364,15 @@ func (b *sseBody) Close() error {
 	return nil
 }
 
-// streamErrorEvent tells a streaming client that the upstream broke off,
-// in the shape the OpenAI SDKs raise as an API error.
-func streamErrorEvent(reqID string) []byte {
-	he := withCause(errUpstream, nil)
-	he.Msg = "The upstream provider broke off the stream."
+var (
+	errStreamBroke = &HTTPError{Code: fasthttp.StatusBadGateway, Type: "server_error", ErrCode: "upstream_error",
+		Msg: "The upstream provider broke off the stream."}
+	errShutdownCut = &HTTPError{Code: fasthttp.StatusServiceUnavailable, Type: "server_error", ErrCode: "service_unavailable",
+		Msg: "The gateway is shutting down; the stream was cut. Retry the request."}
+)
+
+// streamErrorEvent ends a stream with an error event, in the shape the
+// OpenAI SDKs raise as an API error.
+func streamErrorEvent(reqID string, he *HTTPError) []byte {
 	return append(append([]byte("event: error\ndata: "), marshalError(he, reqID)...), "\n\n"...)
 }
