@@ -2,4 +2,62 @@
 // atomically in Redis (GCRA on Redis server time) so that every gateway
 // replica shares one budget, with an in-process limiter for single-instance
 // mode and for when Redis is unreachable.
+//
+// # Budgets
+//
+// A Limit is Rate units per Period with a Burst; PerMinute(n) allows the
+// whole minute's n at once (Burst n) and then refills one unit every
+// minute/n, so a minute never admits more than 2n (the burst plus a minute's
+// refill). A zero Limit is unlimited.
+//
+// Limiter.Allow decides one request against a key's request budget and
+// token budget in one Lua script, one round trip: it admits when a request
+// unit is left and at least one token is left, spends the request unit and
+// leaves the tokens for Limiter.Charge, which spends what the provider
+// reported after the response. A rejected request spends nothing, so a
+// client retrying a 429 is not counted twice.
+//
+// Because tokens are checked, not reserved, requests admitted at the same
+// time can together spend more tokens than are left. The overspend is debt:
+// Charge takes the budget below empty (the GCRA arrival time moves on by
+// tokens×interval, past the burst) and Allow rejects the key until the debt
+// is repaid at the token rate. Usage is therefore reconciled exactly; what
+// concurrency buys is at most one in-flight request's usage per concurrent
+// caller, paid back before the key gets another request in. The limiter never
+// cuts a request in flight: a stream that exhausts the budget midway is
+// charged in full when it ends and its debt holds back the key's next
+// requests.
+//
+// All times come from Redis TIME inside the script, so the replicas' clocks
+// do not matter. Redis keys are Prefix + ":{" + key + "}:r" and ":t" (one
+// Cluster hash slot per key) and expire when their budget is fully
+// restored.
+//
+// # When Redis fails
+//
+// Every Redis call has a timeout (100ms by default). After an error or a
+// timeout the Limiter stops calling Redis for a cooldown (1s by default),
+// then lets one call probe; so a dead or stalled Redis delays only the
+// calls in flight when it fails and one probe per cooldown, never every
+// request. Meanwhile:
+//
+//   - FailLocal (default): each instance decides with its own in-process
+//     limiter (Source "local"), same algorithm, no error. N replicas may
+//     together admit up to N times a limit until Redis is back; the local
+//     budgets start full.
+//   - FailClosed: Allow and Charge return an error wrapping ErrUnavailable;
+//     the gateway answers 503.
+//
+// A call that timed out may still be applied by Redis later (it spends a
+// request unit or its tokens), which errs on the strict side.
+//
+// Each switch is logged once (a warning on the way out, an info on the way
+// back) and counted in Stats. With no Redis client at all (single-instance
+// mode) every decision is local and no fail mode applies.
+//
+// # Headers
+//
+// Decision.Headers writes OpenAI's x-ratelimit-{limit,remaining,reset}-
+// {requests,tokens} headers, with resets in OpenAI's format ("20ms", "1s",
+// "6m0s"), and Retry-After in whole seconds when the request is rejected.
 package ratelimit
