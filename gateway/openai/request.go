@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
-
-	"github.com/valyala/fastjson"
 )
 
 // Limits ParseRequest enforces on a request body. The body's total size is
@@ -129,10 +127,10 @@ func (f *requestFields) slot(ep Endpoint, name []byte) *field {
 // missing or non-array "messages" or one longer than MaxMessages. An unknown
 // ep is a programming error and returns a plain error.
 //
-// Cost is linear in len(body) with constant stack: one allocation-free scan
-// that also bounds nesting, one fastjson validation pass, one UTF-8 pass,
-// then two allocations (Model and Prompt). body is not retained. It is safe
-// for concurrent use.
+// Cost is linear in len(body) with constant stack: one allocation-free pass
+// that validates the JSON (RFC 8259, as encoding/json.Valid) while bounding
+// nesting and finding the members, one UTF-8 pass, then two allocations
+// (Model and Prompt). body is not retained. It is safe for concurrent use.
 func ParseRequest(ep Endpoint, body []byte) (Request, error) {
 	if !ep.valid() {
 		return Request{}, fmt.Errorf("openai: parse request: unknown endpoint %d", ep)
@@ -150,6 +148,7 @@ func ParseRequest(ep Endpoint, body []byte) (Request, error) {
 
 	var f requestFields
 	it := newObjIter(body, open, 1)
+	it.strict = true
 	for {
 		k, v, ok := it.next()
 		if !ok {
@@ -174,10 +173,7 @@ func ParseRequest(ep Endpoint, body []byte) (Request, error) {
 		}
 		return Request{}, errNotJSON
 	}
-	// The scan above proved the nesting shallow, so validation, which
-	// recurses per level, is bounded; any tail after the object is rejected
-	// by Validate without being descended into.
-	if fastjson.ValidateBytes(body) != nil {
+	if skipWS(body, it.i) != len(body) {
 		return Request{}, errNotJSON
 	}
 	if !utf8.Valid(body) {
@@ -211,14 +207,14 @@ func ParseRequest(ep Endpoint, body []byte) (Request, error) {
 	return req, nil
 }
 
-// checkJSON reports why body, whose first value starts at b[i], is not
-// acceptable JSON: too deep, or invalid. It bounds nesting before running the
-// recursive validator.
+// checkJSON reports why body, whose first value starts at body[i], is not
+// acceptable JSON: too deep, or invalid; nil if it is valid.
 func checkJSON(body []byte, i int) error {
-	if _, _, err := skipValue(body, i, 0); errors.Is(err, errTooDeep) {
+	end, _, err := validValue(body, i, 0)
+	switch {
+	case errors.Is(err, errTooDeep):
 		return errDeep
-	}
-	if fastjson.ValidateBytes(body) != nil {
+	case err != nil || skipWS(body, end) != len(body):
 		return errNotJSON
 	}
 	return nil

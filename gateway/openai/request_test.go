@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -192,12 +193,14 @@ func TestEndpoint(t *testing.T) {
 }
 
 func FuzzParseRequest(f *testing.F) {
-	f.Add([]byte(`{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
-	f.Add([]byte(`{"model":"m","stream":true,"stream_options":{"include_usage":false,"x":1},"messages":[]}`))
-	f.Add([]byte(` {"stream":true,"stream_options":null,"model":"m","messages":[]}`))
-	f.Add([]byte(`[[[`))
-	f.Fuzz(func(t *testing.T, body []byte) {
-		req, err := ParseRequest(ChatCompletions, body)
+	f.Add([]byte(`{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}`), uint8(0))
+	f.Add([]byte(`{"model":"m","stream":true,"stream_options":{"include_usage":false,"x":1},"messages":[]}`), uint8(0))
+	f.Add([]byte(` {"stream":true,"stream_options":null,"model":"m","prompt":["a"]}`), uint8(1))
+	f.Add([]byte(`{"model":"m","input":"x","instructions":"be \"brief\""}`), uint8(3))
+	f.Add([]byte(`[[[`), uint8(2))
+	f.Fuzz(func(t *testing.T, body []byte, epb uint8) {
+		ep := Endpoint(1 + epb%4)
+		req, err := ParseRequest(ep, body)
 		if err != nil {
 			var re *RequestError
 			if !errors.As(err, &re) {
@@ -205,11 +208,14 @@ func FuzzParseRequest(f *testing.F) {
 			}
 			return
 		}
-		if fastjson.ValidateBytes(body) != nil {
+		if !json.Valid(body) {
 			t.Fatalf("accepted invalid JSON %q", body)
 		}
-		if fastjson.Validate(req.Prompt) != nil {
+		if req.Prompt != "" && !json.Valid([]byte(req.Prompt)) {
 			t.Fatalf("Prompt %q is not JSON", req.Prompt)
+		}
+		if !ep.StreamUsageOptIn() {
+			return
 		}
 		out, injected, err := WithStreamUsage(body)
 		if err != nil {
@@ -218,7 +224,7 @@ func FuzzParseRequest(f *testing.F) {
 		if injected == (req.IncludeUsage || !req.Stream) {
 			t.Fatalf("injected %v for Stream %v IncludeUsage %v", injected, req.Stream, req.IncludeUsage)
 		}
-		req2, err := ParseRequest(ChatCompletions, out)
+		req2, err := ParseRequest(ep, out)
 		if err != nil {
 			t.Fatalf("WithStreamUsage output %q refused: %v", out, err)
 		}

@@ -1,11 +1,10 @@
 package openai
 
 import (
+	"bytes"
 	"strconv"
 	"sync"
 	"unicode/utf8"
-
-	"github.com/valyala/fastjson"
 )
 
 // UsageSource says where the token counts of a Usage come from; it is
@@ -45,7 +44,7 @@ type Result struct {
 	// FinishReason is choices[0].finish_reason for chat and completions
 	// ("stop", "length", "tool_calls", "content_filter", …) and the response
 	// status for the Responses API ("completed", "incomplete", "failed", …);
-	// "" if not seen. At most maxFinishReason bytes.
+	// "" if not seen. At most 64 bytes.
 	FinishReason string
 }
 
@@ -90,19 +89,26 @@ func truncateUTF8(b []byte, n int) []byte {
 	return b[:n]
 }
 
-// textAcc assembles response text up to max bytes. The zero value stores
-// nothing; set max. With borrow set, a single piece is kept by reference
-// (for pieces that outlive the accumulator's use, as in ParseResponse) and
-// only a second piece copies.
+// textAcc assembles response text up to max bytes; see Result. The zero
+// value stores nothing; set max.
+//
+// In borrow mode (ParseResponse), the pieces stay valid until the
+// accumulator is finished: a single piece without escapes is kept by
+// reference and copied once, into the final string, and anything more is
+// decoded straight into a pooled buffer, so the text costs one allocation.
+// Otherwise (StreamTee) pieces are copied into buf at once.
 type textAcc struct {
 	buf       []byte
-	first     []byte // borrowed single piece, when borrow is set
+	first     []byte  // borrowed piece not yet copied into buf
+	scratch   []byte  // decodes escaped pieces when they cannot go straight into buf
+	pooled    *[]byte // the pool slot of buf, in borrow mode
 	borrow    bool
 	max       int
 	total     int
 	truncated bool
 }
 
+// add adds decoded text.
 func (a *textAcc) add(s []byte) {
 	if len(s) == 0 {
 		return
@@ -111,8 +117,7 @@ func (a *textAcc) add(s []byte) {
 	if a.truncated {
 		return
 	}
-	have := len(a.buf) + len(a.first)
-	if have+len(s) > a.max {
+	if have := len(a.buf) + len(a.first); have+len(s) > a.max {
 		s = truncateUTF8(s, a.max-have)
 		a.truncated = true
 	}
@@ -120,13 +125,53 @@ func (a *textAcc) add(s []byte) {
 		a.first = s
 		return
 	}
-	if a.first != nil {
-		a.buf = append(make([]byte, 0, 2*(len(a.first)+len(s))), a.first...)
-		a.first = nil
-	}
+	a.own()
 	a.buf = append(a.buf, s...)
 }
 
+// addJSON adds the JSON string raw (with its quotes), decoding escapes; it
+// ignores anything that is not a string.
+func (a *textAcc) addJSON(raw []byte) {
+	if len(raw) < 2 || raw[0] != '"' {
+		return
+	}
+	s := raw[1 : len(raw)-1]
+	if bytes.IndexByte(s, '\\') < 0 {
+		a.add(s)
+		return
+	}
+	if !a.borrow || a.truncated {
+		a.scratch, _ = appendUnquoted(a.scratch[:0], s)
+		a.add(a.scratch)
+		return
+	}
+	a.own()
+	start := len(a.buf)
+	a.buf, _ = appendUnquoted(a.buf, s)
+	a.total += len(a.buf) - start
+	if len(a.buf) > a.max {
+		a.buf = truncateUTF8(a.buf, a.max)
+		a.truncated = true
+	}
+}
+
+// own moves a borrowed piece into buf, taking buf from the pool in borrow
+// mode.
+func (a *textAcc) own() {
+	if a.borrow && a.pooled == nil {
+		a.pooled, _ = textPool.Get().(*[]byte)
+		if a.pooled == nil {
+			a.pooled = new([]byte)
+		}
+		a.buf = (*a.pooled)[:0]
+	}
+	if a.first != nil {
+		a.buf = append(a.buf, a.first...)
+		a.first = nil
+	}
+}
+
+// String returns the text.
 func (a *textAcc) String() string {
 	if a.first != nil {
 		return string(a.first)
@@ -134,78 +179,76 @@ func (a *textAcc) String() string {
 	return string(a.buf)
 }
 
+// release hands a pooled buffer back; the accumulator must not be used
+// afterwards.
+func (a *textAcc) release() {
+	if a.pooled != nil && cap(a.buf) <= retainBytes {
+		*a.pooled = a.buf[:0]
+		textPool.Put(a.pooled)
+	}
+	a.pooled, a.buf, a.first = nil, nil, nil
+}
+
 func (a *textAcc) reset(limit int) {
-	a.buf, a.first = a.buf[:0], nil
+	a.buf, a.first, a.scratch = a.buf[:0], nil, a.scratch[:0]
 	a.max, a.total, a.truncated = max(limit, 0), 0, false
+	if cap(a.buf) > retainBytes {
+		a.buf = nil
+	}
+	if cap(a.scratch) > retainBytes {
+		a.scratch = nil
+	}
 }
 
-// intField returns the non-negative integer member key of object v, and
-// whether it is present as a number.
-func intField(v *fastjson.Value, key string) (int, bool) {
-	n := v.Get(key)
-	if n == nil || n.Type() != fastjson.TypeNumber {
-		return 0, false
+// textPool holds the text buffers of ParseResponse, each at most
+// retainBytes.
+var textPool sync.Pool
+
+// usageAt reads the value at it.i as a usage object in place, moving it past
+// the value; usage is true if the value is an object (even one without
+// counts).
+func usageAt(it *objIter, in, out string) (u Usage, ok, usage bool) {
+	o, isObj := it.object()
+	if !isObj {
+		it.value()
+		return Usage{}, false, false
 	}
-	i, err := n.Int()
-	if err != nil {
-		f, _ := n.Float64()
-		if f > 1<<53 || f != f {
-			return 0, false
-		}
-		i = int(f)
-	}
-	return max(i, 0), true
+	u, ok = readUsage(&o, in, out)
+	it.resume(o.i, o.err)
+	return u, ok, true
 }
 
-// usageFrom reads a usage object with the given input and output count
-// names; ok is false unless v is an object with at least one count.
-func usageFrom(v *fastjson.Value, in, out string) (u Usage, ok bool) {
-	if v == nil || v.Type() != fastjson.TypeObject {
-		return Usage{}, false
-	}
-	p, okP := intField(v, in)
-	c, okC := intField(v, out)
-	t, okT := intField(v, "total_tokens")
-	if !okP && !okC && !okT {
-		return Usage{}, false
-	}
-	if !okT {
-		t = p + c
-	}
-	return Usage{PromptTokens: p, CompletionTokens: c, TotalTokens: t, Source: UsageUpstream}, true
-}
-
-// scanUsage reads a usage object from its raw JSON with the scanner, as
-// usageFrom does from a parsed value: counts must be numbers; negative ones
-// count as 0, fractional ones are truncated.
-func scanUsage(raw []byte, in, out string) (u Usage, ok bool) {
-	if len(raw) == 0 || raw[0] != '{' {
-		return Usage{}, false
-	}
-	var okP, okC, okT, okAny bool
-	it := newObjIter(raw, 0, 2)
+// readUsage reads the usage object it iterates, to its end; in and out name
+// its input and output counts. ok is false unless it holds at least one
+// count (see parseCount); a missing total is the sum of the others. The
+// first of repeated members counts.
+func readUsage(it *objIter, in, out string) (u Usage, ok bool) {
+	var okP, okC, okT, sawP, sawC, sawT bool
 	for {
-		k, v, more := it.next()
+		k, more := it.key()
 		if !more {
 			break
 		}
-		switch string(keyName(k)) {
+		v, _ := it.value()
+		switch string(it.name(k)) {
 		case in:
-			if !okP {
+			if !sawP {
+				sawP = true
 				u.PromptTokens, okP = parseCount(v)
 			}
 		case out:
-			if !okC {
+			if !sawC {
+				sawC = true
 				u.CompletionTokens, okC = parseCount(v)
 			}
 		case "total_tokens":
-			if !okT {
+			if !sawT {
+				sawT = true
 				u.TotalTokens, okT = parseCount(v)
 			}
 		}
 	}
-	okAny = okP || okC || okT
-	if it.err != nil || !okAny {
+	if it.err != nil || !okP && !okC && !okT {
 		return Usage{}, false
 	}
 	if !okT {
@@ -215,9 +258,12 @@ func scanUsage(raw []byte, in, out string) (u Usage, ok bool) {
 	return u, true
 }
 
-// parseCount reads a token count from a raw JSON number: digits fast,
-// anything else through strconv. Non-numbers are not counts; negative
-// numbers count 0.
+// maxCount bounds a token count: larger numbers are not counts.
+const maxCount = 1 << 53
+
+// parseCount reads a token count from a raw JSON value: it must be a number
+// of at most maxCount; a negative one counts 0, a fractional one is
+// truncated. A member that is present but not a count is treated as absent.
 func parseCount(raw []byte) (int, bool) {
 	if len(raw) == 0 || raw[0] != '-' && (raw[0] < '0' || raw[0] > '9') {
 		return 0, false
@@ -226,10 +272,10 @@ func parseCount(raw []byte) (int, bool) {
 	for i, c := range raw {
 		if c < '0' || c > '9' || i >= 15 {
 			f, err := strconv.ParseFloat(string(raw), 64)
-			if err != nil || f != f {
+			if err != nil && f == 0 || f != f || f > maxCount {
 				return 0, false
 			}
-			return int(min(max(f, 0), 1<<53)), true
+			return int(max(f, 0)), true
 		}
 		n = n*10 + int(c-'0')
 	}
@@ -248,50 +294,268 @@ func isZeroNumber(raw []byte) bool {
 	return err == nil && f == 0
 }
 
-// stringBytes returns the decoded bytes of v if it is a string.
-func stringBytes(v *fastjson.Value) ([]byte, bool) {
-	if v == nil || v.Type() != fastjson.TypeString {
+// unquoted returns the decoded form of the JSON string raw (with quotes),
+// or false if raw is not a string.
+func unquoted(raw []byte) ([]byte, bool) {
+	if len(raw) < 2 || raw[0] != '"' {
 		return nil, false
 	}
-	b, err := v.StringBytes()
-	return b, err == nil
+	s, _ := unquote(raw[1 : len(raw)-1])
+	return s, true
 }
 
-// firstChoice returns the first element of choices whose "index" is absent
-// or a number equal to 0, or nil.
-func firstChoice(choices *fastjson.Value) *fastjson.Value {
-	if choices == nil || choices.Type() != fastjson.TypeArray {
-		return nil
+// choicesScan is what scanChoices found in a chat or completions object.
+type choicesScan struct {
+	usage    Usage  // counts of "usage", if usageOK
+	usageOK  bool   // "usage" held counts
+	usageObj bool   // "usage" is an object
+	content  []byte // raw content of choice 0
+	finish   []byte // raw finish_reason of choice 0
+	found    bool   // choice 0 was seen
+	n        int    // elements of "choices"; -1 if it is absent or not an array
+}
+
+// scanChoices reads the chat or completions object at b[open] (a stream
+// chunk or a whole answer) in one pass, descending only into "choices" and
+// into the first element whose "index" is absent or a number equal to 0
+// ("choice 0"). inner names the member of choice 0 that holds the chat
+// message ("delta" in chunks, "message" in answers), whose "content" is the
+// content; with inner "" the content is choice 0's "text" (completions).
+// The first of repeated members counts, as with fastjson's Get. ok is false
+// if the structure it walks is broken or anything but whitespace follows
+// the object.
+func scanChoices(b []byte, open int, inner string) (s choicesScan, ok bool) {
+	s.n = -1
+	var sawChoices, sawUsage bool
+	it := newObjIter(b, open, 1)
+	for {
+		k, more := it.key()
+		if !more {
+			break
+		}
+		switch string(it.name(k)) {
+		case "choices":
+			if sawChoices {
+				break
+			}
+			sawChoices = true
+			arr, isArr := it.array()
+			if !isArr {
+				break
+			}
+			s.n = 0
+			for arr.elem() {
+				s.n++
+				c, isObj := arr.object()
+				if !isObj || s.found {
+					arr.value()
+					continue
+				}
+				s.content, s.finish, s.found = scanChoice(&c, inner)
+				arr.resume(c.i, c.err)
+			}
+			it.resume(arr.i, arr.err)
+			continue
+		case "usage":
+			if !sawUsage {
+				sawUsage = true
+				s.usage, s.usageOK, s.usageObj = usageAt(&it, "prompt_tokens", "completion_tokens")
+				continue
+			}
+		}
+		it.value()
 	}
-	arr, _ := choices.Array()
-	for _, c := range arr {
-		if c.Type() != fastjson.TypeObject {
+	if it.err != nil || skipWS(b, it.i) != len(b) {
+		return choicesScan{}, false
+	}
+	return s, true
+}
+
+// scanChoice reads one element of "choices" to its end (the caller resumes
+// after it and takes its error): its content and finish_reason, and whether
+// it is choice 0.
+func scanChoice(c *objIter, inner string) (content, finish []byte, zero bool) {
+	index := []byte("0")
+	var sawIndex, sawInner, sawText, sawFinish bool
+	for {
+		k, more := c.key()
+		if !more {
+			break
+		}
+		name := c.name(k)
+		switch {
+		case string(name) == "index" && !sawIndex:
+			sawIndex = true
+			index, _ = c.value()
+			continue
+		case string(name) == "finish_reason" && !sawFinish:
+			sawFinish = true
+			finish, _ = c.value()
+			continue
+		case inner == "" && string(name) == "text" && !sawText:
+			sawText = true
+			content, _ = c.value()
+			continue
+		case inner != "" && string(name) == inner && !sawInner:
+			sawInner = true
+			m, isObj := c.object()
+			if !isObj {
+				break
+			}
+			var sawContent bool
+			for {
+				k, more := m.key()
+				if !more {
+					break
+				}
+				v, _ := m.value()
+				if !sawContent && string(m.name(k)) == "content" {
+					sawContent, content = true, v
+				}
+			}
+			c.resume(m.i, m.err)
 			continue
 		}
-		if idx := c.Get("index"); idx == nil || idx.Type() == fastjson.TypeNumber && idx.GetFloat64() == 0 {
-			return c
+		c.value()
+	}
+	return content, finish, isZeroNumber(index)
+}
+
+// scanResponse reads the Responses API response object that it iterates
+// (a whole answer, or the "response" of a terminal stream event): "status"
+// as res.FinishReason, the usage into res.Usage, and, when text is not nil,
+// the "text" of every output[*].content[*] part of type "output_text".
+func scanResponse(it *objIter, res *Result, text *textAcc) {
+	var sawStatus, sawUsage, sawOutput bool
+	for {
+		k, more := it.key()
+		if !more {
+			return
+		}
+		switch string(it.name(k)) {
+		case "status":
+			if !sawStatus {
+				sawStatus = true
+				v, _ := it.value()
+				if st, ok := unquoted(v); ok && len(st) > 0 {
+					res.FinishReason = finishReason(st)
+				}
+				continue
+			}
+		case "usage":
+			if !sawUsage {
+				sawUsage = true
+				if u, ok, _ := usageAt(it, "input_tokens", "output_tokens"); ok {
+					res.Usage = u
+				}
+				continue
+			}
+		case "output":
+			if sawOutput || text == nil {
+				break
+			}
+			sawOutput = true
+			if out, ok := it.array(); ok {
+				for out.elem() {
+					if item, ok := out.object(); ok {
+						scanOutputItem(&item, text)
+						out.resume(item.i, item.err)
+					} else {
+						out.value()
+					}
+				}
+				it.resume(out.i, out.err)
+				continue
+			}
+		}
+		it.value()
+	}
+}
+
+// scanOutputItem adds the output_text parts of one Responses API output
+// item (its first "content" array) to text.
+func scanOutputItem(item *objIter, text *textAcc) {
+	var sawContent bool
+	for {
+		k, more := item.key()
+		if !more {
+			return
+		}
+		if sawContent || string(item.name(k)) != "content" {
+			item.value()
+			continue
+		}
+		sawContent = true
+		parts, ok := item.array()
+		if !ok {
+			item.value()
+			continue
+		}
+		for parts.elem() {
+			v, _ := parts.value()
+			if typ, txt := partTypeText(v); string(typ) == "output_text" {
+				text.addJSON(txt)
+			}
+		}
+		item.resume(parts.i, parts.err)
+	}
+}
+
+// partTypeText returns the decoded "type" (nil if absent or not a string)
+// and the raw "text" of a content part; both nil if the part is not an
+// object.
+func partTypeText(part []byte) (typ, txt []byte) {
+	if len(part) == 0 || part[0] != '{' {
+		return nil, nil
+	}
+	var sawType, sawText bool
+	it := newObjIter(part, 0, 1)
+	for {
+		k, v, ok := it.next()
+		if !ok {
+			break
+		}
+		switch string(it.name(k)) {
+		case "type":
+			if !sawType {
+				sawType = true
+				typ, _ = unquoted(v)
+			}
+		case "text":
+			if !sawText {
+				sawText, txt = true, v
+			}
 		}
 	}
-	return nil
+	return typ, txt
 }
 
-// parserPool holds parsers for ParseResponse. A parser keeps memory
-// proportional to the largest input it parsed, so parsers that saw more than
-// maxPooledInput bytes are left to the garbage collector instead.
-var parserPool sync.Pool
-
-const maxPooledInput = 256 << 10
-
-func getParser() *fastjson.Parser {
-	if p, ok := parserPool.Get().(*fastjson.Parser); ok {
-		return p
+// addContent adds a chat message's raw content: a string, or an array of
+// parts whose "text" strings are concatenated (parts of type "text", or
+// without a string type).
+func addContent(text *textAcc, content []byte) {
+	if len(content) == 0 {
+		return
 	}
-	return new(fastjson.Parser)
-}
-
-func putParser(p *fastjson.Parser, parsed int) {
-	if parsed <= maxPooledInput {
-		parserPool.Put(p)
+	if content[0] == '"' {
+		text.addJSON(content)
+		return
+	}
+	if content[0] != '[' {
+		return
+	}
+	it := newArrIter(content, 0, 1)
+	for {
+		part, ok := it.next()
+		if !ok {
+			return
+		}
+		if len(part) == 0 || part[0] != '{' {
+			continue
+		}
+		if typ, txt := partTypeText(part); len(typ) == 0 || string(typ) == "text" {
+			text.addJSON(txt)
+		}
 	}
 }
 
@@ -302,113 +566,76 @@ func putParser(p *fastjson.Parser, parsed int) {
 //     parts whose "text" members are concatenated; choices[0].finish_reason;
 //     usage prompt_tokens, completion_tokens, total_tokens.
 //   - Completions: choices[0].text and finish_reason; usage as for chat.
-//   - Embeddings: no text; usage prompt_tokens and total_tokens. Only the
-//     top-level "usage" member is parsed, so a large vector list costs one
-//     allocation-free scan.
+//   - Embeddings: no text; usage prompt_tokens and total_tokens.
 //   - Responses: output[*].content[*].text of the parts of type
 //     "output_text", concatenated; "status" as FinishReason; usage
 //     input_tokens, output_tokens, total_tokens.
 //
-// "choices[0]" means the choice whose index is 0. It never fails: for an
-// error body or garbage it returns what it could read, with Usage.Source
-// UsageNone when there are no counts. It uses a pooled fastjson parser, does
-// not retain body, and is safe for concurrent use.
+// "choices[0]" is the first choice whose index is absent or 0. It reads the
+// body in one pass without building a tree, descending only into what it
+// needs (an embeddings vector list is skipped at memory speed), and never
+// fails: for an error body, or a body whose structure breaks where it reads,
+// it returns an empty Result with Usage.Source UsageNone. It allocates the
+// text once, does not retain body, and is safe for concurrent use.
 func ParseResponse(ep Endpoint, body []byte, maxText int) Result {
-	var (
-		res  Result
-		text = textAcc{max: max(maxText, 0), borrow: true}
-	)
-	res.Usage.Source = UsageNone
-	if ep == Embeddings {
-		if u, ok := embeddingsUsage(body); ok {
-			res.Usage = u
-		}
-		return res
+	none := Result{Usage: Usage{Source: UsageNone}}
+	open := skipWS(body, 0)
+	if !ep.valid() || open == len(body) || body[open] != '{' {
+		return none
 	}
-	if !ep.valid() {
-		return res
-	}
-
-	p := getParser()
-	defer putParser(p, len(body))
-	v, err := p.ParseBytes(body)
-	if err != nil || v.Type() != fastjson.TypeObject {
-		return res
-	}
+	res := none
+	text := textAcc{max: max(maxText, 0), borrow: true}
+	defer text.release()
 	switch ep {
 	case ChatCompletions, Completions:
-		if c := firstChoice(v.Get("choices")); c != nil {
+		inner := "message"
+		if ep == Completions {
+			inner = ""
+		}
+		s, ok := scanChoices(body, open, inner)
+		if !ok {
+			return none
+		}
+		if s.found {
 			if ep == ChatCompletions {
-				addContent(&text, c.Get("message", "content"))
-			} else if s, ok := stringBytes(c.Get("text")); ok {
-				text.add(s)
+				addContent(&text, s.content)
+			} else {
+				text.addJSON(s.content)
 			}
-			if fr, ok := stringBytes(c.Get("finish_reason")); ok && len(fr) > 0 {
+			if fr, ok := unquoted(s.finish); ok && len(fr) > 0 {
 				res.FinishReason = finishReason(fr)
 			}
 		}
-		if u, ok := usageFrom(v.Get("usage"), "prompt_tokens", "completion_tokens"); ok {
-			res.Usage = u
+		if s.usageOK {
+			res.Usage = s.usage
 		}
-	case Responses:
-		for _, item := range v.GetArray("output") {
-			for _, part := range item.GetArray("content") {
-				if string(part.GetStringBytes("type")) != "output_text" {
-					continue
-				}
-				if s, ok := stringBytes(part.Get("text")); ok {
-					text.add(s)
-				}
+	case Embeddings:
+		it := newObjIter(body, open, 1)
+		var sawUsage bool
+		for {
+			k, ok := it.key()
+			if !ok {
+				break
+			}
+			if sawUsage || string(it.name(k)) != "usage" {
+				it.value()
+				continue
+			}
+			sawUsage = true
+			if u, ok, _ := usageAt(&it, "prompt_tokens", "completion_tokens"); ok {
+				res.Usage = u
 			}
 		}
-		if st, ok := stringBytes(v.Get("status")); ok && len(st) > 0 {
-			res.FinishReason = finishReason(st)
+		if it.err != nil || skipWS(body, it.i) != len(body) {
+			return none
 		}
-		if u, ok := usageFrom(v.Get("usage"), "input_tokens", "output_tokens"); ok {
-			res.Usage = u
+	case Responses:
+		it := newObjIter(body, open, 1)
+		scanResponse(&it, &res, &text)
+		if it.err != nil || skipWS(body, it.i) != len(body) {
+			return none
 		}
 	}
 	res.Text, res.Truncated, res.TextBytes = text.String(), text.truncated, text.total
 	return res
-}
-
-// addContent adds a chat message's content: a string, or an array of parts
-// whose "text" strings are concatenated (parts of type "text", or untyped).
-func addContent(text *textAcc, content *fastjson.Value) {
-	if s, ok := stringBytes(content); ok {
-		text.add(s)
-		return
-	}
-	if content == nil || content.Type() != fastjson.TypeArray {
-		return
-	}
-	arr, _ := content.Array()
-	for _, part := range arr {
-		if t := part.GetStringBytes("type"); len(t) > 0 && string(t) != "text" {
-			continue
-		}
-		if s, ok := stringBytes(part.Get("text")); ok {
-			text.add(s)
-		}
-	}
-}
-
-// embeddingsUsage reads the top-level "usage" member of an embeddings
-// response with the allocation-free scanner, skipping the vectors.
-func embeddingsUsage(body []byte) (Usage, bool) {
-	open := skipWS(body, 0)
-	if open == len(body) || body[open] != '{' {
-		return Usage{}, false
-	}
-	it := newObjIter(body, open, 1)
-	for {
-		k, v, ok := it.next()
-		if !ok {
-			return Usage{}, false
-		}
-		if string(keyName(k)) != "usage" {
-			continue
-		}
-		return scanUsage(v, "prompt_tokens", "completion_tokens")
-	}
 }

@@ -12,9 +12,13 @@ import (
 // This file holds the JSON scanning primitives. They find where values begin
 // and end without building a tree and without recursion, so their stack use
 // is constant however deep the input nests; they track nesting depth and stop
-// at MaxNestingDepth. They do not validate: a caller that needs valid JSON
-// runs fastjson.Validate after a scan has proved the nesting shallow (its
-// validator recurses once per level and has no depth limit of its own).
+// at MaxNestingDepth. skipValue does not validate; validValue (validate.go)
+// is its strict twin, and an objIter with strict set uses it.
+//
+// Why not fastjson here: its Parser builds a tree (a Value per element, kept
+// by the parser for reuse, so one huge input pins memory), and its Validate
+// recurses once per nesting level with no limit, so a few megabytes of "["
+// would need gigabytes of stack, a fatal error rather than a panic.
 
 var (
 	errTooDeep = errors.New("nesting too deep")
@@ -44,18 +48,12 @@ func skipWS(b []byte, i int) int {
 // IndexByte takes over, a quote then ending the string unless an odd number
 // of backslashes precedes it.
 func skipString(b []byte, i int) (end int, esc bool) {
-	const (
-		ones  = 0x0101010101010101
-		highs = 0x8080808080808080
-		quote = ones * '"'
-		bslsh = ones * '\\'
-	)
 	i++
 	n := min(len(b), i+64)
 	for i+8 <= n {
 		w := binary.LittleEndian.Uint64(b[i:])
-		q, e := w^quote, w^bslsh
-		m := ((q - ones) &^ q | (e - ones) &^ e) & highs
+		q, e := w^quotes, w^bslshs
+		m := ((q-ones)&^q | (e-ones)&^e) & highs
 		if m == 0 {
 			i += 8
 			continue
@@ -180,14 +178,14 @@ func skipValue(b []byte, i, depth int) (end, count int, err error) {
 // resume this one after it. Iterators hold no pointers to each other, so
 // they stay on the stack.
 type objIter struct {
-	b     []byte
-	i     int // next position to read
-	depth int // nesting depth of the object itself
-	first bool
-	done  bool
-	err   error
+	b      []byte
+	i      int // next position to read
+	depth  int // nesting depth of the object itself
+	first  bool
+	done   bool
+	strict bool // validate keys and values, as validValue does
+	err    error
 
-	keyAt  int  // index of the opening quote of the last key
 	keyEsc bool // the last key may contain escapes
 	valAt  int  // index of the first byte of the last value
 	count  int  // element count of the last value, if a container read by next
@@ -233,11 +231,17 @@ func (it *objIter) key() (key []byte, ok bool) {
 	if i >= len(b) || b[i] != '"' {
 		return nil, it.fail(errSyntax)
 	}
-	ke, esc := skipString(b, i)
+	var ke int
+	var esc bool
+	if it.strict {
+		ke, esc = validString(b, i), true
+	} else {
+		ke, esc = skipString(b, i)
+	}
 	if ke < 0 {
 		return nil, it.fail(errSyntax)
 	}
-	it.keyAt, it.keyEsc = i, esc
+	it.keyEsc = esc
 	key = b[i+1 : ke-1]
 	i = skipWS(b, ke)
 	if i >= len(b) || b[i] != ':' {
@@ -262,7 +266,11 @@ func (it *objIter) name(key []byte) []byte {
 
 // value skips the value at it.i and returns it raw.
 func (it *objIter) value() ([]byte, bool) {
-	end, n, err := skipValue(it.b, it.i, it.depth)
+	skip := skipValue
+	if it.strict {
+		skip = validValue
+	}
+	end, n, err := skip(it.b, it.i, it.depth)
 	if err != nil {
 		return nil, it.fail(err)
 	}

@@ -3,8 +3,6 @@ package openai
 import (
 	"bytes"
 	"sync"
-
-	"github.com/valyala/fastjson"
 )
 
 // MaxEventBytes bounds one server-sent event as the StreamTee sees it. An
@@ -23,7 +21,7 @@ type StreamStats struct {
 	Events    int // complete events seen, including dropped and oversized ones
 	Dropped   int // usage-only chunks consumed and not forwarded
 	Oversized int // events forwarded unparsed because they exceeded MaxEventBytes
-	Malformed int // data payloads that were not a JSON object (forwarded unchanged)
+	Malformed int // data payloads not read: not a JSON object, or broken where read (forwarded unchanged)
 }
 
 // StreamTee copies one upstream server-sent event stream to the client while
@@ -40,9 +38,13 @@ type StreamStats struct {
 // it does not drop is forwarded unchanged and in order; a malformed payload
 // is forwarded and ignored.
 //
+// Payloads are read in one pass by an allocation-free scanner that descends
+// only into the members it needs; it checks the structure it walks (a
+// payload truncated or broken there is not learned from) but, unlike a
+// validator, not the inside of members it skips.
+//
 // Memory is bounded: at most MaxEventBytes of a pending event, maxText bytes
-// of text, and one fastjson parser sized by the largest event parsed. A
-// StreamTee is not safe for concurrent use; it belongs to the goroutine
+// of text, and scratch buffers sized by the largest event read. A StreamTee is not safe for concurrent use; it belongs to the goroutine
 // copying the stream, which may read Result once done (also after an
 // aborted stream: it holds what arrived). Reuse one through Reset, or
 // through AcquireStreamTee and ReleaseStreamTee.
@@ -63,10 +65,7 @@ type StreamTee struct {
 	lastCRLF    bool // the last line ending seen was "\r\n"
 	held        bool // a blank line ended by '\r' closed the pending event; waiting for a '\n'
 
-	parser    fastjson.Parser
-	parsedMax int    // largest payload the parser has seen since Reset
-	scratch   []byte // joins the lines of a multi-line data field
-	unq       []byte // decodes a string with escapes
+	scratch []byte // joins the lines of a multi-line data field
 }
 
 // NewStreamTee returns a StreamTee for a stream of ep. With dropUsageChunk
@@ -89,23 +88,13 @@ func (t *StreamTee) Reset(ep Endpoint, dropUsageChunk bool, maxText int) {
 	t.usage, t.fin, t.stats = Usage{Source: UsageNone}, "", StreamStats{}
 	t.pending, t.skipping = t.pending[:0], false
 	t.atLineStart, t.cr, t.lastCRLF, t.held = true, false, false, false
-	t.scratch, t.unq = t.scratch[:0], t.unq[:0]
-	if cap(t.text.buf) > retainBytes {
-		t.text.buf = nil
-	}
+	t.scratch = t.scratch[:0]
 	if cap(t.pending) > retainBytes {
 		t.pending = nil
 	}
 	if cap(t.scratch) > retainBytes {
 		t.scratch = nil
 	}
-	if cap(t.unq) > retainBytes {
-		t.unq = nil
-	}
-	if t.parsedMax > retainBytes {
-		t.parser = fastjson.Parser{}
-	}
-	t.parsedMax = 0
 }
 
 var teePool sync.Pool
@@ -431,191 +420,33 @@ func (t *StreamTee) fields(ev []byte) (event, data []byte, ok bool) {
 	return event, data, n > 0
 }
 
-// parse parses a data payload that should be a JSON object with fastjson,
-// or returns nil. Only the rare Responses API terminal events take this
-// path; chunks are read with the scanner.
-func (t *StreamTee) parse(data []byte) *fastjson.Value {
-	t.parsedMax = max(t.parsedMax, len(data))
-	v, err := t.parser.ParseBytes(data)
-	if err != nil || v.Type() != fastjson.TypeObject {
-		t.stats.Malformed++
-		return nil
-	}
-	return v
-}
-
-// members finds the first occurrence of each of up to three top-level
-// members of the JSON object data, checking the object's structure (and
-// that nothing but whitespace follows it) without building a tree. ok is
-// false, and the payload counted as malformed, if data is not an object.
-func (t *StreamTee) members(data []byte, names *[3]string, vals *[3][]byte) (ok bool) {
-	open := skipWS(data, 0)
-	if open == len(data) || data[open] != '{' {
-		t.stats.Malformed++
-		return false
-	}
-	it := newObjIter(data, open, 1)
-	for {
-		k, v, more := it.next()
-		if !more {
-			break
-		}
-		name := keyName(k)
-		for i := range names {
-			if vals[i] == nil && names[i] != "" && string(name) == names[i] {
-				vals[i] = v
-			}
-		}
-	}
-	if it.err != nil || skipWS(data, it.i) != len(data) {
-		t.stats.Malformed++
-		return false
-	}
-	return true
-}
-
-// addString appends the JSON string raw (with its quotes) to the text,
-// decoding escapes; it ignores anything that is not a string.
-func (t *StreamTee) addString(raw []byte) {
-	if len(raw) < 2 || raw[0] != '"' {
-		return
-	}
-	raw = raw[1 : len(raw)-1]
-	if bytes.IndexByte(raw, '\\') >= 0 {
-		t.unq, _ = appendUnquoted(t.unq[:0], raw)
-		raw = t.unq
-	}
-	t.text.add(raw)
-}
-
 // learnChoices learns from a chat or completions chunk and reports whether
-// it is a usage-only chunk: "choices" an empty array, "usage" an object. It
-// reads the chunk in one pass with the scanner, descending only into
-// "choices" and the element whose index is 0 (the first of each member
-// counts, as with fastjson's Get): no tree, no allocation.
+// it is a usage-only chunk: "choices" an empty array, "usage" an object.
 func (t *StreamTee) learnChoices(data []byte) (usageOnly bool) {
 	open := skipWS(data, 0)
 	if open == len(data) || data[open] != '{' {
 		t.stats.Malformed++
 		return false
 	}
-	var (
-		usage, content, finish []byte
-		sawChoices, sawUsage   bool
-		found                  bool
-		nChoices               = -1 // not an array
-	)
-	it := newObjIter(data, open, 1)
-	for {
-		k, ok := it.key()
-		if !ok {
-			break
-		}
-		switch string(it.name(k)) {
-		case "choices":
-			if sawChoices {
-				break
-			}
-			sawChoices = true
-			arr, ok := it.array()
-			if !ok {
-				break
-			}
-			nChoices = 0
-			for arr.elem() {
-				nChoices++
-				if c, ok := arr.object(); ok && !found {
-					content, finish, found = t.choiceZero(&c)
-					arr.resume(c.i, c.err)
-				} else {
-					arr.value()
-				}
-			}
-			it.resume(arr.i, arr.err)
-			continue
-		case "usage":
-			if !sawUsage {
-				sawUsage = true
-				usage, _ = it.value()
-				continue
-			}
-		}
-		it.value()
+	inner := "delta"
+	if t.ep == Completions {
+		inner = ""
 	}
-	if it.err != nil || skipWS(data, it.i) != len(data) {
+	s, ok := scanChoices(data, open, inner)
+	if !ok {
 		t.stats.Malformed++
 		return false
 	}
-	usageObj := len(usage) > 0 && usage[0] == '{'
-	if usageObj {
-		if u, ok := scanUsage(usage, "prompt_tokens", "completion_tokens"); ok {
-			t.usage = u
+	if s.usageOK {
+		t.usage = s.usage
+	}
+	if s.found {
+		t.text.addJSON(s.content)
+		if fr, ok := unquoted(s.finish); ok && len(fr) > 0 {
+			t.fin = finishReason(fr)
 		}
 	}
-	if found {
-		t.addString(content)
-		if len(finish) > 2 && finish[0] == '"' {
-			name, _ := unquote(finish[1 : len(finish)-1])
-			t.fin = finishReason(name)
-		}
-	}
-	return nChoices == 0 && usageObj
-}
-
-// choiceZero reads one element of "choices" to its end: if its "index" is
-// absent or a number equal to 0, it returns the raw content (delta.content for chat, text for
-// completions) and finish_reason, and true. The caller resumes after c and
-// takes its error.
-func (t *StreamTee) choiceZero(c *objIter) (content, finish []byte, ok bool) {
-	index := []byte("0")
-	var sawIndex, sawDelta, sawText, sawFinish bool
-	for {
-		k, more := c.key()
-		if !more {
-			break
-		}
-		switch string(c.name(k)) {
-		case "index":
-			if !sawIndex {
-				sawIndex = true
-				index, _ = c.value()
-				continue
-			}
-		case "delta":
-			if !sawDelta && t.ep == ChatCompletions {
-				sawDelta = true
-				if d, ok := c.object(); ok {
-					var sawContent bool
-					for {
-						k, more := d.key()
-						if !more {
-							break
-						}
-						v, _ := d.value()
-						if !sawContent && string(d.name(k)) == "content" {
-							sawContent, content = true, v
-						}
-					}
-					c.resume(d.i, d.err)
-					continue
-				}
-			}
-		case "text":
-			if !sawText && t.ep == Completions {
-				sawText = true
-				content, _ = c.value()
-				continue
-			}
-		case "finish_reason":
-			if !sawFinish {
-				sawFinish = true
-				finish, _ = c.value()
-				continue
-			}
-		}
-		c.value()
-	}
-	return content, finish, isZeroNumber(index)
+	return s.n == 0 && s.usageObj
 }
 
 // Responses API event types the tee learns from.
@@ -626,43 +457,74 @@ const (
 	evFailed     = "response.failed"
 )
 
-var responsesMembers = [3]string{"type", "delta"}
-
-// learnResponses learns from a Responses API event. Events whose "event"
-// field names a type it does not learn from are not read at all; the
-// payload's "type" decides otherwise.
+// learnResponses learns from a Responses API event: the "delta" of a text
+// delta, the status and usage of the "response" of a terminal event. Events
+// whose "event" field names another type are not read at all; otherwise the
+// payload's "type" decides (the event field if it has none).
 func (t *StreamTee) learnResponses(event, data []byte) {
 	switch string(event) {
 	case "", evTextDelta, evCompleted, evIncomplete, evFailed:
 	default:
 		return
 	}
-	var vals [3][]byte
-	if !t.members(data, &responsesMembers, &vals) {
+	open := skipWS(data, 0)
+	if open == len(data) || data[open] != '{' {
+		t.stats.Malformed++
 		return
 	}
-	typ := event
-	if raw := vals[0]; len(raw) >= 2 && raw[0] == '"' {
-		typ, _ = unquote(raw[1 : len(raw)-1])
+	var (
+		typ, delta         []byte
+		sawType, sawDelta  bool
+		sawResp, respFound bool
+		resp               = Result{Usage: t.usage, FinishReason: t.fin}
+	)
+	it := newObjIter(data, open, 1)
+	for {
+		k, more := it.key()
+		if !more {
+			break
+		}
+		switch string(it.name(k)) {
+		case "type":
+			if !sawType {
+				sawType = true
+				typ, _ = it.value()
+				continue
+			}
+		case "delta":
+			if !sawDelta {
+				sawDelta = true
+				delta, _ = it.value()
+				continue
+			}
+		case "response":
+			if sawResp {
+				break
+			}
+			sawResp = true
+			if r, ok := it.object(); ok {
+				scanResponse(&r, &resp, nil)
+				it.resume(r.i, r.err)
+				respFound = true
+				continue
+			}
+		}
+		it.value()
 	}
-	switch string(typ) {
+	if it.err != nil || skipWS(data, it.i) != len(data) {
+		t.stats.Malformed++
+		return
+	}
+	name, ok := unquoted(typ)
+	if !ok {
+		name = event
+	}
+	switch string(name) {
 	case evTextDelta:
-		t.addString(vals[1])
+		t.text.addJSON(delta)
 	case evCompleted, evIncomplete, evFailed:
-		// Once per stream: a full parse is fine.
-		v := t.parse(data)
-		if v == nil {
-			return
-		}
-		r := v.Get("response")
-		if r == nil || r.Type() != fastjson.TypeObject {
-			return
-		}
-		if u, ok := usageFrom(r.Get("usage"), "input_tokens", "output_tokens"); ok {
-			t.usage = u
-		}
-		if st, ok := stringBytes(r.Get("status")); ok && len(st) > 0 {
-			t.fin = finishReason(st)
+		if respFound {
+			t.usage, t.fin = resp.Usage, resp.FinishReason
 		}
 	}
 }

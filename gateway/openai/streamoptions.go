@@ -29,8 +29,8 @@ func WithStreamUsage(body []byte) (out []byte, injected bool, err error) {
 		return body, false, errNotObject
 	}
 	var (
-		stream, opts     field
-		optsAt, optsOpen int
+		stream, opts field
+		optsAt       int // index of the stream_options value
 	)
 	it := newObjIter(body, open, 1)
 	for {
@@ -39,7 +39,7 @@ func WithStreamUsage(body []byte) (out []byte, injected bool, err error) {
 			break
 		}
 		var f *field
-		switch string(keyName(k)) {
+		switch string(it.name(k)) {
 		case "stream":
 			f = &stream
 		case "stream_options":
@@ -71,16 +71,15 @@ func WithStreamUsage(body []byte) (out []byte, injected bool, err error) {
 	case opts.val[0] != '{':
 		return body, false, &RequestError{Param: "stream_options", Msg: "'stream_options' must be an object"}
 	}
-	optsOpen = optsAt
 	var usage field
 	usageAt := 0
-	it = newObjIter(body, optsOpen, 2)
+	it = newObjIter(body, optsAt, 2)
 	for {
 		k, v, ok := it.next()
 		if !ok {
 			break
 		}
-		if string(keyName(k)) != "include_usage" {
+		if string(it.name(k)) != "include_usage" {
 			continue
 		}
 		if usage.seen {
@@ -93,7 +92,7 @@ func WithStreamUsage(body []byte) (out []byte, injected bool, err error) {
 	}
 	switch {
 	case !usage.seen:
-		return insertMember(body, optsOpen, `"include_usage":true`), true, nil
+		return insertMember(body, optsAt, `"include_usage":true`), true, nil
 	case string(usage.val) == "true":
 		return body, false, nil
 	case string(usage.val) == "false" || string(usage.val) == "null":
