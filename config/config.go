@@ -47,11 +47,14 @@ type Config struct {
 	AuthNegativeCacheSize int           `yaml:"auth_negative_cache_size" env:"BULKHEAD_AUTH_NEGATIVE_CACHE_SIZE" default:"100000" help:"maximum entries in the in-process negative cache"`
 	AuthRedisTTL          time.Duration `yaml:"auth_redis_ttl" env:"BULKHEAD_AUTH_REDIS_TTL" default:"5m" help:"lifetime of a key's entry in Redis (the shared second-level cache)"`
 
-	JWTHS256Secret   Secret        `yaml:"jwt_hs256_secret" env:"BULKHEAD_JWT_HS256_SECRET" default:"" help:"shared secret for HS256 JWTs (at least 32 bytes); empty disables HS256"`
-	JWTPublicKeyFile string        `yaml:"jwt_public_key_file" env:"BULKHEAD_JWT_PUBLIC_KEY_FILE" default:"" help:"PEM file with the RSA (RS256) or P-256 (ES256) public key that verifies JWTs; empty disables them"`
-	JWTIssuer        string        `yaml:"jwt_issuer" env:"BULKHEAD_JWT_ISSUER" default:"" help:"required iss claim of JWTs; empty accepts any issuer"`
-	JWTAudience      string        `yaml:"jwt_audience" env:"BULKHEAD_JWT_AUDIENCE" default:"" help:"required aud claim of JWTs; empty accepts any audience"`
-	JWTLeeway        time.Duration `yaml:"jwt_leeway" env:"BULKHEAD_JWT_LEEWAY" default:"30s" help:"clock skew tolerated on exp, nbf and iat"`
+	JWTHS256Secret        Secret        `yaml:"jwt_hs256_secret" env:"BULKHEAD_JWT_HS256_SECRET" default:"" help:"shared secret for HS256 JWTs (at least 32 bytes); empty disables HS256"`
+	JWTPublicKeyFile      string        `yaml:"jwt_public_key_file" env:"BULKHEAD_JWT_PUBLIC_KEY_FILE" default:"" help:"PEM file with the RSA (RS256) or P-256 (ES256) public key that verifies JWTs; empty disables them"`
+	JWTIssuer             string        `yaml:"jwt_issuer" env:"BULKHEAD_JWT_ISSUER" default:"" help:"required iss claim of JWTs; empty accepts any issuer"`
+	JWTAudience           string        `yaml:"jwt_audience" env:"BULKHEAD_JWT_AUDIENCE" default:"" help:"required aud claim of JWTs; empty accepts any audience"`
+	JWTRateLimitPerMinute int           `yaml:"jwt_rate_limit_per_minute" env:"BULKHEAD_JWT_RATE_LIMIT_PER_MINUTE" default:"600" help:"requests per minute of each organization's JWT callers together (0: no limit)"`
+	JWTTokensPerMinute    int           `yaml:"jwt_tokens_per_minute" env:"BULKHEAD_JWT_TOKENS_PER_MINUTE" default:"0" help:"tokens per minute of each organization's JWT callers together (0: no limit)"`
+	RateLimitFailClosed   bool          `yaml:"rate_limit_fail_closed" env:"BULKHEAD_RATE_LIMIT_FAIL_CLOSED" default:"false" help:"while Redis is unreachable, answer 503 instead of falling back to each instance's local limiter"`
+	JWTLeeway             time.Duration `yaml:"jwt_leeway" env:"BULKHEAD_JWT_LEEWAY" default:"30s" help:"clock skew tolerated on exp, nbf and iat"`
 
 	UpstreamURL    string `yaml:"upstream_url" env:"BULKHEAD_UPSTREAM_URL" default:"http://127.0.0.1:8081/v1" help:"base URL of the default OpenAI-compatible upstream, as an SDK's base URL (the dev default is the mock upstream)"`
 	UpstreamAPIKey Secret `yaml:"upstream_api_key" env:"BULKHEAD_UPSTREAM_API_KEY" default:"" help:"provider credential sent to the default upstream; never shown to callers"`
@@ -297,6 +300,12 @@ func (c Config) Validate() error {
 	}
 	if n := len(c.JWTHS256Secret); n > 0 && n < 32 {
 		bad("BULKHEAD_JWT_HS256_SECRET", "must be at least 32 bytes, got %d", n)
+	}
+	if c.JWTRateLimitPerMinute < 0 {
+		bad("BULKHEAD_JWT_RATE_LIMIT_PER_MINUTE", "must not be negative, got %d", c.JWTRateLimitPerMinute)
+	}
+	if c.JWTTokensPerMinute < 0 {
+		bad("BULKHEAD_JWT_TOKENS_PER_MINUTE", "must not be negative, got %d", c.JWTTokensPerMinute)
 	}
 	if c.JWTLeeway < 0 || c.JWTLeeway > 5*time.Minute {
 		bad("BULKHEAD_JWT_LEEWAY", "must be between 0s and 5m, got %s", c.JWTLeeway)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/config"
 	"github.com/bulkheadhq/bulkhead/gateway/apikey"
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/ratelimit"
 	"github.com/bulkheadhq/bulkhead/store"
 	"github.com/bulkheadhq/bulkhead/store/storetest"
 )
@@ -85,16 +87,21 @@ func listen(t testing.TB, handler fasthttp.RequestHandler) string {
 // harness is one gateway on loopback in front of a mock upstream, with
 // real PostgreSQL and Redis behind its authenticator.
 type harness struct {
-	t     testing.TB
-	admin *store.Admin
-	st    *store.Store
-	auth  *auth.Authenticator
-	srv   *Server
-	rec   *memRecorder
-	url   string // the gateway's base URL, e.g. http://127.0.0.1:1234
-	mock  *mock.Server
-	cfg   config.Config
+	t       testing.TB
+	admin   *store.Admin
+	st      *store.Store
+	auth    *auth.Authenticator
+	srv     *Server
+	rec     *memRecorder
+	url     string // the gateway's base URL, e.g. http://127.0.0.1:1234
+	mock    *mock.Server
+	cfg     config.Config
+	limiter *ratelimit.Limiter
 }
+
+// deadRedis as cfg.RedisURL gives the harness a Redis client that cannot
+// connect, for fault tests.
+const deadRedis = "redis://127.0.0.1:1/0"
 
 // newBenchHarness is a harness whose recorder keeps nothing.
 func newBenchHarness(b *testing.B) *harness {
@@ -127,15 +134,24 @@ func newHarnessWith(t testing.TB, mo mock.Options, mod func(*config.Config)) *ha
 	cfg := config.Default()
 	cfg.UpstreamURL = "http://" + mockAddr + "/v1"
 	cfg.UpstreamAPIKey = providerKey
-	cfg.UpstreamFirstByteTimeout = 2 * time.Second
-	cfg.UpstreamIdleTimeout = 2 * time.Second
+	// Generous: the race detector and parallel packages load this machine.
+	cfg.UpstreamFirstByteTimeout = 10 * time.Second
+	cfg.UpstreamIdleTimeout = 10 * time.Second
 	if mod != nil {
 		mod(&cfg)
 	}
 	h.cfg = cfg
-	rdb := storetest.Redis(t)
+	var rdb *redis.Client
+	if cfg.RedisURL == deadRedis {
+		rdb = redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 50 * time.Millisecond, ContextTimeoutEnabled: true})
+		t.Cleanup(func() { rdb.Close() })
+	} else {
+		rdb = storetest.Redis(t)
+	}
 	var err error
-	ao := auth.Options{Store: h.st, Redis: rdb}
+	// Tests assert behaviour, not timing: Redis gets a second unless it is
+	// the dead one, which fails at once anyway.
+	ao := auth.Options{Store: h.st, Redis: rdb, RedisTimeout: time.Second}
 	if cfg.JWTHS256Secret != "" {
 		if ao.JWT, err = auth.NewJWTVerifier(auth.JWTConfig{HS256Secret: []byte(cfg.JWTHS256Secret.Reveal())}); err != nil {
 			t.Fatal(err)
@@ -148,7 +164,9 @@ func newHarnessWith(t testing.TB, mo mock.Options, mod func(*config.Config)) *ha
 	actx, cancel := context.WithCancel(context.Background())
 	authDone := make(chan struct{})
 	go func() { h.auth.Run(actx); close(authDone) }() //nolint:errcheck // returns nil on cancel
-	h.srv, err = New(cfg, zap.NewNop(), Deps{Auth: h.auth, Recorder: h.rec, Prompts: h.st})
+	// Instances of one test share their budgets, as replicas do.
+	h.limiter = ratelimit.New(rdb, ratelimit.Options{Prefix: "bulkhead:rl:test:" + t.Name(), Timeout: time.Second})
+	h.srv, err = New(cfg, zap.NewNop(), Deps{Auth: h.auth, Recorder: h.rec, Prompts: h.st, Limiter: h.limiter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,12 +205,17 @@ func (h *harness) tenant(rpm int) (uuid.UUID, string, store.Key) {
 
 func (h *harness) key(org uuid.UUID, rpm int) (string, store.Key) {
 	h.t.Helper()
+	return h.keyWithTPM(org, rpm, 0)
+}
+
+func (h *harness) keyWithTPM(org uuid.UUID, rpm, tpm int) (string, store.Key) {
+	h.t.Helper()
 	key, err := apikey.Generate(org)
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	k, err := h.admin.CreateKey(context.Background(), store.NewKey{
-		OrgID: org, Hash: apikey.Hash([]byte(key)), DisplayPrefix: apikey.Display(key), Name: "gw", RateLimitPerMinute: rpm,
+		OrgID: org, Hash: apikey.Hash([]byte(key)), DisplayPrefix: apikey.Display(key), Name: "gw", RateLimitPerMinute: rpm, TokensPerMinute: tpm,
 	})
 	if err != nil {
 		h.t.Fatal(err)

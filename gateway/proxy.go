@@ -7,9 +7,11 @@ import (
 	"io"
 	"net"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
@@ -53,16 +55,24 @@ type exchange struct {
 // record hands the finished request to the request log and writes the
 // access log line: ids, model, status, latency and tokens, never text.
 func (x *exchange) record(s *Server, status int, res openai.Result) {
-	res.EstimateIfMissing(x.prompt)
+	switch {
+	case res.Usage.Source == openai.UsageUpstream:
+	case status == fasthttp.StatusOK || res.TextBytes > 0:
+		res.EstimateIfMissing(x.prompt) // an answer without reported usage
+	default:
+		res.Usage = openai.Usage{Source: openai.UsageNone} // nothing was generated
+	}
 	latency := time.Since(x.start)
 	s.rec.Record(store.LogRecord{
 		OrgID: x.principal.Org, KeyID: x.principal.KeyID, RequestID: x.reqID,
-		Endpoint: x.ep.Path(), Model: x.model, Prompt: x.prompt, Response: res.Text,
+		Endpoint: x.ep.Path(), Model: x.model,
+		Prompt: capText(x.prompt, s.cfg.CaptureMaxBytes), Response: capText(res.Text, s.cfg.CaptureMaxBytes),
 		PromptTokens: res.Usage.PromptTokens, CompletionTokens: res.Usage.CompletionTokens,
 		TotalTokens: res.Usage.TotalTokens, UsageSource: string(res.Usage.Source),
 		Status: status, Latency: latency, Stream: x.stream, CreatedAt: x.start,
 	})
 	s.metrics.observe(x, status, latency, res.Usage.PromptTokens, res.Usage.CompletionTokens)
+	s.charge(x.principal, res.Usage.TotalTokens)
 	if ce := s.access.Check(zap.InfoLevel, "request"); ce != nil {
 		ce.Write(
 			zap.String("request_id", x.reqID),
@@ -78,6 +88,22 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 			zap.String("usage_source", string(res.Usage.Source)),
 		)
 	}
+}
+
+// capText bounds text for the request log and drops NUL bytes, which
+// PostgreSQL text refuses (JSON can carry them escaped as \u0000).
+func capText(s string, limit int) string {
+	if len(s) > limit {
+		cut := limit
+		for cut > 0 && !utf8.RuneStart(s[cut]) { // do not split a rune
+			cut--
+		}
+		s = s[:cut]
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		s = strings.ReplaceAll(s, "\x00", "")
+	}
+	return s
 }
 
 // proxy serves one OpenAI API call: authenticate, parse, route, forward,
@@ -107,6 +133,9 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 	if up == nil {
 		x.record(s, fasthttp.StatusNotFound, openai.Result{})
 		return errModelNotFound
+	}
+	if err := s.admit(rc, p); err != nil {
+		return err // refused before any work: not a request of the log
 	}
 
 	body := rc.PostBody()

@@ -231,10 +231,13 @@ func TestHeadersAndTenantInput(t *testing.T) {
 	if strings.Contains(c.uri, orgB.String()) || c.uri != "/v1/chat/completions" {
 		t.Errorf("upstream URI %q", c.uri)
 	}
-	for _, name := range []string{"set-cookie", "x-ratelimit-remaining-requests", "openai-organization"} {
+	for _, name := range []string{"set-cookie", "openai-organization"} {
 		if v, ok := r.headers[name]; ok {
 			t.Errorf("caller received upstream header %s: %q", name, v)
 		}
+	}
+	if v := r.headers["x-ratelimit-remaining-requests"]; v == "9999" {
+		t.Error("caller received the provider account's x-ratelimit-remaining-requests")
 	}
 	if r.headers["openai-processing-ms"] != "12" {
 		t.Errorf("openai-processing-ms not passed on: %v", r.headers)

@@ -42,6 +42,7 @@ type Server struct {
 	auth    authenticator
 	rec     recorder
 	prompts promptReader // nil: no /api/v1 read API
+	limiter limiter      // nil: no per-key limits
 	router  *router
 
 	// base is the parent of every request's context. It is not the
@@ -60,6 +61,9 @@ type Deps struct {
 	Auth     authenticator // required
 	Recorder recorder      // required: one record per finished request
 	Prompts  promptReader  // the tenant read API's store; nil disables /api/v1
+	// Limiter enforces each key's requests and tokens per minute; nil
+	// disables limits.
+	Limiter limiter
 	// Metrics receives the gateway's series; nil registers them nowhere.
 	Metrics prometheus.Registerer
 }
@@ -73,7 +77,7 @@ func New(cfg config.Config, log *zap.Logger, deps Deps) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log.Named("gateway"), access: log.Named("access"), reqs: newRequestIDs(), auth: deps.Auth, rec: deps.Recorder, prompts: deps.Prompts, router: r}
+	s := &Server{cfg: cfg, log: log.Named("gateway"), access: log.Named("access"), reqs: newRequestIDs(), auth: deps.Auth, rec: deps.Recorder, prompts: deps.Prompts, limiter: deps.Limiter, router: r}
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	reg := deps.Metrics
 	if reg == nil {

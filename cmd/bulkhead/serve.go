@@ -20,6 +20,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/config"
 	"github.com/bulkheadhq/bulkhead/gateway"
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/ratelimit"
 	"github.com/bulkheadhq/bulkhead/store"
 )
 
@@ -53,6 +54,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		CacheTTL: cfg.AuthCacheTTL, CacheSize: cfg.AuthCacheSize,
 		NegativeTTL: cfg.AuthNegativeCacheTTL, NegativeSize: cfg.AuthNegativeCacheSize,
 		RedisTTL: cfg.AuthRedisTTL, RedisTimeout: cfg.RedisTimeout,
+		JWTRateLimitPerMinute: cfg.JWTRateLimitPerMinute, JWTTokensPerMinute: cfg.JWTTokensPerMinute,
 	}
 	if cfg.RedisURL != "" {
 		rdb, err := newRedis(cfg)
@@ -83,7 +85,18 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	// Keys can be verified while PostgreSQL or Redis answers.
 	health := gateway.NewHealth(reg, func(up map[string]bool) bool { return up["postgres"] || up["redis"] }, checks...)
 
-	srv, err := gateway.New(cfg, log, gateway.Deps{Auth: authn, Recorder: accessOnly{}, Prompts: st, Metrics: reg})
+	limOpts := ratelimit.Options{Timeout: cfg.RedisTimeout, Log: log.Named("ratelimit")}
+	if cfg.RateLimitFailClosed {
+		limOpts.FailMode = ratelimit.FailClosed
+	}
+	var lim *ratelimit.Limiter
+	if authOpts.Redis != nil {
+		lim = ratelimit.New(authOpts.Redis, limOpts)
+	} else {
+		lim = ratelimit.New(nil, limOpts)
+	}
+
+	srv, err := gateway.New(cfg, log, gateway.Deps{Auth: authn, Recorder: accessOnly{}, Prompts: st, Limiter: lim, Metrics: reg})
 	if err != nil {
 		return err
 	}

@@ -68,7 +68,11 @@ type Principal struct {
 	RateLimitPerMinute int // 0: no request limit of its own
 	TokensPerMinute    int // 0: no token limit
 	Subject            string
-	expiresAt          time.Time // zero: never
+	// LimitKey names the principal's rate-limit budget: the key id for an
+	// API key, "org:<id>" for a JWT (all of an organization's tokens share
+	// one budget). Computed once, so admission does not allocate.
+	LimitKey  string
+	expiresAt time.Time // zero: never
 }
 
 // usable reports whether the principal's credential is still valid; it
@@ -101,6 +105,9 @@ type Options struct {
 	LookupTimeout time.Duration // deadline of one L3 look-up
 
 	Now func() time.Time // nil: time.Now
+
+	// Limits of JWT principals, per organization (0: none).
+	JWTRateLimitPerMinute, JWTTokensPerMinute int
 }
 
 const (
