@@ -289,6 +289,9 @@ func (c Config) Validate() error {
 		}
 	}
 	positive("BULKHEAD_REDIS_TIMEOUT", c.RedisTimeout)
+	if c.RedisTimeout > time.Second {
+		bad("BULKHEAD_REDIS_TIMEOUT", "must be at most 1s (it is added to a request whenever Redis stalls), got %s", c.RedisTimeout)
+	}
 	positive("BULKHEAD_AUTH_CACHE_TTL", c.AuthCacheTTL)
 	positive("BULKHEAD_AUTH_NEGATIVE_CACHE_TTL", c.AuthNegativeCacheTTL)
 	positive("BULKHEAD_AUTH_REDIS_TTL", c.AuthRedisTTL)

@@ -165,7 +165,11 @@ func newHarnessWith(t testing.TB, mo mock.Options, mod func(*config.Config)) *ha
 	authDone := make(chan struct{})
 	go func() { h.auth.Run(actx); close(authDone) }() //nolint:errcheck // returns nil on cancel
 	// Instances of one test share their budgets, as replicas do.
-	h.limiter = ratelimit.New(rdb, ratelimit.Options{Prefix: "bulkhead:rl:test:" + t.Name(), Timeout: time.Second})
+	limitTimeout := time.Second
+	if cfg.RedisURL == deadRedis {
+		limitTimeout = 50 * time.Millisecond
+	}
+	h.limiter = ratelimit.New(rdb, ratelimit.Options{Prefix: "bulkhead:rl:test:" + t.Name(), Timeout: limitTimeout})
 	h.srv, err = New(cfg, zap.NewNop(), Deps{Auth: h.auth, Recorder: h.rec, Prompts: h.st, Limiter: h.limiter})
 	if err != nil {
 		t.Fatal(err)

@@ -21,8 +21,10 @@ type limiter interface {
 
 var _ limiter = (*ratelimit.Limiter)(nil)
 
-// limitTimeout bounds a limiter call made after the caller may be gone.
-const limitTimeout = 250 * time.Millisecond
+// limitTimeout is an outer bound on a limiter call; the limiter's own
+// per-call Redis timeout (BULKHEAD_REDIS_TIMEOUT) is shorter and decides
+// when it falls back, so this one only guards against a stuck limiter.
+const limitTimeout = 2 * time.Second
 
 var errLimiterUnavailable = &HTTPError{Code: fasthttp.StatusServiceUnavailable, Type: "server_error", ErrCode: "rate_limiter_unavailable",
 	Msg: "Rate limits cannot be checked right now; retry shortly."}
