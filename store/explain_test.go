@@ -1,0 +1,68 @@
+package store_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/bulkheadhq/bulkhead/store"
+	"github.com/bulkheadhq/bulkhead/store/storetest"
+)
+
+// BenchmarkListPromptsMillionRows seeds (once per database) a tenant with
+// 1,000,000 prompts among other tenants' rows, prints the EXPLAIN of the
+// tenant's first page as the app role, fails unless it is an index scan on
+// (organization_id, created_at, id), and measures a page.
+func BenchmarkListPromptsMillionRows(b *testing.B) {
+	owner := storetest.OwnerPool(b)
+	s := storetest.Open(b, store.Options{})
+	ctx := context.Background()
+	var org uuid.UUID
+	err := owner.QueryRow(ctx, `SELECT id FROM organizations WHERE name = 'explain-1m'`).Scan(&org)
+	if err != nil {
+		org = uuid.New()
+		start := time.Now()
+		err = pgx.BeginFunc(ctx, owner, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `INSERT INTO organizations (id, name) VALUES ($1, 'explain-1m')`, org); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO prompts (organization_id, request_id, model, prompt_text, response, status, created_at)
+				SELECT $1, 'r' || g, 'm' || (g % 5), 'prompt', 'answer', 200, now() - make_interval(secs => g)
+				FROM generate_series(1, 1000000) g`, org)
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := owner.Exec(ctx, `ANALYZE prompts`); err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("seeded 1,000,000 rows in %s", time.Since(start))
+	}
+	var plan []string
+	err = s.InTenant(ctx, org, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `EXPLAIN SELECT * FROM prompts WHERE organization_id = $1
+			ORDER BY created_at DESC, id DESC LIMIT 21`, org)
+		var err error
+		plan, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("EXPLAIN of the first page:\n%s", strings.Join(plan, "\n"))
+	if !strings.Contains(strings.Join(plan, "\n"), "Index Scan using prompts_org_created") ||
+		strings.Count(strings.Join(plan, "\n"), "InitPlan") != 1 {
+		b.Fatalf("the list query does not use prompts_org_created with one InitPlan for the tenant setting")
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := s.ListPrompts(ctx, org, store.PromptFilter{Limit: 21}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
