@@ -1,0 +1,99 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// The spool's payload: one LogRecord, binary, versioned by its first byte.
+//
+// Version 1, in order:
+//
+//	byte     version (1)
+//	[16]byte OrgID
+//	[16]byte KeyID
+//	byte     flags (bit 0: Stream)
+//	varint   PromptTokens, CompletionTokens, TotalTokens, Status,
+//	         Latency (ns), CreatedAt (Unix ns; 0 for the zero time)
+//	string×6 RequestID, Endpoint, Model, UsageSource, Prompt, Response,
+//	         each a uvarint length and the bytes
+//
+// A newer binary must keep decoding every version an older one may have
+// left in a spool.
+const logRecordV1 = 1
+
+// ErrBadRecord: a spool payload does not decode as a LogRecord.
+var ErrBadRecord = errors.New("store: undecodable log record")
+
+// AppendLogRecord appends r's spool encoding to dst.
+func AppendLogRecord(dst []byte, r *LogRecord) []byte {
+	dst = append(dst, logRecordV1)
+	dst = append(dst, r.OrgID[:]...)
+	dst = append(dst, r.KeyID[:]...)
+	var flags byte
+	if r.Stream {
+		flags |= 1
+	}
+	dst = append(dst, flags)
+	var created int64
+	if !r.CreatedAt.IsZero() {
+		created = r.CreatedAt.UnixNano()
+	}
+	for _, v := range [...]int64{int64(r.PromptTokens), int64(r.CompletionTokens), int64(r.TotalTokens),
+		int64(r.Status), int64(r.Latency), created} {
+		dst = binary.AppendVarint(dst, v)
+	}
+	for _, s := range [...]string{r.RequestID, r.Endpoint, r.Model, r.UsageSource, r.Prompt, r.Response} {
+		dst = binary.AppendUvarint(dst, uint64(len(s)))
+		dst = append(dst, s...)
+	}
+	return dst
+}
+
+// DecodeLogRecord decodes what AppendLogRecord wrote. The strings are
+// copies; b may be reused afterwards.
+func DecodeLogRecord(b []byte) (LogRecord, error) {
+	var r LogRecord
+	if len(b) == 0 {
+		return r, fmt.Errorf("%w: empty", ErrBadRecord)
+	}
+	if b[0] != logRecordV1 {
+		return r, fmt.Errorf("%w: unknown version %d", ErrBadRecord, b[0])
+	}
+	b = b[1:]
+	if len(b) < 33 {
+		return r, fmt.Errorf("%w: short", ErrBadRecord)
+	}
+	r.OrgID = uuid.UUID(b[:16])
+	r.KeyID = uuid.UUID(b[16:32])
+	r.Stream = b[32]&1 != 0
+	b = b[33:]
+	var ints [6]int64
+	for i := range ints {
+		v, n := binary.Varint(b)
+		if n <= 0 {
+			return LogRecord{}, fmt.Errorf("%w: bad integer", ErrBadRecord)
+		}
+		ints[i], b = v, b[n:]
+	}
+	r.PromptTokens, r.CompletionTokens, r.TotalTokens = int(ints[0]), int(ints[1]), int(ints[2])
+	r.Status, r.Latency = int(ints[3]), time.Duration(ints[4])
+	if ints[5] != 0 {
+		r.CreatedAt = time.Unix(0, ints[5]).UTC()
+	}
+	for _, dst := range [...]*string{&r.RequestID, &r.Endpoint, &r.Model, &r.UsageSource, &r.Prompt, &r.Response} {
+		l, n := binary.Uvarint(b)
+		if n <= 0 || l > uint64(len(b)-n) {
+			return LogRecord{}, fmt.Errorf("%w: bad string", ErrBadRecord)
+		}
+		*dst, b = string(b[n:n+int(l)]), b[n+int(l):]
+	}
+	if len(b) != 0 {
+		return LogRecord{}, fmt.Errorf("%w: %d trailing bytes", ErrBadRecord, len(b))
+	}
+	return r, nil
+}
