@@ -71,6 +71,10 @@ type Config struct {
 	// api_key_env names.
 	Upstreams []Upstream `yaml:"upstreams"`
 
+	SpoolDir      string `yaml:"spool_dir" env:"BULKHEAD_SPOOL_DIR" default:".run/spool" help:"directory of the request log's disk spool, which keeps every record through a PostgreSQL outage or a restart; one per replica; empty disables it (records then wait in memory)"`
+	SpoolMaxBytes int64  `yaml:"spool_max_bytes" env:"BULKHEAD_SPOOL_MAX_BYTES" default:"1073741824" help:"spool size at which new requests get 503 rather than risk a record"`
+	SpoolFsync    string `yaml:"spool_fsync" env:"BULKHEAD_SPOOL_FSYNC" default:"batch" help:"batch (every spool write is on disk before it returns) or never (leave it to the kernel: a machine crash may lose the last seconds)"`
+
 	MaxRequestBodyBytes int           `yaml:"max_request_body_bytes" env:"BULKHEAD_MAX_REQUEST_BODY_BYTES" default:"4194304" help:"largest request body accepted; larger bodies get 413"`
 	ShutdownTimeout     time.Duration `yaml:"shutdown_timeout" env:"BULKHEAD_SHUTDOWN_TIMEOUT" default:"30s" help:"how long in-flight requests may take to finish after SIGTERM"`
 
@@ -320,6 +324,12 @@ func (c Config) Validate() error {
 	positive("BULKHEAD_UPSTREAM_TIMEOUT", c.UpstreamTimeout)
 	if c.UpstreamMaxConns < 1 {
 		bad("BULKHEAD_UPSTREAM_MAX_CONNS", "must be at least 1, got %d", c.UpstreamMaxConns)
+	}
+	if c.SpoolMaxBytes < 1<<20 {
+		bad("BULKHEAD_SPOOL_MAX_BYTES", "must be at least 1 MiB, got %d", c.SpoolMaxBytes)
+	}
+	if c.SpoolFsync != "batch" && c.SpoolFsync != "never" {
+		bad("BULKHEAD_SPOOL_FSYNC", "want batch or never, got %q", c.SpoolFsync)
 	}
 	if c.CaptureMaxBytes < 0 {
 		bad("BULKHEAD_CAPTURE_MAX_BYTES", "must not be negative, got %d", c.CaptureMaxBytes)

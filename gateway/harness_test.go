@@ -36,6 +36,8 @@ type memRecorder struct {
 
 func newMemRecorder() *memRecorder { return &memRecorder{cond: make(chan struct{}, 1)} }
 
+func (m *memRecorder) Admit() error { return nil }
+
 func (m *memRecorder) Record(r store.LogRecord) {
 	if m.discard {
 		return

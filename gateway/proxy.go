@@ -21,11 +21,18 @@ import (
 	"github.com/bulkheadhq/bulkhead/store"
 )
 
-// recorder receives one record per finished request. Record must not
-// block the request path for long (the request-log writer queues).
+// recorder receives one record per finished request (store.Writer).
+// Record must not block the request path for long; Admit says, before a
+// request is forwarded, whether its record can be taken.
 type recorder interface {
 	Record(store.LogRecord)
+	Admit() error
 }
+
+var _ recorder = (*store.Writer)(nil)
+
+var errLogFull = &HTTPError{Code: fasthttp.StatusServiceUnavailable, Type: "server_error", ErrCode: "request_log_full",
+	Msg: "The gateway cannot record more requests right now; retry shortly."}
 
 var (
 	errModelNotFound = &HTTPError{Code: fasthttp.StatusNotFound, Type: "invalid_request_error", ErrCode: "model_not_found",
@@ -136,6 +143,9 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 	}
 	if err := s.admit(rc, p); err != nil {
 		return err // refused before any work: not a request of the log
+	}
+	if err := s.rec.Admit(); err != nil {
+		return withCause(errLogFull, err) // nothing accepted is ever dropped: refuse instead
 	}
 
 	body := rc.PostBody()

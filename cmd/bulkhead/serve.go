@@ -22,6 +22,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
 	"github.com/bulkheadhq/bulkhead/ratelimit"
 	"github.com/bulkheadhq/bulkhead/store"
+	"github.com/bulkheadhq/bulkhead/store/spool"
 )
 
 func serveCmd(ctx context.Context, e env, args []string) error {
@@ -77,13 +78,24 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerAuthMetrics(reg, authn)
-	checks := []gateway.Check{{Name: "postgres", Probe: st.Ping}}
+	wopts := store.WriterOptions{SpoolDir: cfg.SpoolDir, SpoolMaxBytes: cfg.SpoolMaxBytes, Log: log.Named("requestlog")}
+	if cfg.SpoolFsync == "never" {
+		wopts.Fsync = spool.SyncNever
+	}
+	writer, err := store.NewWriter(st, wopts)
+	if err != nil {
+		return fmt.Errorf("request log (BULKHEAD_SPOOL_DIR): %w", err)
+	}
+	registerWriterMetrics(reg, writer)
+
+	checks := []gateway.Check{{Name: "postgres", Probe: st.Ping}, {Name: "log", Probe: func(context.Context) error { return writer.Admit() }}}
 	if authOpts.Redis != nil {
 		rdb := authOpts.Redis
 		checks = append(checks, gateway.Check{Name: "redis", Probe: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
 	}
-	// Keys can be verified while PostgreSQL or Redis answers.
-	health := gateway.NewHealth(reg, func(up map[string]bool) bool { return up["postgres"] || up["redis"] }, checks...)
+	// Ready while keys can be verified (PostgreSQL or Redis answers) and the
+	// request log can take records.
+	health := gateway.NewHealth(reg, func(up map[string]bool) bool { return (up["postgres"] || up["redis"]) && up["log"] }, checks...)
 
 	limOpts := ratelimit.Options{Timeout: cfg.RedisTimeout, Log: log.Named("ratelimit")}
 	if cfg.RateLimitFailClosed {
@@ -96,7 +108,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		lim = ratelimit.New(nil, limOpts)
 	}
 
-	srv, err := gateway.New(cfg, log, gateway.Deps{Auth: authn, Recorder: accessOnly{}, Prompts: st, Limiter: lim, Metrics: reg})
+	srv, err := gateway.New(cfg, log, gateway.Deps{Auth: authn, Recorder: writer, Prompts: st, Limiter: lim, Metrics: reg})
 	if err != nil {
 		return err
 	}
@@ -128,7 +140,13 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		return nil
 	})
 	var bgWG sync.WaitGroup
-	bgWG.Add(2)
+	bgWG.Add(3)
+	go func() { // the request log outlives the listener: it flushes after the streams are cut
+		defer bgWG.Done()
+		if err := writer.Run(bg); err != nil {
+			log.Error("request log stopped with records lost", zap.Error(err))
+		}
+	}()
 	go func() { defer bgWG.Done(); authn.Run(bg) }()  //nolint:errcheck // returns nil when bg ends
 	go func() { defer bgWG.Done(); health.Run(bg) }() //nolint:errcheck // returns nil when bg ends
 	g.Go(func() error {
@@ -151,6 +169,25 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// registerWriterMetrics exposes the request log's queue and spool.
+func registerWriterMetrics(reg prometheus.Registerer, w *store.Writer) {
+	gauge := func(name, help string, get func(store.WriterStats) float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "bulkhead_log_" + name, Help: help},
+			func() float64 { return get(w.Stats()) }))
+	}
+	counter := func(name, help string, get func(store.WriterStats) int64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bulkhead_log_" + name + "_total", Help: help},
+			func() float64 { return float64(get(w.Stats())) }))
+	}
+	gauge("queue_depth", "Records waiting in memory.", func(s store.WriterStats) float64 { return float64(s.QueueDepth) })
+	gauge("spool_bytes", "Bytes in the disk spool.", func(s store.WriterStats) float64 { return float64(s.SpoolBytes) })
+	counter("written", "Records committed from the queue.", func(s store.WriterStats) int64 { return s.Written })
+	counter("spooled", "Records appended to the disk spool.", func(s store.WriterStats) int64 { return s.Spooled })
+	counter("replayed", "Records committed from the spool.", func(s store.WriterStats) int64 { return s.Replayed })
+	counter("dead_letters", "Records PostgreSQL refused row by row (logged by request id).", func(s store.WriterStats) int64 { return s.DeadLetters })
+	counter("lost", "Records neither PostgreSQL nor the spool took at shutdown.", func(s store.WriterStats) int64 { return s.Lost })
 }
 
 // registerAuthMetrics exposes the authenticator's look-up counters.
