@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/bulkheadhq/bulkhead/cmd/mockllm/mock"
 	"github.com/bulkheadhq/bulkhead/config"
@@ -99,6 +101,25 @@ type harness struct {
 	mock    *mock.Server
 	cfg     config.Config
 	limiter *ratelimit.Limiter
+	logs    *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // deadRedis as cfg.RedisURL gives the harness a Redis client that cannot
@@ -172,7 +193,10 @@ func newHarnessWith(t testing.TB, mo mock.Options, mod func(*config.Config)) *ha
 		limitTimeout = 50 * time.Millisecond
 	}
 	h.limiter = ratelimit.New(rdb, ratelimit.Options{Prefix: "bulkhead:rl:test:" + t.Name(), Timeout: limitTimeout})
-	h.srv, err = New(cfg, zap.NewNop(), Deps{Auth: h.auth, Recorder: h.rec, Prompts: h.st, Limiter: h.limiter})
+	// Everything the gateway logs, at debug level, for hygiene checks.
+	h.logs = &syncBuffer{}
+	logger := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(h.logs), zap.DebugLevel))
+	h.srv, err = New(cfg, logger, Deps{Auth: h.auth, Recorder: h.rec, Prompts: h.st, Limiter: h.limiter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,4 +283,23 @@ func (h *harness) do(method, path, body string, headers ...string) reply {
 		r.headers[strings.ToLower(string(k))] = string(v)
 	}
 	return r
+}
+
+// listenServer serves srv on a loopback port and returns a harness that
+// talks to it (only do is usable).
+func listenServer(t *testing.T, srv *Server) *harness {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx) //nolint:errcheck // test teardown
+		<-done
+	})
+	return &harness{t: t, url: "http://" + ln.Addr().String()}
 }

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/bulkheadhq/bulkhead/config"
+	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/store/storetest"
 )
 
 // Two gateway instances share one Redis: 200 concurrent requests on a key
@@ -106,5 +108,35 @@ func TestRedisDownKeepsServing(t *testing.T) {
 	}
 	if took := time.Since(start); took > 2*time.Second {
 		t.Errorf("7 requests took %s with Redis down", took)
+	}
+}
+
+// A key's new limit applies on every instance without a restart, through
+// the key cache invalidation.
+func TestLimitChangeAppliesWithoutRestart(t *testing.T) {
+	h := newHarness(t, nil)
+	_, key, k := h.tenant(2)
+	for i, want := range []int{200, 200, 429} {
+		if r := h.do("POST", "/v1/chat/completions", chatBody, bearer(key)...); r.status != want {
+			t.Fatalf("request %d: %d, want %d", i, r.status, want)
+		}
+	}
+	rpm := 100
+	if _, err := h.admin.UpdateKeyLimits(t.Context(), k.ID, &rpm, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := auth.Invalidate(t.Context(), storetest.Redis(t), k.Hash); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Second)
+	for {
+		r := h.do("POST", "/v1/chat/completions", chatBody, bearer(key)...)
+		if r.status == 200 && r.headers["x-ratelimit-limit-requests"] == "100" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("new limit not applied within a second: %d %v", r.status, r.headers)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -102,6 +102,20 @@ func TestOpenAIGoSDK(t *testing.T) {
 		}
 	})
 
+	t.Run("429 over the key's limit", func(t *testing.T) {
+		limited, _ := h.key(org, 1)
+		c := oai.NewClient(option.WithBaseURL(h.url+"/v1/"), option.WithAPIKey(limited), option.WithMaxRetries(0))
+		params := oai.ChatCompletionNewParams{Model: "gpt-4o-mini", Messages: []oai.ChatCompletionMessageParamUnion{oai.UserMessage("x")}}
+		if _, err := c.Chat.Completions.New(ctx, params); err != nil {
+			t.Fatal(err)
+		}
+		_, err := c.Chat.Completions.New(ctx, params)
+		var apiErr *oai.Error
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != 429 || apiErr.Code != "rate_limit_exceeded" {
+			t.Errorf("err = %v", err)
+		}
+	})
+
 	t.Run("404 for an unserved model", func(t *testing.T) {
 		h2 := newHarness(t, func(c *config.Config) {
 			c.Upstreams = []config.Upstream{{Name: "x", Kind: "openai", URL: c.UpstreamURL, Models: []string{"only"}}}

@@ -146,3 +146,31 @@ func (a *Admin) RotateKey(ctx context.Context, id uuid.UUID, overlap time.Durati
 	}
 	return old, created, nil
 }
+
+// UpdateKeyLimits changes a key's requests and tokens per minute (nil
+// keeps a value; a tokens limit of 0 removes it). It returns the key, whose
+// Hash the caller invalidates in caches so that every instance applies the
+// new limits at once.
+func (a *Admin) UpdateKeyLimits(ctx context.Context, id uuid.UUID, rpm, tpm *int) (Key, error) {
+	org, err := a.KeyOrg(ctx, id)
+	if err != nil {
+		return Key{}, fmt.Errorf("updating key %s: %w", id, err)
+	}
+	var k Key
+	err = a.inTenant(ctx, org, func(tx pgx.Tx) error {
+		var err error
+		k, err = scanKey(tx.QueryRow(ctx, `UPDATE api_keys SET
+			rate_limit_per_minute = coalesce($3, rate_limit_per_minute),
+			tokens_per_minute = CASE WHEN $4::int IS NULL THEN tokens_per_minute ELSE nullif($4::int, 0) END
+			WHERE organization_id = $1 AND id = $2 RETURNING `+keyColumns, org, id, rpm, tpm))
+		if err != nil {
+			return err
+		}
+		return audit(ctx, tx, org, a.actor, "key.update", id.String(),
+			map[string]any{"rate_limit_per_minute": k.RateLimitPerMinute, "tokens_per_minute": k.TokensPerMinute})
+	})
+	if err != nil {
+		return Key{}, fmt.Errorf("updating key %s: %w", id, classify(err))
+	}
+	return k, nil
+}

@@ -35,7 +35,7 @@ type createdKey struct {
 
 func keyCmd(ctx context.Context, e env, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: bulkhead key create|list|revoke|rotate")
+		return errors.New("usage: bulkhead key create|list|update|revoke|rotate")
 	}
 	switch sub, args := args[0], args[1:]; sub {
 	case "create":
@@ -46,8 +46,10 @@ func keyCmd(ctx context.Context, e env, args []string) error {
 		return keyRevoke(ctx, e, args)
 	case "rotate":
 		return keyRotate(ctx, e, args)
+	case "update":
+		return keyUpdate(ctx, e, args)
 	default:
-		return fmt.Errorf("unknown key command %q: want create, list, revoke or rotate", sub)
+		return fmt.Errorf("unknown key command %q: want create, list, update, revoke or rotate", sub)
 	}
 }
 
@@ -193,6 +195,49 @@ func keyRevoke(ctx context.Context, e env, args []string) error {
 		return tellInstances(ctx, cfg, func(rdb redis.UniversalClient) error {
 			return auth.Revoke(ctx, rdb, cfg.AuthRedisTTL, k.Hash)
 		})
+	})
+}
+
+// keyUpdate changes a key's limits; running gateways apply them at once
+// (the key's cache entries are invalidated), no restart needed.
+func keyUpdate(ctx context.Context, e env, args []string) error {
+	fs, path := flags(e, "key update")
+	rpm := fs.Int("rpm", -1, "new requests per minute (at least 1)")
+	tpm := fs.Int("tpm", -1, "new tokens per minute (0 removes the token limit)")
+	id, err := parseOneID(fs, args, "usage: bulkhead key update ID [--rpm N] [--tpm N]")
+	if err != nil {
+		return err
+	}
+	var rp, tp *int
+	var problems []string
+	if *rpm != -1 {
+		if *rpm < 1 {
+			problems = append(problems, fmt.Sprintf("--rpm must be at least 1, got %d", *rpm))
+		}
+		rp = rpm
+	}
+	if *tpm != -1 {
+		if *tpm < 0 {
+			problems = append(problems, fmt.Sprintf("--tpm must not be negative, got %d", *tpm))
+		}
+		tp = tpm
+	}
+	if rp == nil && tp == nil {
+		problems = append(problems, "nothing to change: give --rpm and/or --tpm")
+	}
+	if len(problems) > 0 {
+		return errors.New("key update: " + strings.Join(problems, "; "))
+	}
+	return withAdminConfig(ctx, e, *path, func(ctx context.Context, a *store.Admin, cfg config.Config) error {
+		k, err := a.UpdateKeyLimits(ctx, id, rp, tp)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("key update: no key %s", id)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "key %s (%s): %d requests/min, %d tokens/min (0: none)\n", k.ID, k.DisplayPrefix, k.RateLimitPerMinute, k.TokensPerMinute)
+		return tellInstances(ctx, cfg, func(rdb redis.UniversalClient) error { return auth.Invalidate(ctx, rdb, k.Hash) })
 	})
 }
 

@@ -9,6 +9,7 @@
 //	bulkhead org delete ID              delete an organization and all its data
 //	bulkhead key create --org ID --name NAME --rpm N [--tpm N] [--expires D]
 //	bulkhead key list --org ID | revoke ID | rotate ID [--overlap D]
+//	bulkhead key update ID [--rpm N] [--tpm N]
 //	bulkhead demo                       ensure the demo organization exists
 //	bulkhead config [--markdown]        print the effective configuration
 //
@@ -55,7 +56,7 @@ func commands() []command {
 		{"serve", "run the gateway", serveCmd},
 		{"migrate", "apply database migrations as the owner role", migrateCmd},
 		{"org", "manage organizations: create, list, update, delete", orgCmd},
-		{"key", "manage API keys: create, list, revoke, rotate", keyCmd},
+		{"key", "manage API keys: create, list, update, revoke, rotate", keyCmd},
 		{"demo", "ensure the demo organization exists and print how to use it", demoCmd},
 		{"config", "print the effective configuration (secrets redacted), or --markdown the settings table", configCmd},
 	}
