@@ -71,6 +71,7 @@ type Config struct {
 	// api_key_env names.
 	Upstreams []Upstream `yaml:"upstreams"`
 
+	RequestLog    bool   `yaml:"request_log" env:"BULKHEAD_REQUEST_LOG" default:"true" help:"write every request to the prompts table; false keeps only the access log line (for benchmarks and debugging, not for production)"`
 	SpoolDir      string `yaml:"spool_dir" env:"BULKHEAD_SPOOL_DIR" default:".run/spool" help:"directory of the request log's disk spool, which keeps every record through a PostgreSQL outage or a restart; one per replica; empty disables it (records then wait in memory)"`
 	SpoolMaxBytes int64  `yaml:"spool_max_bytes" env:"BULKHEAD_SPOOL_MAX_BYTES" default:"1073741824" help:"spool size at which new requests get 503 rather than risk a record"`
 	SpoolFsync    string `yaml:"spool_fsync" env:"BULKHEAD_SPOOL_FSYNC" default:"batch" help:"batch (every spool write is on disk before it returns) or never (leave it to the kernel: a machine crash may lose the last seconds)"`

@@ -117,9 +117,13 @@ func runBench(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	key, err := benchKey(ctx, cfg)
+	key, err := benchKey(ctx, cfg, 100_000_000)
 	if err != nil {
 		return fmt.Errorf("creating the bench key (is `make services` done?): %w", err)
+	}
+	unlimited, err := benchKey(ctx, cfg, 0) // no limit: admission makes no Redis call
+	if err != nil {
+		return err
 	}
 
 	mock, err := start(ctx, nil, filepath.Join(f.bin, "mockllm"), "-listen", "127.0.0.1:0")
@@ -143,31 +147,39 @@ func runBench(ctx context.Context, args []string) error {
 	os.WriteFile(routes, []byte("upstreams:\n  - {name: slow, kind: openai, url: \"http://"+slow.addr+"/v1\", models: [slow-stream]}\n"), 0o600)
 	gwEnv := []string{
 		"BULKHEAD_LISTEN=127.0.0.1:18080", "BULKHEAD_UPSTREAM_URL=http://" + mock.addr + "/v1",
-		"BULKHEAD_CONFIG=" + routes, "BULKHEAD_LOG_LEVEL=info",
+		"BULKHEAD_CONFIG=" + routes, "BULKHEAD_LOG_LEVEL=info", "BULKHEAD_ADMIN_LISTEN=127.0.0.1:19090",
+		"BULKHEAD_SPOOL_DIR=" + filepath.Join(os.TempDir(), fmt.Sprintf("bulkhead-bench-spool-%d", os.Getpid())),
 	}
-	gw, err := startGateway(ctx, f.bin, gwEnv)
+	gw, err := startGateway(ctx, f.bin, "127.0.0.1:18080", gwEnv)
 	if err != nil {
 		return err
 	}
 	defer gw.stop()
+	gwNoLog, err := startGateway(ctx, f.bin, "127.0.0.1:18082", append(gwEnv, "BULKHEAD_LISTEN=127.0.0.1:18082",
+		"BULKHEAD_ADMIN_LISTEN=127.0.0.1:19092", "BULKHEAD_REQUEST_LOG=false", "BULKHEAD_SPOOL_DIR="))
+	if err != nil {
+		return err
+	}
+	defer gwNoLog.stop()
 
 	targets := []struct {
-		name, url string
-		auth      bool
+		name, url, key string
 	}{
-		{"direct to mock", "http://" + mock.addr + "/v1/chat/completions", false},
-		{"bare fasthttp forwarder (floor)", "http://" + floor.addr + "/v1/chat/completions", false},
-		{"bulkhead (auth, limits, record)", "http://" + gw.addr + "/v1/chat/completions", true},
+		{"direct to mock", "http://" + mock.addr + "/v1/chat/completions", ""},
+		{"bare fasthttp forwarder (floor)", "http://" + floor.addr + "/v1/chat/completions", ""},
+		{"bulkhead: auth + limits + request log", "http://" + gw.addr + "/v1/chat/completions", key},
+		{"bulkhead: auth + request log, no limits", "http://" + gw.addr + "/v1/chat/completions", unlimited},
+		{"bulkhead: auth + limits, request log off", "http://" + gwNoLog.addr + "/v1/chat/completions", key},
 	}
-	hdr := func(auth bool) http.Header {
+	hdr := func(key string) http.Header {
 		h := http.Header{"Content-Type": {"application/json"}}
-		if auth {
+		if key != "" {
 			h.Set("Authorization", "Bearer "+key)
 		}
 		return h
 	}
 	for _, t := range targets { // warm up pools and caches
-		attack(t.url, hdr(t.auth), vegeta.Rate{Freq: 200, Per: time.Second}, time.Second, f.conns)
+		attack(t.url, hdr(t.key), vegeta.Rate{Freq: 200, Per: time.Second}, time.Second, f.conns)
 	}
 	idleRSS := rss(gw.cmd.Process.Pid)
 
@@ -176,12 +188,16 @@ func runBench(ctx context.Context, args []string) error {
 	best := map[string]float64{}
 	for round := 1; round <= f.rounds; round++ {
 		for _, t := range targets {
-			m := attack(t.url, hdr(t.auth), vegeta.Rate{Freq: 0}, f.duration, f.conns)
+			m := attack(t.url, hdr(t.key), vegeta.Rate{Freq: 0}, f.duration, f.conns)
 			fmt.Printf("| %s | %d | %.0f | %s | %s | %s |\n", t.name, round, m.Throughput, ms(m.Latencies.P50), ms(m.Latencies.P99), errs(m))
 			best[t.name] = max(best[t.name], m.Throughput)
 		}
 	}
-	fmt.Printf("\nbulkhead / floor throughput: %.0f%% (best of %d runs each)\n", 100*best[targets[2].name]/best[targets[1].name], f.rounds)
+	fmt.Printf("\nBest of %d runs, as a share of the floor:\n\n", f.rounds)
+	for _, t := range targets[2:] {
+		fmt.Printf("- %s: %.0f%% of the floor's throughput\n", t.name, 100*best[t.name]/best[targets[1].name])
+	}
+	fmt.Printf("- request log on vs off: %.0f%%\n", 100*best[targets[2].name]/best[targets[4].name])
 
 	for _, rate := range strings.Split(f.rates, ",") {
 		n, _ := strconv.Atoi(strings.TrimSpace(rate))
@@ -189,7 +205,7 @@ func runBench(ctx context.Context, args []string) error {
 		for round := 1; round <= f.rounds; round++ {
 			var direct *vegeta.Metrics
 			for i, t := range targets {
-				m := attack(t.url, hdr(t.auth), vegeta.Rate{Freq: n, Per: time.Second}, f.duration, f.conns)
+				m := attack(t.url, hdr(t.key), vegeta.Rate{Freq: n, Per: time.Second}, f.duration, f.conns)
 				if i == 0 {
 					direct = m
 				}
@@ -216,7 +232,7 @@ func runBench(ctx context.Context, args []string) error {
 	return nil
 }
 
-func startGateway(ctx context.Context, bin string, env []string) (*proc, error) {
+func startGateway(ctx context.Context, bin, addr string, env []string) (*proc, error) {
 	cmd := exec.CommandContext(ctx, filepath.Join(bin, "bulkhead"), "serve")
 	cmd.Env = append(os.Environ(), env...)
 	devnull, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
@@ -224,7 +240,6 @@ func startGateway(ctx context.Context, bin string, env []string) (*proc, error) 
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	addr := "127.0.0.1:18080"
 	for i := 0; i < 100; i++ {
 		if code, _, err := fasthttp.GetTimeout(nil, "http://"+addr+"/healthz", time.Second); err == nil && code == 200 {
 			return &proc{cmd: cmd, addr: addr}, nil
@@ -235,9 +250,9 @@ func startGateway(ctx context.Context, bin string, env []string) (*proc, error) 
 	return nil, fmt.Errorf("gateway did not become healthy")
 }
 
-// benchKey creates (once per run) an organization and a key with limits far
-// above what the bench sends, so that limits are checked but never bite.
-func benchKey(ctx context.Context, cfg config.Config) (string, error) {
+// benchKey creates a key of the "bench" organization. With rpm far above
+// what the bench sends, limits are checked but never bite; 0 means none.
+func benchKey(ctx context.Context, cfg config.Config, rpm int) (string, error) {
 	if _, err := store.Migrate(ctx, cfg.AdminDatabaseURL.Reveal()); err != nil {
 		return "", err
 	}
@@ -257,7 +272,7 @@ func benchKey(ctx context.Context, cfg config.Config) (string, error) {
 		return "", err
 	}
 	_, err = a.CreateKey(ctx, store.NewKey{OrgID: org.ID, Hash: apikey.Hash([]byte(key)), DisplayPrefix: apikey.Display(key),
-		Name: "bench", RateLimitPerMinute: 100_000_000, TokensPerMinute: 0})
+		Name: "bench", RateLimitPerMinute: rpm, TokensPerMinute: 0})
 	return key, err
 }
 

@@ -87,6 +87,14 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		return fmt.Errorf("request log (BULKHEAD_SPOOL_DIR): %w", err)
 	}
 	registerWriterMetrics(reg, writer)
+	var rec interface {
+		Record(store.LogRecord)
+		Admit() error
+	} = writer
+	if !cfg.RequestLog {
+		log.Warn("BULKHEAD_REQUEST_LOG=false: requests are not written to PostgreSQL")
+		rec = noLog{}
+	}
 
 	checks := []gateway.Check{{Name: "postgres", Probe: st.Ping}, {Name: "log", Probe: func(context.Context) error { return writer.Admit() }}}
 	if authOpts.Redis != nil {
@@ -108,7 +116,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		lim = ratelimit.New(nil, limOpts)
 	}
 
-	srv, err := gateway.New(cfg, log, gateway.Deps{Auth: authn, Recorder: writer, Prompts: st, Limiter: lim, Metrics: reg})
+	srv, err := gateway.New(cfg, log, gateway.Deps{Auth: authn, Recorder: rec, Prompts: st, Limiter: lim, Metrics: reg})
 	if err != nil {
 		return err
 	}
@@ -246,3 +254,9 @@ func newLogger(cfg config.Config) (*zap.Logger, error) {
 	zc.Sampling = nil
 	return zc.Build()
 }
+
+// noLog is the request log switched off (BULKHEAD_REQUEST_LOG=false).
+type noLog struct{}
+
+func (noLog) Record(store.LogRecord) {}
+func (noLog) Admit() error           { return nil }
