@@ -106,3 +106,14 @@ func marshalError(he *HTTPError, reqID string) []byte {
 	out, _ := json.Marshal(b) // cannot fail: strings and pointers to strings only
 	return out
 }
+
+// writeJSON answers 200 with v as JSON.
+func writeJSON(rc *fasthttp.RequestCtx, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	rc.SetContentType("application/json")
+	rc.SetBody(b)
+	return nil
+}

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -78,13 +77,7 @@ func (s *Server) logAPI(rc *fasthttp.RequestCtx, path string) error {
 	if err != nil {
 		return err
 	}
-	b, err := json.Marshal(out)
-	if err != nil {
-		return err
-	}
-	rc.SetContentType("application/json")
-	rc.SetBody(b)
-	return nil
+	return writeJSON(rc, out)
 }
 
 func parseTime(args *fasthttp.Args, name string) (time.Time, error) {

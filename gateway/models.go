@@ -50,13 +50,7 @@ func (s *Server) models(rc *fasthttp.RequestCtx) error {
 			out.Data = append(out.Data, m)
 		}
 	}
-	b, err := json.Marshal(out)
-	if err != nil {
-		return err
-	}
-	rc.SetContentType("application/json")
-	rc.SetBody(b)
-	return nil
+	return writeJSON(rc, out)
 }
 
 func (s *Server) upstreamModels() []modelEntry {
