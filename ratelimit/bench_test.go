@@ -107,3 +107,48 @@ func BenchmarkCharge(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkAllowRedisLease is BenchmarkAllowRedis with Options.Lease on a
+// request-only budget: admissions come from local leases of benchLimit's
+// Burst/64 units.
+func BenchmarkAllowRedisLease(b *testing.B) {
+	rdb := storetest.Redis(b)
+	hook := &countHook{}
+	rdb.AddHook(hook)
+	lim := New(rdb, Options{Prefix: testPrefix(b, rdb), Lease: true})
+	ctx := context.Background()
+	if _, err := lim.Allow(ctx, "key-1", benchLimit, Limit{}); err != nil { // loads the script
+		b.Fatal(err)
+	}
+	hook.n.Store(0)
+	b.ReportAllocs()
+	for b.Loop() {
+		d, err := lim.Allow(ctx, "key-1", benchLimit, Limit{})
+		if err != nil || !d.Allowed || d.Source != SourceRedis {
+			b.Fatalf("%+v, %v", d, err)
+		}
+	}
+	b.ReportMetric(float64(hook.n.Load())/float64(b.N), "roundtrips/op")
+}
+
+func BenchmarkAllowRedisLeaseParallel(b *testing.B) {
+	rdb := storetest.Redis(b)
+	hook := &countHook{}
+	rdb.AddHook(hook)
+	lim := New(rdb, Options{Prefix: testPrefix(b, rdb), Lease: true})
+	ctx := context.Background()
+	if _, err := lim.Allow(ctx, "key-1", benchLimit, Limit{}); err != nil {
+		b.Fatal(err)
+	}
+	hook.n.Store(0)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if d, err := lim.Allow(ctx, "key-1", benchLimit, Limit{}); err != nil || !d.Allowed {
+				b.Errorf("%+v, %v", d, err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(hook.n.Load())/float64(b.N), "roundtrips/op")
+}

@@ -33,6 +33,18 @@
 // Cluster hash slot per key) and expire when their budget is fully
 // restored.
 //
+// # Leases
+//
+// With Options.Lease, a request budget with a Burst of at least 128 is
+// taken from Redis a lease at a time: one script call spends up to
+// Burst/64 units (fewer if fewer are left) and this instance admits them
+// locally, without I/O, until they run out or expire (after at most a
+// second). The replicas together never admit more than the budget; unused
+// leased units are lost, so each replica may under-admit by up to a lease
+// per lease lifetime. Calls with a token limit, and smaller budgets, take
+// one round trip per request as without leases. Remaining in the headers
+// is approximate between leases. See Options.Lease and lease.go.
+//
 // # When Redis fails
 //
 // Every Redis call has a timeout (100ms by default). After an error or a

@@ -74,6 +74,17 @@ type Options struct {
 	// Log receives one warning when decisions switch from Redis to the
 	// fallback and one info when they return. Default: no logging.
 	Log *zap.Logger
+	// Lease turns on lease mode for request budgets: each instance takes
+	// request units from Redis a lease at a time (LeaseFraction of the
+	// Burst, at least 1) and admits them locally, so that a busy key
+	// costs a round trip per lease rather than per request, while the
+	// replicas together still never admit more than the budget. Unused
+	// leased units are dropped after at most a second (under-admission,
+	// at most n-1 units per replica per lease). Calls with a token limit
+	// and budgets with a Burst below 2/LeaseFraction are decided per
+	// request as without leases. See lease.go for the exact semantics.
+	// Default false.
+	Lease bool
 	// Now is the local limiter's clock, for tests. It never affects Redis
 	// decisions, which use Redis TIME. Default time.Now.
 	Now func() time.Time
@@ -106,6 +117,7 @@ type Limiter struct {
 	failMode FailMode
 	log      *zap.Logger
 	local    *local
+	leases   *leases   // nil unless Options.Lease
 	start    time.Time // origin of the breaker's monotonic clock
 
 	// openUntil is 0 while the breaker is closed, otherwise the time
@@ -119,6 +131,8 @@ type Limiter struct {
 	redisErrors    atomic.Uint64
 	fallbacks      atomic.Uint64
 	recoveries     atomic.Uint64
+	leaseDecisions atomic.Uint64
+	leasesTaken    atomic.Uint64
 }
 
 // New returns a Limiter sharing its budgets through rdb, or, with a nil
@@ -154,7 +168,12 @@ func newLimiter(rdb rediser, opts Options) *Limiter {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	var ls *leases
+	if opts.Lease && rdb != nil {
+		ls = newLeases(opts.LocalMaxKeys)
+	}
 	return &Limiter{
+		leases:   ls,
 		rdb:      rdb,
 		prefix:   opts.Prefix,
 		timeout:  opts.Timeout,
@@ -221,6 +240,13 @@ func (l *Limiter) Allow(ctx context.Context, key string, req, tok Limit) (Decisi
 	}
 	if err := ctx.Err(); err != nil {
 		return Decision{Source: SourceNone}, fmt.Errorf("ratelimit: %w", err)
+	}
+	if l.leases != nil && tok.IsZero() {
+		if n := leaseSize(req); n > 1 {
+			if d, handled, err := l.allowLease(ctx, key, req, n); handled {
+				return d, err
+			}
+		}
 	}
 	if use, probe := l.useRedis(); use {
 		d, err := l.allowRedis(ctx, key, req, tok)
@@ -303,6 +329,10 @@ type Stats struct {
 	// LocalEvictions counts local entries dropped while their budgets were
 	// still in use, because the local limiter was full.
 	LocalEvictions uint64
+	// LeaseDecisions counts the RedisDecisions made from this instance's
+	// leases without a call (Options.Lease); Leases counts the lease
+	// requests Redis answered.
+	LeaseDecisions, Leases uint64
 }
 
 // Stats returns the counters. Safe for concurrent use.
@@ -314,6 +344,8 @@ func (l *Limiter) Stats() Stats {
 		Fallbacks:      l.fallbacks.Load(),
 		Recoveries:     l.recoveries.Load(),
 		LocalEvictions: l.local.evictions.Load(),
+		LeaseDecisions: l.leaseDecisions.Load(),
+		Leases:         l.leasesTaken.Load(),
 	}
 }
 
