@@ -53,6 +53,7 @@ type Config struct {
 	JWTAudience           string        `yaml:"jwt_audience" env:"BULKHEAD_JWT_AUDIENCE" default:"" help:"required aud claim of JWTs; empty accepts any audience"`
 	JWTRateLimitPerMinute int           `yaml:"jwt_rate_limit_per_minute" env:"BULKHEAD_JWT_RATE_LIMIT_PER_MINUTE" default:"600" help:"requests per minute of each organization's JWT callers together (0: no limit)"`
 	JWTTokensPerMinute    int           `yaml:"jwt_tokens_per_minute" env:"BULKHEAD_JWT_TOKENS_PER_MINUTE" default:"0" help:"tokens per minute of each organization's JWT callers together (0: no limit)"`
+	RateLimitLease        bool          `yaml:"rate_limit_lease" env:"BULKHEAD_RATE_LIMIT_LEASE" default:"true" help:"let each replica take a slice (1/64) of a busy key's request budget from Redis at once and admit from it locally; never admits more than the budget, may admit slightly fewer (see ratelimit docs); keys under 128 rpm are always decided in Redis"`
 	RateLimitFailClosed   bool          `yaml:"rate_limit_fail_closed" env:"BULKHEAD_RATE_LIMIT_FAIL_CLOSED" default:"false" help:"while Redis is unreachable, answer 503 instead of falling back to each instance's local limiter"`
 	JWTLeeway             time.Duration `yaml:"jwt_leeway" env:"BULKHEAD_JWT_LEEWAY" default:"30s" help:"clock skew tolerated on exp, nbf and iat"`
 

@@ -105,7 +105,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	// request log can take records.
 	health := gateway.NewHealth(reg, func(up map[string]bool) bool { return (up["postgres"] || up["redis"]) && up["log"] }, checks...)
 
-	limOpts := ratelimit.Options{Timeout: cfg.RedisTimeout, Log: log.Named("ratelimit")}
+	limOpts := ratelimit.Options{Timeout: cfg.RedisTimeout, Lease: cfg.RateLimitLease, Log: log.Named("ratelimit")}
 	if cfg.RateLimitFailClosed {
 		limOpts.FailMode = ratelimit.FailClosed
 	}
