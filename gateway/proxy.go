@@ -124,6 +124,12 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		return err
 	}
 	x.principal = p
+	// Limits apply before any work, malformed requests included: a key
+	// cannot fill the request log faster than its limit allows. A refused
+	// request is not a request of the log.
+	if err := s.admit(rc, p); err != nil {
+		return err
+	}
 
 	r, err := openai.ParseRequest(ep, rc.PostBody())
 	if err != nil {
@@ -140,9 +146,6 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 	if up == nil {
 		x.record(s, fasthttp.StatusNotFound, openai.Result{})
 		return errModelNotFound
-	}
-	if err := s.admit(rc, p); err != nil {
-		return err // refused before any work: not a request of the log
 	}
 	if err := s.rec.Admit(); err != nil {
 		return withCause(errLogFull, err) // nothing accepted is ever dropped: refuse instead

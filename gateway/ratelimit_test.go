@@ -140,3 +140,17 @@ func TestLimitChangeAppliesWithoutRestart(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Malformed requests count against the key's limit too, so a key cannot
+// write log rows faster than its limit allows.
+func TestMalformedRequestsAreLimited(t *testing.T) {
+	h := newHarness(t, nil)
+	_, key, _ := h.tenant(2)
+	var got []int
+	for range 3 {
+		got = append(got, h.do("POST", "/v1/chat/completions", "{broken", bearer(key)...).status)
+	}
+	if fmtStatuses(got) != "400 400 429" {
+		t.Errorf("statuses %v, want 400 400 429", got)
+	}
+}
