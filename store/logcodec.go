@@ -11,9 +11,11 @@ import (
 
 // The spool's payload: one LogRecord, binary, versioned by its first byte.
 //
-// Version 1, in order:
+// Version 2, in order (version 1 lacked the ID, which decodes as zero and
+// is then assigned anew):
 //
-//	byte     version (1)
+//	byte     version (2)
+//	[16]byte ID (version 2 only)
 //	[16]byte OrgID
 //	[16]byte KeyID
 //	byte     flags (bit 0: Stream)
@@ -24,14 +26,18 @@ import (
 //
 // A newer binary must keep decoding every version an older one may have
 // left in a spool.
-const logRecordV1 = 1
+const (
+	logRecordV1 = 1
+	logRecordV2 = 2
+)
 
 // ErrBadRecord: a spool payload does not decode as a LogRecord.
 var ErrBadRecord = errors.New("store: undecodable log record")
 
 // AppendLogRecord appends r's spool encoding to dst.
 func AppendLogRecord(dst []byte, r *LogRecord) []byte {
-	dst = append(dst, logRecordV1)
+	dst = append(dst, logRecordV2)
+	dst = append(dst, r.ID[:]...)
 	dst = append(dst, r.OrgID[:]...)
 	dst = append(dst, r.KeyID[:]...)
 	var flags byte
@@ -61,10 +67,18 @@ func DecodeLogRecord(b []byte) (LogRecord, error) {
 	if len(b) == 0 {
 		return r, fmt.Errorf("%w: empty", ErrBadRecord)
 	}
-	if b[0] != logRecordV1 {
+	switch b[0] {
+	case logRecordV1:
+		b = b[1:]
+	case logRecordV2:
+		if len(b) < 17 {
+			return r, fmt.Errorf("%w: short", ErrBadRecord)
+		}
+		r.ID = uuid.UUID(b[1:17])
+		b = b[17:]
+	default:
 		return r, fmt.Errorf("%w: unknown version %d", ErrBadRecord, b[0])
 	}
-	b = b[1:]
 	if len(b) < 33 {
 		return r, fmt.Errorf("%w: short", ErrBadRecord)
 	}

@@ -187,7 +187,7 @@ type WriterStats struct {
 // replays the spool oldest segment first, deleting each segment once all
 // its records are committed. When the spool is empty, batches go straight
 // to PostgreSQL again. Inserts are idempotent on (organization_id,
-// request_id), so a segment replayed twice (a crash between the commit and
+// id), the row id Record assigns before queueing or spooling, so a segment replayed twice (a crash between the commit and
 // the deletion) adds no rows. A spool left by an earlier process is
 // replayed the same way when Run starts.
 //
@@ -314,6 +314,9 @@ func NewWriter(st *Store, opts WriterOptions) (*Writer, error) {
 func (w *Writer) Record(r LogRecord) {
 	if r.CreatedAt.IsZero() {
 		r.CreatedAt = time.Now()
+	}
+	if r.ID == uuid.Nil { // before the queue and the spool: replays keep it
+		r.ID = uuid.New()
 	}
 	w.enqueued.Add(1)
 	if recordBytes(&r) > maxRecordBytes {
@@ -1012,25 +1015,25 @@ type scratch struct {
 // snapshot, so a switch to 'metadata' applies to every row written after
 // it commits; a missing organization reads as 'metadata' (and the foreign
 // key then refuses the rows).
-const insertSQL = `INSERT INTO prompts (organization_id, request_id, api_key_id, endpoint, model,
+const insertSQL = `INSERT INTO prompts (organization_id, id, request_id, api_key_id, endpoint, model,
 	prompt_text, response, prompt_tokens, completion_tokens, usage_tokens, usage_source,
 	status, latency_ms, stream, created_at)
-SELECT $1::uuid, r.request_id, r.api_key_id, r.endpoint, r.model,
+SELECT $1::uuid, r.id, r.request_id, r.api_key_id, r.endpoint, r.model,
 	CASE WHEN m.full_text THEN r.prompt_text END,
 	CASE WHEN m.full_text THEN r.response END,
 	r.prompt_tokens, r.completion_tokens, r.usage_tokens, r.usage_source,
 	r.status, r.latency_ms, r.stream, r.created_at
 FROM unnest($2::text[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
-	$8::int[], $9::int[], $10::int[], $11::text[], $12::int[], $13::int[], $14::bool[], $15::timestamptz[])
+	$8::int[], $9::int[], $10::int[], $11::text[], $12::int[], $13::int[], $14::bool[], $15::timestamptz[], $16::uuid[])
 	AS r(request_id, api_key_id, endpoint, model, prompt_text, response,
-	     prompt_tokens, completion_tokens, usage_tokens, usage_source, status, latency_ms, stream, created_at),
+	     prompt_tokens, completion_tokens, usage_tokens, usage_source, status, latency_ms, stream, created_at, id),
 	(SELECT coalesce((SELECT o.capture_mode = 'full' FROM organizations o WHERE o.id = $1::uuid), false) AS full_text) m
-ON CONFLICT (organization_id, request_id) DO NOTHING`
+ON CONFLICT (organization_id, id) DO NOTHING`
 
 // columns holds one statement's arrays, reused between statements.
 type columns struct {
 	reqID, endpoint, model, prompt, response, usage []string
-	keyID                                           []pgtype.UUID
+	keyID, id                                       []pgtype.UUID
 	promptTok, complTok, totalTok, status, latency  []int32
 	stream                                          []bool
 	created                                         []time.Time
@@ -1039,12 +1042,17 @@ type columns struct {
 func (c *columns) fill(recs []LogRecord, idx []int) {
 	c.reqID, c.endpoint, c.model = c.reqID[:0], c.endpoint[:0], c.model[:0]
 	c.prompt, c.response, c.usage = c.prompt[:0], c.response[:0], c.usage[:0]
-	c.keyID = c.keyID[:0]
+	c.keyID, c.id = c.keyID[:0], c.id[:0]
 	c.promptTok, c.complTok, c.totalTok = c.promptTok[:0], c.complTok[:0], c.totalTok[:0]
 	c.status, c.latency, c.stream, c.created = c.status[:0], c.latency[:0], c.stream[:0], c.created[:0]
 	for _, i := range idx {
 		r := &recs[i]
 		c.reqID = append(c.reqID, r.RequestID)
+		id := r.ID
+		if id == uuid.Nil { // a version-1 spool record
+			id = uuid.New()
+		}
+		c.id = append(c.id, pgtype.UUID{Bytes: id, Valid: true})
 		c.keyID = append(c.keyID, pgtype.UUID{Bytes: r.KeyID, Valid: r.KeyID != uuid.Nil})
 		c.endpoint = append(c.endpoint, r.Endpoint)
 		c.model = append(c.model, r.Model)
@@ -1067,7 +1075,7 @@ func (c *columns) fill(recs []LogRecord, idx []int) {
 
 func (c *columns) args(org uuid.UUID) []any {
 	return []any{org, c.reqID, c.keyID, c.endpoint, c.model, c.prompt, c.response,
-		c.promptTok, c.complTok, c.totalTok, c.usage, c.status, c.latency, c.stream, c.created}
+		c.promptTok, c.complTok, c.totalTok, c.usage, c.status, c.latency, c.stream, c.created, c.id}
 }
 
 // clear drops the references to the records' strings.

@@ -59,6 +59,7 @@ func newOrgs(t testing.TB, owner *pgxpool.Pool, n int) []uuid.UUID {
 // the organization, so a row's organization can be checked against it.
 func rec(org uuid.UUID, run string, i int) store.LogRecord {
 	return store.LogRecord{
+		ID:               uuid.New(),
 		OrgID:            org,
 		RequestID:        fmt.Sprintf("%s/%s/%d", org, run, i),
 		Endpoint:         "/v1/chat/completions",
@@ -975,4 +976,42 @@ func benchWriter(b *testing.B, opts store.WriterOptions) {
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 	b.ReportMetric(float64(s.Written)/float64(s.Transactions), "rows/tx")
+}
+
+// A caller may send the same x-request-id twice: both requests are
+// recorded (replays dedupe on the row id, not the request id).
+func TestWriterKeepsRepeatedRequestIDs(t *testing.T) {
+	st := storetest.Open(t, store.Options{})
+	owner := storetest.OwnerPool(t)
+	org := newOrgs(t, owner, 1)[0]
+	w := startWriter(t, st, store.WriterOptions{})
+	r := rec(org, "dup"+uuid.NewString()[:8], 1)
+	r.ID = uuid.Nil
+	w.Record(r)
+	w.Record(r)
+	if err := w.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	owner.QueryRow(context.Background(), `SELECT count(*) FROM prompts WHERE organization_id = $1 AND request_id = $2`, org, r.RequestID).Scan(&n)
+	if n != 2 {
+		t.Errorf("%d rows for two requests with the same request id, want 2", n)
+	}
+}
+
+// Spool records written by the version-1 codec (no row id) still decode.
+func TestLogRecordCodecReadsVersion1(t *testing.T) {
+	r := rec(uuid.New(), "v1", 7)
+	v2 := store.AppendLogRecord(nil, &r)
+	v1 := append([]byte{1}, v2[17:]...) // version 1: no id after the version byte
+	got, err := store.DecodeLogRecord(v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != uuid.Nil || got.RequestID != r.RequestID || got.OrgID != r.OrgID {
+		t.Errorf("decoded %+v", got)
+	}
+	if back, err := store.DecodeLogRecord(v2); err != nil || back.ID != r.ID {
+		t.Errorf("version 2: %v, id %s want %s", err, back.ID, r.ID)
+	}
 }

@@ -53,7 +53,7 @@ func TestCheckRejects(t *testing.T) {
 		"org swapped":            other[:39] + k[39:], // another tenant's org segment
 		"bad base64 in secret":   k[:45] + "!" + k[46:],
 		"missing separator":      k[:39] + "-" + k[40:],
-		"dash misplaced in uuid": k[:3] + "0" + k[4:11] + "-" + k[12:],
+		"dash misplaced in uuid": k[:4] + "-" + k[5:],
 	}
 	for name, bad := range cases {
 		if _, ok := Check([]byte(bad)); ok {
