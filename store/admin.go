@@ -122,14 +122,24 @@ func (a *Admin) OrgByName(ctx context.Context, name string) (Organization, error
 	return o, nil
 }
 
-// DeleteOrg deletes an organization and, by cascade, every row of it in
-// every table: the right to be forgotten. The audit row recording the
+// DeleteOrg deletes an organization and every row of it in every table
+// (its prompts explicitly, its keys by cascade): the right to be
+// forgotten. The audit row recording the
 // deletion is written first, in the same transaction, and survives it. It
 // returns the hashes of the deleted keys, for the caller to evict from
 // caches.
 func (a *Admin) DeleteOrg(ctx context.Context, id uuid.UUID) ([][32]byte, error) {
 	var hashes [][32]byte
 	err := a.inTenant(ctx, id, func(tx pgx.Tx) error {
+		// The lock first: it waits for request-log inserts in flight
+		// (their trigger holds FOR KEY SHARE on the organization), so the
+		// DELETE below sees their rows, and inserts after it are refused.
+		if err := tx.QueryRow(ctx, `SELECT id FROM organizations WHERE id = $1 FOR UPDATE`, id).Scan(new(uuid.UUID)); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM prompts WHERE organization_id = $1`, id); err != nil {
+			return err
+		}
 		rows, err := tx.Query(ctx, `SELECT key_hash FROM api_keys WHERE organization_id = $1`, id)
 		if err != nil {
 			return err

@@ -494,3 +494,73 @@ func TestDeleteOrgCascades(t *testing.T) {
 		t.Errorf("deleting it again: %v, want ErrNotFound", err)
 	}
 }
+
+// The request log's references are checked per statement by a trigger,
+// not by foreign keys: the same rules must hold. A deletion waits for an
+// insert in flight and then removes its rows; an insert after it, one
+// naming another tenant's key, or one naming no organization is refused.
+func TestPromptReferences(t *testing.T) {
+	admin := storetest.Admin(t)
+	owner := storetest.OwnerPool(t)
+	s := storetest.Open(t, store.Options{})
+	a, b := seedTenant(t, owner), seedTenant(t, owner)
+	ctx := context.Background()
+	insert := func(tx pgx.Tx, org, key uuid.UUID) error {
+		_, err := tx.Exec(ctx, `INSERT INTO prompts (organization_id, request_id, api_key_id, model, status)
+			VALUES ($1, 'ref-test', $2, 'gpt-4o-mini', 200)`, org, key)
+		return err
+	}
+
+	t.Run("another tenant's key is refused", func(t *testing.T) {
+		err := s.InTenant(ctx, b.org, func(tx pgx.Tx) error { return insert(tx, b.org, a.keyID) })
+		if !errors.Is(err, store.ErrConflict) {
+			t.Errorf("B's row naming A's key: %v, want ErrConflict (foreign_key_violation)", err)
+		}
+		if got := ownerCount(t, owner, "prompts", b.org); got != b.prompts {
+			t.Errorf("B has %d prompts, want %d", got, b.prompts)
+		}
+	})
+
+	t.Run("deletion waits for an insert in flight", func(t *testing.T) {
+		entered, release := make(chan struct{}), make(chan struct{})
+		insErr := make(chan error, 1)
+		go func() {
+			insErr <- s.InTenant(ctx, a.org, func(tx pgx.Tx) error {
+				if err := insert(tx, a.org, a.keyID); err != nil {
+					return err
+				}
+				close(entered)
+				<-release // hold the transaction open, its rows uncommitted
+				return nil
+			})
+		}()
+		<-entered
+		delErr := make(chan error, 1)
+		go func() { _, err := admin.DeleteOrg(ctx, a.org); delErr <- err }()
+		select {
+		case err := <-delErr:
+			t.Fatalf("DeleteOrg returned (%v) while an insert of the organization was in flight", err)
+		case <-time.After(300 * time.Millisecond):
+		}
+		close(release)
+		if err := <-insErr; err != nil {
+			t.Fatalf("the insert in flight: %v", err)
+		}
+		if err := <-delErr; err != nil {
+			t.Fatal(err)
+		}
+		if got := ownerCount(t, owner, "prompts", a.org); got != 0 {
+			t.Errorf("%d prompts of the deleted organization remain", got)
+		}
+	})
+
+	t.Run("an insert for a deleted organization is refused", func(t *testing.T) {
+		err := s.InTenant(ctx, a.org, func(tx pgx.Tx) error { return insert(tx, a.org, uuid.Nil) })
+		if !errors.Is(err, store.ErrConflict) {
+			t.Errorf("insert after deletion: %v, want ErrConflict (foreign_key_violation)", err)
+		}
+		if got := ownerCount(t, owner, "prompts", a.org); got != 0 {
+			t.Errorf("%d prompts of the deleted organization", got)
+		}
+	})
+}

@@ -316,7 +316,7 @@ func (w *Writer) Record(r LogRecord) {
 		r.CreatedAt = time.Now()
 	}
 	if r.ID == uuid.Nil { // before the queue and the spool: replays keep it
-		r.ID = uuid.New()
+		r.ID = NewRowID()
 	}
 	w.enqueued.Add(1)
 	if recordBytes(&r) > maxRecordBytes {
@@ -1050,7 +1050,7 @@ func (c *columns) fill(recs []LogRecord, idx []int) {
 		c.reqID = append(c.reqID, r.RequestID)
 		id := r.ID
 		if id == uuid.Nil { // a version-1 spool record
-			id = uuid.New()
+			id = NewRowID()
 		}
 		c.id = append(c.id, pgtype.UUID{Bytes: id, Valid: true})
 		c.keyID = append(c.keyID, pgtype.UUID{Bytes: r.KeyID, Valid: r.KeyID != uuid.Nil})

@@ -164,12 +164,13 @@ func runBench(ctx context.Context, args []string) error {
 
 	targets := []struct {
 		name, url, key string
+		pid            int
 	}{
-		{"direct to mock", "http://" + mock.addr + "/v1/chat/completions", ""},
-		{"bare fasthttp forwarder (floor)", "http://" + floor.addr + "/v1/chat/completions", ""},
-		{"bulkhead: auth + limits + request log", "http://" + gw.addr + "/v1/chat/completions", key},
-		{"bulkhead: auth + request log, no limits", "http://" + gw.addr + "/v1/chat/completions", unlimited},
-		{"bulkhead: auth + limits, request log off", "http://" + gwNoLog.addr + "/v1/chat/completions", key},
+		{"direct to mock", "http://" + mock.addr + "/v1/chat/completions", "", mock.cmd.Process.Pid},
+		{"bare fasthttp forwarder (floor)", "http://" + floor.addr + "/v1/chat/completions", "", floor.cmd.Process.Pid},
+		{"bulkhead: auth + limits + request log", "http://" + gw.addr + "/v1/chat/completions", key, gw.cmd.Process.Pid},
+		{"bulkhead: auth + request log, no limits", "http://" + gw.addr + "/v1/chat/completions", unlimited, gw.cmd.Process.Pid},
+		{"bulkhead: auth + limits, request log off", "http://" + gwNoLog.addr + "/v1/chat/completions", key, gwNoLog.cmd.Process.Pid},
 	}
 	hdr := func(key string) http.Header {
 		h := http.Header{"Content-Type": {"application/json"}}
@@ -184,12 +185,19 @@ func runBench(ctx context.Context, args []string) error {
 	idleRSS := rss(gw.cmd.Process.Pid)
 
 	fmt.Printf("# bulkhead-bench  %s  GOMAXPROCS=%s cores=2\n\n", time.Now().UTC().Format(time.RFC3339), os.Getenv("GOMAXPROCS"))
-	fmt.Printf("## Closed loop, %d connections, %s per run (max throughput)\n\n| target | run | RPS | p50 | p99 | errors |\n|---|---|---|---|---|---|\n", f.conns, f.duration)
+	fmt.Printf("## Closed loop, %d connections, %s per run (max throughput)\n\n"+
+		"CPU columns: µs of CPU per request used by the process under test, and by all PostgreSQL and Redis processes "+
+		"(the request log's batches are given 300 ms to land before sampling).\n\n"+
+		"| target | run | RPS | p50 | p99 | CPU/req | PostgreSQL CPU/req | Redis CPU/req | errors |\n|---|---|---|---|---|---|---|---|---|\n", f.conns, f.duration)
 	best := map[string]float64{}
 	for round := 1; round <= f.rounds; round++ {
 		for _, t := range targets {
+			before := sampleCPU(t.pid)
 			m := attack(t.url, hdr(t.key), vegeta.Rate{Freq: 0}, f.duration, f.conns)
-			fmt.Printf("| %s | %d | %.0f | %s | %s | %s |\n", t.name, round, m.Throughput, ms(m.Latencies.P50), ms(m.Latencies.P99), errs(m))
+			time.Sleep(300 * time.Millisecond)
+			own, pg, rd := before.perRequest(sampleCPU(t.pid), m.Requests)
+			fmt.Printf("| %s | %d | %.0f | %s | %s | %.1f µs | %.1f µs | %.1f µs | %s |\n", t.name, round, m.Throughput,
+				ms(m.Latencies.P50), ms(m.Latencies.P99), own, pg, rd, errs(m))
 			best[t.name] = max(best[t.name], m.Throughput)
 		}
 	}
@@ -198,6 +206,19 @@ func runBench(ctx context.Context, args []string) error {
 		fmt.Printf("- %s: %.0f%% of the floor's throughput\n", t.name, 100*best[t.name]/best[targets[1].name])
 	}
 	fmt.Printf("- request log on vs off: %.0f%%\n", 100*best[targets[2].name]/best[targets[4].name])
+
+	fmt.Printf("\n## One connection, sequential requests, %s per run\n\n| target | run | p50 | p99 | added p50 vs direct | added p99 vs direct |\n|---|---|---|---|---|---|\n", f.duration)
+	for round := 1; round <= f.rounds; round++ {
+		var direct *vegeta.Metrics
+		for i, t := range targets {
+			m := attack(t.url, hdr(t.key), vegeta.Rate{Freq: 0}, f.duration, 1)
+			if i == 0 {
+				direct = m
+			}
+			fmt.Printf("| %s | %d | %s | %s | %s | %s |\n", t.name, round, ms(m.Latencies.P50), ms(m.Latencies.P99),
+				ms(m.Latencies.P50-direct.Latencies.P50), ms(m.Latencies.P99-direct.Latencies.P99))
+		}
+	}
 
 	for _, rate := range strings.Split(f.rates, ",") {
 		n, _ := strconv.Atoi(strings.TrimSpace(rate))

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// clkTck is USER_HZ, the unit of /proc/<pid>/stat's CPU times; it is 100
+// on every Linux this runs on.
+const clkTck = 100
+
+// cpuTime returns the user+system CPU a process has used so far.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name is in parentheses and may hold spaces: fields
+	// count from after the last ')'. utime and stime are fields 14 and 15.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	k, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+k) * time.Second / clkTck
+}
+
+// cpuOf sums cpuTime over every process whose command name is comm:
+// "postgres" covers the server and all its backends.
+func cpuOf(comm string) time.Duration {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	var total time.Duration
+	for _, d := range dirs {
+		b, err := os.ReadFile(d + "/comm")
+		if err != nil || strings.TrimSpace(string(b)) != comm {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(d))
+		total += cpuTime(pid)
+	}
+	return total
+}
+
+// cpuSample is the CPU used so far by the process under test and by the
+// shared services behind it.
+type cpuSample struct{ proc, postgres, redis time.Duration }
+
+func sampleCPU(pid int) cpuSample {
+	s := cpuSample{postgres: cpuOf("postgres"), redis: cpuOf("redis-server")}
+	if pid > 0 {
+		s.proc = cpuTime(pid)
+	}
+	return s
+}
+
+// perRequest turns the CPU used between two samples into µs per request.
+func (s cpuSample) perRequest(later cpuSample, requests uint64) (proc, postgres, redis float64) {
+	if requests == 0 {
+		return 0, 0, 0
+	}
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(requests) }
+	return us(later.proc - s.proc), us(later.postgres - s.postgres), us(later.redis - s.redis)
+}
