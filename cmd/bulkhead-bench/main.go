@@ -6,6 +6,8 @@
 //
 //	bulkhead-bench run [flags]          the whole picture (make bench)
 //	bulkhead-bench forward -listen A -upstream B   the floor forwarder
+//	bulkhead-bench load -url U [-key K] [-duration D] [-conns N] [-rate R]
+//	                                    load on one target (for profiling)
 //
 // It reports closed-loop throughput at 50 connections, open-loop latency at
 // fixed rates, streaming time to first byte, and the gateway's resident
@@ -25,7 +27,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bulkhead-bench run|forward [flags]")
+		fmt.Fprintln(os.Stderr, "usage: bulkhead-bench run|forward|load [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -34,6 +36,8 @@ func main() {
 		err = runBench(ctx, os.Args[2:])
 	case "forward":
 		err = forward(ctx, os.Args[2:])
+	case "load":
+		err = load(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -45,6 +46,7 @@ type proc struct {
 func start(ctx context.Context, env []string, name string, args ...string) (*proc, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = orphanKill()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -83,6 +85,12 @@ func (p *proc) stop() {
 	case <-time.After(10 * time.Second):
 		p.cmd.Process.Kill() //nolint:errcheck // stuck
 	}
+}
+
+// orphanKill makes a child die with the bench (Linux): a run cut short,
+// by a closed pipe say, leaves no servers holding its ports.
+func orphanKill() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
 // rss returns the resident set size of a process in MiB.
@@ -254,8 +262,15 @@ func runBench(ctx context.Context, args []string) error {
 }
 
 func startGateway(ctx context.Context, bin, addr string, env []string) (*proc, error) {
+	// A gateway left over from a killed run would answer on addr and be
+	// measured in this one's place.
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("%s is already taken (a gateway of an earlier run?)", addr)
+	}
 	cmd := exec.CommandContext(ctx, filepath.Join(bin, "bulkhead"), "serve")
 	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = orphanKill()
 	devnull, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	cmd.Stdout, cmd.Stderr = devnull, devnull // the access log: written, then discarded
 	if err := cmd.Start(); err != nil {
@@ -396,4 +411,25 @@ func openStreams(addr, key string, n, pid int) (early, late float64) {
 	late = rss(pid)
 	wg.Wait()
 	return early, late
+}
+
+// load drives one target, closed loop (rate 0) or at a fixed rate, and
+// prints vegeta's summary: for profiling one process while it works.
+func load(args []string) error {
+	fs := flag.NewFlagSet("load", flag.ContinueOnError)
+	url := fs.String("url", "", "target URL (POST, a chat completion)")
+	key := fs.String("key", "", "API key, if any")
+	d := fs.Duration("duration", 10*time.Second, "how long")
+	conns := fs.Int("conns", 50, "connections")
+	rate := fs.Int("rate", 0, "requests per second; 0: closed loop")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	h := http.Header{"Content-Type": {"application/json"}}
+	if *key != "" {
+		h.Set("Authorization", "Bearer "+*key)
+	}
+	m := attack(*url, h, vegeta.Rate{Freq: *rate, Per: time.Second}, *d, *conns)
+	fmt.Printf("requests %d  rps %.0f  p50 %s  p99 %s  errors %s\n", m.Requests, m.Throughput, ms(m.Latencies.P50), ms(m.Latencies.P99), errs(m))
+	return nil
 }
