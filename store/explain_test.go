@@ -55,7 +55,7 @@ func BenchmarkListPromptsMillionRows(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Logf("EXPLAIN of the first page:\n%s", strings.Join(plan, "\n"))
-	if !strings.Contains(strings.Join(plan, "\n"), "Index Scan using prompts_org_created") ||
+	if !strings.Contains(strings.Join(plan, "\n"), "Index Scan Backward using prompts_org_created") ||
 		strings.Count(strings.Join(plan, "\n"), "InitPlan") != 1 {
 		b.Fatalf("the list query does not use prompts_org_created with one InitPlan for the tenant setting")
 	}
