@@ -13,7 +13,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgtype"
 	"go.uber.org/zap"
 
 	"github.com/bulkheadhq/bulkhead/store/spool"
@@ -1059,62 +1058,100 @@ FROM (SELECT unnest($2::text[]) AS request_id, unnest($3::uuid[]) AS api_key_id,
 const insertIdempotentSQL = insertSQL + `
 ON CONFLICT (organization_id, id) DO NOTHING`
 
-// columns holds one statement's arrays, reused between statements.
+// columns holds one statement's parameters, one binary array per column
+// (see binArray), reused between statements.
 type columns struct {
-	reqID, endpoint, model, prompt, response, usage []string
-	keyID, id                                       []pgtype.UUID
-	promptTok, complTok, totalTok, status, latency  []int32
-	stream                                          []bool
-	created                                         []time.Time
+	org    [16]byte
+	arrays [15]binArray
+	params [16][]byte
 }
 
+// The arrays, in the order of insertSQL's $2..$16.
+const (
+	colRequestID = iota
+	colKeyID
+	colEndpoint
+	colModel
+	colPrompt
+	colResponse
+	colPromptTok
+	colComplTok
+	colTotalTok
+	colUsage
+	colStatus
+	colLatency
+	colStream
+	colCreated
+	colID
+)
+
+var columnOIDs = [15]uint32{oidText, oidUUID, oidText, oidText, oidText, oidText,
+	oidInt4, oidInt4, oidInt4, oidText, oidInt4, oidInt4, oidBool, oidTimestamptz, oidUUID}
+
+// binaryFormats: every parameter of insertSQL is sent in binary.
+var binaryFormats = []int16{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}
+
 func (c *columns) fill(recs []LogRecord, idx []int) {
-	c.reqID, c.endpoint, c.model = c.reqID[:0], c.endpoint[:0], c.model[:0]
-	c.prompt, c.response, c.usage = c.prompt[:0], c.response[:0], c.usage[:0]
-	c.keyID, c.id = c.keyID[:0], c.id[:0]
-	c.promptTok, c.complTok, c.totalTok = c.promptTok[:0], c.complTok[:0], c.totalTok[:0]
-	c.status, c.latency, c.stream, c.created = c.status[:0], c.latency[:0], c.stream[:0], c.created[:0]
+	a := &c.arrays
+	for i := range a {
+		a[i].reset(columnOIDs[i])
+	}
 	for _, i := range idx {
 		r := &recs[i]
-		c.reqID = append(c.reqID, r.RequestID)
-		id := r.ID
-		if id == uuid.Nil { // a version-1 spool record
-			id = NewRowID()
+		a[colRequestID].text(r.RequestID)
+		if r.KeyID == uuid.Nil {
+			a[colKeyID].null()
+		} else {
+			a[colKeyID].uuid(r.KeyID)
 		}
-		c.id = append(c.id, pgtype.UUID{Bytes: id, Valid: true})
-		c.keyID = append(c.keyID, pgtype.UUID{Bytes: r.KeyID, Valid: r.KeyID != uuid.Nil})
-		c.endpoint = append(c.endpoint, r.Endpoint)
-		c.model = append(c.model, r.Model)
-		c.prompt = append(c.prompt, r.Prompt)
-		c.response = append(c.response, r.Response)
-		c.promptTok = append(c.promptTok, clamp32(int64(r.PromptTokens)))
-		c.complTok = append(c.complTok, clamp32(int64(r.CompletionTokens)))
-		c.totalTok = append(c.totalTok, clamp32(int64(r.TotalTokens)))
+		a[colEndpoint].text(r.Endpoint)
+		a[colModel].text(r.Model)
+		a[colPrompt].text(r.Prompt)
+		a[colResponse].text(r.Response)
+		a[colPromptTok].int4(clamp32(int64(r.PromptTokens)))
+		a[colComplTok].int4(clamp32(int64(r.CompletionTokens)))
+		a[colTotalTok].int4(clamp32(int64(r.TotalTokens)))
 		us := r.UsageSource
 		if us == "" {
 			us = "none"
 		}
-		c.usage = append(c.usage, us)
-		c.status = append(c.status, clamp32(int64(r.Status)))
-		c.latency = append(c.latency, clamp32(r.Latency.Milliseconds()))
-		c.stream = append(c.stream, r.Stream)
-		c.created = append(c.created, r.CreatedAt)
+		a[colUsage].text(us)
+		a[colStatus].int4(clamp32(int64(r.Status)))
+		a[colLatency].int4(clamp32(r.Latency.Milliseconds()))
+		a[colStream].bool(r.Stream)
+		a[colCreated].timestamptz(r.CreatedAt)
+		id := r.ID
+		if id == uuid.Nil { // a version-1 spool record
+			id = NewRowID()
+		}
+		a[colID].uuid(id)
 	}
 }
 
-func (c *columns) args(org uuid.UUID) []any {
-	return []any{org, c.reqID, c.keyID, c.endpoint, c.model, c.prompt, c.response,
-		c.promptTok, c.complTok, c.totalTok, c.usage, c.status, c.latency, c.stream, c.created, c.id}
+// exec runs one of the insert statements with the filled columns, as a
+// statement prepared once per connection, its parameters sent as they
+// are (pgconn), not through pgx's per-value encoding.
+func (c *columns) exec(ctx context.Context, tx pgx.Tx, name, sql string, org uuid.UUID) (pgconn.CommandTag, error) {
+	sd, err := tx.Conn().Prepare(ctx, name, sql) // a map look-up after the first time
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	c.org = org
+	c.params[0] = c.org[:]
+	for i := range c.arrays {
+		c.params[i+1] = c.arrays[i].bytes()
+	}
+	return tx.Conn().PgConn().ExecPrepared(ctx, sd.Name, c.params[:], binaryFormats, nil).Close()
 }
 
-// clear drops the references to the records' strings.
+// clear lets go of a buffer a huge statement grew, so that one big record
+// does not pin its size in every worker's scratch.
 func (c *columns) clear() {
-	clear(c.reqID[:cap(c.reqID)])
-	clear(c.endpoint[:cap(c.endpoint)])
-	clear(c.model[:cap(c.model)])
-	clear(c.prompt[:cap(c.prompt)])
-	clear(c.response[:cap(c.response)])
-	clear(c.usage[:cap(c.usage)])
+	for i := range c.arrays {
+		if cap(c.arrays[i].buf) > 4<<20 {
+			c.arrays[i].buf = nil
+		}
+	}
 }
 
 func clamp32(v int64) int32 {
@@ -1126,9 +1163,9 @@ func clamp32(v int64) int32 {
 func (w *Writer) writeTenant(ctx context.Context, sc *scratch, org uuid.UUID, recs []LogRecord, idx []int, done []bool, src *counter) error {
 	cols := &sc.cols
 	defer cols.clear()
-	sql := insertSQL
+	name, sql := "bulkhead_insert_prompts", insertSQL
 	if src != &w.written {
-		sql = insertIdempotentSQL
+		name, sql = "bulkhead_insert_prompts_idempotent", insertIdempotentSQL
 	}
 	cctx, cancel := context.WithTimeout(ctx, w.opts.WriteTimeout)
 	defer cancel()
@@ -1138,7 +1175,7 @@ func (w *Writer) writeTenant(ctx context.Context, sc *scratch, org uuid.UUID, re
 		for start := 0; start < len(idx); {
 			end := statementEnd(recs, idx, start)
 			cols.fill(recs, idx[start:end])
-			tag, err := tx.Exec(cctx, sql, cols.args(org)...)
+			tag, err := cols.exec(cctx, tx, name, sql, org)
 			if err != nil {
 				return err
 			}
@@ -1225,7 +1262,7 @@ func (w *Writer) writeOneByOne(ctx context.Context, sc *scratch, org uuid.UUID, 
 			if err != nil {
 				return err
 			}
-			tag, err := sp.Exec(cctx, insertIdempotentSQL, cols.args(org)...)
+			tag, err := cols.exec(cctx, sp, "bulkhead_insert_prompts_idempotent", insertIdempotentSQL, org)
 			if err != nil {
 				if !refused(err) {
 					return err
