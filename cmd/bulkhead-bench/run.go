@@ -194,18 +194,19 @@ func runBench(ctx context.Context, args []string) error {
 
 	fmt.Printf("# bulkhead-bench  %s  GOMAXPROCS=%s cores=2\n\n", time.Now().UTC().Format(time.RFC3339), os.Getenv("GOMAXPROCS"))
 	fmt.Printf("## Closed loop, %d connections, %s per run (max throughput)\n\n"+
-		"CPU columns: µs of CPU per request used by the process under test, and by all PostgreSQL and Redis processes "+
-		"(the request log's batches are given 300 ms to land before sampling).\n\n"+
-		"| target | run | RPS | p50 | p99 | CPU/req | PostgreSQL CPU/req | Redis CPU/req | errors |\n|---|---|---|---|---|---|---|---|---|\n", f.conns, f.duration)
+		"CPU columns: µs of CPU per request used by the process under test, by all PostgreSQL and Redis processes, "+
+		"and by the whole machine (load generator, kernel and everything else included); the request log's batches "+
+		"are given 300 ms to land before sampling.\n\n"+
+		"| target | run | RPS | p50 | p99 | CPU/req | PostgreSQL CPU/req | Redis CPU/req | machine CPU/req | errors |\n|---|---|---|---|---|---|---|---|---|---|\n", f.conns, f.duration)
 	best := map[string]float64{}
 	for round := 1; round <= f.rounds; round++ {
 		for _, t := range targets {
 			before := sampleCPU(t.pid)
 			m := attack(t.url, hdr(t.key), vegeta.Rate{Freq: 0}, f.duration, f.conns)
 			time.Sleep(300 * time.Millisecond)
-			own, pg, rd := before.perRequest(sampleCPU(t.pid), m.Requests)
-			fmt.Printf("| %s | %d | %.0f | %s | %s | %.1f µs | %.1f µs | %.1f µs | %s |\n", t.name, round, m.Throughput,
-				ms(m.Latencies.P50), ms(m.Latencies.P99), own, pg, rd, errs(m))
+			own, pg, rd, all := before.perRequest(sampleCPU(t.pid), m.Requests)
+			fmt.Printf("| %s | %d | %.0f | %s | %s | %.1f µs | %.1f µs | %.1f µs | %.1f µs | %s |\n", t.name, round, m.Throughput,
+				ms(m.Latencies.P50), ms(m.Latencies.P99), own, pg, rd, all, errs(m))
 			best[t.name] = max(best[t.name], m.Throughput)
 		}
 	}
