@@ -151,6 +151,15 @@ func TestCatalog(t *testing.T) {
 		}
 	})
 
+	t.Run("prompts' references trigger is in place", func(t *testing.T) {
+		var enabled string
+		err := conn.QueryRow(ctx, `SELECT tgenabled FROM pg_trigger
+			WHERE tgrelid = 'prompts'::regclass AND tgname = 'prompts_check_references'`).Scan(&enabled)
+		if err != nil || enabled != "O" {
+			t.Errorf("prompts_check_references: enabled=%q, %v; want O (fires on every insert)", enabled, err)
+		}
+	})
+
 	t.Run("app role grants are minimal", func(t *testing.T) {
 		for table := range tenantTables {
 			for _, priv := range []string{"TRUNCATE", "DELETE", "REFERENCES", "TRIGGER"} {
@@ -511,10 +520,15 @@ func TestPromptReferences(t *testing.T) {
 		return err
 	}
 
-	t.Run("another tenant's key is refused", func(t *testing.T) {
+	t.Run("another tenant's key is refused like a random id", func(t *testing.T) { // THREATS 13
 		err := s.InTenant(ctx, b.org, func(tx pgx.Tx) error { return insert(tx, b.org, a.keyID) })
-		if !errors.Is(err, store.ErrConflict) {
+		if !errors.Is(err, store.ErrConflict) || !isCode(err, "23503") {
 			t.Errorf("B's row naming A's key: %v, want ErrConflict (foreign_key_violation)", err)
+		}
+		errRandom := s.InTenant(ctx, b.org, func(tx pgx.Tx) error { return insert(tx, b.org, uuid.New()) })
+		var e1, e2 *pgconn.PgError
+		if !errors.As(err, &e1) || !errors.As(errRandom, &e2) || e1.Code != e2.Code || e1.Message != e2.Message || e1.Detail != e2.Detail {
+			t.Errorf("A's key: %v; a random id: %v; want the same error", err, errRandom)
 		}
 		if got := ownerCount(t, owner, "prompts", b.org); got != b.prompts {
 			t.Errorf("B has %d prompts, want %d", got, b.prompts)
