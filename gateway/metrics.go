@@ -78,7 +78,7 @@ func (m *metrics) observe(x *exchange, status int, latency time.Duration, prompt
 		m.tokens.WithLabelValues("completion").Add(float64(completionTok))
 	}
 	if m.tenantReqs != nil {
-		m.tenantReqs.WithLabelValues(x.principal.Org.String()).Inc()
+		m.tenantReqs.WithLabelValues(x.principal.OrgText).Inc()
 	}
 }
 

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"encoding/json"
 	"sync"
 	"time"
@@ -31,9 +30,7 @@ type modelList struct {
 // upstream's own list (fetched at most once a minute; if it cannot be
 // fetched, the routed models alone).
 func (s *Server) models(rc *fasthttp.RequestCtx) error {
-	actx, cancel := context.WithTimeout(s.base, authTimeout)
-	_, err := s.authenticate(actx, rc)
-	cancel()
+	_, err := s.authenticate(s.base, rc) // each look-up has its own timeout
 	if err != nil {
 		return err
 	}

@@ -83,8 +83,8 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 	if ce := s.access.Check(zap.InfoLevel, "request"); ce != nil {
 		ce.Write(
 			zap.String("request_id", x.reqID),
-			zap.Stringer("org", x.principal.Org),
-			zap.Stringer("key", x.principal.KeyID),
+			zap.String("org", x.principal.OrgText),
+			zap.String("key", x.principal.KeyText),
 			zap.String("endpoint", x.ep.Path()),
 			zap.String("model", x.model),
 			zap.Bool("stream", x.stream),
@@ -117,9 +117,11 @@ func capText(s string, limit int) string {
 // answer (streaming as it arrives), record.
 func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint) error {
 	x := &exchange{start: time.Now(), reqID: reqID, ep: ep}
-	actx, cancel := context.WithTimeout(s.base, authTimeout)
-	p, err := s.authenticate(actx, rc)
-	cancel()
+	// No per-request deadline here or in admit: each look-up below them is
+	// bounded by its own timeout (the auth cache's Redis and database
+	// timeouts, the limiter's BULKHEAD_REDIS_TIMEOUT), and a deadline
+	// context costs every request a timer and a registration on s.base.
+	p, err := s.authenticate(s.base, rc)
 	if err != nil {
 		return err
 	}
@@ -188,9 +190,6 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 	defer release()
 	return s.respond(rc, x, up, resp)
 }
-
-// authTimeout bounds authentication, Redis and database look-ups included.
-const authTimeout = 3 * time.Second
 
 // respond copies a buffered (non-streaming or failed) upstream answer.
 func (s *Server) respond(rc *fasthttp.RequestCtx, x *exchange, up *upstream, resp *fasthttp.Response) error {

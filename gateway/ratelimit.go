@@ -21,9 +21,9 @@ type limiter interface {
 
 var _ limiter = (*ratelimit.Limiter)(nil)
 
-// limitTimeout is an outer bound on a limiter call; the limiter's own
-// per-call Redis timeout (BULKHEAD_REDIS_TIMEOUT) is shorter and decides
-// when it falls back, so this one only guards against a stuck limiter.
+// limitTimeout is an outer bound on charging a request's tokens after
+// the answer; the limiter's own per-call Redis timeout
+// (BULKHEAD_REDIS_TIMEOUT) is shorter and decides when it falls back.
 const limitTimeout = 2 * time.Second
 
 var errLimiterUnavailable = &HTTPError{Code: fasthttp.StatusServiceUnavailable, Type: "server_error", ErrCode: "rate_limiter_unavailable",
@@ -49,9 +49,7 @@ func (s *Server) admit(rc *fasthttp.RequestCtx, p *auth.Principal) error {
 	if req.IsZero() && tok.IsZero() {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(s.base, limitTimeout)
-	d, err := s.limiter.Allow(ctx, p.LimitKey, req, tok)
-	cancel()
+	d, err := s.limiter.Allow(s.base, p.LimitKey, req, tok) // Redis calls bounded inside (see proxy)
 	if err != nil {
 		if errors.Is(err, ratelimit.ErrUnavailable) {
 			return withCause(errLimiterUnavailable, err)

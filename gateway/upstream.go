@@ -29,6 +29,10 @@ type upstream struct {
 	apiVersion  string
 	deployments map[string]string
 	client      *fasthttp.HostClient
+	// openai kind, computed once so that target does not allocate: each
+	// endpoint's upstream path, and the Authorization header's value.
+	paths  [openai.Responses + 1]string
+	bearer string
 }
 
 // newUpstream builds an upstream from its configuration.
@@ -44,6 +48,12 @@ func newUpstream(name, kind, rawURL, apiKey, apiVersion string, deployments map[
 	up := &upstream{
 		name: name, azure: kind == "azure", scheme: u.Scheme, host: u.Host,
 		basePath: strings.TrimRight(u.Path, "/"), apiKey: apiKey, apiVersion: apiVersion, deployments: deployments,
+	}
+	for ep := range up.paths {
+		up.paths[ep] = up.basePath + strings.TrimPrefix(openai.Endpoint(ep).Path(), "/v1")
+	}
+	if apiKey != "" {
+		up.bearer = "Bearer " + apiKey
 	}
 	dialer := &net.Dialer{Timeout: cfg.UpstreamConnectTimeout, KeepAlive: 30 * time.Second}
 	firstByte, idle := cfg.UpstreamFirstByteTimeout, cfg.UpstreamIdleTimeout
@@ -84,10 +94,10 @@ func (up *upstream) target(req *fasthttp.Request, ep openai.Endpoint, model stri
 	uri.SetHost(up.host)
 	req.Header.SetHost(up.host)
 	if !up.azure {
-		uri.SetPath(up.basePath + strings.TrimPrefix(ep.Path(), "/v1"))
+		uri.SetPath(up.paths[ep])
 		uri.SetQueryString("")
-		if up.apiKey != "" {
-			req.Header.Set(fasthttp.HeaderAuthorization, "Bearer "+up.apiKey)
+		if up.bearer != "" {
+			req.Header.Set(fasthttp.HeaderAuthorization, up.bearer)
 		}
 		return
 	}

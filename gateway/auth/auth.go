@@ -71,8 +71,11 @@ type Principal struct {
 	// LimitKey names the principal's rate-limit budget: the key id for an
 	// API key, "org:<id>" for a JWT (all of an organization's tokens share
 	// one budget). Computed once, so admission does not allocate.
-	LimitKey  string
-	expiresAt time.Time // zero: never
+	LimitKey string
+	// OrgText and KeyText are Org and KeyID as text (KeyText is "" for a
+	// JWT), computed once like LimitKey, for the access log.
+	OrgText, KeyText string
+	expiresAt        time.Time // zero: never
 }
 
 // usable reports whether the principal's credential is still valid; it

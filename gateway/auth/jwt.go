@@ -163,6 +163,6 @@ func (a *Authenticator) authenticateJWT(ctx context.Context, cred []byte) (*Prin
 	if !exists {
 		return nil, ErrUnauthenticated
 	}
-	return &Principal{Org: org, Kind: KindJWT, Subject: sub, LimitKey: "org:" + org.String(),
+	return &Principal{Org: org, Kind: KindJWT, Subject: sub, LimitKey: "org:" + org.String(), OrgText: org.String(),
 		RateLimitPerMinute: a.opts.JWTRateLimitPerMinute, TokensPerMinute: a.opts.JWTTokensPerMinute}, nil
 }

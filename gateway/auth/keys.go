@@ -112,9 +112,10 @@ func (a *Authenticator) lookupKey(ctx context.Context, org uuid.UUID, hash [32]b
 
 func principalOf(k store.Key) *Principal {
 	p := &Principal{
-		Org: k.OrgID, KeyID: k.ID, Kind: KindAPIKey, LimitKey: k.ID.String(),
+		Org: k.OrgID, KeyID: k.ID, Kind: KindAPIKey, LimitKey: k.ID.String(), OrgText: k.OrgID.String(),
 		RateLimitPerMinute: k.RateLimitPerMinute, TokensPerMinute: k.TokensPerMinute,
 	}
+	p.KeyText = p.LimitKey
 	if k.ExpiresAt != nil {
 		p.expiresAt = *k.ExpiresAt
 	}
@@ -149,7 +150,9 @@ func (a *Authenticator) getL2(ctx context.Context, org uuid.UUID, hash [32]byte)
 		return nil, false, errors.New("auth: unusable redis entry")
 	}
 	a.n.l2Hits.Add(1)
-	p = &Principal{Org: e.Org, KeyID: e.ID, Kind: KindAPIKey, LimitKey: e.ID.String(), RateLimitPerMinute: e.RPM, TokensPerMinute: e.TPM}
+	p = &Principal{Org: e.Org, KeyID: e.ID, Kind: KindAPIKey, LimitKey: e.ID.String(), OrgText: e.Org.String(),
+		RateLimitPerMinute: e.RPM, TokensPerMinute: e.TPM}
+	p.KeyText = p.LimitKey
 	if e.ExpiresAt != 0 {
 		p.expiresAt = time.Unix(0, e.ExpiresAt)
 	}
