@@ -160,6 +160,19 @@ func TestCatalog(t *testing.T) {
 		}
 	})
 
+	t.Run("SECURITY DEFINER functions search pg_temp last", func(t *testing.T) {
+		rows, _ := conn.Query(ctx, `SELECT p.proname FROM pg_proc p
+			WHERE p.prosecdef AND p.pronamespace = 'public'::regnamespace
+			  AND NOT coalesce(EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%, pg_temp'), false)`)
+		bad, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(bad) > 0 {
+			t.Errorf("SECURITY DEFINER functions without search_path ending in pg_temp: %v", bad)
+		}
+	})
+
 	t.Run("app role grants are minimal", func(t *testing.T) {
 		for table := range tenantTables {
 			for _, priv := range []string{"TRUNCATE", "DELETE", "REFERENCES", "TRIGGER"} {
@@ -532,6 +545,28 @@ func TestPromptReferences(t *testing.T) {
 		}
 		if got := ownerCount(t, owner, "prompts", b.org); got != b.prompts {
 			t.Errorf("B has %d prompts, want %d", got, b.prompts)
+		}
+	})
+
+	// The trigger runs as the owner. The app role may create temporary
+	// tables, and an unqualified name in a SECURITY DEFINER function finds
+	// pg_temp first unless its search_path puts pg_temp last: decoys must
+	// not satisfy the check.
+	t.Run("temporary decoy tables do not fool the check", func(t *testing.T) {
+		err := s.InTenant(ctx, b.org, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `CREATE TEMP TABLE api_keys (organization_id uuid, id uuid) ON COMMIT DROP;
+				CREATE TEMP TABLE organizations (id uuid) ON COMMIT DROP`); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `GRANT ALL ON pg_temp.api_keys, pg_temp.organizations TO PUBLIC;
+				INSERT INTO pg_temp.organizations VALUES ('`+b.org.String()+`');
+				INSERT INTO pg_temp.api_keys VALUES ('`+b.org.String()+`', '`+a.keyID.String()+`')`); err != nil {
+				return err
+			}
+			return insert(tx, b.org, a.keyID)
+		})
+		if !errors.Is(err, store.ErrConflict) || !isCode(err, "23503") {
+			t.Errorf("B's row naming A's key, with a decoy api_keys in pg_temp: %v, want foreign_key_violation", err)
 		}
 	})
 

@@ -14,11 +14,11 @@
 -- +goose Up
 DROP INDEX CONCURRENTLY IF EXISTS prompts_org_created_asc;
 CREATE INDEX CONCURRENTLY prompts_org_created_asc ON prompts (organization_id, created_at, id);
-DROP INDEX CONCURRENTLY prompts_org_created;
+DROP INDEX CONCURRENTLY IF EXISTS prompts_org_created;
 ALTER INDEX prompts_org_created_asc RENAME TO prompts_org_created;
 
 -- +goose Down
 DROP INDEX CONCURRENTLY IF EXISTS prompts_org_created_desc;
 CREATE INDEX CONCURRENTLY prompts_org_created_desc ON prompts (organization_id, created_at DESC, id DESC);
-DROP INDEX CONCURRENTLY prompts_org_created;
+DROP INDEX CONCURRENTLY IF EXISTS prompts_org_created;
 ALTER INDEX prompts_org_created_desc RENAME TO prompts_org_created;
