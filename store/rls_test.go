@@ -160,7 +160,7 @@ func TestCatalog(t *testing.T) {
 		}
 	})
 
-	t.Run("SECURITY DEFINER functions search pg_temp last", func(t *testing.T) {
+	t.Run("SECURITY DEFINER functions pin search_path, PUBLIC cannot execute them (THREATS 5)", func(t *testing.T) {
 		rows, _ := conn.Query(ctx, `SELECT p.proname FROM pg_proc p
 			WHERE p.prosecdef AND p.pronamespace = 'public'::regnamespace
 			  AND NOT coalesce(EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%, pg_temp'), false)`)
@@ -170,6 +170,15 @@ func TestCatalog(t *testing.T) {
 		}
 		if len(bad) > 0 {
 			t.Errorf("SECURITY DEFINER functions without search_path ending in pg_temp: %v", bad)
+		}
+		rows, _ = conn.Query(ctx, `SELECT p.proname FROM pg_proc p
+			WHERE p.prosecdef AND p.pronamespace = 'public'::regnamespace AND has_function_privilege('public', p.oid, 'EXECUTE')`)
+		bad, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(bad) > 0 {
+			t.Errorf("SECURITY DEFINER functions PUBLIC may execute: %v", bad)
 		}
 	})
 
@@ -567,6 +576,20 @@ func TestPromptReferences(t *testing.T) {
 		})
 		if !errors.Is(err, store.ErrConflict) || !isCode(err, "23503") {
 			t.Errorf("B's row naming A's key, with a decoy api_keys in pg_temp: %v, want foreign_key_violation", err)
+		}
+	})
+
+	// Its own tenant check, behind RLS: the owner bypasses RLS, so the
+	// trigger alone refuses the owner's row for B inside A's context.
+	t.Run("its tenant check holds where RLS does not apply", func(t *testing.T) {
+		err := pgx.BeginFunc(ctx, owner, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT set_config('app.current_tenant_id', $1, true)`, a.org.String()); err != nil {
+				return err
+			}
+			return insert(tx, b.org, uuid.Nil)
+		})
+		if !isCode(err, "42501") {
+			t.Errorf("owner's row for B in A's context: %v, want insufficient_privilege", err)
 		}
 	})
 
