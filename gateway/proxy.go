@@ -84,7 +84,7 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 		ce.Write(
 			zap.String("request_id", x.reqID),
 			zap.String("org", x.principal.OrgText),
-			zap.String("key", x.principal.KeyText),
+			zap.String("key", x.principal.KeyText()),
 			zap.String("endpoint", x.ep.Path()),
 			zap.String("model", x.model),
 			zap.Bool("stream", x.stream),

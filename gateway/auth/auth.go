@@ -72,10 +72,25 @@ type Principal struct {
 	// API key, "org:<id>" for a JWT (all of an organization's tokens share
 	// one budget). Computed once, so admission does not allocate.
 	LimitKey string
-	// OrgText and KeyText are Org and KeyID as text (KeyText is "" for a
-	// JWT), computed once like LimitKey, for the access log.
-	OrgText, KeyText string
-	expiresAt        time.Time // zero: never
+	// OrgText is Org as text, computed once like LimitKey, for the access
+	// log and per-tenant metrics.
+	OrgText   string
+	expiresAt time.Time // zero: never
+}
+
+// KeyText is KeyID as text, "" for a JWT: an API key's LimitKey is its id.
+func (p *Principal) KeyText() string {
+	if p.Kind != KindAPIKey {
+		return ""
+	}
+	return p.LimitKey
+}
+
+// keyPrincipal is the principal of an API key, from the database (L3) or
+// its Redis entry (L2).
+func keyPrincipal(org, id uuid.UUID, rpm, tpm int, expiresAt time.Time) *Principal {
+	return &Principal{Org: org, KeyID: id, Kind: KindAPIKey, LimitKey: id.String(), OrgText: org.String(),
+		RateLimitPerMinute: rpm, TokensPerMinute: tpm, expiresAt: expiresAt}
 }
 
 // usable reports whether the principal's credential is still valid; it

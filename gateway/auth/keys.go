@@ -111,15 +111,11 @@ func (a *Authenticator) lookupKey(ctx context.Context, org uuid.UUID, hash [32]b
 }
 
 func principalOf(k store.Key) *Principal {
-	p := &Principal{
-		Org: k.OrgID, KeyID: k.ID, Kind: KindAPIKey, LimitKey: k.ID.String(), OrgText: k.OrgID.String(),
-		RateLimitPerMinute: k.RateLimitPerMinute, TokensPerMinute: k.TokensPerMinute,
-	}
-	p.KeyText = p.LimitKey
+	var exp time.Time
 	if k.ExpiresAt != nil {
-		p.expiresAt = *k.ExpiresAt
+		exp = *k.ExpiresAt
 	}
-	return p
+	return keyPrincipal(k.OrgID, k.ID, k.RateLimitPerMinute, k.TokensPerMinute, exp)
 }
 
 // getL2 reads the key's Redis entry. found with a nil principal is a
@@ -150,13 +146,11 @@ func (a *Authenticator) getL2(ctx context.Context, org uuid.UUID, hash [32]byte)
 		return nil, false, errors.New("auth: unusable redis entry")
 	}
 	a.n.l2Hits.Add(1)
-	p = &Principal{Org: e.Org, KeyID: e.ID, Kind: KindAPIKey, LimitKey: e.ID.String(), OrgText: e.Org.String(),
-		RateLimitPerMinute: e.RPM, TokensPerMinute: e.TPM}
-	p.KeyText = p.LimitKey
+	var exp time.Time
 	if e.ExpiresAt != 0 {
-		p.expiresAt = time.Unix(0, e.ExpiresAt)
+		exp = time.Unix(0, e.ExpiresAt)
 	}
-	return p, true, nil
+	return keyPrincipal(e.Org, e.ID, e.RPM, e.TPM, exp), true, nil
 }
 
 // setL2 writes the key's Redis entry if there is none (p nil: a tombstone).
