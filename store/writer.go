@@ -1025,8 +1025,8 @@ type scratch struct {
 }
 
 // insertSQL writes one tenant's rows as one statement, from one array
-// per column. The organization's capture mode is read by the scalar
-// sub-select (evaluated once), in the same transaction and snapshot, so a
+// per column. The organization's capture mode is read by the one-row
+// sub-select m, in the same transaction and snapshot, so a
 // switch to 'metadata' applies to every row written after it commits; a
 // missing organization reads as no text (and the references trigger then
 // refuses the rows). The arrays are unnested in the select list, which
@@ -1036,7 +1036,7 @@ type scratch struct {
 // Fresh batches from the queue use it as is: their ids were assigned by
 // this process and never written. Replays of the spool, which may repeat
 // rows an earlier process committed, and the row-by-row retry use
-// insertIdempotentSQL. Skipping ON CONFLICT's speculative insertion where
+// insertIdempotent. Skipping ON CONFLICT's speculative insertion where
 // it cannot apply saved a third of the statement's time in the same
 // measurement. Should a fresh batch still meet a committed id (a commit
 // whose outcome was lost, then retried), the unique violation sends it to
@@ -1045,18 +1045,26 @@ const insertSQL = `INSERT INTO prompts (organization_id, id, request_id, api_key
 	prompt_text, response, prompt_tokens, completion_tokens, usage_tokens, usage_source,
 	status, latency_ms, stream, created_at)
 SELECT $1::uuid, r.id, r.request_id, r.api_key_id, r.endpoint, r.model,
-	CASE WHEN (SELECT o.capture_mode = 'full' FROM organizations o WHERE o.id = $1::uuid) THEN r.prompt_text END,
-	CASE WHEN (SELECT o.capture_mode = 'full' FROM organizations o WHERE o.id = $1::uuid) THEN r.response END,
+	CASE WHEN m.full_text THEN r.prompt_text END,
+	CASE WHEN m.full_text THEN r.response END,
 	r.prompt_tokens, r.completion_tokens, r.usage_tokens, r.usage_source,
 	r.status, r.latency_ms, r.stream, r.created_at
 FROM (SELECT unnest($2::text[]) AS request_id, unnest($3::uuid[]) AS api_key_id, unnest($4::text[]) AS endpoint,
 	unnest($5::text[]) AS model, unnest($6::text[]) AS prompt_text, unnest($7::text[]) AS response,
 	unnest($8::int[]) AS prompt_tokens, unnest($9::int[]) AS completion_tokens, unnest($10::int[]) AS usage_tokens,
 	unnest($11::text[]) AS usage_source, unnest($12::int[]) AS status, unnest($13::int[]) AS latency_ms,
-	unnest($14::bool[]) AS stream, unnest($15::timestamptz[]) AS created_at, unnest($16::uuid[]) AS id) r`
+	unnest($14::bool[]) AS stream, unnest($15::timestamptz[]) AS created_at, unnest($16::uuid[]) AS id) r,
+	(SELECT coalesce((SELECT o.capture_mode = 'full' FROM organizations o WHERE o.id = $1::uuid), false) AS full_text) m`
 
-const insertIdempotentSQL = insertSQL + `
-ON CONFLICT (organization_id, id) DO NOTHING`
+// insertStmt is an insert statement and the name it is prepared under on
+// each connection.
+type insertStmt struct{ name, sql string }
+
+var (
+	insertFresh      = insertStmt{"bulkhead_insert_prompts", insertSQL}
+	insertIdempotent = insertStmt{"bulkhead_insert_prompts_idempotent", insertSQL + `
+ON CONFLICT (organization_id, id) DO NOTHING`}
+)
 
 // columns holds one statement's parameters, one binary array per column
 // (see binArray), reused between statements.
@@ -1131,8 +1139,8 @@ func (c *columns) fill(recs []LogRecord, idx []int) {
 // exec runs one of the insert statements with the filled columns, as a
 // statement prepared once per connection, its parameters sent as they
 // are (pgconn), not through pgx's per-value encoding.
-func (c *columns) exec(ctx context.Context, tx pgx.Tx, name, sql string, org uuid.UUID) (pgconn.CommandTag, error) {
-	sd, err := tx.Conn().Prepare(ctx, name, sql) // a map look-up after the first time
+func (c *columns) exec(ctx context.Context, tx pgx.Tx, st insertStmt, org uuid.UUID) (pgconn.CommandTag, error) {
+	sd, err := tx.Conn().Prepare(ctx, st.name, st.sql) // a map look-up after the first time
 	if err != nil {
 		return pgconn.CommandTag{}, err
 	}
@@ -1163,9 +1171,9 @@ func clamp32(v int64) int32 {
 func (w *Writer) writeTenant(ctx context.Context, sc *scratch, org uuid.UUID, recs []LogRecord, idx []int, done []bool, src *counter) error {
 	cols := &sc.cols
 	defer cols.clear()
-	name, sql := "bulkhead_insert_prompts", insertSQL
+	st := insertFresh
 	if src != &w.written {
-		name, sql = "bulkhead_insert_prompts_idempotent", insertIdempotentSQL
+		st = insertIdempotent
 	}
 	cctx, cancel := context.WithTimeout(ctx, w.opts.WriteTimeout)
 	defer cancel()
@@ -1175,7 +1183,7 @@ func (w *Writer) writeTenant(ctx context.Context, sc *scratch, org uuid.UUID, re
 		for start := 0; start < len(idx); {
 			end := statementEnd(recs, idx, start)
 			cols.fill(recs, idx[start:end])
-			tag, err := cols.exec(cctx, tx, name, sql, org)
+			tag, err := cols.exec(cctx, tx, st, org)
 			if err != nil {
 				return err
 			}
@@ -1262,7 +1270,7 @@ func (w *Writer) writeOneByOne(ctx context.Context, sc *scratch, org uuid.UUID, 
 			if err != nil {
 				return err
 			}
-			tag, err := cols.exec(cctx, sp, "bulkhead_insert_prompts_idempotent", insertIdempotentSQL, org)
+			tag, err := cols.exec(cctx, sp, insertIdempotent, org)
 			if err != nil {
 				if !refused(err) {
 					return err
