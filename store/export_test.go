@@ -16,3 +16,11 @@ func AcquireForTest(ctx context.Context, s *Store) (*pgxpool.Conn, error) { retu
 func ListPromptsWithoutOrgFilterForTest(ctx context.Context, s *Store, org uuid.UUID, f PromptFilter) ([]Prompt, error) {
 	return s.listPrompts(ctx, org, f, false)
 }
+
+// StartedForTest reports whether Run (or Close's own flush) has begun, so
+// a test can close a writer whose Run is certainly running.
+func StartedForTest(w *Writer) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.started
+}
