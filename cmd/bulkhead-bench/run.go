@@ -180,15 +180,8 @@ func runBench(ctx context.Context, args []string) error {
 		{"bulkhead: auth + request log, no limits", "http://" + gw.addr + "/v1/chat/completions", unlimited, gw.cmd.Process.Pid},
 		{"bulkhead: auth + limits, request log off", "http://" + gwNoLog.addr + "/v1/chat/completions", key, gwNoLog.cmd.Process.Pid},
 	}
-	hdr := func(key string) http.Header {
-		h := http.Header{"Content-Type": {"application/json"}}
-		if key != "" {
-			h.Set("Authorization", "Bearer "+key)
-		}
-		return h
-	}
 	for _, t := range targets { // warm up pools and caches
-		attack(t.url, hdr(t.key), vegeta.Rate{Freq: 200, Per: time.Second}, time.Second, f.conns)
+		attack(t.url, headers(t.key), vegeta.Rate{Freq: 200, Per: time.Second}, time.Second, f.conns)
 	}
 	idleRSS := rss(gw.cmd.Process.Pid)
 
@@ -202,7 +195,7 @@ func runBench(ctx context.Context, args []string) error {
 	for round := 1; round <= f.rounds; round++ {
 		for _, t := range targets {
 			before := sampleCPU(t.pid)
-			m := attack(t.url, hdr(t.key), vegeta.Rate{Freq: 0}, f.duration, f.conns)
+			m := attack(t.url, headers(t.key), vegeta.Rate{Freq: 0}, f.duration, f.conns)
 			time.Sleep(300 * time.Millisecond)
 			own, pg, rd, all := before.perRequest(sampleCPU(t.pid), m.Requests)
 			fmt.Printf("| %s | %d | %.0f | %s | %s | %.1f µs | %.1f µs | %.1f µs | %.1f µs | %s |\n", t.name, round, m.Throughput,
@@ -220,7 +213,7 @@ func runBench(ctx context.Context, args []string) error {
 	for round := 1; round <= f.rounds; round++ {
 		var direct *vegeta.Metrics
 		for i, t := range targets {
-			m := attack(t.url, hdr(t.key), vegeta.Rate{Freq: 0}, f.duration, 1)
+			m := attack(t.url, headers(t.key), vegeta.Rate{Freq: 0}, f.duration, 1)
 			if i == 0 {
 				direct = m
 			}
@@ -235,7 +228,7 @@ func runBench(ctx context.Context, args []string) error {
 		for round := 1; round <= f.rounds; round++ {
 			var direct *vegeta.Metrics
 			for i, t := range targets {
-				m := attack(t.url, hdr(t.key), vegeta.Rate{Freq: n, Per: time.Second}, f.duration, f.conns)
+				m := attack(t.url, headers(t.key), vegeta.Rate{Freq: n, Per: time.Second}, f.duration, f.conns)
 				if i == 0 {
 					direct = m
 				}
@@ -311,6 +304,15 @@ func benchKey(ctx context.Context, cfg config.Config, rpm int) (string, error) {
 	_, err = a.CreateKey(ctx, store.NewKey{OrgID: org.ID, Hash: apikey.Hash([]byte(key)), DisplayPrefix: apikey.Display(key),
 		Name: "bench", RateLimitPerMinute: rpm, TokensPerMinute: 0})
 	return key, err
+}
+
+// headers are a chat request's: JSON, and the API key if there is one.
+func headers(key string) http.Header {
+	h := http.Header{"Content-Type": {"application/json"}}
+	if key != "" {
+		h.Set("Authorization", "Bearer "+key)
+	}
+	return h
 }
 
 func attack(url string, h http.Header, rate vegeta.Rate, d time.Duration, conns int) *vegeta.Metrics {
@@ -426,11 +428,7 @@ func load(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	h := http.Header{"Content-Type": {"application/json"}}
-	if *key != "" {
-		h.Set("Authorization", "Bearer "+*key)
-	}
-	m := attack(*url, h, vegeta.Rate{Freq: *rate, Per: time.Second}, *d, *conns)
+	m := attack(*url, headers(*key), vegeta.Rate{Freq: *rate, Per: time.Second}, *d, *conns)
 	fmt.Printf("requests %d  rps %.0f  p50 %s  p99 %s  errors %s\n", m.Requests, m.Throughput, ms(m.Latencies.P50), ms(m.Latencies.P99), errs(m))
 	return nil
 }
