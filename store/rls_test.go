@@ -593,6 +593,23 @@ func TestPromptReferences(t *testing.T) {
 		}
 	})
 
+	// Without a tenant setting (the owner's maintenance inserts), the
+	// trigger's general path checks every row's organization and key.
+	t.Run("without a tenant, every row is checked", func(t *testing.T) {
+		ownerInsert := func(org, key uuid.UUID) error {
+			return pgx.BeginFunc(ctx, owner, func(tx pgx.Tx) error { return insert(tx, org, key) })
+		}
+		if err := ownerInsert(b.org, a.keyID); !isCode(err, "23503") {
+			t.Errorf("owner's row for B naming A's key: %v, want foreign_key_violation", err)
+		}
+		if err := ownerInsert(uuid.New(), uuid.Nil); !isCode(err, "23503") {
+			t.Errorf("owner's row for a missing organization: %v, want foreign_key_violation", err)
+		}
+		if err := ownerInsert(b.org, b.keyID); err != nil {
+			t.Errorf("owner's row for B naming B's key: %v", err)
+		}
+	})
+
 	t.Run("deletion waits for an insert in flight", func(t *testing.T) {
 		entered, release := make(chan struct{}), make(chan struct{})
 		insErr := make(chan error, 1)
