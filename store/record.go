@@ -1,6 +1,8 @@
 package store
 
 import (
+	"encoding/binary"
+	"math/rand/v2"
 	"time"
 
 	"github.com/google/uuid"
@@ -31,12 +33,21 @@ type LogRecord struct {
 	CreatedAt        time.Time
 }
 
-// NewRowID returns a new prompts row id: a UUIDv7, whose leading bits are
-// the time in milliseconds, so an organization's new rows land at the end
-// of its range of the primary key instead of at random pages of it. That
-// halved the cost of the index in a measured insert of 50,000 rows (a
-// random UUID's page splits and cache misses grow with the table). The
-// remaining 74 bits are random; ids are not secrets (RLS guards rows).
+// NewRowID returns a new prompts row id: a UUIDv7 (RFC 9562), whose
+// leading 48 bits are the Unix time in milliseconds, so an organization's
+// new rows land at the end of its range of the primary key instead of at
+// random pages of it. That halved the cost of the index in a measured
+// insert of 50,000 rows (a random UUID's page splits and cache misses grow
+// with the table). The other 74 bits come from math/rand/v2's generator,
+// a ChaCha8 stream per thread that the runtime seeds from the operating
+// system: uniqueness across replicas needs unpredictable bits, not a
+// system call per id (uuid.NewV7 reads crypto/rand: 1 µs of the gateway's
+// CPU per logged request on a VM where system calls are dear). Ids are not
+// secrets; RLS guards rows.
 func NewRowID() uuid.UUID {
-	return uuid.Must(uuid.NewV7())
+	var id uuid.UUID
+	ms := uint64(time.Now().UnixMilli())
+	binary.BigEndian.PutUint64(id[0:8], ms<<16|0x7000|rand.Uint64()&0x0fff) // time, version 7, rand_a
+	binary.BigEndian.PutUint64(id[8:16], rand.Uint64()>>2|1<<63)            // variant 10, rand_b
+	return id
 }
