@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -47,32 +48,32 @@ func cpuOf(comm string) time.Duration {
 }
 
 // machineBusy returns the CPU time all cores have spent busy so far
-// (/proc/stat: everything but idle and iowait), kernel threads included:
-// the file system's writeback of PostgreSQL's writes shows here and in no
-// process of the bench.
-func machineBusy() time.Duration {
+// (/proc/stat: everything but idle, iowait and steal), kernel threads
+// included: the file system's writeback of PostgreSQL's writes shows here
+// and in no process of the bench. steal is the time the hypervisor gave
+// the cores to other machines: while it is high, every figure is slower.
+func machineBusy() (busy, steal time.Duration) {
 	b, err := os.ReadFile("/proc/stat")
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
-	var busy int64
-	for i, v := range f[1:] {
-		n, _ := strconv.ParseInt(v, 10, 64)
-		if i != 3 && i != 4 && i < 8 { // not idle, not iowait; guest time is within user
-			busy += n
-		}
+	var n [8]int64
+	for i := range min(len(f)-1, len(n)) {
+		n[i], _ = strconv.ParseInt(f[i+1], 10, 64)
 	}
-	return time.Duration(busy) * time.Second / clkTck
+	tick := func(v int64) time.Duration { return time.Duration(v) * time.Second / clkTck }
+	return tick(n[0] + n[1] + n[2] + n[5] + n[6]), tick(n[7]) // guest time is within user
 }
 
 // cpuSample is the CPU used so far by the process under test, by the
 // shared services behind it, and by the whole machine.
-type cpuSample struct{ proc, postgres, redis, machine time.Duration }
+type cpuSample struct{ proc, postgres, redis, machine, steal time.Duration }
 
 func sampleCPU(pid int) cpuSample {
-	s := cpuSample{postgres: cpuOf("postgres"), redis: cpuOf("redis-server"), machine: machineBusy()}
+	s := cpuSample{postgres: cpuOf("postgres"), redis: cpuOf("redis-server")}
+	s.machine, s.steal = machineBusy()
 	if pid > 0 {
 		s.proc = cpuTime(pid)
 	}
@@ -86,4 +87,10 @@ func (s cpuSample) perRequest(later cpuSample, requests uint64) (proc, postgres,
 	}
 	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) / float64(requests) }
 	return us(later.proc - s.proc), us(later.postgres - s.postgres), us(later.redis - s.redis), us(later.machine - s.machine)
+}
+
+// stealShare is the share of the cores' time, between two samples d
+// apart, that the hypervisor gave to other machines.
+func (s cpuSample) stealShare(later cpuSample, d time.Duration) float64 {
+	return float64(later.steal-s.steal) / float64(d) / float64(runtime.NumCPU())
 }

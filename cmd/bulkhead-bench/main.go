@@ -8,6 +8,8 @@
 //	bulkhead-bench forward -listen A -upstream B   the floor forwarder
 //	bulkhead-bench load -url U [-key K] [-duration D] [-conns N] [-rate R]
 //	                                    load on one target (for profiling)
+//	bulkhead-bench pairs -key K [-on U] [-off U] [-pairs N] [-pair-duration D]
+//	                                    request log on vs off, in alternating pairs
 //
 // It reports closed-loop throughput at 50 connections, open-loop latency at
 // fixed rates, streaming time to first byte, and the gateway's resident
@@ -27,7 +29,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bulkhead-bench run|forward|load [flags]")
+		fmt.Fprintln(os.Stderr, "usage: bulkhead-bench run|forward|load|pairs [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -38,6 +40,8 @@ func main() {
 		err = forward(ctx, os.Args[2:])
 	case "load":
 		err = load(os.Args[2:])
+	case "pairs":
+		err = pairs(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -35,6 +36,8 @@ type benchFlags struct {
 	rates    string
 	streams  int
 	rounds   int
+	pairs    int
+	pairDur  time.Duration
 }
 
 // proc is a child process that announced "… listening on ADDR".
@@ -117,6 +120,8 @@ func runBench(ctx context.Context, args []string) error {
 	fs.StringVar(&f.rates, "rates", "200,1000", "open-loop request rates")
 	fs.IntVar(&f.streams, "streams", 1000, "concurrent streams for the memory phase")
 	fs.IntVar(&f.rounds, "rounds", 2, "times each configuration runs, alternating")
+	fs.IntVar(&f.pairs, "pairs", 10, "request log on/off pairs of the paired phase")
+	fs.DurationVar(&f.pairDur, "pair-duration", 3*time.Second, "length of each half of a pair")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -209,6 +214,11 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("- request log on vs off: %.0f%%\n", 100*best[targets[2].name]/best[targets[4].name])
 
+	on, off := targets[2], targets[4]
+	if f.pairs > 0 {
+		pairLogOnOff(f, on.url, off.url, headers(on.key))
+	}
+
 	fmt.Printf("\n## One connection, sequential requests, %s per run\n\n| target | run | p50 | p99 | added p50 vs direct | added p99 vs direct |\n|---|---|---|---|---|---|\n", f.duration)
 	for round := 1; round <= f.rounds; round++ {
 		var direct *vegeta.Metrics
@@ -252,6 +262,65 @@ func runBench(ctx context.Context, args []string) error {
 	fmt.Printf("\n## Gateway resident memory\n\n| state | RSS MiB |\n|---|---|\n| idle after warm-up | %.1f |\n", idleRSS)
 	early, late := openStreams(gw.addr, key, f.streams, gw.cmd.Process.Pid)
 	fmt.Printf("| %d open streams, 3s in | %.1f |\n| %d open streams, 8s in | %.1f |\n", f.streams, early, f.streams, late)
+	return nil
+}
+
+// pairLogOnOff measures the request log's cost as the throughput of the
+// gateway with it on over the one with it off, in short pairs that
+// alternate which goes first. This machine's speed drifts by 10-20%
+// between phases seconds apart, as much as the difference measured, so a
+// ratio of two long phases says more about the drift than the log; the
+// pairs' median and their sums do not. Each half is followed by 300 ms
+// for the log's batches to land, so that PostgreSQL's work is not left to
+// the other half.
+func pairLogOnOff(f benchFlags, onURL, offURL string, h http.Header) {
+	fmt.Printf("\n## Request log on vs off: %d pairs of %s each, closed loop at %d connections, alternating which goes first\n\n"+
+		"| pair | log on RPS | log off RPS | on / off | steal |\n|---|---|---|---|---|\n", f.pairs, f.pairDur, f.conns)
+	var ratios []float64
+	var sumOn, sumOff float64
+	for i := 1; i <= f.pairs; i++ {
+		var rps [2]float64 // on, off
+		before := sampleCPU(0)
+		t0 := time.Now()
+		for k := range 2 {
+			which := (i + k) % 2 // odd pairs start with the log on
+			url := onURL
+			if which == 1 {
+				url = offURL
+			}
+			rps[which] = attack(url, h, vegeta.Rate{Freq: 0}, f.pairDur, f.conns).Throughput
+			time.Sleep(300 * time.Millisecond)
+		}
+		steal := before.stealShare(sampleCPU(0), time.Since(t0))
+		r := rps[0] / rps[1]
+		ratios = append(ratios, r)
+		sumOn, sumOff = sumOn+rps[0], sumOff+rps[1]
+		fmt.Printf("| %d | %.0f | %.0f | %.1f%% | %.0f%% |\n", i, rps[0], rps[1], 100*r, 100*steal)
+	}
+	slices.Sort(ratios)
+	n := len(ratios)
+	median := (ratios[(n-1)/2] + ratios[n/2]) / 2
+	fmt.Printf("\nRequest log on vs off: median pair %.1f%%, all pairs summed %.1f%% (pairs from %.1f%% to %.1f%%).\n",
+		100*median, 100*sumOn/sumOff, 100*ratios[0], 100*ratios[n-1])
+}
+
+// pairs runs the paired phase alone against two gateways already up.
+func pairs(args []string) error {
+	var f benchFlags
+	fs := flag.NewFlagSet("pairs", flag.ContinueOnError)
+	on := fs.String("on", "http://127.0.0.1:18080/v1/chat/completions", "the gateway with the request log on")
+	off := fs.String("off", "http://127.0.0.1:18082/v1/chat/completions", "the gateway with it off")
+	key := fs.String("key", "", "API key, valid on both")
+	fs.IntVar(&f.conns, "conns", 50, "connections")
+	fs.IntVar(&f.pairs, "pairs", 10, "pairs")
+	fs.DurationVar(&f.pairDur, "pair-duration", 3*time.Second, "length of each half of a pair")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if f.pairs < 1 {
+		return fmt.Errorf("-pairs must be at least 1")
+	}
+	pairLogOnOff(f, *on, *off, headers(*key))
 	return nil
 }
 
