@@ -275,12 +275,14 @@ func runBench(ctx context.Context, args []string) error {
 // the other half.
 func pairLogOnOff(f benchFlags, onURL, offURL string, h http.Header) {
 	fmt.Printf("\n## Request log on vs off: %d pairs of %s each, closed loop at %d connections, alternating which goes first\n\n"+
-		"| pair | log on RPS | log off RPS | on / off | steal |\n|---|---|---|---|---|\n", f.pairs, f.pairDur, f.conns)
-	var ratios []float64
+		"Machine CPU per request counts the 300 ms after each half too, when the log's last batch lands.\n\n"+
+		"| pair | log on RPS | log off RPS | on / off | machine CPU/req on | off | steal |\n|---|---|---|---|---|---|---|\n",
+		f.pairs, f.pairDur, f.conns)
+	var ratios, cpuRatios []float64
 	var sumOn, sumOff float64
 	for i := 1; i <= f.pairs; i++ {
-		var rps [2]float64 // on, off
-		before := sampleCPU(0)
+		var rps, cpu [2]float64 // on, off
+		first := sampleCPU(0)
 		t0 := time.Now()
 		for k := range 2 {
 			which := (i + k) % 2 // odd pairs start with the log on
@@ -288,20 +290,26 @@ func pairLogOnOff(f benchFlags, onURL, offURL string, h http.Header) {
 			if which == 1 {
 				url = offURL
 			}
-			rps[which] = attack(url, h, vegeta.Rate{Freq: 0}, f.pairDur, f.conns).Throughput
+			before := sampleCPU(0)
+			m := attack(url, h, vegeta.Rate{Freq: 0}, f.pairDur, f.conns)
 			time.Sleep(300 * time.Millisecond)
+			_, _, _, cpu[which] = before.perRequest(sampleCPU(0), m.Requests)
+			rps[which] = m.Throughput
 		}
-		steal := before.stealShare(sampleCPU(0), time.Since(t0))
-		r := rps[0] / rps[1]
-		ratios = append(ratios, r)
+		steal := first.stealShare(sampleCPU(0), time.Since(t0))
+		ratios = append(ratios, rps[0]/rps[1])
+		cpuRatios = append(cpuRatios, cpu[1]/cpu[0])
 		sumOn, sumOff = sumOn+rps[0], sumOff+rps[1]
-		fmt.Printf("| %d | %.0f | %.0f | %.1f%% | %.0f%% |\n", i, rps[0], rps[1], 100*r, 100*steal)
+		fmt.Printf("| %d | %.0f | %.0f | %.1f%% | %.1f µs | %.1f µs | %.0f%% |\n", i, rps[0], rps[1], 100*rps[0]/rps[1], cpu[0], cpu[1], 100*steal)
 	}
-	slices.Sort(ratios)
-	n := len(ratios)
-	median := (ratios[(n-1)/2] + ratios[n/2]) / 2
-	fmt.Printf("\nRequest log on vs off: median pair %.1f%%, all pairs summed %.1f%% (pairs from %.1f%% to %.1f%%).\n",
-		100*median, 100*sumOn/sumOff, 100*ratios[0], 100*ratios[n-1])
+	fmt.Printf("\nRequest log on vs off: throughput %.1f%% (median pair; all pairs summed %.1f%%, pairs from %.1f%% to %.1f%%); "+
+		"machine CPU per request, off over on, %.1f%% (median pair).\n",
+		100*median(ratios), 100*sumOn/sumOff, 100*slices.Min(ratios), 100*slices.Max(ratios), 100*median(cpuRatios))
+}
+
+func median(v []float64) float64 {
+	v = slices.Sorted(slices.Values(v))
+	return (v[(len(v)-1)/2] + v[len(v)/2]) / 2
 }
 
 // pairs runs the paired phase alone against two gateways already up.
