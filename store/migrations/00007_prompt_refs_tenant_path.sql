@@ -1,16 +1,18 @@
 -- prompts_check_references (00003, 00005, 00006) sorted every statement's
 -- rows twice: array_agg(DISTINCT organization_id), then DISTINCT
--- (organization_id, api_key_id). On 2,000-row statements that was 1.7 µs
--- of PostgreSQL's CPU per row, a tenth of what a logged row costs it
--- (measured against the same table without the trigger).
+-- (organization_id, api_key_id). With it a row cost the inserting
+-- backend 16.8 µs of CPU, without any trigger 14.2 (1,600-row statements,
+-- nine runs of 16,000 rows each, alternating).
 --
 -- Inside a tenant transaction, which is how the gateway writes, every row
 -- must be the tenant's, so the function needs no list of organizations:
 -- one pass checks that no row names another, the tenant's organization is
 -- locked FOR KEY SHARE by its primary key, and the rows' distinct keys
--- (hashed, not sorted) are looked up in that organization alone. The
--- cost falls to within noise of no trigger at all. Without a tenant (the
--- owner's maintenance inserts) the general check of 00006 runs unchanged.
+-- (hashed, not sorted) are looked up in that organization alone: 16.0 µs
+-- per row in the same runs. What remains is the transition table and one
+-- pass over it (a variant checking only the organization cost as much).
+-- Without a tenant (the owner's maintenance inserts) the general check of
+-- 00006 runs unchanged.
 -- The rules, errors and codes are those of 00006.
 
 -- +goose Up
