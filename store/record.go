@@ -41,8 +41,9 @@ type LogRecord struct {
 // with the table). The other 74 bits come from math/rand/v2's generator,
 // a ChaCha8 stream per thread that the runtime seeds from the operating
 // system: uniqueness across replicas needs unpredictable bits, not a
-// system call per id (uuid.NewV7 reads crypto/rand: 1 µs of the gateway's
-// CPU per logged request on a VM where system calls are dear). Ids are not
+// system call per id. uuid.NewV7 reads crypto/rand: 292 ns and an
+// allocation per id against 54 ns and none (BenchmarkNewRowID), and about
+// 1 µs per logged request in a gateway profile under load. Ids are not
 // secrets; RLS guards rows.
 func NewRowID() uuid.UUID {
 	var id uuid.UUID
