@@ -84,7 +84,7 @@ type Config struct {
 	MetricsPerTenant bool          `yaml:"metrics_per_tenant" env:"BULKHEAD_METRICS_PER_TENANT" default:"false" help:"add a per-organization request counter (one series per tenant: mind the cardinality)"`
 
 	LogLevel  string `yaml:"log_level" env:"BULKHEAD_LOG_LEVEL" default:"info" help:"debug, info, warn or error"`
-	LogFormat string `yaml:"log_format" env:"BULKHEAD_LOG_FORMAT" default:"json" help:"json or console; logs go to stderr, buffered (256 KiB, written at least every second and at exit)"`
+	LogFormat string `yaml:"log_format" env:"BULKHEAD_LOG_FORMAT" default:"json" help:"json or console; logs go to stderr, json buffered (256 KiB, written at least every second and at exit), console line by line"`
 }
 
 // Upstream is a provider that serves some models.
