@@ -39,28 +39,10 @@ func TestLeaseSizeAndLifetime(t *testing.T) {
 func TestLeaseSmallLimitIsExact(t *testing.T) {
 	lims := replicas(t, 3, Options{Timeout: 5 * time.Second, Lease: true})
 	const calls = 200
-	var allowed atomic.Int64
-	start := make(chan struct{})
-	began := time.Now()
-	var wg sync.WaitGroup
-	for i := range calls {
-		wg.Go(func() {
-			<-start
-			d, err := lims[i%len(lims)].Allow(context.Background(), "key-1", PerMinute(60), Limit{})
-			if err != nil || d.Source != SourceRedis {
-				t.Errorf("Allow: %+v, %v", d, err)
-				return
-			}
-			if d.Allowed {
-				allowed.Add(1)
-			}
-		})
-	}
-	close(start)
-	wg.Wait()
-	extra := int64(time.Since(began) / time.Second)
-	if n := allowed.Load(); n < 60 || n > 60+extra {
-		t.Errorf("allowed %d of %d, want exactly 60", n, calls)
+	allowed, _, took := burst(t, lims, calls, PerMinute(60))
+	extra := int64(took / time.Second)
+	if allowed < 60 || allowed > 60+extra {
+		t.Errorf("allowed %d of %d, want exactly 60", allowed, calls)
 	}
 	for _, l := range lims {
 		if s := l.Stats(); s.Leases != 0 || s.LeaseDecisions != 0 {
