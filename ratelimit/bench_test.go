@@ -58,15 +58,18 @@ func BenchmarkAllowLocalParallel(b *testing.B) {
 	})
 }
 
-func benchRedis(b *testing.B) (*Limiter, *countHook) {
+// benchRedis returns a Limiter with opts on the test Redis, and a hook
+// counting its round trips.
+func benchRedis(b *testing.B, opts Options) (*Limiter, *countHook) {
 	rdb := storetest.Redis(b)
 	hook := &countHook{}
 	rdb.AddHook(hook)
-	return New(rdb, Options{Prefix: testPrefix(b, rdb)}), hook
+	opts.Prefix = testPrefix(b, rdb)
+	return New(rdb, opts), hook
 }
 
 func BenchmarkAllowRedis(b *testing.B) {
-	lim, hook := benchRedis(b)
+	lim, hook := benchRedis(b, Options{})
 	ctx := context.Background()
 	if _, err := lim.Allow(ctx, "key-1", benchLimit, benchLimit); err != nil { // loads the script
 		b.Fatal(err)
@@ -84,7 +87,7 @@ func BenchmarkAllowRedis(b *testing.B) {
 
 func BenchmarkCharge(b *testing.B) {
 	b.Run("redis", func(b *testing.B) {
-		lim, hook := benchRedis(b)
+		lim, hook := benchRedis(b, Options{})
 		ctx := context.Background()
 		if err := lim.Charge(ctx, "key-1", benchLimit, 1); err != nil {
 			b.Fatal(err)
@@ -112,10 +115,7 @@ func BenchmarkCharge(b *testing.B) {
 // request-only budget: admissions come from local leases of benchLimit's
 // Burst/64 units.
 func BenchmarkAllowRedisLease(b *testing.B) {
-	rdb := storetest.Redis(b)
-	hook := &countHook{}
-	rdb.AddHook(hook)
-	lim := New(rdb, Options{Prefix: testPrefix(b, rdb), Lease: true})
+	lim, hook := benchRedis(b, Options{Lease: true})
 	ctx := context.Background()
 	if _, err := lim.Allow(ctx, "key-1", benchLimit, Limit{}); err != nil { // loads the script
 		b.Fatal(err)
@@ -132,10 +132,7 @@ func BenchmarkAllowRedisLease(b *testing.B) {
 }
 
 func BenchmarkAllowRedisLeaseParallel(b *testing.B) {
-	rdb := storetest.Redis(b)
-	hook := &countHook{}
-	rdb.AddHook(hook)
-	lim := New(rdb, Options{Prefix: testPrefix(b, rdb), Lease: true})
+	lim, hook := benchRedis(b, Options{Lease: true})
 	ctx := context.Background()
 	if _, err := lim.Allow(ctx, "key-1", benchLimit, Limit{}); err != nil {
 		b.Fatal(err)
