@@ -281,26 +281,25 @@ func pairLogOnOff(f benchFlags, onURL, offURL string, h http.Header) {
 	var ratios, cpuRatios []float64
 	var sumOn, sumOff float64
 	for i := 1; i <= f.pairs; i++ {
-		var rps, cpu [2]float64 // on, off
-		first := sampleCPU(0)
-		t0 := time.Now()
+		var rps, cpu, steal [2]float64 // on, off
 		for k := range 2 {
 			which := (i + k) % 2 // odd pairs start with the log on
 			url := onURL
 			if which == 1 {
 				url = offURL
 			}
-			before := sampleCPU(0)
+			before, t0 := sampleCPU(0), time.Now()
 			m := attack(url, h, vegeta.Rate{Freq: 0}, f.pairDur, f.conns)
 			time.Sleep(300 * time.Millisecond)
-			_, _, _, cpu[which] = before.perRequest(sampleCPU(0), m.Requests)
+			after := sampleCPU(0)
+			_, _, _, cpu[which] = before.perRequest(after, m.Requests)
+			steal[which] = before.stealShare(after, time.Since(t0))
 			rps[which] = m.Throughput
 		}
-		steal := first.stealShare(sampleCPU(0), time.Since(t0))
 		ratios = append(ratios, rps[0]/rps[1])
 		cpuRatios = append(cpuRatios, cpu[1]/cpu[0])
 		sumOn, sumOff = sumOn+rps[0], sumOff+rps[1]
-		fmt.Printf("| %d | %.0f | %.0f | %.1f%% | %.1f µs | %.1f µs | %.0f%% |\n", i, rps[0], rps[1], 100*rps[0]/rps[1], cpu[0], cpu[1], 100*steal)
+		fmt.Printf("| %d | %.0f | %.0f | %.1f%% | %.1f µs | %.1f µs | %.0f%% |\n", i, rps[0], rps[1], 100*rps[0]/rps[1], cpu[0], cpu[1], 50*(steal[0]+steal[1]))
 	}
 	fmt.Printf("\nRequest log on vs off: throughput %.1f%% (median pair; all pairs summed %.1f%%, pairs from %.1f%% to %.1f%%); "+
 		"machine CPU per request, off over on, %.1f%% (median pair).\n",
