@@ -16,7 +16,8 @@ import (
 )
 
 // seedPrompts writes n rows for org through the owner, inside org's context,
-// one second apart, alternating models m1 and m2.
+// one second apart, alternating models m1 and m2, with ids that carry their
+// created_at as the gateway's do.
 func seedPrompts(t *testing.T, org, key uuid.UUID, n int) {
 	t.Helper()
 	owner := storetest.OwnerPool(t)
@@ -24,11 +25,11 @@ func seedPrompts(t *testing.T, org, key uuid.UUID, n int) {
 		if _, err := tx.Exec(context.Background(), `SELECT set_config('app.current_tenant_id', $1, true)`, org.String()); err != nil {
 			return err
 		}
-		_, err := tx.Exec(context.Background(), `INSERT INTO prompts (organization_id, request_id, api_key_id, model, prompt_text, response,
+		_, err := tx.Exec(context.Background(), `INSERT INTO prompts (organization_id, id, request_id, api_key_id, model, prompt_text, response,
 			prompt_tokens, completion_tokens, usage_tokens, usage_source, status, created_at)
-			SELECT $1, 'seed-' || g, $2, 'm' || (g % 2 + 1), 'prompt ' || g, 'answer ' || g, 10, 5, 15, 'upstream', 200,
-			       now() - make_interval(secs => g)
-			FROM generate_series(1, $3::int) g`, org, key, n)
+			SELECT $1, prompts_row_id(t, gen_random_uuid()), 'seed-' || g, $2, 'm' || (g % 2 + 1), 'prompt ' || g, 'answer ' || g,
+			       10, 5, 15, 'upstream', 200, t
+			FROM generate_series(1, $3::int) g, LATERAL (SELECT now() - make_interval(secs => g) AS t) c`, org, key, n)
 		return err
 	})
 	if err != nil {

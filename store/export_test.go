@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -24,3 +25,9 @@ func StartedForTest(w *Writer) bool {
 	defer w.mu.Unlock()
 	return w.started
 }
+
+// RowIDForTest is rowID: the id of a row created at t with random bits low.
+func RowIDForTest(t time.Time, low uint64) uuid.UUID { return rowID(t, low) }
+
+// SettleRowIDForTest is settleRowID.
+func SettleRowIDForTest(r *LogRecord) { settleRowID(r) }

@@ -120,12 +120,19 @@ func (s *Store) listPrompts(ctx context.Context, org uuid.UUID, f PromptFilter, 
 }
 
 // GetPrompt returns one of org's rows. Another tenant's id is ErrNotFound,
-// exactly like a missing one.
+// exactly like a missing one. The row is looked up in the primary key
+// (organization_id, created_at, id) at the time its id carries
+// (RowIDTime); an id that carries none names no row.
 func (s *Store) GetPrompt(ctx context.Context, org, id uuid.UUID) (Prompt, error) {
+	created, ok := RowIDTime(id)
+	if !ok {
+		return Prompt{}, fmt.Errorf("reading prompt: %w", ErrNotFound)
+	}
 	var p Prompt
 	err := s.InTenant(ctx, org, func(tx pgx.Tx) error {
 		var err error
-		p, err = scanPrompt(tx.QueryRow(ctx, "SELECT "+promptColumns+" FROM prompts WHERE organization_id = $1 AND id = $2", org, id))
+		p, err = scanPrompt(tx.QueryRow(ctx, "SELECT "+promptColumns+
+			" FROM prompts WHERE organization_id = $1 AND created_at = $2 AND id = $3", org, created, id))
 		return err
 	})
 	if err != nil {

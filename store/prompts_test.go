@@ -2,7 +2,13 @@ package store_test
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/bulkheadhq/bulkhead/store"
 	"github.com/bulkheadhq/bulkhead/store/storetest"
@@ -32,5 +38,87 @@ func TestListPromptsRLSSafetyNet(t *testing.T) {
 				t.Errorf("tenant %s saw a row of %s", tenant.org, other.org)
 			}
 		}
+	}
+}
+
+// GetPrompt finds a row in the primary key (organization_id, created_at,
+// id) at the time its id carries: every row the writer stored, and one
+// inserted with the column's default id. Another tenant's id, an id of
+// another form, and an id whose time or random bits differ are all the
+// same ErrNotFound.
+func TestGetPromptByRowID(t *testing.T) {
+	st := storetest.Open(t, store.Options{})
+	owner := storetest.OwnerPool(t)
+	orgs := newOrgs(t, owner, 2)
+	a, b := orgs[0], orgs[1]
+	ctx := context.Background()
+	run := "get" + uuid.NewString()[:8]
+	w := startWriter(t, st, store.WriterOptions{})
+	var recs []store.LogRecord
+	for i := range 20 {
+		r := rec(a, run, i)
+		if i%2 == 1 {
+			r.ID, r.CreatedAt = uuid.Nil, time.Time{} // the writer assigns both
+		}
+		w.Record(r)
+		recs = append(recs, r)
+	}
+	if err := w.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := st.ListPrompts(ctx, a, store.PromptFilter{Limit: 100})
+	if err != nil || len(rows) != len(recs) {
+		t.Fatalf("listed %d rows (%v), want %d", len(rows), err, len(recs))
+	}
+	for _, row := range rows {
+		got, err := st.GetPrompt(ctx, a, row.ID)
+		if err != nil || got.ID != row.ID || !got.CreatedAt.Equal(row.CreatedAt) || got.RequestID != row.RequestID {
+			t.Fatalf("GetPrompt(%s): %+v %v, want %+v", row.ID, got, err, row)
+		}
+		if at, _ := store.RowIDTime(row.ID); !at.Equal(row.CreatedAt) {
+			t.Errorf("row %s: id carries %v, created_at %v", row.ID, at, row.CreatedAt)
+		}
+		if _, err := st.GetPrompt(ctx, b, row.ID); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("B reads A's row %s: %v, want ErrNotFound", row.ID, err)
+		}
+	}
+	stored := map[uuid.UUID]bool{}
+	for _, row := range rows {
+		stored[row.ID] = true
+	}
+	for _, r := range recs {
+		if r.ID != uuid.Nil && !stored[r.ID] {
+			t.Errorf("record %s was stored under another id", r.ID)
+		}
+	}
+
+	id := rows[0].ID
+	otherBits := id
+	otherBits[15] ^= 1
+	at, _ := store.RowIDTime(id)
+	otherTime := store.RowIDForTest(at.Add(time.Microsecond), binary.BigEndian.Uint64(id[8:]))
+	for name, id := range map[string]uuid.UUID{
+		"random bits differ": otherBits, "time differs": otherTime, "version 4": uuid.New(), "nil": uuid.Nil,
+	} {
+		if _, err := st.GetPrompt(ctx, a, id); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s (%s): %v, want ErrNotFound", name, id, err)
+		}
+	}
+
+	// An insert that leaves id and created_at to their defaults gets an
+	// id that carries created_at too.
+	var def uuid.UUID
+	err = pgx.BeginFunc(ctx, owner, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('app.current_tenant_id', $1, true)`, a.String()); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `INSERT INTO prompts (organization_id, request_id, model, status)
+			VALUES ($1, 'default-id', 'm', 200) RETURNING id`, a).Scan(&def)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GetPrompt(ctx, a, def); err != nil {
+		t.Errorf("row with the default id %s: %v", def, err)
 	}
 }

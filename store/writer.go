@@ -314,17 +314,14 @@ func NewWriter(st *Store, opts WriterOptions) (*Writer, error) {
 //   - without a spool, or if that append fails, Record blocks until the
 //     queue has room. With a spool this happens only when the disk fails.
 //
-// A zero CreatedAt is set to now; an empty UsageSource is stored as
-// "none". A record over 256 MiB of text is a dead letter at once. After Close has begun, r goes to the spool (replayed by the next
+// A zero CreatedAt is set to now, and r's ID is made to carry CreatedAt
+// (settleRowID; a zero ID is a new one); an empty UsageSource is stored
+// as "none". A record over 256 MiB of text is a dead letter at once.
+// After Close has begun, r goes to the spool (replayed by the next
 // process); without a spool it is lost, logged and counted (stop calling
 // Record before closing the writer).
 func (w *Writer) Record(r LogRecord) {
-	if r.CreatedAt.IsZero() {
-		r.CreatedAt = time.Now()
-	}
-	if r.ID == uuid.Nil { // before the queue and the spool: replays keep it
-		r.ID = NewRowID()
-	}
+	settleRowID(&r) // before the queue and the spool: replays keep it
 	w.enqueued.Add(1)
 	if recordBytes(&r) > maxRecordBytes {
 		w.deadLetter(&r, errTooLarge)
@@ -1041,6 +1038,11 @@ type scratch struct {
 // measurement. Should a fresh batch still meet a committed id (a commit
 // whose outcome was lost, then retried), the unique violation sends it to
 // the row-by-row retry, which skips the duplicate.
+//
+// The conflict is named by constraint: prompts_pkey is (organization_id,
+// id) up to migration 00007 and (organization_id, created_at, id) from
+// 00008, and the ids this version writes are unique under both, so it
+// runs on either schema (gateways are upgraded before the migration).
 const insertSQL = `INSERT INTO prompts (organization_id, id, request_id, api_key_id, endpoint, model,
 	prompt_text, response, prompt_tokens, completion_tokens, usage_tokens, usage_source,
 	status, latency_ms, stream, created_at)
@@ -1063,7 +1065,7 @@ type insertStmt struct{ name, sql string }
 var (
 	insertFresh      = insertStmt{"bulkhead_insert_prompts", insertSQL}
 	insertIdempotent = insertStmt{"bulkhead_insert_prompts_idempotent", insertSQL + `
-ON CONFLICT (organization_id, id) DO NOTHING`}
+ON CONFLICT ON CONSTRAINT prompts_pkey DO NOTHING`}
 )
 
 // columns holds one statement's parameters, one binary array per column
@@ -1128,11 +1130,8 @@ func (c *columns) fill(recs []LogRecord, idx []int) {
 		a[colLatency].int4(clamp32(r.Latency.Milliseconds()))
 		a[colStream].bool(r.Stream)
 		a[colCreated].timestamptz(r.CreatedAt)
-		id := r.ID
-		if id == uuid.Nil { // a version-1 spool record
-			id = NewRowID()
-		}
-		a[colID].uuid(id)
+		settleRowID(r) // a record of an older version's spool: no id (version 1), or one made apart from CreatedAt
+		a[colID].uuid(r.ID)
 	}
 }
 

@@ -58,8 +58,9 @@ func newOrgs(t testing.TB, owner *pgxpool.Pool, n int) []uuid.UUID {
 // rec builds the i-th record of a run for org. The request id starts with
 // the organization, so a row's organization can be checked against it.
 func rec(org uuid.UUID, run string, i int) store.LogRecord {
+	now := time.Now()
 	return store.LogRecord{
-		ID:               uuid.New(),
+		ID:               store.NewRowID(now),
 		OrgID:            org,
 		RequestID:        fmt.Sprintf("%s/%s/%d", org, run, i),
 		Endpoint:         "/v1/chat/completions",
@@ -72,7 +73,7 @@ func rec(org uuid.UUID, run string, i int) store.LogRecord {
 		UsageSource:      "upstream",
 		Status:           200,
 		Latency:          time.Duration(i%500) * time.Millisecond,
-		CreatedAt:        time.Now(),
+		CreatedAt:        now,
 	}
 }
 
@@ -611,7 +612,6 @@ func TestWriterFreshBatchMeetsCommittedID(t *testing.T) {
 	orgs := newOrgs(t, owner, 1)
 	run := "fr" + uuid.NewString()[:8]
 	first := rec(orgs[0], run, 0)
-	first.ID = store.NewRowID()
 
 	w1 := startWriter(t, st, store.WriterOptions{})
 	w1.Record(first)
@@ -630,6 +630,42 @@ func TestWriterFreshBatchMeetsCommittedID(t *testing.T) {
 	}
 	if got := total(countByOrg(t, owner, orgs, run)); got != 3 {
 		t.Errorf("%d rows, want 3", got)
+	}
+}
+
+// An older version's record (its id made apart from CreatedAt, at the end
+// of the request) that an older process committed, and that migration
+// 00008 then gave an id carrying its created_at, is met again when the
+// older spool replays it: no second row.
+func TestWriterOlderRecordMeetsMigratedRow(t *testing.T) {
+	st := storetest.Open(t, store.Options{})
+	owner := storetest.OwnerPool(t)
+	orgs := newOrgs(t, owner, 1)
+	run := "old" + uuid.NewString()[:8]
+	r := rec(orgs[0], run, 0)
+	r.ID = uuid.Must(uuid.NewV7()) // as 00007's gateway made it, after CreatedAt
+	ctx := context.Background()
+	err := pgx.BeginFunc(ctx, owner, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('app.current_tenant_id', $1, true)`, r.OrgID.String()); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO prompts (organization_id, id, request_id, model, status, created_at)
+			VALUES ($1, prompts_row_id($3, $2), $4, $5, 200, $3)`, r.OrgID, r.ID, r.CreatedAt, r.RequestID, r.Model)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWriter(t, st, store.WriterOptions{})
+	w.Record(r)
+	if err := w.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if s := w.Stats(); s.Duplicates != 1 || s.DeadLetters != 0 {
+		t.Errorf("stats %+v; want 1 duplicate, 0 dead letters", s)
+	}
+	if got := total(countByOrg(t, owner, orgs, run)); got != 1 {
+		t.Errorf("%d rows, want 1", got)
 	}
 }
 

@@ -59,7 +59,9 @@ var (
 func Migrate(t testing.TB) {
 	t.Helper()
 	migrateOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		// Generous: a migration that rewrites rows (00008) takes minutes
+		// on a test database that earlier runs filled.
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 		defer cancel()
 		_, migrateErr = store.Migrate(ctx, OwnerDSN())
 	})
