@@ -149,7 +149,7 @@ type WriterStats struct {
 	Written      int64 // records committed straight from the queue
 	Spooled      int64 // records appended to the spool (by Record on overflow, or by Run)
 	Replayed     int64 // records committed from the spool, including an earlier process's
-	Duplicates   int64 // committed records whose (organization, request id) was already stored: no-ops
+	Duplicates   int64 // committed records whose row (organization, created_at, id) was already stored: no-ops
 	DeadLetters  int64 // records PostgreSQL refused row by row (or undecodable spool frames); logged by request id
 	Lost         int64 // records neither PostgreSQL nor the spool took before the final flush's deadline
 	Transactions int64 // tenant transactions committed
@@ -185,9 +185,10 @@ type WriterStats struct {
 // (100ms doubling to MaxBackoff) it pings PostgreSQL and, once it answers,
 // replays the spool oldest segment first, deleting each segment once all
 // its records are committed. When the spool is empty, batches go straight
-// to PostgreSQL again. Inserts are idempotent on (organization_id,
-// id), the row id Record assigns before queueing or spooling, so a segment replayed twice (a crash between the commit and
-// the deletion) adds no rows. A spool left by an earlier process is
+// to PostgreSQL again. Inserts are idempotent on the primary key
+// (organization_id, created_at, id), which Record fixes before queueing
+// or spooling, so a segment replayed twice (a crash between the commit
+// and the deletion) adds no rows. A spool left by an earlier process is
 // replayed the same way when Run starts.
 //
 // # Dead letters
@@ -1108,6 +1109,7 @@ func (c *columns) fill(recs []LogRecord, idx []int) {
 	}
 	for _, i := range idx {
 		r := &recs[i]
+		settleRowID(r) // a record of an older version's spool: no id (version 1), or one made apart from CreatedAt
 		a[colRequestID].text(r.RequestID)
 		if r.KeyID == uuid.Nil {
 			a[colKeyID].null()
@@ -1130,7 +1132,6 @@ func (c *columns) fill(recs []LogRecord, idx []int) {
 		a[colLatency].int4(clamp32(r.Latency.Milliseconds()))
 		a[colStream].bool(r.Stream)
 		a[colCreated].timestamptz(r.CreatedAt)
-		settleRowID(r) // a record of an older version's spool: no id (version 1), or one made apart from CreatedAt
 		a[colID].uuid(r.ID)
 	}
 }

@@ -23,8 +23,10 @@
 -- Upgrade the gateways first, then migrate. The new gateway writes ids of
 -- the new form and names the conflict of its replays by constraint
 -- (prompts_pkey), which works before and after this migration; until it
--- runs, a row stored by an older version is not found by its id. An older
--- gateway's replays name (organization_id, id) and fail after it.
+-- runs, a row stored by an older version is not found by its id, and a
+-- record of an older spool that the older process had already committed
+-- is stored again (removed below). An older gateway's replays name
+-- (organization_id, id) and fail after this migration.
 --
 -- The update rewrites every older row once, in one statement; the index
 -- builds CONCURRENTLY, so the table keeps taking rows meanwhile.
@@ -42,6 +44,17 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
                  ('x' || right(replace(id::text, '-', ''), 16))::bit(64)::bigint AS low) v
 $$;
 -- +goose StatementEnd
+-- A gateway of this version that replayed an older spool before this
+-- migration may have stored a record twice: once by the older process,
+-- under its older id, and again under the new form of that id, which the
+-- key (organization_id, id) could not match to the first. Keep the new
+-- row, delete the older copy (same record: same time, request id and id
+-- bits); otherwise the update below would collide with it.
+DELETE FROM prompts p
+WHERE p.id <> prompts_row_id(p.created_at, p.id)
+  AND EXISTS (SELECT FROM prompts q
+              WHERE q.organization_id = p.organization_id AND q.created_at = p.created_at
+                AND q.id = prompts_row_id(p.created_at, p.id) AND q.request_id = p.request_id);
 UPDATE prompts SET id = prompts_row_id(created_at, id) WHERE id <> prompts_row_id(created_at, id);
 ALTER TABLE prompts ALTER COLUMN id SET DEFAULT prompts_row_id(now(), gen_random_uuid()); -- created_at's default is now() too
 DROP INDEX CONCURRENTLY IF EXISTS prompts_key_by_time;
@@ -56,4 +69,4 @@ DROP INDEX CONCURRENTLY IF EXISTS prompts_org_created;
 CREATE INDEX CONCURRENTLY prompts_org_created ON prompts (organization_id, created_at, id);
 ALTER TABLE prompts DROP CONSTRAINT prompts_pkey, ADD CONSTRAINT prompts_pkey PRIMARY KEY USING INDEX prompts_key_by_id;
 ALTER TABLE prompts ALTER COLUMN id SET DEFAULT gen_random_uuid();
-DROP FUNCTION prompts_row_id(timestamptz, uuid);
+DROP FUNCTION IF EXISTS prompts_row_id(timestamptz, uuid);
