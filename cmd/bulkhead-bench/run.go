@@ -212,7 +212,10 @@ func runBench(ctx context.Context, args []string) error {
 	for _, t := range targets[2:] {
 		fmt.Printf("- %s: %.0f%% of the floor's throughput\n", t.name, 100*best[t.name]/best[targets[1].name])
 	}
-	fmt.Printf("- request log on vs off: %.0f%%\n", 100*best[targets[2].name]/best[targets[4].name])
+	// Not the log on over off: two long phases seconds apart differ by the
+	// machine's drift as much as by the log (this read 75% in a run whose
+	// pairs gave 94%). The paired phase measures it.
+	fmt.Printf("- request log on vs off: see the paired phase below\n")
 
 	on, off := targets[2], targets[4]
 	if f.pairs > 0 {
