@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/bulkheadhq/bulkhead/store"
 	"github.com/bulkheadhq/bulkhead/store/storetest"
@@ -108,14 +107,8 @@ func TestGetPromptByRowID(t *testing.T) {
 	// An insert that leaves id and created_at to their defaults gets an
 	// id that carries created_at too.
 	var def uuid.UUID
-	err = pgx.BeginFunc(ctx, owner, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT set_config('app.current_tenant_id', $1, true)`, a.String()); err != nil {
-			return err
-		}
-		return tx.QueryRow(ctx, `INSERT INTO prompts (organization_id, request_id, model, status)
-			VALUES ($1, 'default-id', 'm', 200) RETURNING id`, a).Scan(&def)
-	})
-	if err != nil {
+	if err := owner.QueryRow(ctx, `INSERT INTO prompts (organization_id, request_id, model, status)
+		VALUES ($1, 'default-id', 'm', 200) RETURNING id`, a).Scan(&def); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := st.GetPrompt(ctx, a, def); err != nil {

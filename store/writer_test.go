@@ -644,16 +644,8 @@ func TestWriterOlderRecordMeetsMigratedRow(t *testing.T) {
 	run := "old" + uuid.NewString()[:8]
 	r := rec(orgs[0], run, 0)
 	r.ID = uuid.Must(uuid.NewV7()) // as 00007's gateway made it, after CreatedAt
-	ctx := context.Background()
-	err := pgx.BeginFunc(ctx, owner, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT set_config('app.current_tenant_id', $1, true)`, r.OrgID.String()); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO prompts (organization_id, id, request_id, model, status, created_at)
-			VALUES ($1, prompts_row_id($3, $2), $4, $5, 200, $3)`, r.OrgID, r.ID, r.CreatedAt, r.RequestID, r.Model)
-		return err
-	})
-	if err != nil {
+	if _, err := owner.Exec(context.Background(), `INSERT INTO prompts (organization_id, id, request_id, model, status, created_at)
+		VALUES ($1, prompts_row_id($3, $2), $4, $5, 200, $3)`, r.OrgID, r.ID, r.CreatedAt, r.RequestID, r.Model); err != nil {
 		t.Fatal(err)
 	}
 	w := startWriter(t, st, store.WriterOptions{})
