@@ -836,6 +836,9 @@ func (w *Writer) replaySegment(ctx, wctx context.Context, sg spool.Segment) erro
 				p.done[i] = true
 				continue
 			}
+			// Record settled the id before spooling it; an older version's
+			// frame has none (version 1) or one made apart from CreatedAt.
+			settleRowID(&r)
 			recs, ix = append(recs, r), append(ix, i)
 		}
 		rs.replay, rs.replayIx = recs, ix
@@ -1109,7 +1112,6 @@ func (c *columns) fill(recs []LogRecord, idx []int) {
 	}
 	for _, i := range idx {
 		r := &recs[i]
-		settleRowID(r) // a record of an older version's spool: no id (version 1), or one made apart from CreatedAt
 		a[colRequestID].text(r.RequestID)
 		if r.KeyID == uuid.Nil {
 			a[colKeyID].null()

@@ -648,8 +648,19 @@ func TestWriterOlderRecordMeetsMigratedRow(t *testing.T) {
 		VALUES ($1, prompts_row_id($3, $2), $4, $5, 200, $3)`, r.OrgID, r.ID, r.CreatedAt, r.RequestID, r.Model); err != nil {
 		t.Fatal(err)
 	}
-	w := startWriter(t, st, store.WriterOptions{})
-	w.Record(r)
+	// The older process's spool, as it wrote it (Record settles ids, so
+	// the frame goes in by hand).
+	dir := t.TempDir()
+	sp, err := spool.Open(dir, spool.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Append(store.AppendLogRecord(nil, &r)); err != nil {
+		t.Fatal(err)
+	}
+	sp.Close()
+	w := startWriter(t, st, store.WriterOptions{SpoolDir: dir})
+	waitFor(t, 30*time.Second, "the replay", func() bool { s := w.Stats(); return s.SpoolBytes == 0 && !s.Replaying })
 	if err := w.stop(t); err != nil {
 		t.Fatal(err)
 	}
