@@ -75,7 +75,7 @@ type Config struct {
 	RequestLog    bool   `yaml:"request_log" env:"BULKHEAD_REQUEST_LOG" default:"true" help:"write every request to the prompts table; false keeps only the access log line (for benchmarks and debugging, not for production)"`
 	SpoolDir      string `yaml:"spool_dir" env:"BULKHEAD_SPOOL_DIR" default:".run/spool" help:"directory of the request log's disk spool, which keeps every record through a PostgreSQL outage or a restart; one per replica; empty disables it (records then wait in memory)"`
 	SpoolMaxBytes int64  `yaml:"spool_max_bytes" env:"BULKHEAD_SPOOL_MAX_BYTES" default:"1073741824" help:"spool size at which new requests get 503 rather than risk a record"`
-	SpoolFsync    string `yaml:"spool_fsync" env:"BULKHEAD_SPOOL_FSYNC" default:"batch" help:"batch (every spool write is on disk before it returns) or never (leave it to the kernel: a machine crash may lose the last seconds)"`
+	SpoolFsync    string `yaml:"spool_fsync" env:"BULKHEAD_SPOOL_FSYNC" default:"interval" help:"when the request log's journal and spool reach the disk: interval (written before each answer is sent, fsynced every second: a machine crash may lose the last second), batch (fsynced before each answer is sent; costs an fsync per group of concurrent requests) or never (left to the kernel); a process crash loses nothing under any of them"`
 
 	MaxRequestBodyBytes int           `yaml:"max_request_body_bytes" env:"BULKHEAD_MAX_REQUEST_BODY_BYTES" default:"4194304" help:"largest request body accepted; larger bodies get 413"`
 	ShutdownTimeout     time.Duration `yaml:"shutdown_timeout" env:"BULKHEAD_SHUTDOWN_TIMEOUT" default:"30s" help:"how long in-flight requests may take to finish after SIGTERM"`
@@ -330,8 +330,8 @@ func (c Config) Validate() error {
 	if c.SpoolMaxBytes < 1<<20 {
 		bad("BULKHEAD_SPOOL_MAX_BYTES", "must be at least 1 MiB, got %d", c.SpoolMaxBytes)
 	}
-	if c.SpoolFsync != "batch" && c.SpoolFsync != "never" {
-		bad("BULKHEAD_SPOOL_FSYNC", "want batch or never, got %q", c.SpoolFsync)
+	if c.SpoolFsync != "batch" && c.SpoolFsync != "interval" && c.SpoolFsync != "never" {
+		bad("BULKHEAD_SPOOL_FSYNC", "want interval, batch or never, got %q", c.SpoolFsync)
 	}
 	if c.CaptureMaxBytes < 0 {
 		bad("BULKHEAD_CAPTURE_MAX_BYTES", "must not be negative, got %d", c.CaptureMaxBytes)

@@ -317,6 +317,7 @@ type sseBody struct {
 	stopCut  func() bool
 	cut      atomic.Bool // the drain deadline passed: the gateway cut the stream
 	status   int
+	recorded bool // the request's record is made (see recordOnce)
 	readErr  error
 	buf      [streamBufSize]byte
 	out      []byte // forwarded bytes of one upstream read
@@ -348,6 +349,9 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 		if n > 0 {
 			b.out = b.out[:0]
 			b.tee.Write(b.buf[:n], collect) //nolint:errcheck // collect cannot fail
+			if b.tee.Ended() {
+				b.recordOnce() // before the terminal event leaves
+			}
 			if werr := write(b.out); werr != nil {
 				b.status = statusClientClosed // the caller went away: Close stops the upstream too
 				return total, werr
@@ -373,11 +377,25 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 			b.out = append(b.out, streamErrorEvent(b.x.reqID, errStreamBroke)...)
 		}
 	}
+	b.recordOnce() // before the last bytes and the end of the body leave
 	if err := write(b.out); err != nil {
 		b.status = statusClientClosed
 		return total, err
 	}
 	return total, nil
+}
+
+// recordOnce records the request with what the stream delivered so far.
+// WriteTo calls it before it forwards the stream's terminal event, or its
+// last bytes, so that (like a buffered answer, recorded before the handler
+// returns) a stream the caller saw complete is in the request log's
+// journal before the caller has it all: a crash after that loses no row.
+// A stream the caller left early is recorded by Close, with 499.
+func (b *sseBody) recordOnce() {
+	if !b.recorded {
+		b.recorded = true
+		b.x.record(b.s, b.status, b.tee.Result())
+	}
 }
 
 // Read is the fallback fasthttp never takes for chunked bodies; it exists
@@ -394,7 +412,7 @@ func (b *sseBody) Close() error {
 		}
 		b.upstream.CloseWithError(cerr) //nolint:errcheck // releasing the upstream connection
 	}
-	b.x.record(b.s, b.status, b.tee.Result())
+	b.recordOnce()
 	b.stopCut()
 	openai.ReleaseStreamTee(b.tee)
 	b.release()

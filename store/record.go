@@ -32,6 +32,8 @@ type LogRecord struct {
 	Latency          time.Duration
 	Stream           bool
 	CreatedAt        time.Time
+
+	jseq uint64 // the journal segment holding the record (0: none); see journal
 }
 
 // NewRowID returns the id of a prompts row created at t: a UUIDv7 (RFC

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,18 +74,20 @@ type WriterOptions struct {
 	// with backoff while the queue fills, and Record blocks once it is
 	// full (see Record).
 	SpoolDir string
-	// SpoolMaxBytes is the spool size at which Admit starts to return
+	// SpoolMaxBytes is the spool size (journal included) at which Admit starts to return
 	// ErrSpoolFull. It is a soft limit: records of requests already
 	// admitted are still spooled beyond it. 0: DefaultSpoolMaxBytes.
 	SpoolMaxBytes int64
 	// SpoolSegmentSize is the spool's segment size. 0:
 	// spool.DefaultSegmentSize (16 MiB).
 	SpoolSegmentSize int64
-	// Fsync is the spool's fsync policy. The zero value, spool.SyncBatch,
-	// makes every spool append (a batch, or an overflowing record) durable
-	// before it returns, concurrent appends sharing one fsync; SyncNever
-	// leaves flushing to the kernel (a machine crash can lose the last
-	// seconds of spooled records; a process crash cannot).
+	// Fsync is the fsync policy of the spool and the journal. The zero
+	// value, spool.SyncBatch, makes every append (each Record's journal
+	// entry, a batch, an overflowing record) durable before it returns,
+	// concurrent appends sharing one fsync; SyncInterval fsyncs every
+	// second and SyncNever leaves flushing to the kernel (a machine crash
+	// can lose the last second, or seconds, of records; a process crash
+	// cannot).
 	Fsync spool.SyncPolicy
 	// WriteTimeout bounds each tenant transaction (and each ping before a
 	// replay, which is also capped at 2s). 0: DefaultWriteTimeout.
@@ -158,6 +161,7 @@ type WriterStats struct {
 
 	QueueDepth        int   // records in the queue now
 	SpoolBytes        int64 // bytes in the spool now
+	JournalBytes      int64 // bytes in the journal now (records not yet in PostgreSQL or the spool, and stored ones of its newest segment)
 	SpoolCorruptBytes int64 // spool bytes skipped after a bad frame (see store/spool)
 	Replaying         bool  // the spool holds records: new batches go to the spool until it is replayed
 }
@@ -204,7 +208,10 @@ type Writer struct {
 	opts  WriterOptions
 	log   *zap.Logger
 	spool *spool.Spool // nil without SpoolDir
-	queue chan LogRecord
+	// journal holds every record from Record until PostgreSQL or the spool
+	// does (see journal); nil without SpoolDir.
+	journal *journal
+	queue   chan LogRecord
 	// full wakes Run when the queue holds a batch's worth (fullAt
 	// records): while a batch fills, Run sleeps on its timer and this,
 	// not on the queue, so a busy gateway wakes it a few times a batch
@@ -224,7 +231,8 @@ type Writer struct {
 	done     chan struct{}   // closed when the final flush has finished
 	runErr   error           // the final flush's result; read after done
 
-	degraded atomic.Bool // a spool append failed and nothing has been stored since
+	degraded    atomic.Bool // a spool append failed and nothing has been stored since
+	journalDown atomic.Bool // the last journal append failed
 
 	enqueued, overflowed, blocked                  atomic.Int64
 	written, spooled, replayed, duplicates         atomic.Int64
@@ -293,6 +301,22 @@ func NewWriter(st *Store, opts WriterOptions) (*Writer, error) {
 			return nil, fmt.Errorf("store: opening the request log spool: %w", err)
 		}
 		w.spool = sp
+		j, err := openJournal(filepath.Join(opts.SpoolDir, journalDir), opts.Fsync, opts.Log.Named("journal"))
+		if err != nil {
+			sp.Close()
+			return nil, fmt.Errorf("store: opening the request log journal: %w", err)
+		}
+		n, err := j.moveTo(sp)
+		if err != nil {
+			j.close()
+			sp.Close()
+			return nil, fmt.Errorf("store: moving the request log journal to the spool: %w", err)
+		}
+		if n > 0 {
+			w.log.Info("request log: the journal holds records of an earlier run that may not be stored; replaying them",
+				zap.Int("records", n))
+		}
+		w.journal = j
 		if sp.Size() > 0 {
 			w.log.Info("request log: spool holds records from an earlier run; replaying them first",
 				zap.Int64("bytes", sp.Size()), zap.Int("segments", sp.Segments()))
@@ -308,6 +332,11 @@ func NewWriter(st *Store, opts WriterOptions) (*Writer, error) {
 
 // Record hands r to the log. It never drops r and returns quickly:
 //
+//   - with a spool, r is first appended to the journal, grouped with
+//     concurrent callers' records (one write, and with spool.SyncBatch one
+//     fsync, per group): once Record returns, r survives a crash of the
+//     process. The gateway calls Record before it sends the answer's last
+//     byte;
 //   - if the queue has room, r is queued;
 //   - if the queue is full, r is appended to the spool on the caller's
 //     goroutine: one write, and with spool.SyncBatch an fsync shared
@@ -334,6 +363,11 @@ func (w *Writer) Record(r LogRecord) {
 		w.recordAfterClose(&r)
 		return
 	}
+	if w.journal != nil {
+		seq, err := w.journal.append(&r)
+		w.journaled(err)
+		r.jseq = seq
+	}
 	select {
 	case w.queue <- r:
 		w.inflight.Add(-1)
@@ -349,6 +383,7 @@ func (w *Writer) Record(r LogRecord) {
 	if w.spool != nil {
 		if _, _, err := w.spoolRecords([]LogRecord{r}, nil, nil); err == nil {
 			w.overflowed.Add(1)
+			w.ackJournal([]LogRecord{r})
 			w.inflight.Add(-1)
 			return
 		}
@@ -383,10 +418,10 @@ func (w *Writer) Admit() error {
 		}
 		return nil
 	}
-	if w.degraded.Load() {
+	if w.degraded.Load() || w.journalDown.Load() {
 		return fmt.Errorf("%w: the spool cannot be written", ErrSpoolFull)
 	}
-	if w.spool.Size() >= w.opts.SpoolMaxBytes {
+	if w.spool.Size()+w.journal.size() >= w.opts.SpoolMaxBytes {
 		return ErrSpoolFull
 	}
 	return nil
@@ -411,6 +446,7 @@ func (w *Writer) Stats() WriterStats {
 	}
 	if w.spool != nil {
 		s.SpoolBytes = w.spool.Size()
+		s.JournalBytes = w.journal.size()
 		s.SpoolCorruptBytes = w.spool.SkippedBytes()
 	}
 	return s
@@ -669,6 +705,7 @@ func (w *Writer) writeDirect(ctx context.Context, recs []LogRecord) ([]LogRecord
 	done := w.doneSlice(len(recs))
 	err := w.writeRecords(ctx, recs, done, &w.written)
 	if err == nil {
+		w.ackJournal(recs)
 		return nil, nil
 	}
 	w.batchesFailed.Add(1)
@@ -679,7 +716,31 @@ func (w *Writer) writeDirect(ctx context.Context, recs []LogRecord) ([]LogRecord
 			n++
 		}
 	}
+	w.ackJournal(recs[n:])
 	return recs[:n], err
+}
+
+// ackJournal tells the journal that PostgreSQL or the spool holds recs,
+// or that they are dead letters.
+func (w *Writer) ackJournal(recs []LogRecord) {
+	if w.journal != nil && len(recs) > 0 {
+		w.journal.ack(recs)
+	}
+}
+
+// journaled notes the outcome of a journal append. After a failure the
+// record is kept in memory only, and Admit refuses new requests
+// (ErrSpoolFull) until an append succeeds again.
+func (w *Writer) journaled(err error) {
+	if err != nil {
+		if !w.journalDown.Swap(true) {
+			w.log.Error("request log: the journal cannot be written; refusing new requests", zap.Error(err))
+		}
+		return
+	}
+	if w.journalDown.Load() && w.journalDown.Swap(false) {
+		w.log.Info("request log: the journal is writable again")
+	}
 }
 
 func (w *Writer) doneSlice(n int) []bool {
@@ -699,6 +760,9 @@ func (w *Writer) spoolBatch(recs []LogRecord) error {
 	}
 	var err error
 	w.rs.enc, w.rs.payloads, err = w.spoolRecords(recs, w.rs.enc, w.rs.payloads)
+	if err == nil {
+		w.ackJournal(recs)
+	}
 	return err
 }
 
@@ -887,6 +951,9 @@ func (w *Writer) flush(ctx context.Context) error {
 		if err := w.spool.Close(); err != nil {
 			w.log.Warn("request log: closing the spool", zap.Error(err))
 		}
+		if err := w.journal.close(); err != nil {
+			w.log.Warn("request log: closing the journal", zap.Error(err))
+		}
 	}
 	if lost > 0 {
 		return fmt.Errorf("%w: %d records", ErrRecordsLost, lost)
@@ -923,12 +990,18 @@ func (w *Writer) placeFinal(ctx context.Context, recs []LogRecord) (lost int) {
 		case <-ctx.Done():
 			t.Stop()
 		}
-		w.lost.Add(int64(len(recs)))
 		for i := range recs {
+			if recs[i].jseq != 0 {
+				w.log.Warn("request log: record left in the journal at shutdown; the next start replays it",
+					zap.String("request_id", recs[i].RequestID), zap.Stringer("org", recs[i].OrgID))
+				continue
+			}
+			lost++
 			w.log.Error("request log: record lost at shutdown: neither PostgreSQL nor the spool took it",
 				zap.String("request_id", recs[i].RequestID), zap.Stringer("org", recs[i].OrgID))
 		}
-		return len(recs)
+		w.lost.Add(int64(lost))
+		return lost
 	}
 }
 

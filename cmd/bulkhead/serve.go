@@ -78,10 +78,11 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerAuthMetrics(reg, authn)
-	wopts := store.WriterOptions{SpoolDir: cfg.SpoolDir, SpoolMaxBytes: cfg.SpoolMaxBytes, Log: log.Named("requestlog")}
-	if cfg.SpoolFsync == "never" {
-		wopts.Fsync = spool.SyncNever
+	fsync, err := spool.ParseSyncPolicy(cfg.SpoolFsync)
+	if err != nil {
+		return fmt.Errorf("BULKHEAD_SPOOL_FSYNC: %w", err)
 	}
+	wopts := store.WriterOptions{SpoolDir: cfg.SpoolDir, SpoolMaxBytes: cfg.SpoolMaxBytes, Fsync: fsync, Log: log.Named("requestlog")}
 	writer, err := store.NewWriter(st, wopts)
 	if err != nil {
 		return fmt.Errorf("request log (BULKHEAD_SPOOL_DIR): %w", err)
@@ -191,6 +192,7 @@ func registerWriterMetrics(reg prometheus.Registerer, w *store.Writer) {
 	}
 	gauge("queue_depth", "Records waiting in memory.", func(s store.WriterStats) float64 { return float64(s.QueueDepth) })
 	gauge("spool_bytes", "Bytes in the disk spool.", func(s store.WriterStats) float64 { return float64(s.SpoolBytes) })
+	gauge("journal_bytes", "Bytes in the request log's journal (answered requests not yet in PostgreSQL or the spool).", func(s store.WriterStats) float64 { return float64(s.JournalBytes) })
 	counter("written", "Records committed from the queue.", func(s store.WriterStats) int64 { return s.Written })
 	counter("spooled", "Records appended to the disk spool.", func(s store.WriterStats) int64 { return s.Spooled })
 	counter("replayed", "Records committed from the spool.", func(s store.WriterStats) int64 { return s.Replayed })

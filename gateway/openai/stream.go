@@ -55,6 +55,7 @@ type StreamTee struct {
 	usage Usage
 	fin   string
 	stats StreamStats
+	ended bool // the stream's terminal event has been seen (see Ended)
 
 	pending  []byte // the start of an event not yet complete, at most MaxEventBytes
 	skipping bool   // the current event outgrew MaxEventBytes; forward it as it comes
@@ -85,7 +86,7 @@ func NewStreamTee(ep Endpoint, dropUsageChunk bool, maxText int) *StreamTee {
 func (t *StreamTee) Reset(ep Endpoint, dropUsageChunk bool, maxText int) {
 	t.ep, t.drop = ep, dropUsageChunk
 	t.text.reset(maxText)
-	t.usage, t.fin, t.stats = Usage{Source: UsageNone}, "", StreamStats{}
+	t.usage, t.fin, t.stats, t.ended = Usage{Source: UsageNone}, "", StreamStats{}, false
 	t.pending, t.skipping = t.pending[:0], false
 	t.atLineStart, t.cr, t.lastCRLF, t.held = true, false, false, false
 	t.scratch = t.scratch[:0]
@@ -130,6 +131,13 @@ func (t *StreamTee) Result() Result {
 		FinishReason: t.fin,
 	}
 }
+
+// Ended reports whether the stream's terminal event has passed through
+// Write or Flush: "data: [DONE]" for chat and completions, a
+// response.completed, response.incomplete or response.failed event for
+// Responses. Everything the stream reports (text, usage) comes before it,
+// so the proxy can record the request before it forwards that event.
+func (t *StreamTee) Ended() bool { return t.ended }
 
 // Stats returns the counts of the current stream.
 func (t *StreamTee) Stats() StreamStats { return t.stats }
@@ -359,7 +367,11 @@ func (t *StreamTee) inspect(ev []byte, mayDrop bool) (drop bool) {
 		return false
 	}
 	event, data, ok := t.fields(ev)
-	if !ok || string(data) == "[DONE]" {
+	if !ok {
+		return false
+	}
+	if string(data) == "[DONE]" {
+		t.ended = t.ended || t.ep != Responses
 		return false
 	}
 	switch t.ep {
@@ -523,6 +535,7 @@ func (t *StreamTee) learnResponses(event, data []byte) {
 	case evTextDelta:
 		t.text.addJSON(delta)
 	case evCompleted, evIncomplete, evFailed:
+		t.ended = true
 		if respFound {
 			t.usage, t.fin = resp.Usage, resp.FinishReason
 		}

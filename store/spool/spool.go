@@ -66,6 +66,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -85,6 +86,11 @@ const (
 	// cache); a crash of the machine can lose the last seconds, and Open
 	// then truncates the torn tail.
 	SyncNever
+	// SyncInterval is SyncNever plus an fsync every Options.SyncEvery (and
+	// when a segment is sealed or created) on a goroutine of the Spool's
+	// own: a crash of the machine loses at most about SyncEvery of
+	// appends, and Append never waits for the disk.
+	SyncInterval
 )
 
 // String names the policy as configuration spells it.
@@ -94,19 +100,23 @@ func (p SyncPolicy) String() string {
 		return "batch"
 	case SyncNever:
 		return "never"
+	case SyncInterval:
+		return "interval"
 	}
 	return "SyncPolicy(" + strconv.Itoa(int(p)) + ")"
 }
 
-// ParseSyncPolicy parses "batch" (or "") and "never".
+// ParseSyncPolicy parses "batch" (or ""), "interval" and "never".
 func ParseSyncPolicy(s string) (SyncPolicy, error) {
 	switch strings.ToLower(s) {
 	case "", "batch":
 		return SyncBatch, nil
+	case "interval":
+		return SyncInterval, nil
 	case "never":
 		return SyncNever, nil
 	}
-	return 0, fmt.Errorf("spool: unknown sync policy %q (want batch or never)", s)
+	return 0, fmt.Errorf("spool: unknown sync policy %q (want batch, interval or never)", s)
 }
 
 // Defaults of Options' zero fields.
@@ -115,6 +125,8 @@ const (
 	DefaultSegmentSize int64 = 16 << 20
 	// MaxPayload is the largest payload Append takes (256 MiB).
 	MaxPayload = 256 << 20
+	// DefaultSyncEvery is SyncInterval's period.
+	DefaultSyncEvery = time.Second
 )
 
 // Options tunes Open. The zero value is ready to use.
@@ -127,6 +139,8 @@ type Options struct {
 	SegmentSize int64
 	// Sync is the fsync policy; the zero value is SyncBatch.
 	Sync SyncPolicy
+	// SyncEvery is SyncInterval's period. 0 means DefaultSyncEvery.
+	SyncEvery time.Duration
 	// Log receives recovery and corruption reports; nil means no logging.
 	Log *zap.Logger
 }
@@ -177,6 +191,10 @@ type Spool struct {
 	readMu  sync.Mutex // one Drain or Replay at a time
 	size    atomic.Int64
 	skipped atomic.Int64
+
+	stopSync chan struct{} // SyncInterval: closed by Close to stop the syncer
+	syncDone chan struct{} // SyncInterval: closed when the syncer has stopped
+	stopOnce sync.Once
 }
 
 // Open opens (creating it if needed) the spool in dir and recovers it: see
@@ -187,6 +205,9 @@ func Open(dir string, opts Options) (*Spool, error) {
 	}
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
+	}
+	if opts.SyncEvery <= 0 {
+		opts.SyncEvery = DefaultSyncEvery
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: creating %s: %w", dir, err)
@@ -200,7 +221,42 @@ func Open(dir string, opts Options) (*Spool, error) {
 		lk.Close()
 		return nil, err
 	}
+	if opts.Sync == SyncInterval {
+		s.stopSync, s.syncDone = make(chan struct{}), make(chan struct{})
+		go s.syncLoop()
+	}
 	return s, nil
+}
+
+// syncLoop is SyncInterval's goroutine: an fsync of what was appended
+// since the last one, every SyncEvery, until Close.
+func (s *Spool) syncLoop() {
+	defer close(s.syncDone)
+	t := time.NewTicker(s.opts.SyncEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopSync:
+			return
+		case <-t.C:
+			if err := s.Sync(); err != nil && !errors.Is(err, ErrClosed) {
+				return // the spool is broken: Append reports it from now on
+			}
+		}
+	}
+}
+
+// Sync forces every frame appended so far to stable storage (SyncBatch
+// and SyncInterval; with SyncNever it does nothing). A failed fsync breaks
+// the spool, as in Append.
+func (s *Spool) Sync() error {
+	if s.opts.Sync == SyncNever {
+		return nil
+	}
+	s.mu.Lock()
+	gen := s.written
+	s.mu.Unlock()
+	return s.syncTo(gen)
 }
 
 // recover lists the segments, scans each, and truncates the newest one
@@ -319,26 +375,39 @@ func scan(data []byte, fn func([]byte)) (good, frames int, reason string) {
 // Payloads must not be empty or larger than MaxPayload. Append does not
 // keep them.
 func (s *Spool) Append(payloads ...[]byte) error {
+	_, err := s.AppendSeq(payloads...)
+	return err
+}
+
+// AppendSeq is Append that also returns the sequence number of the
+// segment the payloads went to (0 when there were none), for callers that
+// delete segments themselves once their payloads are no longer needed
+// (see Remove).
+func (s *Spool) AppendSeq(payloads ...[]byte) (uint64, error) {
 	if len(payloads) == 0 {
-		return nil
+		return 0, nil
 	}
 	var n int64
 	for _, p := range payloads {
 		if len(p) == 0 {
-			return ErrEmptyPayload
+			return 0, ErrEmptyPayload
 		}
 		if len(p) > MaxPayload {
-			return ErrTooLarge
+			return 0, ErrTooLarge
 		}
 		n += headerSize + int64(len(p))
 	}
 	s.mu.Lock()
 	gen, err := s.writeLocked(payloads, n)
+	seq := s.activeSq
 	s.mu.Unlock()
-	if err != nil || s.opts.Sync == SyncNever {
-		return err
+	if err != nil {
+		return 0, err
 	}
-	return s.syncTo(gen)
+	if s.opts.Sync != SyncBatch {
+		return seq, nil
+	}
+	return seq, s.syncTo(gen)
 }
 
 // writeLocked writes the frames and returns the write's generation.
@@ -558,6 +627,42 @@ func (s *Spool) remove(sg segment) error {
 	return nil
 }
 
+// Remove deletes the segment seq, sealing it first if it is the one being
+// appended to (the next Append starts a new segment). It is for a caller
+// that tracks its payloads itself (AppendSeq) and knows that none of the
+// segment's is needed any more; the caller must make sure that no Append
+// into seq is under way. Removing a segment that does not exist is not an
+// error.
+func (s *Spool) Remove(seq uint64) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	if s.active != nil && s.activeSq == seq {
+		s.sealLocked()
+	}
+	i := slices.IndexFunc(s.segs, func(x segment) bool { return x.seq == seq })
+	if i < 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	sg := s.segs[i]
+	s.mu.Unlock()
+	return s.remove(sg)
+}
+
+// ActiveSize is the size of the segment being appended to and its
+// sequence number (0, 0 when there is none).
+func (s *Spool) ActiveSize() (seq uint64, size int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active == nil {
+		return 0, 0
+	}
+	return s.activeSq, s.activeSz
+}
+
 // Size is the number of bytes in the spool's segments, frame headers
 // included: what it occupies on disk, give or take file-system blocks.
 func (s *Spool) Size() int64 { return s.size.Load() }
@@ -585,6 +690,10 @@ func (s *Spool) Dir() string { return s.dir }
 // It does not delete anything. It is idempotent; Append, Drain and Replay
 // return ErrClosed afterwards.
 func (s *Spool) Close() error {
+	if s.stopSync != nil {
+		s.stopOnce.Do(func() { close(s.stopSync) })
+		<-s.syncDone
+	}
 	s.readMu.Lock()
 	defer s.readMu.Unlock()
 	s.mu.Lock()

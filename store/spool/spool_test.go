@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -431,13 +432,50 @@ func TestDirectoryLock(t *testing.T) {
 }
 
 func TestParseSyncPolicy(t *testing.T) {
-	for in, want := range map[string]SyncPolicy{"": SyncBatch, "batch": SyncBatch, "NEVER": SyncNever} {
+	for in, want := range map[string]SyncPolicy{"": SyncBatch, "batch": SyncBatch, "NEVER": SyncNever, "interval": SyncInterval} {
 		if got, err := ParseSyncPolicy(in); err != nil || got != want {
 			t.Errorf("ParseSyncPolicy(%q) = %v, %v", in, got, err)
 		}
 	}
 	if _, err := ParseSyncPolicy("always"); err == nil {
 		t.Error("ParseSyncPolicy(always) succeeded")
+	}
+}
+
+// SyncInterval: Append returns without an fsync, and the spool's own
+// goroutine fsyncs what was appended within SyncEvery; Close stops it.
+func TestSyncInterval(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{Sync: SyncInterval, SyncEvery: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append([]byte("one"), []byte("two")); err != nil {
+		t.Fatal(err)
+	}
+	synced := func() bool {
+		s.syncMu.Lock()
+		defer s.syncMu.Unlock()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.synced >= s.written
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !synced() {
+		if time.Now().After(deadline) {
+			t.Fatal("the appended frames were never fsynced")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.syncDone:
+	default:
+		t.Error("Close left the sync goroutine running")
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
 	}
 }
 
