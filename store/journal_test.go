@@ -1,0 +1,115 @@
+package store_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/bulkheadhq/bulkhead/store"
+	"github.com/bulkheadhq/bulkhead/store/spool"
+	"github.com/bulkheadhq/bulkhead/store/storetest"
+)
+
+// THREATS 58: what Record returned for is on disk. The journal of a writer
+// that never stored its records (as at a kill -9: the disk as it is, the
+// process gone) is replayed by the next writer on that directory: every
+// record once.
+func TestWriterJournalReplaysAfterCrash(t *testing.T) {
+	st := storetest.Open(t, store.Options{})
+	owner := storetest.OwnerPool(t)
+	orgs := newOrgs(t, owner, 2)
+	run := "jr" + uuid.NewString()[:8]
+	dirA, dirB := t.TempDir(), t.TempDir()
+
+	// A is never run: its records stay in its queue and its journal.
+	a, err := store.NewWriter(st, store.WriterOptions{SpoolDir: dirA, Fsync: spool.SyncNever})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 500
+	for i := range n {
+		a.Record(rec(orgs[i%2], run, i))
+	}
+	if s := a.Stats(); s.JournalBytes == 0 || s.SpoolBytes != 0 {
+		t.Fatalf("after %d records: journal %d bytes, spool %d bytes", n, s.JournalBytes, s.SpoolBytes)
+	}
+	// The disk as a crash would leave it.
+	if err := os.MkdirAll(filepath.Join(dirB, "journal"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range segFiles(t, filepath.Join(dirA, "journal")) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dirB, "journal", filepath.Base(f)), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	b := startWriter(t, st, store.WriterOptions{SpoolDir: dirB, FlushInterval: 10 * time.Millisecond})
+	waitFor(t, 30*time.Second, "the journal's records", func() bool { return total(countByOrg(t, owner, orgs, run)) == n })
+	if err := b.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if s := b.Stats(); s.Replayed != n {
+		t.Errorf("replayed %d records, want %d", s.Replayed, n)
+	}
+	if m := segFiles(t, filepath.Join(dirB, "journal")); len(m) != 0 {
+		t.Errorf("journal segments left after a clean stop: %v", m)
+	}
+	// A, closed now, stores its queue too: the same rows, no second copy.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := countByOrg(t, owner, orgs, run)
+	if got[orgs[0]] != n/2 || got[orgs[1]] != n/2 {
+		t.Errorf("rows per organization %v, want %d each", got, n/2)
+	}
+}
+
+// The journal does not grow: segments whose records are stored are
+// deleted while the writer runs, and a clean stop leaves none, so the next
+// start replays nothing.
+func TestWriterJournalShrinks(t *testing.T) {
+	st := storetest.Open(t, store.Options{})
+	owner := storetest.OwnerPool(t)
+	orgs := newOrgs(t, owner, 3)
+	run := "js" + uuid.NewString()[:8]
+	dir := t.TempDir()
+	w := startWriter(t, st, store.WriterOptions{SpoolDir: dir, Fsync: spool.SyncNever, FlushInterval: 20 * time.Millisecond})
+	const n = 12000 // about 14 MiB: several 4 MiB journal segments
+	pad := strings.Repeat("x", 1000)
+	for i := range n {
+		r := rec(orgs[i%3], run, i)
+		r.Prompt += pad
+		w.Record(r)
+	}
+	waitFor(t, 60*time.Second, "the records to be written", func() bool { return w.Stats().Written == n })
+	waitFor(t, 10*time.Second, "stored journal segments to go", func() bool {
+		return len(segFiles(t, filepath.Join(dir, "journal"))) <= 1
+	})
+	if s := w.Stats(); s.JournalBytes > 4<<20 {
+		t.Errorf("journal holds %d bytes with every record stored", s.JournalBytes)
+	}
+	if err := w.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if m := segFiles(t, filepath.Join(dir, "journal")); len(m) != 0 {
+		t.Errorf("journal segments left after a clean stop: %v", m)
+	}
+	again := startWriter(t, st, store.WriterOptions{SpoolDir: dir})
+	if s := again.Stats(); s.Replaying || s.SpoolBytes != 0 {
+		t.Errorf("a clean stop left records to replay: %+v", s)
+	}
+	if got := total(countByOrg(t, owner, orgs, run)); got != n {
+		t.Errorf("%d rows, want %d", got, n)
+	}
+}
