@@ -11,6 +11,7 @@ package storetest
 import (
 	"context"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,13 +42,31 @@ func envOr(k, def string) string {
 }
 
 // Unavailable stops the test because a required service is missing: it
-// fails under CI=true and skips otherwise.
+// fails when RequireServices says so and skips otherwise.
 func Unavailable(t testing.TB, what string, err error) {
 	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s is required (CI=true): %v", what, err)
+	if RequireServices() {
+		t.Fatalf("%s is required (CI or BULKHEAD_REQUIRE_SERVICES is set): %v", what, err)
 	}
 	t.Skipf("SKIPPING: %s is not available (%v); run `make test`, which starts it", what, err)
+}
+
+// RequireServices reports whether a missing PostgreSQL or Redis fails a
+// test instead of skipping it: under any non-empty CI (runners export
+// "true", "1", "yes", ...) or BULKHEAD_REQUIRE_SERVICES, unless either is
+// "false" or "0".
+func RequireServices() bool {
+	for _, k := range []string{"BULKHEAD_REQUIRE_SERVICES", "CI"} {
+		switch v := strings.ToLower(os.Getenv(k)); v {
+		case "":
+			continue
+		case "false", "0", "no":
+			return false
+		default:
+			return true
+		}
+	}
+	return false
 }
 
 var (
