@@ -13,13 +13,16 @@ import (
 
 // Two gateway instances share one Redis: 200 concurrent requests on a key
 // limited to 60 per minute admit exactly 60 (the documented burst is the
-// whole minute's budget), and the rest get an OpenAI-shaped 429.
+// whole minute's budget), plus one for each second the burst took (the
+// budget refills at one a second; a loaded 2-core machine can take more
+// than one), and the rest get an OpenAI-shaped 429.
 func TestRequestLimitAcrossInstances(t *testing.T) {
 	one, two := newHarness(t, nil), newHarness(t, nil)
 	_, key, _ := one.tenant(60)
 	var mu sync.Mutex
 	counts := map[int]int{}
 	var wg sync.WaitGroup
+	start := time.Now()
 	for i := range 200 {
 		wg.Add(1)
 		go func() {
@@ -46,8 +49,9 @@ func TestRequestLimitAcrossInstances(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	if counts[200] != 60 || counts[429] != 140 {
-		t.Errorf("statuses %v, want 60×200 and 140×429", counts)
+	refills := int(time.Since(start) / time.Second)
+	if counts[200] < 60 || counts[200] > 60+refills || counts[200]+counts[429] != 200 {
+		t.Errorf("statuses %v, want 60×200 (+%d refilled during the burst) and the rest 429", counts, refills)
 	}
 }
 
