@@ -81,9 +81,12 @@ func rec(org uuid.UUID, run string, i int) store.LogRecord {
 // (bypassing RLS: what is really in the table).
 func countByOrg(t testing.TB, owner *pgxpool.Pool, orgs []uuid.UUID, run string) map[uuid.UUID]int {
 	t.Helper()
-	rows, _ := owner.Query(context.Background(),
+	rows, err := owner.Query(context.Background(),
 		`SELECT organization_id, count(*) FROM prompts
 		 WHERE organization_id = ANY($1) AND split_part(request_id, '/', 2) = $2 GROUP BY 1`, orgs, run)
+	if err != nil {
+		t.Fatalf("counting prompts: %v", err)
+	}
 	got := map[uuid.UUID]int{}
 	var org uuid.UUID
 	var n int
@@ -237,8 +240,10 @@ func TestWriterInterleavedTenants(t *testing.T) {
 		}
 	}
 	var misplaced int
-	owner.QueryRow(context.Background(), `SELECT count(*) FROM prompts WHERE organization_id = ANY($1)
-		AND split_part(request_id, '/', 1) <> organization_id::text`, orgs).Scan(&misplaced)
+	if err := owner.QueryRow(context.Background(), `SELECT count(*) FROM prompts WHERE organization_id = ANY($1)
+		AND split_part(request_id, '/', 1) <> organization_id::text`, orgs).Scan(&misplaced); err != nil {
+		t.Fatalf("counting misplaced rows: %v", err)
+	}
 	if misplaced != 0 {
 		t.Errorf("%d rows landed under another organization", misplaced)
 	}
@@ -722,8 +727,10 @@ func TestWriterReplayIdempotent(t *testing.T) {
 		t.Errorf("%d rows after replaying everything twice, want %d", total(got), n)
 	}
 	var dups int
-	owner.QueryRow(context.Background(), `SELECT count(*) FROM (SELECT request_id FROM prompts WHERE organization_id = ANY($1)
-		GROUP BY organization_id, request_id HAVING count(*) > 1) d`, orgs).Scan(&dups)
+	if err := owner.QueryRow(context.Background(), `SELECT count(*) FROM (SELECT request_id FROM prompts WHERE organization_id = ANY($1)
+		GROUP BY organization_id, request_id HAVING count(*) > 1) d`, orgs).Scan(&dups); err != nil {
+		t.Fatalf("counting duplicates: %v", err)
+	}
 	if dups != 0 {
 		t.Errorf("%d request ids stored more than once", dups)
 	}
@@ -1066,7 +1073,9 @@ func TestWriterKeepsRepeatedRequestIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	var n int
-	owner.QueryRow(context.Background(), `SELECT count(*) FROM prompts WHERE organization_id = $1 AND request_id = $2`, org, r.RequestID).Scan(&n)
+	if err := owner.QueryRow(context.Background(), `SELECT count(*) FROM prompts WHERE organization_id = $1 AND request_id = $2`, org, r.RequestID).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
 	if n != 2 {
 		t.Errorf("%d rows for two requests with the same request id, want 2", n)
 	}
