@@ -5,10 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,74 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/valyala/fasthttp"
-
 	"github.com/bulkheadhq/bulkhead/cmd/mockllm/mock"
 	"github.com/bulkheadhq/bulkhead/store/storetest"
 )
-
-// childEnv marks the test binary re-run as `bulkhead serve` by
-// startGateway: TestMain then serves instead of testing.
-const childEnv = "BULKHEAD_TEST_SERVE_CHILD"
-
-func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) == "1" {
-		if err := run(context.Background(), []string{"serve"}, os.LookupEnv, os.Stdout, os.Stderr); err != nil {
-			fmt.Fprintln(os.Stderr, "child:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
-}
-
-// freeAddr returns a loopback address no one listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
-// startGateway runs `bulkhead serve` as a child process with env added to
-// this process's environment, and waits until /readyz answers 200.
-func startGateway(t *testing.T, env map[string]string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), childEnv+"=1")
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill() //nolint:errcheck // best effort at the end of the test
-			cmd.Wait()         //nolint:errcheck // killed
-		}
-	})
-	ready := "http://" + env["BULKHEAD_ADMIN_LISTEN"] + "/readyz"
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(ready)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return cmd
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the gateway did not become ready: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // THREATS 58 (issue 13, point 1): a gateway killed with SIGKILL under load,
 // restarted on the same spool directory, has exactly one row for every
@@ -96,31 +28,10 @@ func TestAnsweredRequestsSurviveSIGKILL(t *testing.T) {
 	keys := make([]string, tenants)
 	orgs := make([]string, tenants)
 	for i := range tenants {
-		org, _, err := cli(t, "org", "create", "--name", "crash")
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, _, err := cli(t, "key", "create", "--org", strings.TrimSpace(org), "--name", "crash", "--rpm", "1000000", "--json")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var k struct {
-			Key string `json:"key"`
-		}
-		if err := json.Unmarshal([]byte(out), &k); err != nil {
-			t.Fatal(err)
-		}
-		orgs[i], keys[i] = strings.TrimSpace(org), k.Key
+		orgs[i], keys[i] = cliTenant(t, "crash")
 	}
 
-	upLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	up := mock.NewServer(mock.Options{Chunks: 8})
-	upSrv := &fasthttp.Server{Handler: up.Handler}
-	go upSrv.Serve(upLn) //nolint:errcheck // closed at the end
-	t.Cleanup(func() { up.Close(); upSrv.Shutdown() })
+	upstream := mockUpstream(t, mock.Options{Chunks: 8})
 
 	listen := freeAddr(t)
 	env := map[string]string{
@@ -129,7 +40,7 @@ func TestAnsweredRequestsSurviveSIGKILL(t *testing.T) {
 		"BULKHEAD_DATABASE_URL":       storetest.AppDSN(),
 		"BULKHEAD_ADMIN_DATABASE_URL": storetest.OwnerDSN(),
 		"BULKHEAD_REDIS_URL":          "",
-		"BULKHEAD_UPSTREAM_URL":       "http://" + upLn.Addr().String() + "/v1",
+		"BULKHEAD_UPSTREAM_URL":       upstream,
 		"BULKHEAD_SPOOL_DIR":          t.TempDir(),
 		"BULKHEAD_SPOOL_FSYNC":        "never", // a process crash: the write alone must do
 		"BULKHEAD_LOG_LEVEL":          "warn",
