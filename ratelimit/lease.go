@@ -279,7 +279,7 @@ func (l *Limiter) allowLease(ctx context.Context, key string, req Limit, n int) 
 			return Decision{Source: SourceNone}, true, fmt.Errorf("%w: %w", ErrUnavailable, ferr)
 		}
 		l.localDecisions.Add(1)
-		return l.local.allow(key, req, Limit{}), true, nil
+		return l.local.allow(key, req, Limit{}, 1), true, nil
 	}
 }
 
