@@ -57,6 +57,8 @@ type Config struct {
 	RateLimitFailClosed   bool          `yaml:"rate_limit_fail_closed" env:"BULKHEAD_RATE_LIMIT_FAIL_CLOSED" default:"false" help:"while Redis is unreachable, answer 503 instead of falling back to each instance's local limiter"`
 	JWTLeeway             time.Duration `yaml:"jwt_leeway" env:"BULKHEAD_JWT_LEEWAY" default:"30s" help:"clock skew tolerated on exp, nbf and iat"`
 
+	TPMDefaultCompletionEstimate int `yaml:"tpm_default_completion_estimate" env:"BULKHEAD_TPM_DEFAULT_COMPLETION_ESTIMATE" default:"256" help:"completion tokens set aside from a key's tokens-per-minute budget, on top of the prompt's estimate, for a request that sets no max_tokens (max_completion_tokens, max_output_tokens); the actual usage replaces the estimate when the answer ends"`
+
 	UpstreamURL    string `yaml:"upstream_url" env:"BULKHEAD_UPSTREAM_URL" default:"http://127.0.0.1:8081/v1" help:"base URL of the default OpenAI-compatible upstream, as an SDK's base URL (the dev default is the mock upstream)"`
 	UpstreamAPIKey Secret `yaml:"upstream_api_key" env:"BULKHEAD_UPSTREAM_API_KEY" default:"" help:"provider credential sent to the default upstream; never shown to callers"`
 
@@ -315,6 +317,9 @@ func (c Config) Validate() error {
 	}
 	if c.JWTTokensPerMinute < 0 {
 		bad("BULKHEAD_JWT_TOKENS_PER_MINUTE", "must not be negative, got %d", c.JWTTokensPerMinute)
+	}
+	if c.TPMDefaultCompletionEstimate < 0 {
+		bad("BULKHEAD_TPM_DEFAULT_COMPLETION_ESTIMATE", "must not be negative, got %d", c.TPMDefaultCompletionEstimate)
 	}
 	if c.JWTLeeway < 0 || c.JWTLeeway > 5*time.Minute {
 		bad("BULKHEAD_JWT_LEEWAY", "must be between 0s and 5m, got %s", c.JWTLeeway)
