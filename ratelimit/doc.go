@@ -62,9 +62,8 @@
 // request. Meanwhile:
 //
 //   - FailLocal (default): each instance decides with its own in-process
-//     limiter (Source "local"), same algorithm, no error. N replicas may
-//     together admit up to N times a limit until Redis is back; the local
-//     budgets start full.
+//     limiter (Source "local"), same algorithm, no error, admitting its
+//     share of each budget; see Sharing a budget without Redis.
 //   - FailClosed: Allow, Reserve and Settle return an error wrapping
 //     ErrUnavailable; the gateway answers 503.
 //
@@ -74,6 +73,38 @@
 // Each switch is logged once (a warning on the way out, an info on the way
 // back) and counted in Stats. With no Redis client at all (single-instance
 // mode) every decision is local and no fail mode applies.
+//
+// # Sharing a budget without Redis
+//
+// Limiter.Run, which the owner runs for the Limiter's lifetime, adds the
+// instance to a sorted set in Redis (Prefix + ":replicas", scored with
+// Redis TIME) every Options.Heartbeat and counts the members seen within
+// three heartbeats: N, the live replicas (Stats.Replicas). When Redis goes
+// away N stays as last counted. Every decision Redis makes is also written
+// to the local limiter: the level Redis reported for the key's budgets.
+// The fallback starts from there, not from a full budget, and charges this
+// instance's spending N times, so that each replica admits 1/N of what it
+// last saw left and 1/N of the refill; a key whose budget was spent just
+// before the outage stays refused. The headers' Limit stays the whole
+// budget; Remaining is this replica's part.
+//
+// The bound: for a budget of Burst B and Rate R per Period, during an
+// outage of length T the replicas together admit at most
+//
+//	B - L + R×T/Period units,
+//
+// where L is the smallest level Redis last reported to any replica for the
+// key (0 for a replica that never saw it: a whole share). That is what
+// Redis itself would have allowed over the window from the least-spent
+// state a replica last saw. One exception rounds up: a replica whose share B/N is
+// smaller than one request's cost (1 for requests; its reservation for
+// tokens) still admits one request into a fully restored share, so such
+// small budgets may admit up to N requests more. The bound assumes every
+// replica counted the same N: a replica started during the outage counts
+// only itself and admits a whole budget, and replicas that died just
+// before are still counted (fewer admissions, never more). Spending during
+// the outage is not written back to Redis; when Redis returns, decisions
+// follow its state again (an empty Redis: whole budgets).
 //
 // # Headers
 //

@@ -11,7 +11,7 @@ import (
 
 func ExampleLimiter_Allow() {
 	// A nil client is single-instance mode; pass the shared Redis client
-	// to enforce the budgets across replicas.
+	// to enforce the budgets across replicas (and run lim.Run).
 	lim := ratelimit.New(nil, ratelimit.Options{})
 	ctx := context.Background()
 	rpm, tpm := ratelimit.PerMinute(60), ratelimit.PerMinute(100_000)

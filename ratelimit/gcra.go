@@ -49,7 +49,9 @@ func shortfall(level, burst float64) float64 {
 
 // over is how far beyond the burst spending cost units would go, in units,
 // or 0 when they fit. A cost larger than the burst fits a fully restored
-// budget (level 0) and nothing else (see local.go for costs above one).
+// budget (level 0) and nothing else: the local fallback charges a replica's
+// spending times the replica count (see local.go), and each replica may
+// still take one request into an untouched budget.
 func over(level, cost, burst float64) float64 {
 	if o := level + cost - max(burst, cost); o > epsilon {
 		return o

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strconv"
@@ -21,8 +22,8 @@ type FailMode int
 
 const (
 	// FailLocal decides with this instance's in-process limiter, which
-	// enforces each limit on its own: N replicas may together admit up to
-	// N times a key's limit until Redis is back.
+	// admits this replica's share of what Redis last showed left of each
+	// budget (see Limiter.Run and the package doc for the bound).
 	FailLocal FailMode = iota
 	// FailClosed makes Allow, Reserve and Settle return ErrUnavailable.
 	FailClosed
@@ -44,6 +45,7 @@ const (
 	DefaultTimeout      = 100 * time.Millisecond
 	DefaultCooldown     = time.Second
 	DefaultLocalMaxKeys = 100_000
+	DefaultHeartbeat    = time.Second
 )
 
 // Options configure a Limiter. Every zero field takes its default.
@@ -68,9 +70,17 @@ type Options struct {
 	// while the others still fall back; its success closes the breaker.
 	// Default DefaultCooldown.
 	Cooldown time.Duration
-	// LocalMaxKeys bounds the keys the local limiter remembers. Default
-	// DefaultLocalMaxKeys.
+	// LocalMaxKeys bounds the keys the local limiter remembers (the
+	// fallback's state and the last Redis state of each key it seeds from).
+	// Default DefaultLocalMaxKeys.
 	LocalMaxKeys int
+	// ReplicaID names this instance in the heartbeat set (see Run); it
+	// must differ between replicas sharing a Prefix. Default: random.
+	ReplicaID string
+	// Heartbeat is how often Run reports this instance alive; a replica is
+	// counted while its last report is less than three heartbeats old.
+	// Default DefaultHeartbeat.
+	Heartbeat time.Duration
 	// Log receives one warning when decisions switch from Redis to the
 	// fallback and one info when they return. Default: no logging.
 	Log *zap.Logger
@@ -108,10 +118,16 @@ var (
 )
 
 // Limiter enforces per-key request and token budgets. It is safe for
-// concurrent use, holds no goroutines and needs no Close.
+// concurrent use and needs no Close; its one goroutine is Run, which the
+// owner runs for as long as it uses the Limiter.
 type Limiter struct {
-	rdb      rediser // nil: single-instance mode
-	prefix   string
+	rdb       rediser // nil: single-instance mode
+	prefix    string
+	id        string // this replica in the heartbeat set
+	heartbeat time.Duration
+	// replicas is how many replicas the last heartbeat saw alive, at
+	// least 1: the local fallback admits 1/replicas of each budget.
+	replicas atomic.Int64
 	timeout  time.Duration
 	cooldown time.Duration
 	failMode FailMode
@@ -162,6 +178,12 @@ func newLimiter(rdb rediser, opts Options) *Limiter {
 	if opts.LocalMaxKeys <= 0 {
 		opts.LocalMaxKeys = DefaultLocalMaxKeys
 	}
+	if opts.ReplicaID == "" {
+		opts.ReplicaID = rand.Text()
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = DefaultHeartbeat
+	}
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
@@ -172,17 +194,21 @@ func newLimiter(rdb rediser, opts Options) *Limiter {
 	if opts.Lease && rdb != nil {
 		ls = newLeases(opts.LocalMaxKeys)
 	}
-	return &Limiter{
-		leases:   ls,
-		rdb:      rdb,
-		prefix:   opts.Prefix,
-		timeout:  opts.Timeout,
-		cooldown: opts.Cooldown,
-		failMode: opts.FailMode,
-		log:      opts.Log,
-		local:    newLocal(opts.LocalMaxKeys, opts.Now),
-		start:    time.Now(),
+	l := &Limiter{
+		leases:    ls,
+		rdb:       rdb,
+		prefix:    opts.Prefix,
+		id:        opts.ReplicaID,
+		heartbeat: opts.Heartbeat,
+		timeout:   opts.Timeout,
+		cooldown:  opts.Cooldown,
+		failMode:  opts.FailMode,
+		log:       opts.Log,
+		local:     newLocal(opts.LocalMaxKeys, opts.Now),
+		start:     time.Now(),
 	}
+	l.replicas.Store(1)
+	return l
 }
 
 func isNilClient(rdb redis.UniversalClient) bool {
@@ -267,7 +293,7 @@ func (l *Limiter) Allow(ctx context.Context, key string, req, tok Limit) (Decisi
 		return Decision{Source: SourceNone}, ErrUnavailable
 	}
 	l.localDecisions.Add(1)
-	return l.local.allow(key, req, tok, 1), nil
+	return l.local.allow(key, req, tok, l.share()), nil
 }
 
 // Reserve sets tokens aside from key's token budget tok for a request that
@@ -314,7 +340,7 @@ func (l *Limiter) Reserve(ctx context.Context, key string, req, tok Limit, token
 		return Decision{Source: SourceNone}, ErrUnavailable
 	}
 	l.localDecisions.Add(1)
-	return l.local.reserve(key, req, tok, tokens, 1), nil
+	return l.local.reserve(key, req, tok, tokens, l.share()), nil
 }
 
 // Settle ends a request's reservation r (from Reserve; the zero
@@ -339,8 +365,12 @@ func (l *Limiter) Settle(ctx context.Context, key string, tok Limit, r Reservati
 	if tok.IsZero() || delta == 0 {
 		return nil
 	}
-	if l.rdb == nil || r.Source == SourceLocal {
+	if l.rdb == nil {
 		l.local.charge(key, tok, float64(delta))
+		return nil
+	}
+	if r.Source == SourceLocal {
+		l.local.charge(key, tok, float64(delta)*l.share())
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
@@ -363,7 +393,13 @@ func (l *Limiter) Settle(ctx context.Context, key string, tok Limit, r Reservati
 	} else if l.failMode == FailClosed {
 		return ErrUnavailable
 	}
-	l.local.charge(key, tok, float64(delta))
+	// This replica's spending counts for its share; a refund of tokens
+	// Redis had set aside counts once, as they did in the seeded level.
+	units := float64(delta)
+	if delta > 0 {
+		units *= l.share()
+	}
+	l.local.charge(key, tok, units)
 	return nil
 }
 
@@ -395,6 +431,10 @@ type Stats struct {
 	// leases without a call (Options.Lease); Leases counts the lease
 	// requests Redis answered.
 	LeaseDecisions, Leases uint64
+	// Replicas is how many replicas the last heartbeat saw alive (1 before
+	// the first, and without Run); the local fallback admits 1/Replicas of
+	// each budget.
+	Replicas int
 }
 
 // Stats returns the counters. Safe for concurrent use.
@@ -408,6 +448,7 @@ func (l *Limiter) Stats() Stats {
 		LocalEvictions: l.local.evictions.Load(),
 		LeaseDecisions: l.leaseDecisions.Load(),
 		Leases:         l.leasesTaken.Load(),
+		Replicas:       int(l.replicas.Load()),
 	}
 }
 
@@ -498,6 +539,7 @@ func (l *Limiter) allowRedis(ctx context.Context, key string, req, tok Limit) (D
 	if ti > 0 {
 		d.Tokens = Window{Limit: tb, Remaining: int(v[3]), Reset: micros(v[4])}
 	}
+	l.local.remember(key, req, levelOf(v[2], ri), tok, levelOf(v[4], ti))
 	return d, nil
 }
 
@@ -523,6 +565,7 @@ func (l *Limiter) reserveRedis(ctx context.Context, key string, req, tok Limit, 
 	if d.Allowed {
 		d.Reservation = Reservation{Tokens: tokens, Source: SourceRedis}
 	}
+	l.local.remember(key, Limit{}, 0, tok, levelOf(v[2], ti))
 	return d, nil
 }
 
@@ -534,10 +577,20 @@ func (l *Limiter) chargeRedis(ctx context.Context, key string, tok Limit, tokens
 	if err != nil {
 		return fmt.Errorf("ratelimit: evaluating charge script: %w", err)
 	}
-	if _, ok := reply.(int64); !ok {
+	level, ok := reply.(int64)
+	if !ok {
 		return fmt.Errorf("ratelimit: evaluating charge script: reply is %T, want an integer", reply)
 	}
+	l.local.remember(key, Limit{}, 0, tok, float64(level))
 	return nil
+}
+
+// levelOf is the level of a budget whose reset, in µs, a script reported.
+func levelOf(resetMicros int64, intervalMicros float64) float64 {
+	if intervalMicros == 0 || resetMicros <= 0 {
+		return 0
+	}
+	return float64(resetMicros) / intervalMicros
 }
 
 // int64s fills dst from a script's array reply of integers.

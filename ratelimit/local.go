@@ -12,8 +12,11 @@ import (
 // one instance. Safe for concurrent use; a decision on a known key does not
 // allocate.
 //
-// A decision may charge each unit w times (w >= 1), so that this instance
-// admits 1/w of a budget; w is 1 until replicas share a fallback budget.
+// As the fallback of a Limiter with Redis, it holds the fleet's view of
+// each budget: remember writes the level Redis last reported, and a decision
+// charges this instance's spending w times (w = the replicas alive, see
+// replicas.go), so that each replica admits its 1/w share of what is left
+// and of the refill. In single-instance mode w is 1.
 //
 // Memory is bounded by maxKeys entries (about 100 bytes each with the key).
 // An entry whose budgets are fully restored is equivalent to no entry and is
@@ -173,6 +176,32 @@ func (l *local) charge(key string, tok Limit, units float64) {
 	tl = max(tl, 0)
 	e.tok = bucket{level: tl, last: now}
 	e.until = max(e.until, now+int64(min(tl*ti, float64(maxDuration))))
+	s.store(key, e, found, now, &l.evictions)
+	s.mu.Unlock()
+}
+
+// remember records the levels Redis reported for key's request and token
+// budgets, taken now: where the fallback starts if Redis goes away. A zero
+// Limit leaves that budget as it is.
+func (l *local) remember(key string, req Limit, rl float64, tok Limit, tl float64) {
+	ri, ti := req.interval(time.Nanosecond), tok.interval(time.Nanosecond)
+	rl, tl = max(rl, 0), max(tl, 0)
+	now := l.now().UnixNano()
+	s := l.shard(key)
+	s.mu.Lock()
+	e, found := s.m[key]
+	if !found && (ri == 0 || rl == 0) && (ti == 0 || tl == 0) {
+		s.mu.Unlock()
+		return // full budgets are no entry
+	}
+	if ri > 0 {
+		e.req = bucket{level: rl, last: now}
+		e.until = max(e.until, now+int64(min(rl*ri, float64(maxDuration))))
+	}
+	if ti > 0 {
+		e.tok = bucket{level: tl, last: now}
+		e.until = max(e.until, now+int64(min(tl*ti, float64(maxDuration))))
+	}
 	s.store(key, e, found, now, &l.evictions)
 	s.mu.Unlock()
 }
