@@ -54,8 +54,10 @@ type Config struct {
 	JWTRateLimitPerMinute int           `yaml:"jwt_rate_limit_per_minute" env:"BULKHEAD_JWT_RATE_LIMIT_PER_MINUTE" default:"600" help:"requests per minute of each organization's JWT callers together (0: no limit)"`
 	JWTTokensPerMinute    int           `yaml:"jwt_tokens_per_minute" env:"BULKHEAD_JWT_TOKENS_PER_MINUTE" default:"0" help:"tokens per minute of each organization's JWT callers together (0: no limit)"`
 	RateLimitLease        bool          `yaml:"rate_limit_lease" env:"BULKHEAD_RATE_LIMIT_LEASE" default:"true" help:"let each replica take a slice (1/64) of a busy key's request budget from Redis at once and admit from it locally; never admits more than the budget, may admit slightly fewer (see ratelimit docs); keys under 128 rpm are always decided in Redis"`
-	RateLimitFailClosed   bool          `yaml:"rate_limit_fail_closed" env:"BULKHEAD_RATE_LIMIT_FAIL_CLOSED" default:"false" help:"while Redis is unreachable, answer 503 instead of falling back to each instance's local limiter"`
+	RateLimitFailClosed   bool          `yaml:"rate_limit_fail_closed" env:"BULKHEAD_RATE_LIMIT_FAIL_CLOSED" default:"false" help:"while Redis is unreachable, answer 503 instead of falling back to each instance's local limiter (which admits its share of each budget, see ratelimit docs)"`
 	JWTLeeway             time.Duration `yaml:"jwt_leeway" env:"BULKHEAD_JWT_LEEWAY" default:"30s" help:"clock skew tolerated on exp, nbf and iat"`
+
+	TPMDefaultCompletionEstimate int `yaml:"tpm_default_completion_estimate" env:"BULKHEAD_TPM_DEFAULT_COMPLETION_ESTIMATE" default:"256" help:"completion tokens set aside from a key's tokens-per-minute budget, on top of the prompt's estimate, for a request that sets no max_tokens (max_completion_tokens, max_output_tokens); the actual usage replaces the estimate when the answer ends"`
 
 	UpstreamURL    string `yaml:"upstream_url" env:"BULKHEAD_UPSTREAM_URL" default:"http://127.0.0.1:8081/v1" help:"base URL of the default OpenAI-compatible upstream, as an SDK's base URL (the dev default is the mock upstream)"`
 	UpstreamAPIKey Secret `yaml:"upstream_api_key" env:"BULKHEAD_UPSTREAM_API_KEY" default:"" help:"provider credential sent to the default upstream; never shown to callers"`
@@ -315,6 +317,9 @@ func (c Config) Validate() error {
 	}
 	if c.JWTTokensPerMinute < 0 {
 		bad("BULKHEAD_JWT_TOKENS_PER_MINUTE", "must not be negative, got %d", c.JWTTokensPerMinute)
+	}
+	if c.TPMDefaultCompletionEstimate < 0 {
+		bad("BULKHEAD_TPM_DEFAULT_COMPLETION_ESTIMATE", "must not be negative, got %d", c.TPMDefaultCompletionEstimate)
 	}
 	if c.JWTLeeway < 0 || c.JWTLeeway > 5*time.Minute {
 		bad("BULKHEAD_JWT_LEEWAY", "must be between 0s and 5m, got %s", c.JWTLeeway)

@@ -86,18 +86,19 @@ func TestFileErrors(t *testing.T) {
 
 func TestEveryProblemReportedAtOnce(t *testing.T) {
 	_, err := Load("", envMap(map[string]string{
-		"BULKHEAD_LISTEN":                 "no-port",
-		"BULKHEAD_DATABASE_URL":           "mysql://x@y/z",
-		"BULKHEAD_UPSTREAM_URL":           "ftp://host",
-		"BULKHEAD_SHUTDOWN_TIMEOUT":       "0s",
-		"BULKHEAD_LOG_LEVEL":              "loud",
-		"BULKHEAD_MAX_REQUEST_BODY_BYTES": "12",
+		"BULKHEAD_LISTEN":                          "no-port",
+		"BULKHEAD_DATABASE_URL":                    "mysql://x@y/z",
+		"BULKHEAD_UPSTREAM_URL":                    "ftp://host",
+		"BULKHEAD_SHUTDOWN_TIMEOUT":                "0s",
+		"BULKHEAD_LOG_LEVEL":                       "loud",
+		"BULKHEAD_MAX_REQUEST_BODY_BYTES":          "12",
+		"BULKHEAD_TPM_DEFAULT_COMPLETION_ESTIMATE": "-1",
 	}))
 	if err == nil {
 		t.Fatal("no error")
 	}
 	for _, env := range []string{"BULKHEAD_LISTEN", "BULKHEAD_DATABASE_URL", "BULKHEAD_UPSTREAM_URL",
-		"BULKHEAD_SHUTDOWN_TIMEOUT", "BULKHEAD_LOG_LEVEL", "BULKHEAD_MAX_REQUEST_BODY_BYTES"} {
+		"BULKHEAD_SHUTDOWN_TIMEOUT", "BULKHEAD_LOG_LEVEL", "BULKHEAD_MAX_REQUEST_BODY_BYTES", "BULKHEAD_TPM_DEFAULT_COMPLETION_ESTIMATE"} {
 		if !strings.Contains(err.Error(), env) {
 			t.Errorf("error does not name %s:\n%v", env, err)
 		}

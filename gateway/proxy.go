@@ -18,6 +18,7 @@ import (
 
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
 	"github.com/bulkheadhq/bulkhead/gateway/openai"
+	"github.com/bulkheadhq/bulkhead/ratelimit"
 	"github.com/bulkheadhq/bulkhead/store"
 )
 
@@ -57,6 +58,9 @@ type exchange struct {
 	prompt    string
 	stream    bool
 	dropUsage bool
+	// reservation is the tokens set aside for the request, settled in
+	// record.
+	reservation ratelimit.Reservation
 }
 
 // record hands the finished request to the request log and writes the
@@ -79,7 +83,7 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 		Status: status, Latency: latency, Stream: x.stream, CreatedAt: x.start,
 	})
 	s.metrics.observe(x, status, latency, res.Usage.PromptTokens, res.Usage.CompletionTokens)
-	s.charge(x.principal, res.Usage.TotalTokens)
+	s.settle(x, res.Usage.TotalTokens)
 	if ce := s.access.Check(zap.InfoLevel, "request"); ce != nil {
 		ce.Write(
 			zap.String("request_id", x.reqID),
@@ -151,6 +155,10 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 	}
 	if err := s.rec.Admit(); err != nil {
 		return withCause(errLogFull, err) // nothing accepted is ever dropped: refuse instead
+	}
+	// From here on every path records, which settles the reservation.
+	if err := s.reserve(rc, x, r); err != nil {
+		return err
 	}
 
 	body := rc.PostBody()

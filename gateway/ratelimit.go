@@ -10,18 +10,20 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/gateway/openai"
 	"github.com/bulkheadhq/bulkhead/ratelimit"
 )
 
 // limiter is what the gateway needs from ratelimit.Limiter.
 type limiter interface {
 	Allow(ctx context.Context, key string, req, tok ratelimit.Limit) (ratelimit.Decision, error)
-	Charge(ctx context.Context, key string, tok ratelimit.Limit, tokens int) error
+	Reserve(ctx context.Context, key string, req, tok ratelimit.Limit, tokens int) (ratelimit.Decision, error)
+	Settle(ctx context.Context, key string, tok ratelimit.Limit, r ratelimit.Reservation, used int) error
 }
 
 var _ limiter = (*ratelimit.Limiter)(nil)
 
-// limitTimeout is an outer bound on charging a request's tokens after
+// limitTimeout is an outer bound on settling a request's tokens after
 // the answer; the limiter's own per-call Redis timeout
 // (BULKHEAD_REDIS_TIMEOUT) is shorter and decides when it falls back.
 const limitTimeout = 2 * time.Second
@@ -70,17 +72,60 @@ func (s *Server) admit(rc *fasthttp.RequestCtx, p *auth.Principal) error {
 			strconv.Itoa(int((d.RetryAfter+time.Second-1)/time.Second)) + "s."}
 }
 
-// charge spends the request's actual token usage from the principal's
-// token budget. It runs after the answer, on a server-owned context, so a
-// caller that left is still charged.
-func (s *Server) charge(p *auth.Principal, tokens int) {
-	if s.limiter == nil || p.TokensPerMinute <= 0 || tokens <= 0 {
+// reserve sets the request's token estimate aside from the principal's
+// token budget once the body is known, before it is forwarded (admit has
+// spent its request unit): the prompt's estimate plus max_tokens, or
+// BULKHEAD_TPM_DEFAULT_COMPLETION_ESTIMATE without one, so that concurrent
+// requests cannot together take more than the budget. It updates the
+// x-ratelimit-*-tokens headers. A refusal is a 429 of type "tokens", and a
+// request that could never fit says so, without Retry-After.
+func (s *Server) reserve(rc *fasthttp.RequestCtx, x *exchange, r openai.Request) error {
+	p := x.principal
+	if s.limiter == nil || p.TokensPerMinute <= 0 {
+		return nil
+	}
+	req, tok := limitsOf(p)
+	n := openai.ReserveTokens(x.ep, r, s.cfg.TPMDefaultCompletionEstimate)
+	d, err := s.limiter.Reserve(s.base, p.LimitKey, req, tok, n)
+	if err != nil {
+		if errors.Is(err, ratelimit.ErrUnavailable) {
+			return withCause(errLimiterUnavailable, err)
+		}
+		return err
+	}
+	d.Headers(rc.Response.Header.Set)
+	if d.Allowed {
+		x.reservation = d.Reservation
+		return nil
+	}
+	s.metrics.rateLimited.WithLabelValues("tokens").Inc()
+	limit, asked := strconv.Itoa(p.TokensPerMinute), strconv.Itoa(n)
+	if n > p.TokensPerMinute {
+		rc.Response.Header.Del(ratelimit.HeaderRetryAfter)
+		return &HTTPError{Code: fasthttp.StatusTooManyRequests, Type: "tokens", ErrCode: "rate_limit_exceeded",
+			Msg: "Request too large for tokens per minute: limit " + limit + ", requested " + asked +
+				" (the prompt's estimate plus max_tokens). Reduce the input or max_tokens."}
+	}
+	return &HTTPError{Code: fasthttp.StatusTooManyRequests, Type: "tokens", ErrCode: "rate_limit_exceeded",
+		Msg: "Rate limit reached for tokens: limit " + limit + " per minute, requested " + asked +
+			" (the prompt's estimate plus max_tokens). Retry after " +
+			strconv.FormatInt(ratelimit.RetryAfterSeconds(d.RetryAfter), 10) + "s."}
+}
+
+// settle reconciles the request's reservation with the tokens it used
+// (0 for a request that failed, which gives the reservation back). It runs
+// after the answer, on a server-owned context, so a caller that left is
+// still charged.
+func (s *Server) settle(x *exchange, used int) {
+	p := x.principal
+	if s.limiter == nil || p == nil || p.TokensPerMinute <= 0 || used <= 0 && x.reservation.Tokens == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.base, limitTimeout)
 	defer cancel()
 	_, tok := limitsOf(p)
-	if err := s.limiter.Charge(ctx, p.LimitKey, tok, tokens); err != nil {
-		s.log.Warn("token usage not charged", zap.String("key", p.LimitKey), zap.Int("tokens", tokens), zap.Error(err))
+	if err := s.limiter.Settle(ctx, p.LimitKey, tok, x.reservation, used); err != nil {
+		s.log.Warn("token usage not settled", zap.String("key", p.LimitKey), zap.Int("reserved", x.reservation.Tokens),
+			zap.Int("tokens", used), zap.Error(err))
 	}
 }

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -55,33 +56,133 @@ func TestRequestLimitAcrossInstances(t *testing.T) {
 	}
 }
 
-// A key's token budget admits while it has room and is charged with the
-// actual usage when each answer finishes, streams included.
+// A key's token budget sets each request's estimate aside at admission
+// and settles it with the actual usage when the answer finishes, streams
+// included.
 func TestTokenLimit(t *testing.T) {
 	h := newHarness(t, nil)
 	org, _, _ := h.tenant(1000)
-	key, _ := h.keyWithTPM(org, 1000, 200)
-	// The mock answers a chat with 63 completion tokens: 3 answers
-	// exhaust 200 tokens, the 4th request is refused.
+	key, _ := h.keyWithTPM(org, 1000, 220)
+	// Each request reserves 72 tokens (9 for the prompt, max_tokens 63);
+	// the mock answers with 69 (6 prompt, 63 completion). Three answers
+	// spend 207: the 4th request's 72 no longer fit.
 	statuses := []int{}
 	for i := range 6 {
-		body := chatBody
+		body := chatBody63
 		if i%2 == 1 {
-			body = `{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Say hi"}]}`
+			body = `{"model":"gpt-4o-mini","stream":true,"max_tokens":63,"messages":[{"role":"user","content":"Say hi"}]}`
 		}
 		r := h.do("POST", "/v1/chat/completions", body, bearer(key)...)
 		statuses = append(statuses, r.status)
 		if r.status == 429 {
-			if _, typ, _, _ := openAIError(t, r.body); typ != "tokens" || r.headers["x-ratelimit-remaining-tokens"] != "0" {
+			left, _ := strconv.Atoi(r.headers["x-ratelimit-remaining-tokens"])
+			if _, typ, _, _ := openAIError(t, r.body); typ != "tokens" || left >= 72 || r.headers["retry-after"] == "" {
 				t.Errorf("token 429: %s %v", r.body, r.headers)
 			}
-		} else if r.headers["x-ratelimit-limit-tokens"] != "200" {
+		} else if r.headers["x-ratelimit-limit-tokens"] != "220" {
 			t.Errorf("no token headers: %v", r.headers)
 		}
-		time.Sleep(20 * time.Millisecond) // the charge follows the answer
+		time.Sleep(20 * time.Millisecond) // a stream settles once its body is written
 	}
 	if got := fmtStatuses(statuses); got != "200 200 200 429 429 429" {
 		t.Errorf("statuses %s, want three answers then 429s", got)
+	}
+}
+
+// chatBody63 is chatBody with max_tokens 63, what the mock generates: it
+// reserves 72 tokens and uses 69.
+const chatBody63 = `{"model":"gpt-4o-mini","max_tokens":63,"messages":[{"role":"user","content":"Say hi"}]}`
+
+// THREATS 45 for tokens: concurrent requests through two instances cannot
+// together take more than the key's tokens per minute, since each sets its
+// estimate aside before it is forwarded (tokens charged only after the
+// answer let all 20 through, 4.7 times the budget).
+func TestTokenReservationBoundsConcurrentBurst(t *testing.T) {
+	one, two := newHarness(t, nil), newHarness(t, nil)
+	org, _, _ := one.tenant(1000)
+	key, _ := one.keyWithTPM(org, 1000, 300)
+	var mu sync.Mutex
+	counts := map[int]int{}
+	used := 0
+	var wg sync.WaitGroup
+	for i := range 20 {
+		h := one
+		if i%2 == 1 {
+			h = two
+		}
+		wg.Go(func() {
+			// All 20 are in flight at once: none has been charged yet.
+			r := h.do("POST", "/v1/chat/completions", chatBody63, append(bearer(key), "X-Stainless-Mock-Latency", "300ms")...)
+			mu.Lock()
+			defer mu.Unlock()
+			counts[r.status]++
+			switch r.status {
+			case 200:
+				used += 69
+			case 429:
+				if msg, typ, code, _ := openAIError(t, r.body); typ != "tokens" || code != "rate_limit_exceeded" || !strings.Contains(msg, "requested 72") {
+					t.Errorf("429: %s", r.body)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// 300 tokens hold 4 reservations of 72; the budget refills 5 tokens a
+	// second, far too slowly for a fifth within the burst.
+	if counts[200] != 4 || counts[429] != 16 {
+		t.Errorf("statuses %v, want 4×200 and 16×429", counts)
+	}
+	if used > 300 {
+		t.Errorf("admitted requests used %d tokens of a 300-token budget", used)
+	}
+}
+
+// A request whose estimate exceeds the whole budget can never run: 429
+// "tokens" saying so, without a Retry-After that would invite a retry.
+func TestTokenReservationTooLarge(t *testing.T) {
+	h := newHarness(t, nil)
+	org, _, _ := h.tenant(1000)
+	key, _ := h.keyWithTPM(org, 1000, 300)
+	body := `{"model":"gpt-4o-mini","max_tokens":1000,"messages":[{"role":"user","content":"Say hi"}]}`
+	r := h.do("POST", "/v1/chat/completions", body, bearer(key)...)
+	msg, typ, code, _ := openAIError(t, r.body)
+	if r.status != 429 || typ != "tokens" || code != "rate_limit_exceeded" || !strings.Contains(msg, "too large") ||
+		!strings.Contains(msg, "limit 300, requested 1009") || r.headers["retry-after"] != "" {
+		t.Fatalf("%d %s %v, want a 429 saying the request is too large", r.status, r.body, r.headers)
+	}
+	// Without max_tokens the estimate takes the configured default (256):
+	// 265 fits.
+	if r := h.do("POST", "/v1/chat/completions", chatBody, bearer(key)...); r.status != 200 {
+		t.Fatalf("without max_tokens: %d %s", r.status, r.body)
+	}
+}
+
+// Reservations are settled when the answer ends: a request that reserved
+// 509 and used 69 gives 440 back, and failed upstream calls give back
+// everything.
+func TestTokenReservationSettles(t *testing.T) {
+	h := newHarness(t, nil)
+	org, _, _ := h.tenant(1000)
+	key, _ := h.keyWithTPM(org, 1000, 1000)
+	big := `{"model":"gpt-4o-mini","max_tokens":500,"messages":[{"role":"user","content":"Say hi"}]}`
+	// Upstream failures: each reserves 509, uses nothing, gives it back; a
+	// leak would refuse the second.
+	for i := range 4 {
+		if r := h.do("POST", "/v1/chat/completions", big, append(bearer(key), "X-Stainless-Mock-Status", "500")...); r.status != 502 {
+			t.Fatalf("failed request %d: %d %s, want 502", i, r.status, r.body)
+		}
+	}
+	if r := h.do("POST", "/v1/chat/completions", big, bearer(key)...); r.status != 200 {
+		t.Fatalf("after failures: %d %s", r.status, r.body)
+	}
+	// 69 used; the next request's 72 leave 859, plus what refilled (1000
+	// a minute) since.
+	began := time.Now()
+	r := h.do("POST", "/v1/chat/completions", chatBody63, bearer(key)...)
+	left, _ := strconv.Atoi(r.headers["x-ratelimit-remaining-tokens"])
+	refill := int(time.Since(began).Seconds()*1000/60) + 1
+	if r.status != 200 || left < 1000-69-72 || left > 1000-69-72+refill {
+		t.Errorf("%d, remaining tokens %d, want %d (+%d refilled)", r.status, left, 1000-69-72, refill)
 	}
 }
 

@@ -149,3 +149,36 @@ func BenchmarkAllowRedisLeaseParallel(b *testing.B) {
 	})
 	b.ReportMetric(float64(hook.n.Load())/float64(b.N), "roundtrips/op")
 }
+
+// BenchmarkReserveSettle is the token path a request with a token limit
+// adds after Allow: one Reserve before forwarding, one Settle after.
+func BenchmarkReserveSettle(b *testing.B) {
+	b.Run("redis", func(b *testing.B) {
+		lim, hook := benchRedis(b, Options{})
+		ctx := context.Background()
+		if _, err := lim.Reserve(ctx, "key-1", benchLimit, benchLimit, 100); err != nil { // loads the script
+			b.Fatal(err)
+		}
+		hook.n.Store(0)
+		b.ReportAllocs()
+		for b.Loop() {
+			d, err := lim.Reserve(ctx, "key-1", benchLimit, benchLimit, 300)
+			if err != nil || !d.Allowed || d.Source != SourceRedis {
+				b.Fatalf("%+v, %v", d, err)
+			}
+			if err := lim.Settle(ctx, "key-1", benchLimit, d.Reservation, 100); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(hook.n.Load())/float64(b.N), "roundtrips/op")
+	})
+	b.Run("local", func(b *testing.B) {
+		lim := New(nil, Options{})
+		ctx := context.Background()
+		b.ReportAllocs()
+		for b.Loop() {
+			d, _ := lim.Reserve(ctx, "key-1", benchLimit, benchLimit, 300)
+			lim.Settle(ctx, "key-1", benchLimit, d.Reservation, 100)
+		}
+	})
+}

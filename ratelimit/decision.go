@@ -46,6 +46,19 @@ type Decision struct {
 	RetryAfter time.Duration
 	// Source is the limiter that decided.
 	Source Source
+	// Reservation is what Reserve set aside when it admitted; zero from
+	// Allow and from a rejection.
+	Reservation Reservation
+}
+
+// Reservation is the tokens Reserve set aside for one request. Hand it to
+// Settle when the request ends, whatever its outcome.
+type Reservation struct {
+	// Tokens is how many were set aside; 0 when none were.
+	Tokens int
+	// Source is where: Redis, or this instance's local limiter (during an
+	// outage), which is where Settle reconciles them.
+	Source Source
 }
 
 // Header names written by Decision.Headers: OpenAI's, so that clients and

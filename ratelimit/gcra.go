@@ -44,15 +44,30 @@ func (b bucket) levelAt(now int64, interval float64) float64 {
 // shortfall is how far beyond the burst spending one more unit would go, in
 // units, or 0 when one unit fits.
 func shortfall(level, burst float64) float64 {
-	if over := level + 1 - burst; over > epsilon {
-		return over
+	return over(level, 1, burst)
+}
+
+// over is how far beyond the burst spending cost units would go, in units,
+// or 0 when they fit. A cost larger than the burst fits a fully restored
+// budget (level 0) and nothing else: the local fallback charges a replica's
+// spending times the replica count (see local.go), and each replica may
+// still take one request into an untouched budget.
+func over(level, cost, burst float64) float64 {
+	if o := level + cost - max(burst, cost); o > epsilon {
+		return o
 	}
 	return 0
 }
 
 // remaining is how many whole units may be spent at a level.
 func remaining(level, burst float64) int {
-	r := math.Floor(burst - level + epsilon)
+	return remainingShare(level, burst, 1)
+}
+
+// remainingShare is how many whole units may be spent at a level when each
+// costs w.
+func remainingShare(level, burst, w float64) int {
+	r := math.Floor((burst-level)/w + epsilon)
 	if r < 0 {
 		return 0
 	}

@@ -257,6 +257,7 @@ func (l *Limiter) allowLease(ctx context.Context, key string, req Limit, n int) 
 		s.mu.Unlock()
 
 		if ferr == nil {
+			l.local.remember(key, req, levelOf(v[2], req.interval(time.Microsecond)), Limit{}, 0)
 			d = Decision{
 				Allowed:  k > 0,
 				Requests: Window{Limit: req.burst(), Remaining: int(v[1]) + max(k-1, 0), Reset: micros(v[2])},
@@ -279,7 +280,7 @@ func (l *Limiter) allowLease(ctx context.Context, key string, req Limit, n int) 
 			return Decision{Source: SourceNone}, true, fmt.Errorf("%w: %w", ErrUnavailable, ferr)
 		}
 		l.localDecisions.Add(1)
-		return l.local.allow(key, req, Limit{}), true, nil
+		return l.local.allow(key, req, Limit{}, l.share()), true, nil
 	}
 }
 

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"strconv"
@@ -21,10 +22,10 @@ type FailMode int
 
 const (
 	// FailLocal decides with this instance's in-process limiter, which
-	// enforces each limit on its own: N replicas may together admit up to
-	// N times a key's limit until Redis is back.
+	// admits this replica's share of what Redis last showed left of each
+	// budget (see Limiter.Run and the package doc for the bound).
 	FailLocal FailMode = iota
-	// FailClosed makes Allow and Charge return ErrUnavailable.
+	// FailClosed makes Allow, Reserve and Settle return ErrUnavailable.
 	FailClosed
 )
 
@@ -44,6 +45,7 @@ const (
 	DefaultTimeout      = 100 * time.Millisecond
 	DefaultCooldown     = time.Second
 	DefaultLocalMaxKeys = 100_000
+	DefaultHeartbeat    = time.Second
 )
 
 // Options configure a Limiter. Every zero field takes its default.
@@ -68,9 +70,17 @@ type Options struct {
 	// while the others still fall back; its success closes the breaker.
 	// Default DefaultCooldown.
 	Cooldown time.Duration
-	// LocalMaxKeys bounds the keys the local limiter remembers. Default
-	// DefaultLocalMaxKeys.
+	// LocalMaxKeys bounds the keys the local limiter remembers (the
+	// fallback's state and the last Redis state of each key it seeds from).
+	// Default DefaultLocalMaxKeys.
 	LocalMaxKeys int
+	// ReplicaID names this instance in the heartbeat set (see Run); it
+	// must differ between replicas sharing a Prefix. Default: random.
+	ReplicaID string
+	// Heartbeat is how often Run reports this instance alive; a replica is
+	// counted while its last report is less than three heartbeats old.
+	// Default DefaultHeartbeat.
+	Heartbeat time.Duration
 	// Log receives one warning when decisions switch from Redis to the
 	// fallback and one info when they return. Default: no logging.
 	Log *zap.Logger
@@ -108,10 +118,16 @@ var (
 )
 
 // Limiter enforces per-key request and token budgets. It is safe for
-// concurrent use, holds no goroutines and needs no Close.
+// concurrent use and needs no Close; its one goroutine is Run, which the
+// owner runs for as long as it uses the Limiter.
 type Limiter struct {
-	rdb      rediser // nil: single-instance mode
-	prefix   string
+	rdb       rediser // nil: single-instance mode
+	prefix    string
+	id        string // this replica in the heartbeat set
+	heartbeat time.Duration
+	// replicas is how many replicas the last heartbeat saw alive, at
+	// least 1: the local fallback admits 1/replicas of each budget.
+	replicas atomic.Int64
 	timeout  time.Duration
 	cooldown time.Duration
 	failMode FailMode
@@ -162,6 +178,12 @@ func newLimiter(rdb rediser, opts Options) *Limiter {
 	if opts.LocalMaxKeys <= 0 {
 		opts.LocalMaxKeys = DefaultLocalMaxKeys
 	}
+	if opts.ReplicaID == "" {
+		opts.ReplicaID = rand.Text()
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = DefaultHeartbeat
+	}
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
@@ -172,17 +194,21 @@ func newLimiter(rdb rediser, opts Options) *Limiter {
 	if opts.Lease && rdb != nil {
 		ls = newLeases(opts.LocalMaxKeys)
 	}
-	return &Limiter{
-		leases:   ls,
-		rdb:      rdb,
-		prefix:   opts.Prefix,
-		timeout:  opts.Timeout,
-		cooldown: opts.Cooldown,
-		failMode: opts.FailMode,
-		log:      opts.Log,
-		local:    newLocal(opts.LocalMaxKeys, opts.Now),
-		start:    time.Now(),
+	l := &Limiter{
+		leases:    ls,
+		rdb:       rdb,
+		prefix:    opts.Prefix,
+		id:        opts.ReplicaID,
+		heartbeat: opts.Heartbeat,
+		timeout:   opts.Timeout,
+		cooldown:  opts.Cooldown,
+		failMode:  opts.FailMode,
+		log:       opts.Log,
+		local:     newLocal(opts.LocalMaxKeys, opts.Now),
+		start:     time.Now(),
 	}
+	l.replicas.Store(1)
+	return l
 }
 
 func isNilClient(rdb redis.UniversalClient) bool {
@@ -214,12 +240,11 @@ func contextTimeouts(rdb redis.UniversalClient) bool {
 // Allow decides whether key may make one more request: it admits when the
 // request budget req has a unit left and the token budget tok, unless
 // unlimited, has at least one token left. An admitted request spends one
-// request unit; tokens are only checked here and spent by Charge after the
-// response, so requests admitted concurrently can together overspend the
-// token budget by their usage (the overspend is debt; see Charge). A
-// rejected request spends nothing, so retries of a rejected request are not
-// counted. With both limits unlimited it admits without any call (Source
-// "none").
+// request unit; tokens are only checked here: Reserve sets the request's
+// estimate aside once its body is known, and Settle reconciles it with the
+// usage after the response. A rejected request spends nothing, so retries
+// of a rejected request are not counted. With both limits unlimited it
+// admits without any call (Source "none").
 //
 // key identifies the budget holder (an API key id, not the secret); it is
 // used in Redis keys and is copied if retained.
@@ -236,7 +261,7 @@ func (l *Limiter) Allow(ctx context.Context, key string, req, tok Limit) (Decisi
 	}
 	if l.rdb == nil {
 		l.localDecisions.Add(1)
-		return l.local.allow(key, req, tok), nil
+		return l.local.allow(key, req, tok, 1), nil
 	}
 	if err := ctx.Err(); err != nil {
 		return Decision{Source: SourceNone}, fmt.Errorf("ratelimit: %w", err)
@@ -268,34 +293,91 @@ func (l *Limiter) Allow(ctx context.Context, key string, req, tok Limit) (Decisi
 		return Decision{Source: SourceNone}, ErrUnavailable
 	}
 	l.localDecisions.Add(1)
-	return l.local.allow(key, req, tok), nil
+	return l.local.allow(key, req, tok, l.share()), nil
 }
 
-// Charge spends tokens from key's token budget tok after a response, with
-// the usage the provider reported. The budget may go past empty: the key
-// is then in debt and Allow rejects it until the debt is repaid at tok's
-// rate (GCRA: the arrival time advances by tokens×interval, beyond the
-// burst). Charge does nothing when tok is unlimited or tokens <= 0.
+// Reserve sets tokens aside from key's token budget tok for a request that
+// Allow admitted (with the same req and tok), before it is forwarded: the
+// request's estimate, its prompt and the most it may generate. It admits
+// when they fit on top of what is spent and set aside; a reservation larger
+// than tok's Burst never fits (the caller should say so: retrying cannot
+// help). A rejection sets nothing aside and gives back the request unit
+// Allow spent, so a request refused for tokens has spent nothing. Because
+// tokens are set aside at admission, concurrent requests cannot together
+// take more than the budget; Settle later charges the difference between
+// the estimate and the usage.
 //
-// ctx bounds the Redis call together with Options.Timeout; charge with a
+// The Decision carries only the token Window; when Allowed, its Reservation
+// must reach Settle. With tok unlimited or tokens <= 0 it admits without
+// any call (Source "none"). ctx and failures are as for Allow.
+func (l *Limiter) Reserve(ctx context.Context, key string, req, tok Limit, tokens int) (Decision, error) {
+	if tok.IsZero() || tokens <= 0 {
+		return Decision{Allowed: true, Source: SourceNone}, nil
+	}
+	if l.rdb == nil {
+		l.localDecisions.Add(1)
+		return l.local.reserve(key, req, tok, tokens, 1), nil
+	}
+	if err := ctx.Err(); err != nil {
+		return Decision{Source: SourceNone}, fmt.Errorf("ratelimit: %w", err)
+	}
+	if use, probe := l.useRedis(); use {
+		d, err := l.reserveRedis(ctx, key, req, tok, tokens)
+		if err == nil {
+			l.redisOK()
+			l.redisDecisions.Add(1)
+			return d, nil
+		}
+		if ctx.Err() != nil {
+			l.probeAborted(probe)
+			return Decision{Source: SourceNone}, fmt.Errorf("ratelimit: %w", ctx.Err())
+		}
+		l.redisFailed(err)
+		if l.failMode == FailClosed {
+			return Decision{Source: SourceNone}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+		}
+	} else if l.failMode == FailClosed {
+		return Decision{Source: SourceNone}, ErrUnavailable
+	}
+	l.localDecisions.Add(1)
+	return l.local.reserve(key, req, tok, tokens, l.share()), nil
+}
+
+// Settle ends a request's reservation r (from Reserve; the zero
+// Reservation if none was made) with the tokens it used, as the provider
+// reported them: it charges used - r.Tokens to key's token budget tok in
+// one atomic step, so a request that used less than it reserved gives the
+// rest back and one that used more takes it, past empty if need be (debt,
+// which Allow rejects until it is repaid at tok's rate). A request that
+// failed settles with used 0, giving its whole reservation back. A
+// reservation is settled where it was made: in Redis, or in this
+// instance's local limiter for one made during an outage. Settle does
+// nothing when tok is unlimited or there is nothing to reconcile.
+//
+// ctx bounds the Redis call together with Options.Timeout; settle with a
 // context that outlives the client's request (context.WithoutCancel of a
 // server-owned context) so that usage is not lost when the client goes.
-// While Redis is unavailable the charge goes to the local limiter and
-// Charge returns nil in FailLocal mode; in FailClosed mode it returns an
-// error wrapping ErrUnavailable and the tokens are not counted.
-func (l *Limiter) Charge(ctx context.Context, key string, tok Limit, tokens int) error {
-	if tok.IsZero() || tokens <= 0 {
+// While Redis is unavailable the difference goes to the local limiter and
+// Settle returns nil in FailLocal mode; in FailClosed mode it returns an
+// error wrapping ErrUnavailable and the difference is not counted.
+func (l *Limiter) Settle(ctx context.Context, key string, tok Limit, r Reservation, used int) error {
+	delta := max(used, 0) - max(r.Tokens, 0)
+	if tok.IsZero() || delta == 0 {
 		return nil
 	}
 	if l.rdb == nil {
-		l.local.charge(key, tok, tokens)
+		l.local.charge(key, tok, float64(delta))
+		return nil
+	}
+	if r.Source == SourceLocal {
+		l.local.charge(key, tok, float64(delta)*l.share())
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("ratelimit: %w", err)
 	}
 	if use, probe := l.useRedis(); use {
-		err := l.chargeRedis(ctx, key, tok, tokens)
+		err := l.chargeRedis(ctx, key, tok, delta)
 		if err == nil {
 			l.redisOK()
 			return nil
@@ -311,13 +393,29 @@ func (l *Limiter) Charge(ctx context.Context, key string, tok Limit, tokens int)
 	} else if l.failMode == FailClosed {
 		return ErrUnavailable
 	}
-	l.local.charge(key, tok, tokens)
+	// This replica's spending counts for its share; a refund of tokens
+	// Redis had set aside counts once, as they did in the seeded level.
+	units := float64(delta)
+	if delta > 0 {
+		units *= l.share()
+	}
+	l.local.charge(key, tok, units)
 	return nil
+}
+
+// Charge spends tokens from key's token budget tok after a response that
+// reserved nothing: Settle with the zero Reservation. It does nothing when
+// tok is unlimited or tokens <= 0.
+func (l *Limiter) Charge(ctx context.Context, key string, tok Limit, tokens int) error {
+	if tokens <= 0 {
+		return nil
+	}
+	return l.Settle(ctx, key, tok, Reservation{}, tokens)
 }
 
 // Stats are a Limiter's counters since New.
 type Stats struct {
-	// RedisDecisions and LocalDecisions count Allow decisions by source
+	// RedisDecisions and LocalDecisions count Allow and Reserve decisions by source
 	// (decisions without any limit are not counted).
 	RedisDecisions, LocalDecisions uint64
 	// RedisErrors counts failed Redis calls (errors and timeouts, not
@@ -333,6 +431,10 @@ type Stats struct {
 	// leases without a call (Options.Lease); Leases counts the lease
 	// requests Redis answered.
 	LeaseDecisions, Leases uint64
+	// Replicas is how many replicas the last heartbeat saw alive (1 before
+	// the first, and without Run); the local fallback admits 1/Replicas of
+	// each budget.
+	Replicas int
 }
 
 // Stats returns the counters. Safe for concurrent use.
@@ -346,6 +448,7 @@ func (l *Limiter) Stats() Stats {
 		LocalEvictions: l.local.evictions.Load(),
 		LeaseDecisions: l.leaseDecisions.Load(),
 		Leases:         l.leasesTaken.Load(),
+		Replicas:       int(l.replicas.Load()),
 	}
 }
 
@@ -436,6 +539,33 @@ func (l *Limiter) allowRedis(ctx context.Context, key string, req, tok Limit) (D
 	if ti > 0 {
 		d.Tokens = Window{Limit: tb, Remaining: int(v[3]), Reset: micros(v[4])}
 	}
+	l.local.remember(key, req, levelOf(v[2], ri), tok, levelOf(v[4], ti))
+	return d, nil
+}
+
+func (l *Limiter) reserveRedis(ctx context.Context, key string, req, tok Limit, tokens int) (Decision, error) {
+	ctx, cancel := context.WithTimeout(ctx, l.timeout)
+	defer cancel()
+	keys := l.keys(key)
+	ri, ti, tb := req.interval(time.Microsecond), tok.interval(time.Microsecond), tok.burst()
+	reply, err := reserveScript.Run(ctx, l.rdb, keys[:], ri, ti, tb, tokens).Result()
+	if err != nil {
+		return Decision{}, fmt.Errorf("ratelimit: evaluating reserve script: %w", err)
+	}
+	var v [4]int64
+	if err := int64s(reply, v[:]); err != nil {
+		return Decision{}, fmt.Errorf("ratelimit: evaluating reserve script: %w", err)
+	}
+	d := Decision{
+		Allowed:    v[0] == 1,
+		Tokens:     Window{Limit: tb, Remaining: int(v[1]), Reset: micros(v[2])},
+		RetryAfter: micros(v[3]),
+		Source:     SourceRedis,
+	}
+	if d.Allowed {
+		d.Reservation = Reservation{Tokens: tokens, Source: SourceRedis}
+	}
+	l.local.remember(key, Limit{}, 0, tok, levelOf(v[2], ti))
 	return d, nil
 }
 
@@ -447,10 +577,20 @@ func (l *Limiter) chargeRedis(ctx context.Context, key string, tok Limit, tokens
 	if err != nil {
 		return fmt.Errorf("ratelimit: evaluating charge script: %w", err)
 	}
-	if _, ok := reply.(int64); !ok {
+	level, ok := reply.(int64)
+	if !ok {
 		return fmt.Errorf("ratelimit: evaluating charge script: reply is %T, want an integer", reply)
 	}
+	l.local.remember(key, Limit{}, 0, tok, float64(level))
 	return nil
+}
+
+// levelOf is the level of a budget whose reset, in µs, a script reported.
+func levelOf(resetMicros int64, intervalMicros float64) float64 {
+	if intervalMicros == 0 || resetMicros <= 0 {
+		return 0
+	}
+	return float64(resetMicros) / intervalMicros
 }
 
 // int64s fills dst from a script's array reply of integers.

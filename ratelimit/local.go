@@ -12,6 +12,12 @@ import (
 // one instance. Safe for concurrent use; a decision on a known key does not
 // allocate.
 //
+// As the fallback of a Limiter with Redis, it holds the fleet's view of
+// each budget: remember writes the level Redis last reported, and a decision
+// charges this instance's spending w times (w = the replicas alive, see
+// replicas.go), so that each replica admits its 1/w share of what is left
+// and of the refill. In single-instance mode w is 1.
+//
 // Memory is bounded by maxKeys entries (about 100 bytes each with the key).
 // An entry whose budgets are fully restored is equivalent to no entry and is
 // swept when its shard is full; when a full shard holds only live entries,
@@ -63,8 +69,9 @@ func (l *local) shard(key string) *localShard {
 	return &l.shards[maphash.String(l.seed, key)%localShards]
 }
 
-// allow decides one request for key, exactly as the Lua script does.
-func (l *local) allow(key string, req, tok Limit) Decision {
+// allow decides one request for key, exactly as the Lua script does when w
+// is 1; each unit costs w (see local).
+func (l *local) allow(key string, req, tok Limit, w float64) Decision {
 	now := l.now().UnixNano()
 	ri, rb := req.interval(time.Nanosecond), float64(req.burst())
 	ti, tb := tok.interval(time.Nanosecond), float64(tok.burst())
@@ -81,14 +88,14 @@ func (l *local) allow(key string, req, tok Limit) Decision {
 	}
 	var rwait, twait float64
 	if ri > 0 {
-		rwait = shortfall(rl, rb) * ri
+		rwait = over(rl, w, rb) * ri
 	}
 	if ti > 0 {
-		twait = shortfall(tl, tb) * ti
+		twait = over(tl, w, tb) * ti
 	}
 	allowed := rwait == 0 && twait == 0
 	if allowed && ri > 0 {
-		rl++
+		rl += w
 		e.req = bucket{level: rl, last: now}
 		e.until = max(e.until, now+int64(rl*ri))
 		s.store(key, e, found, now, &l.evictions)
@@ -97,27 +104,104 @@ func (l *local) allow(key string, req, tok Limit) Decision {
 
 	return Decision{
 		Allowed:    allowed,
-		Requests:   window(ri, rb, rl, time.Nanosecond),
-		Tokens:     window(ti, tb, tl, time.Nanosecond),
+		Requests:   window(ri, rb, rl, w, time.Nanosecond),
+		Tokens:     window(ti, tb, tl, w, time.Nanosecond),
 		RetryAfter: durationOf(max(rwait, twait), time.Nanosecond),
 		Source:     SourceLocal,
 	}
 }
 
-// charge adds tokens to key's token budget, going into debt past the burst.
-func (l *local) charge(key string, tok Limit, tokens int) {
+// reserve sets tokens aside for a request allow admitted, exactly as the
+// Lua script does when w is 1; each token costs w. A refusal gives the
+// request unit back (w of the request budget).
+func (l *local) reserve(key string, req, tok Limit, tokens int, w float64) Decision {
+	now := l.now().UnixNano()
+	ri := req.interval(time.Nanosecond)
+	ti, tb := tok.interval(time.Nanosecond), float64(tok.burst())
+	n := float64(tokens)
+
+	s := l.shard(key)
+	s.mu.Lock()
+	e, found := s.m[key]
+	var tl float64
+	if found {
+		tl = e.tok.levelAt(now, ti)
+	}
+	var wait float64
+	allowed := n <= tb && over(tl, n*w, tb) == 0
+	switch {
+	case allowed:
+		tl += n * w
+		e.tok = bucket{level: tl, last: now}
+		e.until = max(e.until, now+int64(min(tl*ti, float64(maxDuration))))
+		s.store(key, e, found, now, &l.evictions)
+	default:
+		wait = over(tl, min(n, tb)*w, tb) * ti
+		if found && ri > 0 {
+			e.req = bucket{level: max(0, e.req.levelAt(now, ri)-w), last: now}
+			s.m[key] = e
+		}
+	}
+	s.mu.Unlock()
+
+	d := Decision{
+		Allowed:    allowed,
+		Tokens:     window(ti, tb, tl, w, time.Nanosecond),
+		RetryAfter: durationOf(wait, time.Nanosecond),
+		Source:     SourceLocal,
+	}
+	if allowed {
+		d.Reservation = Reservation{Tokens: tokens, Source: SourceLocal}
+	}
+	return d
+}
+
+// charge adds units to key's token budget, going into debt past the burst;
+// negative units give tokens back, down to a full budget.
+func (l *local) charge(key string, tok Limit, units float64) {
 	now := l.now().UnixNano()
 	ti := tok.interval(time.Nanosecond)
 
 	s := l.shard(key)
 	s.mu.Lock()
 	e, found := s.m[key]
-	tl := float64(tokens)
+	if !found && units <= 0 {
+		s.mu.Unlock()
+		return
+	}
+	tl := units
 	if found {
 		tl += e.tok.levelAt(now, ti)
 	}
+	tl = max(tl, 0)
 	e.tok = bucket{level: tl, last: now}
 	e.until = max(e.until, now+int64(min(tl*ti, float64(maxDuration))))
+	s.store(key, e, found, now, &l.evictions)
+	s.mu.Unlock()
+}
+
+// remember records the levels Redis reported for key's request and token
+// budgets, taken now: where the fallback starts if Redis goes away. A zero
+// Limit leaves that budget as it is.
+func (l *local) remember(key string, req Limit, rl float64, tok Limit, tl float64) {
+	ri, ti := req.interval(time.Nanosecond), tok.interval(time.Nanosecond)
+	rl, tl = max(rl, 0), max(tl, 0)
+	now := l.now().UnixNano()
+	s := l.shard(key)
+	s.mu.Lock()
+	e, found := s.m[key]
+	if !found && (ri == 0 || rl == 0) && (ti == 0 || tl == 0) {
+		s.mu.Unlock()
+		return // full budgets are no entry
+	}
+	if ri > 0 {
+		e.req = bucket{level: rl, last: now}
+		e.until = max(e.until, now+int64(min(rl*ri, float64(maxDuration))))
+	}
+	if ti > 0 {
+		e.tok = bucket{level: tl, last: now}
+		e.until = max(e.until, now+int64(min(tl*ti, float64(maxDuration))))
+	}
 	s.store(key, e, found, now, &l.evictions)
 	s.mu.Unlock()
 }
@@ -168,14 +252,15 @@ func (l *local) len() int {
 	return n
 }
 
-// window reports one budget at a level; the zero Window when unlimited.
-func window(interval, burst, level float64, unit time.Duration) Window {
+// window reports one budget at a level, with Remaining in units costing w;
+// the zero Window when unlimited.
+func window(interval, burst, level, w float64, unit time.Duration) Window {
 	if interval == 0 {
 		return Window{}
 	}
 	return Window{
 		Limit:     int(burst),
-		Remaining: remaining(level, burst),
+		Remaining: remainingShare(level, burst, w),
 		Reset:     durationOf(level*interval, unit),
 	}
 }

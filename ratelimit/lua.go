@@ -69,8 +69,8 @@ end
 //	ARGV[3] token interval µs (0: unlimited),   ARGV[4] token burst
 //
 // It admits when one request fits and at least one token is left; it then
-// spends the request and leaves the tokens for Charge. A rejection writes
-// nothing. Reply, all integers:
+// spends the request and leaves the tokens for reserveScript and
+// chargeScript. A rejection writes nothing. Reply, all integers:
 //
 //	{allowed 0|1, requests remaining, requests reset µs,
 //	 tokens remaining, tokens reset µs, retry after µs}
@@ -105,16 +105,62 @@ return {
 }
 `)
 
+// reserveScript sets tokens aside for a request allowScript admitted.
+//
+//	KEYS[1] request budget, KEYS[2] token budget (one hash slot)
+//	ARGV[1] request interval µs (0: unlimited)
+//	ARGV[2] token interval µs (> 0), ARGV[3] token burst, ARGV[4] tokens (> 0)
+//
+// It admits when the tokens fit the burst on top of what is spent and set
+// aside, and then adds them to the level. A rejection gives back the
+// request unit allowScript spent, so that a request refused for tokens has
+// spent nothing. Reply, all integers:
+//
+//	{allowed 0|1, tokens remaining, tokens reset µs, retry after µs}
+//
+// A request larger than the burst never fits; its retry after is the time
+// until the budget is full.
+var reserveScript = redis.NewScript(luaPrelude + `
+local ri = tonumber(ARGV[1])
+local ti, tb, n = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+
+local tl = level(KEYS[2], ti)
+local allowed, wait = 0, 0
+if n <= tb and tl + n - tb <= epsilon then
+  allowed = 1
+  tl = tl + n
+  store(KEYS[2], tl, ti)
+else
+  wait = (tl + math.min(n, tb) - tb) * ti
+  if ri > 0 then
+    local rl = level(KEYS[1], ri) - 1
+    if rl > 0 then
+      store(KEYS[1], rl, ri)
+    else
+      redis.call('DEL', KEYS[1])
+    end
+  end
+end
+
+return {allowed, remaining(tl, tb), whole(tl * ti), whole(wait)}
+`)
+
 // chargeScript spends tokens from a token budget, past the burst if need
-// be (debt, repaid as the budget refills).
+// be (debt, repaid as the budget refills); negative tokens give tokens
+// back (a reservation larger than the usage), down to a full budget.
 //
 //	KEYS[1] token budget
-//	ARGV[1] token interval µs (> 0), ARGV[2] tokens (> 0)
+//	ARGV[1] token interval µs (> 0), ARGV[2] tokens (not 0)
 //
 // Reply: the level after the charge, rounded up (an integer).
 var chargeScript = redis.NewScript(luaPrelude + `
 local ti, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 local l = level(KEYS[1], ti) + n
-store(KEYS[1], l, ti)
+if l > 0 then
+  store(KEYS[1], l, ti)
+else
+  l = 0
+  redis.call('DEL', KEYS[1])
+end
 return whole(l)
 `)

@@ -149,7 +149,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		return nil
 	})
 	var bgWG sync.WaitGroup
-	bgWG.Add(3)
+	bgWG.Add(4)
 	go func() { // the request log outlives the listener: it flushes after the streams are cut
 		defer bgWG.Done()
 		if err := writer.Run(bg); err != nil {
@@ -158,6 +158,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	}()
 	go func() { defer bgWG.Done(); authn.Run(bg) }()  //nolint:errcheck // returns nil when bg ends
 	go func() { defer bgWG.Done(); health.Run(bg) }() //nolint:errcheck // returns nil when bg ends
+	go func() { defer bgWG.Done(); lim.Run(bg) }()    //nolint:errcheck // returns nil when bg ends; heartbeats count the replicas that share the fallback
 	g.Go(func() error {
 		<-gctx.Done()
 		health.SetDraining()

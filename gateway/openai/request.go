@@ -3,6 +3,7 @@ package openai
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -44,7 +45,17 @@ type Request struct {
 	//     absent), so that Prompt stays one JSON value.
 	// It is at most as long as the body.
 	Prompt string
+	// MaxOutputTokens is the most the request lets the model generate:
+	// "max_output_tokens" for Responses, "max_tokens" for Completions, the
+	// larger of "max_tokens" and "max_completion_tokens" for chat; rounded
+	// up and capped at MaxOutputTokensCap. 0 when absent, null, negative or
+	// not a number (the upstream judges those); Embeddings have none.
+	MaxOutputTokens int
 }
+
+// MaxOutputTokensCap bounds Request.MaxOutputTokens, far above any model's
+// output, so that estimates built on it cannot overflow.
+const MaxOutputTokensCap = 1 << 30
 
 // RequestError reports a request body the gateway refuses to forward. Msg is
 // meant for the client (the OpenAI error body's "message"); Param names the
@@ -82,6 +93,7 @@ type field struct {
 // depends on the endpoint.
 type requestFields struct {
 	model, stream, streamOptions, prompt, instructions field
+	maxTokens, maxCompletionTokens                     field
 }
 
 // slot returns where to keep the member named name for ep, and the name of
@@ -114,6 +126,18 @@ func (f *requestFields) slot(ep Endpoint, name []byte) *field {
 		if ep == Responses {
 			return &f.instructions
 		}
+	case "max_tokens":
+		if ep == ChatCompletions || ep == Completions {
+			return &f.maxTokens
+		}
+	case "max_completion_tokens":
+		if ep == ChatCompletions {
+			return &f.maxCompletionTokens
+		}
+	case "max_output_tokens":
+		if ep == Responses {
+			return &f.maxTokens
+		}
 	}
 	return nil
 }
@@ -122,7 +146,8 @@ func (f *requestFields) slot(ep Endpoint, name []byte) *field {
 // acts on, and refuses bodies the gateway must not forward with a
 // *RequestError: invalid JSON or UTF-8, a top level that is not an object,
 // nesting deeper than MaxNestingDepth, a duplicated member it reads (a
-// duplicate "model" could route by one name and run another), a bad model
+// duplicate "model" could route by one name and run another, a duplicate
+// "max_tokens" reserve by one and generate by the other), a bad model
 // name, a non-boolean "stream", a malformed "stream_options", and for chat a
 // missing or non-array "messages" or one longer than MaxMessages. An unknown
 // ep is a programming error and returns a plain error.
@@ -204,7 +229,26 @@ func ParseRequest(ep Endpoint, body []byte) (Request, error) {
 	}
 	req.Model = model
 	req.Prompt = promptText(ep, &f)
+	req.MaxOutputTokens = max(outputCap(f.maxTokens), outputCap(f.maxCompletionTokens))
 	return req, nil
+}
+
+// outputCap reads an output token limit: a JSON number rounded up and
+// capped at MaxOutputTokensCap, or 0 when absent, negative or not a number.
+// Fractions and exponents count as the number they denote, so that
+// "1e6" reserves as much as 1000000 wherever an upstream accepts it.
+func outputCap(f field) int {
+	if !f.seen || len(f.val) == 0 || f.val[0] != '-' && (f.val[0] < '0' || f.val[0] > '9') {
+		return 0
+	}
+	n, err := strconv.ParseFloat(string(f.val), 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) || !(n > 0) { // NaN cannot occur in JSON
+		return 0
+	}
+	if n >= MaxOutputTokensCap {
+		return MaxOutputTokensCap
+	}
+	return int(math.Ceil(n))
 }
 
 // checkJSON reports why body, whose first value starts at body[i], is not

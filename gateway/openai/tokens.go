@@ -10,6 +10,24 @@ package openai
 // does not look at the bytes.
 func EstimateTokens(s string) int { return estimateBytes(len(s)) }
 
+// ReserveTokens estimates what a request may cost a tokens-per-minute
+// budget before it is forwarded, as OpenAI's own limiter does: the prompt
+// estimate (EstimateTokens of r.Prompt, high for JSON, so on the safe side)
+// plus the most it may generate, r.MaxOutputTokens, or defaultOutput when
+// the request sets no limit. Embeddings generate nothing. The usage the
+// provider reports replaces the estimate when the answer ends.
+func ReserveTokens(ep Endpoint, r Request, defaultOutput int) int {
+	n := EstimateTokens(r.Prompt)
+	switch {
+	case ep == Embeddings:
+	case r.MaxOutputTokens > 0:
+		n += r.MaxOutputTokens
+	default:
+		n += max(defaultOutput, 0)
+	}
+	return n
+}
+
 func estimateBytes(n int) int {
 	if n <= 0 {
 		return 0

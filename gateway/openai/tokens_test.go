@@ -16,6 +16,26 @@ func TestEstimateTokens(t *testing.T) {
 	}
 }
 
+func TestReserveTokens(t *testing.T) {
+	prompt := `[{"role":"user","content":"Say hi"}]` // 36 bytes: 9 tokens
+	for _, tc := range []struct {
+		name string
+		ep   Endpoint
+		r    Request
+		want int
+	}{
+		{"prompt and max_tokens", ChatCompletions, Request{Prompt: prompt, MaxOutputTokens: 63}, 72},
+		{"no limit: the default", ChatCompletions, Request{Prompt: prompt}, 9 + 256},
+		{"responses", Responses, Request{Prompt: `"Hello"`, MaxOutputTokens: 16}, 2 + 16},
+		{"embeddings generate nothing", Embeddings, Request{Prompt: prompt, MaxOutputTokens: 5}, 9},
+		{"capped output", Completions, Request{MaxOutputTokens: MaxOutputTokensCap}, MaxOutputTokensCap},
+	} {
+		if got := ReserveTokens(tc.ep, tc.r, 256); got != tc.want {
+			t.Errorf("%s: ReserveTokens = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
 func TestEstimateIfMissing(t *testing.T) {
 	tests := []struct {
 		name   string
