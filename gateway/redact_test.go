@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/bulkheadhq/bulkhead/config"
+	"github.com/bulkheadhq/bulkhead/gateway/openai"
 	"github.com/bulkheadhq/bulkhead/store"
 )
 
@@ -436,6 +437,24 @@ func TestStoredResponseHoldsNoCredential(t *testing.T) {
 		}
 		if strings.Contains(*p.Response, providerKey[:leakedStart]) || *p.Response == "" {
 			t.Errorf("stored response of %s (%s): %q", p.RequestID, p.Model, *p.Response)
+		}
+	}
+}
+
+// BenchmarkScrubResponse is the hot-path cost of the credential check on
+// a clean 2xx answer: body, recorded text and forwarded headers.
+func BenchmarkScrubResponse(b *testing.B) {
+	r := newRedactor([]*upstream{{apiKey: providerKey, host: "api.example.com"}, {apiKey: otherKey, host: "llm-backend.example.com:8443"}})
+	body := []byte(okChat)
+	var h fasthttp.ResponseHeader
+	h.SetContentType("application/json")
+	h.Set("Openai-Processing-Ms", "12")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		res := openai.Result{Text: "ok"}
+		if out, found := r.response(body, &res); found || len(out) != len(body) || r.headers(&h) {
+			b.Fatal("found a credential in a clean answer")
 		}
 	}
 }

@@ -29,6 +29,7 @@ type Secrets struct {
 
 type secret struct {
 	b    []byte
+	s    string // b, for decoded text
 	fail []int // KMP failure function: fail[k] is the longest proper border of b[:k+1]
 	// A stream withholds its events while the text so far ends in hold or
 	// more bytes of the start of b, until the text goes elsewhere (the
@@ -54,7 +55,7 @@ func NewSecrets(secrets ...string) *Secrets {
 		}
 		seen[v] = true
 		b := []byte(v)
-		s.list = append(s.list, secret{b: b, fail: kmpFailure(b), hold: min(maxHold, max(1, len(b)/2))})
+		s.list = append(s.list, secret{b: b, s: v, fail: kmpFailure(b), hold: min(maxHold, max(1, len(b)/2))})
 		s.window = max(s.window, 6*len(b)) // escaped, a byte takes at most 6 (\uXXXX; a surrogate pair, 12, spells 4)
 		for i := 0; i < len(b); i++ {
 			if e, ok := shortEscape(b[i]); ok && !short[e] {
@@ -198,7 +199,7 @@ func (s *Secrets) RedactString(text string) (string, bool) {
 	}
 	found := false
 	for i := range s.list {
-		if k := string(s.list[i].b); strings.Contains(text, k) {
+		if k := s.list[i].s; strings.Contains(text, k) {
 			text, found = strings.ReplaceAll(text, k, Redacted), true
 		}
 	}
