@@ -336,13 +336,15 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 		n, err := b.upstream.Read(b.buf[:])
 		if n > 0 {
 			b.out = b.out[:0]
-			serr := b.tee.Write(b.buf[:n], collect) // only openai.ErrSecret: collect cannot fail
+			// Only openai.ErrSecret: collect cannot fail. (Keeping the error
+			// itself would move collect to the heap: it may be forward's.)
+			secret := b.tee.Write(b.buf[:n], collect) != nil
 			if werr := write(b.out); werr != nil {
 				b.status = statusClientClosed // the caller went away: Close stops the upstream too
 				return total, werr
 			}
-			if serr != nil {
-				b.readErr, b.status = serr, fasthttp.StatusBadGateway
+			if secret {
+				b.readErr, b.status = openai.ErrSecret, fasthttp.StatusBadGateway
 				break
 			}
 		}
@@ -357,8 +359,8 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 		}
 	}
 	b.out = b.out[:0]
-	if serr := b.tee.Flush(collect); serr != nil { // only openai.ErrSecret: collect cannot fail
-		b.readErr, b.status = serr, fasthttp.StatusBadGateway
+	if b.tee.Flush(collect) != nil { // as Write
+		b.readErr, b.status = openai.ErrSecret, fasthttp.StatusBadGateway
 	}
 	if b.readErr != nil {
 		if errors.Is(b.readErr, openai.ErrSecret) {

@@ -30,7 +30,7 @@ type Secrets struct {
 type secret struct {
 	b    []byte
 	s    string // b, for decoded text
-	fail []int // KMP failure function: fail[k] is the longest proper border of b[:k+1]
+	fail []int  // KMP failure function: fail[k] is the longest proper border of b[:k+1]
 	// A stream withholds its events while the text so far ends in hold or
 	// more bytes of the start of b, until the text goes elsewhere (the
 	// events are released) or completes b (they are never sent).
@@ -43,14 +43,19 @@ type secret struct {
 // ordinary mention of a key format is delayed, never cut.
 const maxHold = 16
 
-// NewSecrets returns the set of the non-empty secrets given, or nil if there
-// are none.
+// MinSecretLen is the length below which NewSecrets ignores a string: a
+// shorter one is no credential worth guarding, and every answer that
+// happened to hold it would be cut.
+const MinSecretLen = 8
+
+// NewSecrets returns the set of the secrets given of at least MinSecretLen
+// bytes, or nil if there are none.
 func NewSecrets(secrets ...string) *Secrets {
 	s := &Secrets{escapes: [][]byte{[]byte(`\u`)}}
 	seen := map[string]bool{}
 	short := map[byte]bool{}
 	for _, v := range secrets {
-		if v == "" || seen[v] {
+		if len(v) < MinSecretLen || seen[v] {
 			continue
 		}
 		seen[v] = true
