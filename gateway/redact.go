@@ -197,10 +197,31 @@ func (r *redactor) headers(h *fasthttp.ResponseHeader) bool {
 // h, the body it returns, and res.Text; it logs and counts a credential.
 func (s *Server) scrubResponse(x *exchange, h *fasthttp.ResponseHeader, body []byte, res *openai.Result) []byte {
 	body, found := s.redact.response(body, res)
+	if bytes.HasPrefix(h.ContentType(), []byte("text/event-stream")) {
+		var cut bool
+		body, cut = s.redact.bufferedStream(x, body)
+		found = found || cut
+	}
 	if s.redact.headers(h) || found {
 		s.credentialWithheld(x, leakResponse)
 	}
 	return body
+}
+
+// bufferedStream passes a whole event stream, answered to a request that
+// did not ask for one (or with a status other than 200), through the
+// stream guard: spread over events, a credential is no more delivered
+// than when streamed.
+func (r *redactor) bufferedStream(x *exchange, body []byte) ([]byte, bool) {
+	tee := openai.AcquireStreamTee(x.ep, false, 0)
+	defer openai.ReleaseStreamTee(tee)
+	tee.SetSecrets(r.secrets)
+	out := make([]byte, 0, len(body))
+	collect := func(ev []byte) error { out = append(out, ev...); return nil }
+	if tee.Write(body, collect) == nil && tee.Flush(collect) == nil {
+		return body, false
+	}
+	return append(out, streamErrorEvent(x.reqID, errCredentialInStream)...), true
 }
 
 // scrubError scrubs an upstream error answer of x that is passed on: the

@@ -334,6 +334,29 @@ func TestProviderKeyNeverReachesTheCaller(t *testing.T) {
 	}
 }
 
+// An upstream that streams to a request that asked for a whole answer
+// gets the same check as a stream: the buffered events end before the one
+// that would complete the credential.
+func TestBufferedStreamIsGuarded(t *testing.T) {
+	h := hostileHarness(t)
+	_, key, _ := h.tenant(1000)
+	before := blocked(t, h.srv, leakResponse)
+	r := h.do("POST", "/v1/chat/completions", `{"model":"stream-chars","messages":[{"role":"user","content":"echo"}]}`, bearer(key)...)
+	if r.status != 200 || !strings.Contains(string(r.body), "it is: ") {
+		t.Fatalf("status %d: %s", r.status, r.body)
+	}
+	if l := leaks(r.body); len(l) > 0 {
+		t.Errorf("the caller got a key: %v\n%s", l, r.body)
+	}
+	events := sse(t, r.body)
+	if !strings.Contains(string(r.body), "event: error\ndata: ") || !strings.Contains(events[len(events)-1], `"upstream_error"`) {
+		t.Errorf("the answer does not end with an error event: %s", r.body)
+	}
+	if got := blocked(t, h.srv, leakResponse); got != before+1 {
+		t.Errorf("bulkhead_provider_credential_blocked_total{where=response} went from %v to %v, want +1", before, got)
+	}
+}
+
 // Upstream error bodies lose the credentials in every spelling (base64 at
 // any alignment, "\/"-escaped, hashed, \u-escaped) and internal addresses
 // before they are passed on; 5xx bodies are never passed on (THREATS 36).
