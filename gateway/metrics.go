@@ -22,7 +22,9 @@ type metrics struct {
 	ttfb        prometheus.Histogram     // streams: until the first event reaches the caller
 	tokens      *prometheus.CounterVec   // kind: prompt, completion
 	rateLimited *prometheus.CounterVec   // limit: requests, tokens
-	models      boundedLabels
+	// where: response, stream, error (see credentialWithheld)
+	credentialBlocked *prometheus.CounterVec
+	models            boundedLabels
 }
 
 // maxModelLabels caps the distinct model label values.
@@ -54,9 +56,12 @@ func newMetrics(reg prometheus.Registerer, perTenant bool) *metrics {
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bulkhead_rate_limited_total", Help: "Requests refused by a per-key limit.",
 		}, []string{"limit"}),
+		credentialBlocked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulkhead_provider_credential_blocked_total", Help: "Provider credentials an upstream sent and the gateway withheld from the caller, by where (response, stream, error).",
+		}, []string{"where"}),
 		models: boundedLabels{max: maxModelLabels, seen: map[string]struct{}{}},
 	}
-	reg.MustRegister(m.requests, m.latency, m.upstream, m.overhead, m.ttfb, m.tokens, m.rateLimited)
+	reg.MustRegister(m.requests, m.latency, m.upstream, m.overhead, m.ttfb, m.tokens, m.rateLimited, m.credentialBlocked)
 	if perTenant {
 		m.tenantReqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bulkhead_tenant_requests_total", Help: "Proxied requests by organization (enabled by BULKHEAD_METRICS_PER_TENANT).",

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,6 +57,7 @@ type exchange struct {
 	prompt    string
 	stream    bool
 	dropUsage bool
+	upstream  string // the upstream's name, for security events
 	// reservation is the tokens set aside for the request, settled in
 	// record.
 	reservation ratelimit.Reservation
@@ -153,6 +153,7 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		x.record(s, fasthttp.StatusNotFound, openai.Result{})
 		return errModelNotFound
 	}
+	x.upstream = up.name
 	if err := s.rec.Admit(); err != nil {
 		return withCause(errLogFull, err) // nothing accepted is ever dropped: refuse instead
 	}
@@ -212,6 +213,7 @@ func (s *Server) respond(rc *fasthttp.RequestCtx, x *exchange, up *upstream, res
 	case status >= 200 && status < 300:
 		res := openai.ParseResponse(x.ep, body, s.cfg.CaptureMaxBytes)
 		copyResponseHeaders(&rc.Response.Header, &resp.Header)
+		body = s.scrubResponse(x, &rc.Response.Header, body, &res)
 		rc.SetStatusCode(status)
 		rc.SetBody(body)
 		x.record(s, status, res)
@@ -223,7 +225,7 @@ func (s *Server) respond(rc *fasthttp.RequestCtx, x *exchange, up *upstream, res
 		// The caller's mistake as the provider saw it: pass it on, scrubbed.
 		copyResponseHeaders(&rc.Response.Header, &resp.Header)
 		rc.SetStatusCode(status)
-		rc.SetBody(scrub(body, up.apiKey))
+		rc.SetBody(s.scrubError(x, &rc.Response.Header, body))
 		x.record(s, status, openai.Result{})
 		return nil
 	case status == fasthttp.StatusGatewayTimeout:
@@ -266,21 +268,6 @@ func upstreamFailure(err error) *HTTPError {
 	return withCause(errUpstream, err)
 }
 
-// secretLike matches OpenAI-style provider keys in upstream error bodies.
-var secretLike = regexp.MustCompile(`sk-[A-Za-z0-9_\-]{6,}`)
-
-// scrub removes the provider credential, and anything shaped like one, from
-// an upstream body before the caller sees it.
-func scrub(body []byte, apiKey string) []byte {
-	if apiKey != "" && bytes.Contains(body, []byte(apiKey)) {
-		body = bytes.ReplaceAll(body, []byte(apiKey), []byte("[redacted]"))
-	}
-	if bytes.Contains(body, []byte("sk-")) {
-		body = secretLike.ReplaceAll(body, []byte("sk-[redacted]"))
-	}
-	return body
-}
-
 // streamBufSize is the read size of a stream: one upstream read is
 // forwarded and flushed as soon as it arrives.
 const streamBufSize = 16 << 10
@@ -300,6 +287,8 @@ func (s *Server) stream(rc *fasthttp.RequestCtx, x *exchange, resp *fasthttp.Res
 	b.s, b.x, b.release, b.conn, b.status = s, x, release, rc.Conn(), fasthttp.StatusOK
 	b.upstream, _ = resp.BodyStream().(fasthttp.ReadCloserWithError)
 	b.tee = openai.AcquireStreamTee(x.ep, x.dropUsage, s.cfg.CaptureMaxBytes)
+	b.tee.SetSecrets(s.redact.secrets)
+	s.scrubStreamHeaders(x, &rc.Response.Header)
 	s.streams.Add(1)
 	b.stopCut = context.AfterFunc(s.base, func() {
 		b.cut.Store(true)
@@ -356,13 +345,19 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 		n, err := b.upstream.Read(b.buf[:])
 		if n > 0 {
 			b.out = b.out[:0]
-			b.tee.Write(b.buf[:n], collect) //nolint:errcheck // collect cannot fail
-			if b.tee.Ended() {
+			// Only openai.ErrSecret: collect cannot fail. (Keeping the error
+			// itself would move collect to the heap: it may be forward's.)
+			secret := b.tee.Write(b.buf[:n], collect) != nil
+			if b.tee.Ended() && !secret {
 				b.recordOnce() // before the terminal event leaves
 			}
 			if werr := write(b.out); werr != nil {
 				b.status = statusClientClosed // the caller went away: Close stops the upstream too
 				return total, werr
+			}
+			if secret {
+				b.readErr, b.status = openai.ErrSecret, fasthttp.StatusBadGateway
+				break
 			}
 		}
 		if err != nil {
@@ -376,9 +371,14 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 		}
 	}
 	b.out = b.out[:0]
-	b.tee.Flush(collect) //nolint:errcheck // collect cannot fail
+	if b.tee.Flush(collect) != nil { // as Write
+		b.readErr, b.status = openai.ErrSecret, fasthttp.StatusBadGateway
+	}
 	if b.readErr != nil {
-		if b.cut.Load() {
+		if errors.Is(b.readErr, openai.ErrSecret) {
+			b.s.credentialWithheld(b.x, leakStream)
+			b.out = append(b.out, streamErrorEvent(b.x.reqID, errCredentialInStream)...)
+		} else if b.cut.Load() {
 			b.out = append(b.out, streamErrorEvent(b.x.reqID, errShutdownCut)...)
 		} else {
 			b.s.log.Warn("upstream stream broke", zap.String("request_id", b.x.reqID), zap.Error(b.readErr))

@@ -44,6 +44,7 @@ type Server struct {
 	prompts promptReader // nil: no /api/v1 read API
 	limiter limiter      // nil: no per-key limits
 	router  *router
+	redact  *redactor
 
 	// base is the parent of every request's context. It is not the
 	// RequestCtx (whose Done fires only at shutdown) and outlives handlers,
@@ -78,6 +79,7 @@ func New(cfg config.Config, log *zap.Logger, deps Deps) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: log.Named("gateway"), access: log.Named("access").WithOptions(zap.WithCaller(false)), reqs: newRequestIDs(), auth: deps.Auth, rec: deps.Recorder, prompts: deps.Prompts, limiter: deps.Limiter, router: r}
+	s.redact = newRedactor(r.all)
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	reg := deps.Metrics
 	if reg == nil {

@@ -110,6 +110,19 @@ func BenchmarkStreamTee(b *testing.B) {
 		}
 		report(b)
 	})
+	// The gateway's case: the tee checks every event for a provider key.
+	secrets := NewSecrets("sk-provider-SECRET-0123456789abcdef")
+	b.Run("pooled/secrets", func(b *testing.B) {
+		b.ReportAllocs()
+		b.SetBytes(int64(len(stream)))
+		for b.Loop() {
+			tee := AcquireStreamTee(ChatCompletions, true, 64<<10)
+			tee.SetSecrets(secrets)
+			run(b, tee, events)
+			ReleaseStreamTee(tee)
+		}
+		report(b)
+	})
 	b.Run("pooled/one-write", func(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(int64(len(stream)))

@@ -43,11 +43,13 @@ type StreamStats struct {
 // payload truncated or broken there is not learned from) but, unlike a
 // validator, not the inside of members it skips.
 //
-// Memory is bounded: at most MaxEventBytes of a pending event, maxText bytes
-// of text, and scratch buffers sized by the largest event read. A StreamTee is not safe for concurrent use; it belongs to the goroutine
-// copying the stream, which may read Result once done (also after an
-// aborted stream: it holds what arrived). Reuse one through Reset, or
-// through AcquireStreamTee and ReleaseStreamTee.
+// Memory is bounded: at most MaxEventBytes of a pending event, as much of
+// withheld events (SetSecrets), maxText bytes of text, and scratch buffers
+// sized by the largest event read. A StreamTee is not safe for concurrent
+// use; it belongs to the goroutine copying the stream, which may read
+// Result once done (also after an aborted stream: it holds what arrived).
+// Reuse one through Reset, or through AcquireStreamTee and
+// ReleaseStreamTee.
 type StreamTee struct {
 	ep    Endpoint
 	drop  bool
@@ -67,6 +69,16 @@ type StreamTee struct {
 	held        bool // a blank line ended by '\r' closed the pending event; waiting for a '\n'
 
 	scratch []byte // joins the lines of a multi-line data field
+
+	// With secrets (SetSecrets; see guard.go).
+	guard    *Secrets
+	states   []int    // per secret: how much of its start the text so far ends in
+	whole    bool     // the text completed a secret
+	blocked  bool     // a secret would have been forwarded: forward nothing more
+	withheld []byte   // complete events kept back while the text ends in a secret's start
+	mark     textMark // the text of the events forwarded
+	rawTail  []byte   // the last bytes of oversized events forwarded, to find a secret across pieces
+	decoded  []byte   // scratch for decoding text and joining pieces
 }
 
 // NewStreamTee returns a StreamTee for a stream of ep. With dropUsageChunk
@@ -90,11 +102,12 @@ func (t *StreamTee) Reset(ep Endpoint, dropUsageChunk bool, maxText int) {
 	t.pending, t.skipping = t.pending[:0], false
 	t.atLineStart, t.cr, t.lastCRLF, t.held = true, false, false, false
 	t.scratch = t.scratch[:0]
-	if cap(t.pending) > retainBytes {
-		t.pending = nil
-	}
-	if cap(t.scratch) > retainBytes {
-		t.scratch = nil
+	t.guard, t.states, t.whole, t.blocked, t.mark = nil, t.states[:0], false, false, textMark{}
+	t.withheld, t.rawTail, t.decoded = t.withheld[:0], t.rawTail[:0], t.decoded[:0]
+	for _, b := range []*[]byte{&t.pending, &t.scratch, &t.withheld, &t.rawTail, &t.decoded} {
+		if cap(*b) > retainBytes {
+			*b = nil
+		}
 	}
 }
 
@@ -133,11 +146,12 @@ func (t *StreamTee) Result() Result {
 }
 
 // Ended reports whether the stream's terminal event has passed through
-// Write or Flush: "data: [DONE]" for chat and completions, a
+// Write or Flush — "data: [DONE]" for chat and completions, a
 // response.completed, response.incomplete or response.failed event for
-// Responses. Everything the stream reports (text, usage) comes before it,
-// so the proxy can record the request before it forwards that event.
-func (t *StreamTee) Ended() bool { return t.ended }
+// Responses — and no event is withheld (SetSecrets). Everything the stream
+// reports (text, usage) comes before it, so the proxy can record the
+// request before it forwards that event.
+func (t *StreamTee) Ended() bool { return t.ended && len(t.withheld) == 0 }
 
 // Stats returns the counts of the current stream.
 func (t *StreamTee) Stats() StreamStats { return t.stats }
@@ -163,14 +177,17 @@ func (t *StreamTee) Stats() StreamStats { return t.stats }
 // error it forwards nothing more of p and returns that error once p has
 // been learned from, so a proxy whose client left may keep feeding the
 // stream (with a nil forward) to learn its usage.
+//
+// With secrets (SetSecrets), Write may withhold events, and once a secret
+// would pass it forwards and learns nothing more and returns ErrSecret.
 func (t *StreamTee) Write(p []byte, forward func([]byte) error) error {
 	w := sink{fn: forward}
 	f := newEOLFinder(p)
-	for i := 0; i < len(p); {
+	for i := 0; i < len(p) && !t.blocked; {
 		switch {
 		case t.skipping:
 			end, ok := t.scanEnd(&f, i)
-			w.send(p[i:end])
+			t.sendRaw(p[i:end], &w)
 			i = end
 			if ok {
 				t.skipping = false
@@ -184,15 +201,13 @@ func (t *StreamTee) Write(p []byte, forward func([]byte) error) error {
 				continue
 			}
 			if len(t.pending)+end-i > MaxEventBytes {
-				w.send(t.pending)
-				w.send(p[i:end])
+				t.sendRaw(t.pending, &w)
+				t.sendRaw(p[i:end], &w)
 				t.stats.Events++
 				t.stats.Oversized++
 			} else {
 				t.pending = append(t.pending, p[i:end]...)
-				if !t.inspect(t.pending, true) {
-					w.send(t.pending)
-				}
+				t.settle(t.pending, t.inspect(t.pending, true), &w)
 			}
 			t.pending = t.pending[:0]
 			i = end
@@ -208,14 +223,21 @@ func (t *StreamTee) Write(p []byte, forward func([]byte) error) error {
 					run, i = end, end
 					break
 				}
-				if t.inspect(p[i:end], true) {
+				if v := t.inspect(p[i:end], true); v != pass || len(t.withheld) > 0 {
 					w.send(p[run:i])
+					t.settle(p[i:end], v, &w)
 					run = end
 				}
 				i = end
+				if t.blocked {
+					return ErrSecret
+				}
 			}
 			w.send(p[run:i])
 		}
+	}
+	if t.blocked {
+		return ErrSecret
 	}
 	return w.err
 }
@@ -223,18 +245,24 @@ func (t *StreamTee) Write(p []byte, forward func([]byte) error) error {
 // Flush forwards what remains of the stream after its last Write: an event
 // that arrived without its terminating blank line is learned from and
 // forwarded as is (never dropped). It leaves t ready to frame a new stream
-// but keeps what it learned.
+// but keeps what it learned. With secrets, events still withheld are not
+// forwarded (the stream ended inside a secret's start): it returns
+// ErrSecret, as it does once Write has.
 func (t *StreamTee) Flush(forward func([]byte) error) error {
 	w := sink{fn: forward}
-	if !t.skipping && len(t.pending) > 0 {
+	if !t.blocked && !t.skipping && len(t.pending) > 0 {
 		// A held event is complete: its blank line ended with '\r' and the
 		// stream ended before we could see whether '\n' followed.
-		if !t.inspect(t.pending, t.held) {
-			w.send(t.pending)
-		}
+		t.settle(t.pending, t.inspect(t.pending, t.held), &w)
+	}
+	if len(t.withheld) > 0 {
+		t.block()
 	}
 	t.pending, t.skipping = t.pending[:0], false
 	t.atLineStart, t.cr, t.lastCRLF, t.held = true, false, false, false
+	if t.blocked {
+		return ErrSecret
+	}
 	return w.err
 }
 
@@ -246,8 +274,8 @@ func (t *StreamTee) hold(b []byte, w *sink) {
 		t.pending = append(t.pending, b...)
 		return
 	}
-	w.send(t.pending)
-	w.send(b)
+	t.sendRaw(t.pending, w)
+	t.sendRaw(b, w)
 	t.pending = t.pending[:0]
 	t.skipping = true
 	t.stats.Oversized++
@@ -358,32 +386,52 @@ func (t *StreamTee) scanEnd(f *eolFinder, i int) (int, bool) {
 	return len(p), false
 }
 
-// inspect learns from the complete event ev and reports whether to drop it
-// (only when mayDrop).
-func (t *StreamTee) inspect(ev []byte, mayDrop bool) (drop bool) {
+// inspect learns from the complete event ev and says what to do with it:
+// drop it (only when mayDrop) or, with secrets, withhold it or block.
+func (t *StreamTee) inspect(ev []byte, mayDrop bool) verdict {
 	t.stats.Events++
+	if t.guard == nil {
+		return t.learn(ev, mayDrop)
+	}
+	if t.guard.Contains(ev) {
+		return block
+	}
+	return t.judge(t.learn(ev, mayDrop))
+}
+
+// learn learns from the complete event ev and reports whether to drop it
+// (only when mayDrop).
+func (t *StreamTee) learn(ev []byte, mayDrop bool) verdict {
 	if len(ev) > MaxEventBytes {
 		t.stats.Oversized++
-		return false
+		return pass
 	}
 	event, data, ok := t.fields(ev)
 	if !ok {
-		return false
+		return pass
 	}
 	if string(data) == "[DONE]" {
 		t.ended = t.ended || t.ep != Responses
-		return false
+		return pass
 	}
 	switch t.ep {
 	case ChatCompletions, Completions:
 		if t.learnChoices(data) && mayDrop && t.drop {
 			t.stats.Dropped++
-			return true
+			return drop
 		}
 	case Responses:
 		t.learnResponses(event, data)
 	}
-	return false
+	return pass
+}
+
+// addText appends the JSON string raw to the response text.
+func (t *StreamTee) addText(raw []byte) {
+	t.text.addJSON(raw)
+	if t.guard != nil {
+		t.guardedText(raw)
+	}
 }
 
 // fields returns the event name and the data of the event ev, joining
@@ -453,7 +501,7 @@ func (t *StreamTee) learnChoices(data []byte) (usageOnly bool) {
 		t.usage = s.usage
 	}
 	if s.found {
-		t.text.addJSON(s.content)
+		t.addText(s.content)
 		if fr, ok := unquoted(s.finish); ok && len(fr) > 0 {
 			t.fin = finishReason(fr)
 		}
@@ -533,7 +581,7 @@ func (t *StreamTee) learnResponses(event, data []byte) {
 	}
 	switch string(name) {
 	case evTextDelta:
-		t.text.addJSON(delta)
+		t.addText(delta)
 	case evCompleted, evIncomplete, evFailed:
 		t.ended = true
 		if respFound {
