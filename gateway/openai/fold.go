@@ -86,6 +86,9 @@ func foldRune(r rune) rune {
 // a top-level member name with escapes decoded, is a case variant of; ""
 // if it is none (an exact name included).
 func misspelled(name []byte) string {
+	if !mayFold(name) {
+		return ""
+	}
 	var buf [maxFoldedName]byte
 	f, ok := foldName(buf[:0], name)
 	if !ok {
@@ -97,9 +100,24 @@ func misspelled(name []byte) string {
 	return ""
 }
 
+// mayFold reports whether name holds an upper-case ASCII letter or a
+// non-ASCII byte. A name without either folds to one of the (lower-case
+// ASCII) table names only by being it: the fast path of most members.
+func mayFold(name []byte) bool {
+	for _, c := range name {
+		if c-'A' < 26 || c >= utf8.RuneSelf {
+			return true
+		}
+	}
+	return false
+}
+
 // misspelledIncludeUsage reports whether name, a member name of
 // stream_options, is a case variant of include_usage.
 func misspelledIncludeUsage(name []byte) bool {
+	if !mayFold(name) {
+		return false
+	}
 	var buf [maxFoldedName]byte
 	f, ok := foldName(buf[:0], name)
 	return ok && string(f) == foldedIncludeUsage && string(name) != "include_usage"
