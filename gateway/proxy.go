@@ -69,6 +69,7 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 	default:
 		res.Usage = openai.Usage{Source: openai.UsageNone} // nothing was generated
 	}
+	s.flagDiscrepancy(x, res.Usage)
 	latency := time.Since(x.start)
 	s.rec.Record(store.LogRecord{
 		OrgID: x.principal.Org, KeyID: x.principal.KeyID, RequestID: x.reqID,
