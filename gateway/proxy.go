@@ -184,7 +184,7 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		return he
 	}
 	status := resp.StatusCode()
-	if r.Stream && status == fasthttp.StatusOK && bytes.HasPrefix(resp.Header.ContentType(), []byte("text/event-stream")) {
+	if r.Stream && status == fasthttp.StatusOK && bytes.HasPrefix(resp.Header.ContentType(), []byte("text/event-stream")) && decodable(resp) {
 		s.stream(rc, x, resp, release)
 		return nil
 	}
@@ -194,7 +194,7 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 
 // respond copies a buffered (non-streaming or failed) upstream answer.
 func (s *Server) respond(rc *fasthttp.RequestCtx, x *exchange, up *upstream, resp *fasthttp.Response) error {
-	body, err := readBounded(resp, maxUpstreamBody)
+	body, err := readUpstreamBody(resp, maxUpstreamBody)
 	if err != nil {
 		he := upstreamFailure(err)
 		x.record(s, he.Code, openai.Result{})
@@ -291,7 +291,7 @@ func (s *Server) stream(rc *fasthttp.RequestCtx, x *exchange, resp *fasthttp.Res
 
 	b := sseBodyPool.Get().(*sseBody)
 	b.s, b.x, b.release, b.conn, b.status = s, x, release, rc.Conn(), fasthttp.StatusOK
-	b.upstream, _ = resp.BodyStream().(fasthttp.ReadCloserWithError)
+	b.upstream = upstreamStream(resp, maxUpstreamBody)
 	b.tee = openai.AcquireStreamTee(x.ep, x.dropUsage, s.cfg.CaptureMaxBytes)
 	s.streams.Add(1)
 	b.stopCut = context.AfterFunc(s.base, func() {
