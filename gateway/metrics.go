@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/bulkheadhq/bulkhead/gateway/openai"
 )
 
 // metrics are the gateway's Prometheus series. Every label set is bounded:
@@ -24,6 +27,7 @@ type metrics struct {
 	rateLimited *prometheus.CounterVec   // limit: requests, tokens
 	// where: response, stream, error (see credentialWithheld)
 	credentialBlocked *prometheus.CounterVec
+	discrepant        *prometheus.CounterVec // endpoint: upstream total_tokens that did not add up
 	models            boundedLabels
 }
 
@@ -59,9 +63,13 @@ func newMetrics(reg prometheus.Registerer, perTenant bool) *metrics {
 		credentialBlocked: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bulkhead_provider_credential_blocked_total", Help: "Provider credentials an upstream sent and the gateway withheld from the caller, by where (response, stream, error).",
 		}, []string{"where"}),
+		discrepant: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulkhead_usage_discrepancies_total",
+			Help: "Upstream answers whose total_tokens was not prompt plus completion tokens (the sum was recorded and charged).",
+		}, []string{"endpoint"}),
 		models: boundedLabels{max: maxModelLabels, seen: map[string]struct{}{}},
 	}
-	reg.MustRegister(m.requests, m.latency, m.upstream, m.overhead, m.ttfb, m.tokens, m.rateLimited, m.credentialBlocked)
+	reg.MustRegister(m.requests, m.latency, m.upstream, m.overhead, m.ttfb, m.tokens, m.rateLimited, m.credentialBlocked, m.discrepant)
 	if perTenant {
 		m.tenantReqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bulkhead_tenant_requests_total", Help: "Proxied requests by organization (enabled by BULKHEAD_METRICS_PER_TENANT).",
@@ -130,4 +138,17 @@ func (b *boundedLabels) label(v string) string {
 	}
 	b.seen[v] = struct{}{}
 	return v
+}
+
+// flagDiscrepancy counts and logs an upstream usage whose total_tokens did
+// not add up; the record and the charge use the sum (openai.Usage).
+func (s *Server) flagDiscrepancy(x *exchange, u openai.Usage) {
+	if !u.Discrepant {
+		return
+	}
+	s.metrics.discrepant.WithLabelValues(x.ep.Path()).Inc()
+	s.log.Warn("upstream usage does not add up; recorded and charged prompt + completion tokens",
+		zap.String("request_id", x.reqID), zap.String("endpoint", x.ep.Path()), zap.String("model", x.model),
+		zap.Int("prompt_tokens", u.PromptTokens), zap.Int("completion_tokens", u.CompletionTokens),
+		zap.Int("reported_total_tokens", u.ReportedTotal))
 }

@@ -73,6 +73,7 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 	default:
 		res.Usage = openai.Usage{Source: openai.UsageNone} // nothing was generated
 	}
+	s.flagDiscrepancy(x, res.Usage)
 	latency := time.Since(x.start)
 	s.rec.Record(store.LogRecord{
 		OrgID: x.principal.Org, KeyID: x.principal.KeyID, RequestID: x.reqID,
@@ -192,7 +193,7 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		return he
 	}
 	status := resp.StatusCode()
-	if r.Stream && status == fasthttp.StatusOK && bytes.HasPrefix(resp.Header.ContentType(), []byte("text/event-stream")) {
+	if r.Stream && status == fasthttp.StatusOK && bytes.HasPrefix(resp.Header.ContentType(), []byte("text/event-stream")) && decodable(resp) {
 		s.stream(rc, x, resp, release)
 		return nil
 	}
@@ -202,7 +203,7 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 
 // respond copies a buffered (non-streaming or failed) upstream answer.
 func (s *Server) respond(rc *fasthttp.RequestCtx, x *exchange, up *upstream, resp *fasthttp.Response) error {
-	body, err := readBounded(resp, maxUpstreamBody)
+	body, err := readUpstreamBody(resp, maxUpstreamBody)
 	if err != nil {
 		he := upstreamFailure(err)
 		x.record(s, he.Code, openai.Result{})
@@ -285,7 +286,7 @@ func (s *Server) stream(rc *fasthttp.RequestCtx, x *exchange, resp *fasthttp.Res
 
 	b := sseBodyPool.Get().(*sseBody)
 	b.s, b.x, b.release, b.conn, b.status = s, x, release, rc.Conn(), fasthttp.StatusOK
-	b.upstream, _ = resp.BodyStream().(fasthttp.ReadCloserWithError)
+	b.upstream = upstreamStream(resp, maxUpstreamBody)
 	b.tee = openai.AcquireStreamTee(x.ep, x.dropUsage, s.cfg.CaptureMaxBytes)
 	b.tee.SetSecrets(s.redact.secrets)
 	s.scrubStreamHeaders(x, &rc.Response.Header)

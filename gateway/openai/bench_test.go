@@ -2,6 +2,7 @@ package openai
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -46,6 +47,25 @@ func BenchmarkParseRequestPathological(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkParseRequestFoldedNames: 10,000 members whose names must be
+// case-folded (capitals, Kelvin signs) but match nothing, the worst case of
+// the case-variant check.
+func BenchmarkParseRequestFoldedNames(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString(`{"model":"m","messages":[]`)
+	for i := range 10_000 {
+		fmt.Fprintf(&sb, ",\"Max_To\u212Aens_%05d\":1", i) // a raw Kelvin sign: no escape to decode
+	}
+	body := []byte(sb.String() + "}")
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for b.Loop() {
+		if _, err := ParseRequest(ChatCompletions, body); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 

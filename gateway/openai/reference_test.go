@@ -31,15 +31,20 @@ func refUsage(v *fastjson.Value, in, out string) (Usage, bool) {
 		return Usage{}, false
 	}
 	p, okP := refIntField(v, in)
-	c, okC := refIntField(v, out)
+	var c int
+	var okC bool
+	if out != "" {
+		c, okC = refIntField(v, out)
+	}
 	t, okT := refIntField(v, "total_tokens")
-	if !okP && !okC && !okT {
+	if !okP && !okC {
 		return Usage{}, false
 	}
-	if !okT {
-		t = p + c
+	u := Usage{PromptTokens: p, CompletionTokens: c, TotalTokens: p + c, Source: UsageUpstream}
+	if okT && t != p+c {
+		u.Discrepant, u.ReportedTotal = true, t
 	}
-	return Usage{p, c, t, UsageUpstream}, true
+	return u, true
 }
 
 func refString(v *fastjson.Value) ([]byte, bool) {
@@ -151,7 +156,7 @@ func refParseResponse(p *fastjson.Parser, ep Endpoint, body []byte, maxText int)
 			res.Usage = u
 		}
 	case Embeddings:
-		if u, ok := refUsage(v.Get("usage"), "prompt_tokens", "completion_tokens"); ok {
+		if u, ok := refUsage(v.Get("usage"), "prompt_tokens", ""); ok {
 			res.Usage = u
 		}
 	case Responses:

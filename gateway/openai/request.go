@@ -147,7 +147,10 @@ func (f *requestFields) slot(ep Endpoint, name []byte) *field {
 // *RequestError: invalid JSON or UTF-8, a top level that is not an object,
 // nesting deeper than MaxNestingDepth, a duplicated member it reads (a
 // duplicate "model" could route by one name and run another, a duplicate
-// "max_tokens" reserve by one and generate by the other), a bad model
+// "max_tokens" reserve by one and generate by the other), a member
+// whose name only case-folds to one it reads or that bounds generation
+// ("MODEL", "Stream", "max_to\u212Aens", also inside stream_options: see
+// fold.go), whether or not the exact name is present too, a bad model
 // name, a non-boolean "stream", a malformed "stream_options", and for chat a
 // missing or non-array "messages" or one longer than MaxMessages. An unknown
 // ep is a programming error and returns a plain error.
@@ -182,6 +185,9 @@ func ParseRequest(ep Endpoint, body []byte) (Request, error) {
 		name := keyName(k)
 		slot := f.slot(ep, name)
 		if slot == nil {
+			if canon := misspelled(name); canon != "" {
+				return Request{}, caseVariantError(string(name), canon)
+			}
 			continue
 		}
 		if slot.seen {
@@ -323,7 +329,10 @@ func parseStreamOptions(v []byte) (includeUsage bool, err error) {
 		if !ok {
 			break
 		}
-		if string(keyName(k)) != "include_usage" {
+		if name := keyName(k); string(name) != "include_usage" {
+			if misspelledIncludeUsage(name) {
+				return false, caseVariantError("stream_options."+string(name), "stream_options.include_usage")
+			}
 			continue
 		}
 		if seen {

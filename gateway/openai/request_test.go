@@ -44,6 +44,11 @@ func TestParseRequest(t *testing.T) {
 			Request{Model: "gpt-4.1", Prompt: `{"instructions":"Be brief.","input":[{"role":"user","content":"Hi"}]}`}},
 		{"responses instructions only", Responses, `{"model":"gpt-4.1","instructions":"x","previous_response_id":"resp_1"}`,
 			Request{Model: "gpt-4.1", Prompt: `{"instructions":"x"}`}},
+		{"names near the interpreted ones pass", ChatCompletions,
+			`{"model":"m","messages":[],"models":1,"mode":1,"Temperature":1,"streaming":1,"STREAM_OPTION":1,"\u017f":1,"\u212a":1,"max_token":1,"Max_Tokens_":1,"NN":1,"stream_options":{"Include":1,"include_usage_":1}}`,
+			Request{Model: "m", Prompt: "[]"}},
+		{"exact names another endpoint reads pass", Completions, `{"model":"m","messages":[],"input":1,"instructions":2}`,
+			Request{Model: "m"}},
 		{"model of 256 bytes", Embeddings, `{"model":"` + strings.Repeat("é", 128) + `"}`,
 			Request{Model: strings.Repeat("é", 128)}},
 		{"chat max_tokens", ChatCompletions, `{"model":"m","messages":[],"max_tokens":64}`,
@@ -116,6 +121,20 @@ func TestParseRequestErrors(t *testing.T) {
 		{"model given twice, once escaped", ChatCompletions, `{"model":"cheap","messages":[],"m\u006fdel":"expensive"}`, "model", "more than once"},
 		{"stream string", ChatCompletions, `{"model":"m","messages":[],"stream":"true"}`, "stream", "boolean"},
 		{"stream number", Responses, `{"model":"m","stream":1}`, "stream", "boolean"},
+		{"MODEL beside model", ChatCompletions, `{"model":"cheap","messages":[],"MODEL":"expensive"}`, "MODEL", "case-sensitive (did you mean 'model'?)"},
+		{"lone Model", ChatCompletions, `{"Model":"expensive","messages":[]}`, "Model", "did you mean 'model'"},
+		{"escaped MODEL", Embeddings, `{"model":"m","M\u004fDEL":"x"}`, "MODEL", "did you mean 'model'"},
+		{"Stream beside stream", ChatCompletions, `{"model":"m","messages":[],"stream":false,"Stream":true}`, "Stream", "did you mean 'stream'"},
+		{"long s in stream", Responses, `{"model":"m","\u017ftream":true}`, "\u017ftream", "did you mean 'stream'"},
+		{"Stream on embeddings", Embeddings, `{"model":"m","input":"x","Stream":true}`, "Stream", "did you mean 'stream'"},
+		{"Messages beside messages", ChatCompletions, `{"model":"m","messages":[{"role":"user","content":"hello"}],"Messages":[{"role":"user","content":"long"}]}`, "Messages", "did you mean 'messages'"},
+		{"Kelvin sign in max_tokens", ChatCompletions, `{"model":"m","messages":[],"max_to\u212aens":1}`, "max_to\u212aens", "did you mean 'max_tokens'"},
+		{"INPUT", Embeddings, `{"model":"m","INPUT":"x"}`, "INPUT", "did you mean 'input'"},
+		{"Prompt", Completions, `{"model":"m","prompt":"a","Prompt":"b"}`, "Prompt", "did you mean 'prompt'"},
+		{"Instructions", Responses, `{"model":"m","Instructions":"b"}`, "Instructions", "did you mean 'instructions'"},
+		{"Stream_Options", Completions, `{"model":"m","Stream_Options":{}}`, "Stream_Options", "did you mean 'stream_options'"},
+		{"N", ChatCompletions, `{"model":"m","messages":[],"N":9}`, "N", "did you mean 'n'"},
+		{"Include_Usage", ChatCompletions, `{"model":"m","messages":[],"stream":true,"stream_options":{"Include_Usage":false}}`, "stream_options.Include_Usage", "did you mean 'stream_options.include_usage'"},
 		{"stream twice", ChatCompletions, `{"model":"m","messages":[],"stream":false,"stream":true}`, "stream", "more than once"},
 		{"stream_options array", ChatCompletions, `{"model":"m","messages":[],"stream_options":[]}`, "stream_options", "object"},
 		{"include_usage string", ChatCompletions, `{"model":"m","messages":[],"stream_options":{"include_usage":"yes"}}`, "stream_options.include_usage", "boolean"},
@@ -232,6 +251,7 @@ func FuzzParseRequest(f *testing.F) {
 		if req.Prompt != "" && !json.Valid([]byte(req.Prompt)) {
 			t.Fatalf("Prompt %q is not JSON", req.Prompt)
 		}
+		checkUpstreamAgrees(t, ep, body, req)
 		if !ep.StreamUsageOptIn() {
 			return
 		}

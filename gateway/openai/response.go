@@ -22,9 +22,17 @@ const (
 // Usage is the token usage of one request.
 type Usage struct {
 	PromptTokens     int // input tokens (Responses API input_tokens)
-	CompletionTokens int // output tokens (Responses API output_tokens); 0 for embeddings
-	TotalTokens      int // as reported, else PromptTokens+CompletionTokens
-	Source           UsageSource
+	CompletionTokens int // output tokens (Responses API output_tokens); always 0 for embeddings
+	// TotalTokens is PromptTokens+CompletionTokens, whatever upstream
+	// claims: it is what the gateway records and charges. (Reasoning,
+	// cached and audio tokens are counted inside those two, per OpenAI's
+	// schema.)
+	TotalTokens int
+	// Discrepant reports that upstream's total_tokens was not TotalTokens;
+	// ReportedTotal is that claim, kept only to flag it.
+	Discrepant    bool
+	ReportedTotal int
+	Source        UsageSource
 }
 
 // Result is what the gateway records about an answer.
@@ -219,40 +227,44 @@ func usageAt(it *objIter, in, out string) (u Usage, ok, usage bool) {
 }
 
 // readUsage reads the usage object it iterates, to its end; in and out name
-// its input and output counts. ok is false unless it holds at least one
-// count (see parseCount); a missing total is the sum of the others. The
-// first of repeated members counts.
+// its input and output counts (out "" for embeddings, which have none). ok
+// is false unless it holds an input or output count (see parseCount): a
+// total alone adds up to nothing. TotalTokens is the sum of the counts; a
+// total_tokens that differs is flagged (Discrepant). The first of repeated
+// members counts.
 func readUsage(it *objIter, in, out string) (u Usage, ok bool) {
 	var okP, okC, okT, sawP, sawC, sawT bool
+	var total int
 	for {
 		k, more := it.key()
 		if !more {
 			break
 		}
 		v, _ := it.value()
-		switch string(it.name(k)) {
-		case in:
+		switch name := string(it.name(k)); {
+		case name == in:
 			if !sawP {
 				sawP = true
 				u.PromptTokens, okP = parseCount(v)
 			}
-		case out:
+		case name == out && out != "":
 			if !sawC {
 				sawC = true
 				u.CompletionTokens, okC = parseCount(v)
 			}
-		case "total_tokens":
+		case name == "total_tokens":
 			if !sawT {
 				sawT = true
-				u.TotalTokens, okT = parseCount(v)
+				total, okT = parseCount(v)
 			}
 		}
 	}
-	if it.err != nil || !okP && !okC && !okT {
+	if it.err != nil || !okP && !okC {
 		return Usage{}, false
 	}
-	if !okT {
-		u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	if okT && total != u.TotalTokens {
+		u.Discrepant, u.ReportedTotal = true, total
 	}
 	u.Source = UsageUpstream
 	return u, true
@@ -566,10 +578,14 @@ func addContent(text *textAcc, content []byte) {
 //     parts whose "text" members are concatenated; choices[0].finish_reason;
 //     usage prompt_tokens, completion_tokens, total_tokens.
 //   - Completions: choices[0].text and finish_reason; usage as for chat.
-//   - Embeddings: no text; usage prompt_tokens and total_tokens.
+//   - Embeddings: no text; usage prompt_tokens (a completion_tokens is
+//     ignored: embeddings generate none).
 //   - Responses: output[*].content[*].text of the parts of type
 //     "output_text", concatenated; "status" as FinishReason; usage
 //     input_tokens, output_tokens, total_tokens.
+//
+// Usage.TotalTokens is always the sum of the input and output counts; a
+// total_tokens that differs only sets Usage.Discrepant.
 //
 // "choices[0]" is the first choice whose index is absent or 0. It reads the
 // body in one pass without building a tree, descending only into what it
@@ -622,7 +638,7 @@ func ParseResponse(ep Endpoint, body []byte, maxText int) Result {
 				continue
 			}
 			sawUsage = true
-			if u, ok, _ := usageAt(&it, "prompt_tokens", "completion_tokens"); ok {
+			if u, ok, _ := usageAt(&it, "prompt_tokens", ""); ok {
 				res.Usage = u
 			}
 		}

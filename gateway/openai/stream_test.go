@@ -110,11 +110,11 @@ func streamCases(t testing.TB) []streamCase {
 		{"chat/crlf/dropped", ChatCompletions, true, crlf, "\r\n\r\n", withoutUsageOnly(crlf, "\r\n\r\n"), chatResult, 1 << 20},
 		{"chat/cr/dropped", ChatCompletions, true, cr, "\r\r", withoutUsageOnly(cr, "\r\r"), chatResult, 1 << 20},
 		{"completions/usage/dropped", Completions, true, cmpl, "\n\n", withoutUsageOnly(cmpl, "\n\n"),
-			Result{Text: "Once upon a time", TextBytes: 16, FinishReason: "length", Usage: Usage{5, 4, 9, UsageUpstream}}, 1 << 20},
+			Result{Text: "Once upon a time", TextBytes: 16, FinishReason: "length", Usage: Usage{PromptTokens: 5, CompletionTokens: 4, TotalTokens: 9, Source: UsageUpstream}}, 1 << 20},
 		{"responses", Responses, true, resp, "\n\n", resp,
-			Result{Text: responsesStreamText, TextBytes: len(responsesStreamText), FinishReason: "completed", Usage: Usage{37, 11, 48, UsageUpstream}}, 1 << 20},
+			Result{Text: responsesStreamText, TextBytes: len(responsesStreamText), FinishReason: "completed", Usage: Usage{PromptTokens: 37, CompletionTokens: 11, TotalTokens: 48, Source: UsageUpstream}}, 1 << 20},
 		{"responses/no-event-lines", Responses, false, respNoEventLines, "\n\n", respNoEventLines,
-			Result{Text: responsesStreamText, TextBytes: len(responsesStreamText), FinishReason: "completed", Usage: Usage{37, 11, 48, UsageUpstream}}, 1 << 20},
+			Result{Text: responsesStreamText, TextBytes: len(responsesStreamText), FinishReason: "completed", Usage: Usage{PromptTokens: 37, CompletionTokens: 11, TotalTokens: 48, Source: UsageUpstream}}, 1 << 20},
 	}
 }
 
@@ -247,14 +247,14 @@ func TestStreamTeeEvents(t *testing.T) {
 			input: "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n" +
 				"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"b\"}}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n" +
 				"data: {\"choices\":[],\"usage\":null}\n\n",
-			want: "=", text: "ab", usage: Usage{3, 2, 5, UsageUpstream},
+			want: "=", text: "ab", usage: Usage{PromptTokens: 3, CompletionTokens: 2, TotalTokens: 5, Source: UsageUpstream},
 		},
 		{
 			name: "usage-only chunk with id and event fields dropped whole",
 			ep:   ChatCompletions, drop: true,
 			input: "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\nid: 9\nevent: x\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":2}}\n\ndata: [DONE]\n\n",
 			want:  "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: [DONE]\n\n",
-			text:  "a", usage: Usage{1, 1, 2, UsageUpstream},
+			text:  "a", usage: Usage{PromptTokens: 1, CompletionTokens: 1, TotalTokens: 2, Source: UsageUpstream},
 		},
 		{
 			name: "responses streams never drop",
@@ -269,7 +269,31 @@ func TestStreamTeeEvents(t *testing.T) {
 				"event: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"text\":\"one\"}\n\n" +
 				"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\" two\"}\n\n" +
 				"event: response.incomplete\ndata: {\"type\":\"response.incomplete\",\"response\":{\"status\":\"incomplete\",\"usage\":{\"input_tokens\":5,\"output_tokens\":2,\"total_tokens\":7}}}\n\n",
-			want: "=", text: "one two", finish: "incomplete", usage: Usage{5, 2, 7, UsageUpstream},
+			want: "=", text: "one two", finish: "incomplete", usage: Usage{PromptTokens: 5, CompletionTokens: 2, TotalTokens: 7, Source: UsageUpstream},
+		},
+		{
+			name: "a final usage chunk whose total does not add up: the sum counts, the claim is flagged",
+			ep:   ChatCompletions, drop: true,
+			input: "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n" +
+				"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1,\"total_tokens\":999999}}\n\ndata: [DONE]\n\n",
+			want: "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\ndata: [DONE]\n\n",
+			text: "a", usage: Usage{PromptTokens: 1, CompletionTokens: 1, TotalTokens: 2, Discrepant: true, ReportedTotal: 999999, Source: UsageUpstream},
+		},
+		{
+			name: "completions: a usage chunk with only a total adds up to nothing",
+			ep:   Completions, drop: true,
+			input: "data: {\"choices\":[{\"index\":0,\"text\":\"a\"}]}\n\n" +
+				"data: {\"choices\":[],\"usage\":{\"total_tokens\":999999}}\n\n",
+			want: "data: {\"choices\":[{\"index\":0,\"text\":\"a\"}]}\n\n",
+			text: "a", usage: Usage{Source: UsageNone},
+		},
+		{
+			name: "responses: response.completed whose total does not add up",
+			ep:   Responses,
+			input: "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n" +
+				"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"status\":\"completed\",\"usage\":{\"input_tokens\":1,\"output_tokens\":1,\"total_tokens\":999999,\"output_tokens_details\":{\"reasoning_tokens\":1}}}}\n\n",
+			want: "=", text: "hi", finish: "completed",
+			usage: Usage{PromptTokens: 1, CompletionTokens: 1, TotalTokens: 2, Discrepant: true, ReportedTotal: 999999, Source: UsageUpstream},
 		},
 		{
 			name:  "mixed line endings",
@@ -361,7 +385,7 @@ func TestStreamTeeForwardError(t *testing.T) {
 		t.Fatalf("Result %+v: want everything in p learned despite the error", r)
 	}
 	// A proxy whose client left may keep draining with a nil forward.
-	if err := tee.Write([]byte("data: {\"choices\":[],\"usage\":{\"total_tokens\":41}}\n\n"), nil); err != nil {
+	if err := tee.Write([]byte("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":21,\"total_tokens\":41}}\n\n"), nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := tee.Result().Usage.TotalTokens; got != 41 {
@@ -375,8 +399,8 @@ func TestStreamTeeFlush(t *testing.T) {
 		total                   int
 	}{
 		{"partial event forwarded and learned", "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"tail\"}}]}", "=", "tail", 0},
-		{"partial usage-only chunk is not dropped", "data: {\"choices\":[],\"usage\":{\"total_tokens\":5}}\n", "=", "", 5},
-		{"held CRLF event at end of stream is complete, so dropped", "data: {\"choices\":[],\"usage\":{\"total_tokens\":5}}\r\n\r", "", "", 5},
+		{"partial usage-only chunk is not dropped", "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n", "=", "", 5},
+		{"held CRLF event at end of stream is complete, so dropped", "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\r\n\r", "", "", 5},
 		{"nothing pending", "data: [DONE]\n\n", "=", "", 0},
 	}
 	for _, tc := range tests {

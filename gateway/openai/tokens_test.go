@@ -43,11 +43,11 @@ func TestEstimateIfMissing(t *testing.T) {
 		prompt string
 		want   Usage
 	}{
-		{"upstream counts kept", Result{Text: "hello", Usage: Usage{1, 2, 3, UsageUpstream}}, "prompt", Usage{1, 2, 3, UsageUpstream}},
-		{"estimated from prompt and text", Result{Text: "12345678", TextBytes: 8, Usage: Usage{Source: UsageNone}}, `[{"role":"user"}]`, Usage{5, 2, 7, UsageEstimated}},
-		{"truncated text counts in full", Result{Text: "1234", TextBytes: 400, Truncated: true, Usage: Usage{Source: UsageNone}}, "", Usage{0, 100, 100, UsageEstimated}},
-		{"zero value Result", Result{}, "abc", Usage{1, 0, 1, UsageEstimated}},
-		{"re-estimating is stable", Result{Text: "abcd", TextBytes: 4, Usage: Usage{9, 9, 18, UsageEstimated}}, "ab", Usage{1, 1, 2, UsageEstimated}},
+		{"upstream counts kept", Result{Text: "hello", Usage: Usage{PromptTokens: 1, CompletionTokens: 2, TotalTokens: 3, Source: UsageUpstream}}, "prompt", Usage{PromptTokens: 1, CompletionTokens: 2, TotalTokens: 3, Source: UsageUpstream}},
+		{"estimated from prompt and text", Result{Text: "12345678", TextBytes: 8, Usage: Usage{Source: UsageNone}}, `[{"role":"user"}]`, Usage{PromptTokens: 5, CompletionTokens: 2, TotalTokens: 7, Source: UsageEstimated}},
+		{"truncated text counts in full", Result{Text: "1234", TextBytes: 400, Truncated: true, Usage: Usage{Source: UsageNone}}, "", Usage{PromptTokens: 0, CompletionTokens: 100, TotalTokens: 100, Source: UsageEstimated}},
+		{"zero value Result", Result{}, "abc", Usage{PromptTokens: 1, CompletionTokens: 0, TotalTokens: 1, Source: UsageEstimated}},
+		{"re-estimating is stable", Result{Text: "abcd", TextBytes: 4, Usage: Usage{PromptTokens: 9, CompletionTokens: 9, TotalTokens: 18, Source: UsageEstimated}}, "ab", Usage{PromptTokens: 1, CompletionTokens: 1, TotalTokens: 2, Source: UsageEstimated}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
