@@ -1,8 +1,11 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
+	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,16 +20,42 @@ func TestShutdownCutsStreamsAndRecordsThem(t *testing.T) {
 	_, key, _ := h.tenant(1_000_000)
 	const n = 20
 	var wg sync.WaitGroup
-	replies := make([]reply, n)
+	flowing := make(chan struct{}, n)
+	lasts := make([]string, n)
+	statuses := make([]int, n)
 	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			replies[i] = h.do("POST", "/v1/chat/completions", `{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}`,
-				"Authorization", "Bearer "+key, "X-Request-Id", "shutdown-"+strconv.Itoa(i))
-		}()
+		wg.Go(func() {
+			req, _ := http.NewRequest("POST", h.url+"/v1/chat/completions",
+				strings.NewReader(`{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
+			req.Header.Set("Authorization", "Bearer "+key)
+			req.Header.Set("X-Request-Id", "shutdown-"+strconv.Itoa(i))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Errorf("stream %d: %v", i, err)
+				flowing <- struct{}{}
+				return
+			}
+			defer resp.Body.Close()
+			statuses[i] = resp.StatusCode
+			sc := bufio.NewScanner(resp.Body)
+			first := true
+			for sc.Scan() {
+				if first {
+					first = false
+					flowing <- struct{}{} // the stream's first event arrived
+				}
+				if line := sc.Text(); line != "" {
+					lasts[i] = line
+				}
+			}
+			if first {
+				flowing <- struct{}{}
+			}
+		})
 	}
-	time.Sleep(500 * time.Millisecond) // the streams are flowing
+	for range n {
+		<-flowing
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -37,10 +66,11 @@ func TestShutdownCutsStreamsAndRecordsThem(t *testing.T) {
 		t.Errorf("Shutdown took %s with a 300ms drain deadline", took)
 	}
 	wg.Wait()
-	for i, r := range replies {
+	for i := range n {
 		rec := h.rec.find(t, "shutdown-"+strconv.Itoa(i))
-		if r.status != 200 || rec.Status != 503 || rec.Response == "" || rec.UsageSource != "estimated" {
-			t.Errorf("stream %d: caller %d, record %+v", i, r.status, rec)
+		if statuses[i] != 200 || !strings.Contains(lasts[i], `"code":"service_unavailable"`) ||
+			rec.Status != 503 || rec.Response == "" || rec.UsageSource != "estimated" {
+			t.Errorf("stream %d: caller %d ending %q, record %+v", i, statuses[i], lasts[i], rec)
 		}
 	}
 }
