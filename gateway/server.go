@@ -93,8 +93,12 @@ func New(cfg config.Config, log *zap.Logger, deps Deps) (*Server, error) {
 		MaxRequestBodySize:           cfg.MaxRequestBodyBytes,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
-		Logger:                       zap.NewStdLog(log.Named("fasthttp")),
-		ErrorHandler:                 s.handleParseError,
+		// fasthttp logs a malformed request verbatim, credential and body
+		// included: its errors say what went wrong without the bytes, and
+		// its log lines lose any text on the way (LibraryLogger).
+		SecureErrorLogMessage: true,
+		Logger:                NewLibraryLogger(log.Named("fasthttp")),
+		ErrorHandler:          s.handleParseError,
 	}
 	return s, nil
 }
@@ -162,6 +166,9 @@ func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
 	reqID := s.reqs.next()
 	ctx.Response.Header.Set("X-Request-Id", reqID)
 	ctx.SetConnectionClose()
+	// The error's text may quote the request; only its class is logged.
+	s.log.Info("malformed request", zap.String("request_id", reqID), zap.String("remote_addr", ctx.RemoteAddr().String()),
+		zap.String("error", errorClass(err)))
 	var he *HTTPError
 	switch {
 	case isBodyTooLarge(err):
