@@ -51,9 +51,11 @@ type Server struct {
 	base       context.Context
 	cancelBase context.CancelFunc
 	streams    sync.WaitGroup // stream writers still running
+	background sync.WaitGroup // refreshes of the model list (refreshModelsSoon)
 
-	modelList modelList
-	metrics   *metrics
+	modelList  modelList
+	configured int64 // Unix time New ran: the created time of models only the configuration names
+	metrics    *metrics
 }
 
 // Deps are the Server's collaborators.
@@ -83,7 +85,8 @@ func New(cfg config.Config, log *zap.Logger, deps Deps) (*Server, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s.metrics = newMetrics(reg, cfg.MetricsPerTenant)
+	s.metrics = newMetrics(reg, cfg.MetricsPerTenant, s.modelLabel)
+	s.configured = time.Now().Unix()
 	s.srv = &fasthttp.Server{
 		Handler:                      s.handle,
 		NoDefaultServerHeader:        true, // no version banner
@@ -116,6 +119,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.ShutdownWithContext(ctx)
 	s.cancelBase()
 	s.streams.Wait()
+	s.background.Wait()
 	if errors.Is(err, context.DeadlineExceeded) {
 		return nil // the drain deadline passed; the cut streams were recorded
 	}
@@ -142,6 +146,12 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, reqID string) error {
 	}
 	if strings.HasPrefix(string(path), "/api/v1/") {
 		return s.logAPI(ctx, string(path))
+	}
+	if id, ok := strings.CutPrefix(string(path), "/v1/models/"); ok { // Path is percent-decoded
+		if !ctx.IsGet() {
+			return errMethodNotAllowed
+		}
+		return s.model(ctx, id)
 	}
 	switch string(path) {
 	case "/v1/models":
