@@ -58,3 +58,21 @@ func TestRepeatedCredentialHeader(t *testing.T) {
 		t.Errorf("bearer then basic: %d %s", r.status, r.body)
 	}
 }
+
+// BenchmarkCredential: extracting the credential from an SDK-like header
+// block, on every request's path.
+func BenchmarkCredential(b *testing.B) {
+	var req fasthttp.Request
+	req.Header.SetMethod("POST")
+	req.Header.SetContentType("application/json")
+	req.Header.Set("Authorization", "Bearer sk_3f8a1c2e-0b4d-4e7a-9c1f-2d3e4f5a6b7c_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	for _, h := range []string{"X-Stainless-Lang", "X-Stainless-Os", "X-Stainless-Arch", "X-Stainless-Runtime", "X-Stainless-Retry-Count", "User-Agent", "Accept"} {
+		req.Header.Set(h, "value")
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := credential(&req.Header); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
