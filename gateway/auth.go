@@ -32,9 +32,10 @@ var (
 
 // credential extracts the one credential of a request from
 // "Authorization: Bearer …", "api-key" (Azure SDKs) or "x-api-key". The
-// same credential may appear in several; two different ones are refused,
-// so that a request never mixes tenants. The result aliases the request
-// headers: valid only while the handler runs.
+// same credential may appear in several of them, or several times in one;
+// two different ones are refused, so that a request never mixes tenants and
+// no header wins silently. The result aliases the request headers: valid
+// only while the handler runs.
 func credential(h *fasthttp.RequestHeader) ([]byte, error) {
 	var cred []byte
 	take := func(v []byte) error {
@@ -48,7 +49,12 @@ func credential(h *fasthttp.RequestHeader) ([]byte, error) {
 		cred = v
 		return nil
 	}
-	if a := h.Peek(fasthttp.HeaderAuthorization); len(a) > 0 {
+	// PeekAll reuses its result slice on the next call: each list is used
+	// up before the next name is read.
+	for _, a := range h.PeekAll(fasthttp.HeaderAuthorization) {
+		if len(a) == 0 {
+			continue
+		}
 		const bearer = "bearer "
 		if len(a) < len(bearer) || !bytes.EqualFold(a[:len(bearer)], []byte(bearer)) {
 			return nil, errInvalidKey
@@ -57,11 +63,12 @@ func credential(h *fasthttp.RequestHeader) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if err := take(h.Peek("Api-Key")); err != nil {
-		return nil, err
-	}
-	if err := take(h.Peek("X-Api-Key")); err != nil {
-		return nil, err
+	for _, name := range [...]string{"Api-Key", "X-Api-Key"} {
+		for _, v := range h.PeekAll(name) {
+			if err := take(v); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if cred == nil {
 		return nil, errMissingKey

@@ -1,11 +1,13 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/valyala/fasthttp"
@@ -80,47 +82,144 @@ func (s *Server) logAPI(rc *fasthttp.RequestCtx, path string) error {
 	return writeJSON(rc, out)
 }
 
+// Bounds of every time the read API takes, after conversion to UTC: what
+// both PostgreSQL and JSON (years 0000-9999) can carry, and any real log.
+var (
+	minAPITime = time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxAPITime = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) // exclusive
+)
+
+// maxModelParam bounds the model filter, in bytes.
+const maxModelParam = 256
+
+// param returns the one value of a known query parameter ("" when absent
+// or empty); the same parameter twice is ambiguous and refused.
+func param(args *fasthttp.Args, name string) ([]byte, error) {
+	if args.Len() == 0 {
+		return nil, nil
+	}
+	if vs := args.PeekMulti(name); len(vs) > 1 {
+		return nil, badParam(name, "given more than once")
+	}
+	return args.Peek(name), nil
+}
+
 func parseTime(args *fasthttp.Args, name string) (time.Time, error) {
-	v := args.Peek(name)
-	if len(v) == 0 {
-		return time.Time{}, nil
+	v, err := param(args, name)
+	if err != nil || len(v) == 0 {
+		return time.Time{}, err
 	}
 	t, err := time.Parse(time.RFC3339Nano, string(v))
 	if err != nil {
 		return time.Time{}, badParam(name, "want an RFC 3339 time such as 2026-01-02T15:04:05Z")
 	}
+	t = t.UTC()
+	if t.Before(minAPITime) || !t.Before(maxAPITime) {
+		return time.Time{}, badParam(name, "want a time from 1970 to 9999 (UTC)")
+	}
 	return t, nil
 }
 
-func (s *Server) listPrompts(ctx context.Context, org uuid.UUID, args *fasthttp.Args) (any, error) {
+// parseListParams validates the query of GET /api/v1/prompts. Every error
+// is a 400 naming its parameter; what it returns is safe for SQL and JSON.
+// Parameters it does not know are ignored.
+func parseListParams(args *fasthttp.Args) (store.PromptFilter, error) {
 	var f store.PromptFilter
 	var err error
 	if f.Since, err = parseTime(args, "since"); err != nil {
-		return nil, err
+		return f, err
 	}
 	if f.Until, err = parseTime(args, "until"); err != nil {
-		return nil, err
+		return f, err
 	}
-	if m := args.Peek("model"); len(m) > 0 {
-		if len(m) > 256 {
-			return nil, badParam("model", "longer than 256 bytes")
-		}
-		f.Model = string(m)
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Since.Before(f.Until) {
+		return f, badParam("since", "must be before until")
 	}
+	m, err := param(args, "model")
+	if err != nil {
+		return f, err
+	}
+	switch {
+	case len(m) > maxModelParam:
+		return f, badParam("model", "longer than "+strconv.Itoa(maxModelParam)+" bytes")
+	case !utf8.Valid(m) || bytes.IndexByte(m, 0) >= 0:
+		return f, badParam("model", "want UTF-8 text without NUL")
+	}
+	f.Model = string(m)
 	f.Limit = defaultListLimit
-	if l := args.Peek("limit"); len(l) > 0 {
+	l, err := param(args, "limit")
+	if err != nil {
+		return f, err
+	}
+	if len(l) > 0 {
 		n, err := strconv.Atoi(string(l))
 		if err != nil || n < 1 || n > maxListLimit {
-			return nil, badParam("limit", "want an integer from 1 to "+strconv.Itoa(maxListLimit))
+			return f, badParam("limit", "want an integer from 1 to "+strconv.Itoa(maxListLimit))
 		}
 		f.Limit = n
 	}
-	if c := args.Peek("cursor"); len(c) > 0 {
+	c, err := param(args, "cursor")
+	if err != nil {
+		return f, err
+	}
+	if len(c) > 0 {
 		cur, err := store.ParseCursor(string(c))
-		if err != nil {
-			return nil, badParam("cursor", "not a cursor this API returned")
+		if err != nil || cur.CreatedAt.Before(minAPITime) || !cur.CreatedAt.Before(maxAPITime) {
+			return f, badParam("cursor", "not a cursor this API returned")
 		}
 		f.After = &cur
+	}
+	return f, nil
+}
+
+// usageParams are the validated query of GET /api/v1/usage.
+type usageParams struct {
+	since, until time.Time // UTC, since < until, both within the API's bounds
+	groupBy      string
+}
+
+// parseUsageParams validates the query of GET /api/v1/usage: until
+// defaults to now, since to defaultUsageSpan before until. Every error is a
+// 400 naming its parameter.
+func parseUsageParams(args *fasthttp.Args, now time.Time) (usageParams, error) {
+	var u usageParams
+	var err error
+	if u.since, err = parseTime(args, "since"); err != nil {
+		return u, err
+	}
+	if u.until, err = parseTime(args, "until"); err != nil {
+		return u, err
+	}
+	if u.until.IsZero() {
+		u.until = now.UTC()
+	}
+	if u.since.IsZero() {
+		u.since = u.until.Add(-defaultUsageSpan)
+		if u.since.Before(minAPITime) {
+			u.since = minAPITime
+		}
+	}
+	if !u.since.Before(u.until) {
+		return u, badParam("since", "must be before until")
+	}
+	g, err := param(args, "group_by")
+	if err != nil {
+		return u, err
+	}
+	u.groupBy = string(g)
+	if u.groupBy == "" {
+		u.groupBy = "day"
+	}
+	if !store.ValidUsageGroup(u.groupBy) {
+		return u, badParam("group_by", "want day, model or key")
+	}
+	return u, nil
+}
+
+func (s *Server) listPrompts(ctx context.Context, org uuid.UUID, args *fasthttp.Args) (any, error) {
+	f, err := parseListParams(args)
+	if err != nil {
+		return nil, err
 	}
 	want := f.Limit
 	f.Limit++ // one more tells whether there is a next page
@@ -146,31 +245,11 @@ func (s *Server) listPrompts(ctx context.Context, org uuid.UUID, args *fasthttp.
 }
 
 func (s *Server) usage(ctx context.Context, org uuid.UUID, args *fasthttp.Args) (any, error) {
-	since, err := parseTime(args, "since")
+	u, err := parseUsageParams(args, time.Now())
 	if err != nil {
 		return nil, err
 	}
-	until, err := parseTime(args, "until")
-	if err != nil {
-		return nil, err
-	}
-	if until.IsZero() {
-		until = time.Now()
-	}
-	if since.IsZero() {
-		since = until.Add(-defaultUsageSpan)
-	}
-	if !since.Before(until) {
-		return nil, badParam("since", "must be before until")
-	}
-	groupBy := string(args.Peek("group_by"))
-	if groupBy == "" {
-		groupBy = "day"
-	}
-	if !store.ValidUsageGroup(groupBy) {
-		return nil, badParam("group_by", "want day, model or key")
-	}
-	rows, err := s.prompts.Usage(ctx, org, since, until, groupBy)
+	rows, err := s.prompts.Usage(ctx, org, u.since, u.until, u.groupBy)
 	if err != nil {
 		return nil, err
 	}
@@ -183,5 +262,5 @@ func (s *Server) usage(ctx context.Context, org uuid.UUID, args *fasthttp.Args) 
 		Since   time.Time        `json:"since"`
 		Until   time.Time        `json:"until"`
 		Data    []store.UsageRow `json:"data"`
-	}{"list", groupBy, since.UTC(), until.UTC(), rows}, nil
+	}{"list", u.groupBy, u.since, u.until, rows}, nil
 }

@@ -11,11 +11,12 @@ import (
 	"github.com/bulkheadhq/bulkhead/gateway/openai"
 )
 
-// metrics are the gateway's Prometheus series. Every label set is bounded:
-// endpoint and status class are fixed lists, and model names are the first
-// maxModelLabels seen (the rest count as "other"), so a caller inventing
-// model names cannot grow the series without bound. Per-tenant series exist
-// only when enabled in config.
+// metrics are the gateway's Prometheus series. Every label set is bounded
+// and none is the caller's choice: endpoint and status are fixed lists, and
+// a model gets its own label only when the configuration or the default
+// upstream names it (Server.modelLabel), so a caller inventing model names
+// can neither grow the series nor crowd out the real models. Per-tenant
+// series exist only when enabled in config.
 type metrics struct {
 	requests    *prometheus.CounterVec   // endpoint, model, status
 	tenantReqs  *prometheus.CounterVec   // org; nil unless enabled
@@ -28,15 +29,16 @@ type metrics struct {
 	// where: response, stream, error (see credentialWithheld)
 	credentialBlocked *prometheus.CounterVec
 	discrepant        *prometheus.CounterVec // endpoint: upstream total_tokens that did not add up
-	models            boundedLabels
+	models            boundedLabels          // the upstream-listed models given their own label
+	modelLabel        func(string) string    // model name -> label value
 }
 
-// maxModelLabels caps the distinct model label values.
+// maxModelLabels caps the distinct label values of upstream-listed models.
 const maxModelLabels = 64
 
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120}
 
-func newMetrics(reg prometheus.Registerer, perTenant bool) *metrics {
+func newMetrics(reg prometheus.Registerer, perTenant bool, modelLabel func(string) string) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bulkhead_requests_total", Help: "Proxied requests by endpoint, model and status.",
@@ -67,7 +69,8 @@ func newMetrics(reg prometheus.Registerer, perTenant bool) *metrics {
 			Name: "bulkhead_usage_discrepancies_total",
 			Help: "Upstream answers whose total_tokens was not prompt plus completion tokens (the sum was recorded and charged).",
 		}, []string{"endpoint"}),
-		models: boundedLabels{max: maxModelLabels, seen: map[string]struct{}{}},
+		models:     boundedLabels{max: maxModelLabels, seen: map[string]struct{}{}},
+		modelLabel: modelLabel,
 	}
 	reg.MustRegister(m.requests, m.latency, m.upstream, m.overhead, m.ttfb, m.tokens, m.rateLimited, m.credentialBlocked, m.discrepant)
 	if perTenant {
@@ -82,7 +85,7 @@ func newMetrics(reg prometheus.Registerer, perTenant bool) *metrics {
 // observe counts one finished request.
 func (m *metrics) observe(x *exchange, status int, latency time.Duration, promptTok, completionTok int) {
 	ep := x.ep.Path()
-	m.requests.WithLabelValues(ep, m.models.label(x.model), statusLabel(status)).Inc()
+	m.requests.WithLabelValues(ep, m.modelLabel(x.model), statusLabel(status)).Inc()
 	m.latency.WithLabelValues(ep).Observe(latency.Seconds())
 	if promptTok > 0 {
 		m.tokens.WithLabelValues("prompt").Add(float64(promptTok))

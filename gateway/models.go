@@ -2,64 +2,168 @@ package gateway
 
 import (
 	"encoding/json"
-	"sync"
+	"strings"
+	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sync/singleflight"
 )
 
-// modelEntry is one item of GET /v1/models.
+// modelEntry is one item of GET /v1/models and the answer of
+// GET /v1/models/{id}: OpenAI's model object, every field present.
 type modelEntry struct {
 	ID      string `json:"id"`
 	Object  string `json:"object"`
-	Created int64  `json:"created,omitempty"`
+	Created int64  `json:"created"`
 	OwnedBy string `json:"owned_by"`
 }
 
-// modelsTTL is how long the default upstream's model list is reused.
-const modelsTTL = time.Minute
+const (
+	modelsTTL          = time.Minute     // how long the default upstream's list is reused
+	modelsFetchTimeout = 5 * time.Second // one fetch of that list
+	maxModelID         = 256             // longest model id GET /v1/models/{id} looks up, in bytes
+)
 
-// modelList caches the default upstream's own model list.
+// modelList caches the default upstream's own model list. Readers load the
+// current snapshot without a lock; a stale one is replaced by one fetch
+// that concurrent callers share, so no lock is held across the upstream
+// call and a slow upstream never queues callers behind each other.
 type modelList struct {
-	mu      sync.Mutex
+	cur        atomic.Pointer[modelSnapshot] // nil until the first fetch
+	fetch      singleflight.Group
+	refreshing atomic.Bool // a background refresh (for metrics labels) is under way
+}
+
+// modelSnapshot is one fetch of the default upstream's list; never
+// modified once stored.
+type modelSnapshot struct {
 	models  []modelEntry
+	created map[string]int64 // id -> created, of models
 	fetched time.Time
+}
+
+func (m *modelSnapshot) fresh() bool { return m != nil && time.Since(m.fetched) < modelsTTL }
+
+func (m *modelSnapshot) has(id string) bool {
+	if m == nil {
+		return false
+	}
+	_, ok := m.created[id]
+	return ok
 }
 
 // models answers GET /v1/models: the routed models plus the default
 // upstream's own list (fetched at most once a minute; if it cannot be
 // fetched, the routed models alone).
 func (s *Server) models(rc *fasthttp.RequestCtx) error {
-	_, err := s.authenticate(s.base, rc) // each look-up has its own timeout
-	if err != nil {
+	if _, err := s.authenticate(s.base, rc); err != nil { // each look-up has its own timeout
 		return err
 	}
-	out := struct {
+	return writeJSON(rc, struct {
 		Object string       `json:"object"`
 		Data   []modelEntry `json:"data"`
-	}{Object: "list", Data: s.router.routedModels()}
-	seen := map[string]bool{}
-	for _, m := range out.Data {
-		seen[m.ID] = true
-	}
-	for _, m := range s.upstreamModels() {
-		if !seen[m.ID] && s.router.route(m.ID) == s.router.def {
-			out.Data = append(out.Data, m)
-		}
-	}
-	return writeJSON(rc, out)
+	}{Object: "list", Data: s.listModels()})
 }
 
-func (s *Server) upstreamModels() []modelEntry {
-	def := s.router.def
-	if def == nil {
+// model answers GET /v1/models/{id} (the SDKs' models.retrieve) for any id
+// GET /v1/models lists. id is the request path after "/v1/models/",
+// already percent-decoded.
+func (s *Server) model(rc *fasthttp.RequestCtx, id string) error {
+	if _, err := s.authenticate(s.base, rc); err != nil {
+		return err
+	}
+	if !validModelID(id) {
+		return errModelNotFound
+	}
+	for _, m := range s.listModels() {
+		if m.ID == id {
+			return writeJSON(rc, m)
+		}
+	}
+	e := *errModelNotFound
+	e.Msg = "The model '" + id + "' does not exist or is not served by this gateway."
+	return &e
+}
+
+// validModelID accepts ids that may be looked up and quoted back: 1 to
+// maxModelID bytes of UTF-8 without control characters.
+func validModelID(id string) bool {
+	if id == "" || len(id) > maxModelID || !utf8.ValidString(id) {
+		return false
+	}
+	return strings.IndexFunc(id, unicode.IsControl) < 0
+}
+
+// listModels is the list GET /v1/models shows: the routes' exactly named
+// models, then the default upstream's models that route to it. Every entry
+// has a created time: the upstream's where it lists the model, else the
+// time this gateway loaded its configuration.
+func (s *Server) listModels() []modelEntry {
+	snap := s.upstreamModels()
+	out := s.router.routedModels()
+	seen := make(map[string]bool, len(out))
+	for i := range out {
+		seen[out[i].ID] = true
+		out[i].Created = s.configured
+		if snap != nil && snap.created[out[i].ID] > 0 {
+			out[i].Created = snap.created[out[i].ID]
+		}
+	}
+	if snap != nil {
+		for _, m := range snap.models {
+			if !seen[m.ID] && s.router.route(m.ID) == s.router.def {
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
+
+// upstreamModels returns the default upstream's list, fetching it when
+// the cached one is older than modelsTTL; nil without a default upstream
+// or before any fetch succeeded.
+func (s *Server) upstreamModels() *modelSnapshot {
+	if s.router.def == nil {
 		return nil
 	}
-	s.modelList.mu.Lock()
-	defer s.modelList.mu.Unlock()
-	if time.Since(s.modelList.fetched) < modelsTTL {
-		return s.modelList.models
+	if snap := s.modelList.cur.Load(); snap.fresh() {
+		return snap
 	}
+	v, _, _ := s.modelList.fetch.Do("", func() (any, error) { return s.fetchModels(), nil })
+	return v.(*modelSnapshot)
+}
+
+// refreshModelsSoon starts a background fetch of the default upstream's
+// list when the cached one is stale and no fetch is under way. Shutdown
+// waits for it.
+func (s *Server) refreshModelsSoon() {
+	if s.router.def == nil || s.modelList.cur.Load().fresh() || !s.modelList.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	s.background.Add(1)
+	go func() {
+		defer s.background.Done()
+		defer s.modelList.refreshing.Store(false)
+		s.upstreamModels()
+	}()
+}
+
+// fetchModels fetches the default upstream's list and stores it. After a
+// failure the previous models stay, marked fresh: the next try is in a
+// minute, not on every request.
+func (s *Server) fetchModels() *modelSnapshot {
+	prev := s.modelList.cur.Load()
+	if prev.fresh() { // a fetch finished between the caller's check and Do
+		return prev
+	}
+	next := &modelSnapshot{fetched: time.Now()}
+	if prev != nil {
+		next.models, next.created = prev.models, prev.created
+	}
+	def := s.router.def
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -68,21 +172,63 @@ func (s *Server) upstreamModels() []modelEntry {
 	req.URI().SetScheme(def.scheme)
 	req.URI().SetHost(def.host)
 	req.URI().SetPath(def.basePath + "/models")
-	if def.apiKey != "" {
-		req.Header.Set(fasthttp.HeaderAuthorization, "Bearer "+def.apiKey)
-	}
-	s.modelList.fetched = time.Now() // also after a failure: retry in a minute, not per request
-	if err := def.client.DoTimeout(req, resp, 5*time.Second); err != nil || resp.StatusCode() != fasthttp.StatusOK {
-		return s.modelList.models
+	if def.bearer != "" {
+		req.Header.Set(fasthttp.HeaderAuthorization, def.bearer)
 	}
 	var list struct {
 		Data []modelEntry `json:"data"`
 	}
-	if json.Unmarshal(resp.Body(), &list) == nil {
-		for i := range list.Data {
-			list.Data[i].Object = "model"
+	if err := def.client.DoTimeout(req, resp, modelsFetchTimeout); err == nil && resp.StatusCode() == fasthttp.StatusOK &&
+		json.Unmarshal(resp.Body(), &list) == nil {
+		next.models = make([]modelEntry, 0, len(list.Data))
+		next.created = make(map[string]int64, len(list.Data))
+		for _, m := range list.Data {
+			if !validModelID(m.ID) {
+				continue
+			}
+			m.Object = "model"
+			if m.Created <= 0 {
+				m.Created = s.configured
+			}
+			if m.OwnedBy == "" {
+				m.OwnedBy = def.name
+			}
+			next.models = append(next.models, m)
+			next.created[m.ID] = m.Created
 		}
-		s.modelList.models = list.Data
 	}
-	return s.modelList.models
+	s.modelList.cur.Store(next)
+	return next
+}
+
+// modelLabel is model's value of the metrics' model label. Callers choose
+// model names freely, so only names the configuration or the default
+// upstream vouches for get their own series: an exact route's model, the
+// prefix route's pattern ("gpt-*") for names it matches, a model the
+// default upstream lists (bounded by maxModelLabels); anything else is
+// "other".
+func (s *Server) modelLabel(model string) string {
+	if model == "" {
+		return "none"
+	}
+	r := s.router
+	if _, ok := r.exact[model]; ok {
+		return model
+	}
+	for _, p := range r.prefixes {
+		if strings.HasPrefix(model, p.prefix) {
+			return p.prefix + "*"
+		}
+	}
+	if r.def == nil {
+		return "other"
+	}
+	snap := s.modelList.cur.Load()
+	if !snap.fresh() {
+		s.refreshModelsSoon() // this request counts as "other" if its model is not known yet
+	}
+	if snap.has(model) {
+		return s.metrics.models.label(model)
+	}
+	return "other"
 }

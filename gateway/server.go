@@ -52,9 +52,11 @@ type Server struct {
 	base       context.Context
 	cancelBase context.CancelFunc
 	streams    sync.WaitGroup // stream writers still running
+	background sync.WaitGroup // refreshes of the model list (refreshModelsSoon)
 
-	modelList modelList
-	metrics   *metrics
+	modelList  modelList
+	configured int64 // Unix time New ran: the created time of models only the configuration names
+	metrics    *metrics
 }
 
 // Deps are the Server's collaborators.
@@ -85,7 +87,8 @@ func New(cfg config.Config, log *zap.Logger, deps Deps) (*Server, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	s.metrics = newMetrics(reg, cfg.MetricsPerTenant)
+	s.metrics = newMetrics(reg, cfg.MetricsPerTenant, s.modelLabel)
+	s.configured = time.Now().Unix()
 	s.srv = &fasthttp.Server{
 		Handler:                      s.handle,
 		NoDefaultServerHeader:        true, // no version banner
@@ -95,8 +98,12 @@ func New(cfg config.Config, log *zap.Logger, deps Deps) (*Server, error) {
 		MaxRequestBodySize:           cfg.MaxRequestBodyBytes,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
-		Logger:                       zap.NewStdLog(log.Named("fasthttp")),
-		ErrorHandler:                 s.handleParseError,
+		// fasthttp logs a malformed request verbatim, credential and body
+		// included: its errors say what went wrong without the bytes, and
+		// its log lines lose any text on the way (LibraryLogger).
+		SecureErrorLogMessage: true,
+		Logger:                NewLibraryLogger(log.Named("fasthttp")),
+		ErrorHandler:          s.handleParseError,
 	}
 	return s, nil
 }
@@ -114,6 +121,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.ShutdownWithContext(ctx)
 	s.cancelBase()
 	s.streams.Wait()
+	s.background.Wait()
 	if errors.Is(err, context.DeadlineExceeded) {
 		return nil // the drain deadline passed; the cut streams were recorded
 	}
@@ -141,6 +149,12 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, reqID string) error {
 	if strings.HasPrefix(string(path), "/api/v1/") {
 		return s.logAPI(ctx, string(path))
 	}
+	if id, ok := strings.CutPrefix(string(path), "/v1/models/"); ok { // Path is percent-decoded
+		if !ctx.IsGet() {
+			return errMethodNotAllowed
+		}
+		return s.model(ctx, id)
+	}
 	switch string(path) {
 	case "/v1/models":
 		if !ctx.IsGet() {
@@ -164,6 +178,9 @@ func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
 	reqID := s.reqs.next()
 	ctx.Response.Header.Set("X-Request-Id", reqID)
 	ctx.SetConnectionClose()
+	// The error's text may quote the request; only its class is logged.
+	s.log.Info("malformed request", zap.String("request_id", reqID), zap.String("remote_addr", ctx.RemoteAddr().String()),
+		zap.String("error", errorClass(err)))
 	var he *HTTPError
 	switch {
 	case isBodyTooLarge(err):

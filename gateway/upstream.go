@@ -62,13 +62,16 @@ func newUpstream(name, kind, rawURL, apiKey, apiVersion string, deployments map[
 		IsTLS:                    u.Scheme == "https",
 		TLSConfig:                &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12},
 		NoDefaultUserAgentHeader: true,
-		MaxConns:                 cfg.UpstreamMaxConns,
-		MaxConnWaitTimeout:       firstByte,
-		MaxIdleConnDuration:      30 * time.Second,
-		MaxResponseBodySize:      maxUpstreamBody,
-		DisablePathNormalizing:   true,
-		ReadBufferSize:           16 << 10,
-		WriteTimeout:             cfg.UpstreamTimeout,
+		// Errors name what was wrong with a response, never quote it: an
+		// upstream may echo the provider key, and these errors are logged.
+		SecureErrorLogMessage:  true,
+		MaxConns:               cfg.UpstreamMaxConns,
+		MaxConnWaitTimeout:     firstByte,
+		MaxIdleConnDuration:    30 * time.Second,
+		MaxResponseBodySize:    maxUpstreamBody,
+		DisablePathNormalizing: true,
+		ReadBufferSize:         16 << 10,
+		WriteTimeout:           cfg.UpstreamTimeout,
 		// Idempotent retries would resend a completion that may already be
 		// billed; the client decides whether to retry.
 		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },

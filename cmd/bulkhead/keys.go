@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/bulkheadhq/bulkhead/config"
 	"github.com/bulkheadhq/bulkhead/gateway/apikey"
@@ -288,6 +289,7 @@ func tellInstances(ctx context.Context, cfg config.Config, fn func(redis.Univers
 	if cfg.RedisURL == "" {
 		return nil // single-instance mode: the L1 TTL bounds staleness
 	}
+	routeRedisLog(zap.NewNop()) // an operator's terminal gets the command's own errors only
 	rdb, err := newRedis(cfg)
 	if err == nil {
 		err = fn(rdb)

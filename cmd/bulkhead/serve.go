@@ -39,6 +39,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	defer log.Sync() //nolint:errcheck // stderr sync fails on terminals; nothing to do about it
+	routeRedisLog(log)
 
 	st, err := store.Open(ctx, cfg.DatabaseURL.Reveal(), store.Options{MaxConns: cfg.DatabaseMaxConns})
 	if err != nil {
