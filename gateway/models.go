@@ -175,11 +175,12 @@ func (s *Server) fetchModels() *modelSnapshot {
 	if def.bearer != "" {
 		req.Header.Set(fasthttp.HeaderAuthorization, def.bearer)
 	}
+	req.Header.Set(fasthttp.HeaderAcceptEncoding, "identity") // as for every upstream call (encoding.go)
 	var list struct {
 		Data []modelEntry `json:"data"`
 	}
 	if err := def.client.DoTimeout(req, resp, modelsFetchTimeout); err == nil && resp.StatusCode() == fasthttp.StatusOK &&
-		json.Unmarshal(resp.Body(), &list) == nil {
+		decodeModels(resp, &list) == nil {
 		next.models = make([]modelEntry, 0, len(list.Data))
 		next.created = make(map[string]int64, len(list.Data))
 		for _, m := range list.Data {
@@ -199,6 +200,16 @@ func (s *Server) fetchModels() *modelSnapshot {
 	}
 	s.modelList.cur.Store(next)
 	return next
+}
+
+// decodeModels reads an upstream's model list, decoded if the upstream
+// compressed it anyway.
+func decodeModels(resp *fasthttp.Response, list any) error {
+	body, err := readUpstreamBody(resp, maxUpstreamBody)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(body, list)
 }
 
 // modelLabel is model's value of the metrics' model label. Callers choose
