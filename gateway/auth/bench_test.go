@@ -2,6 +2,7 @@ package auth_test
 
 import (
 	"context"
+	"net/netip"
 	"testing"
 
 	"github.com/google/uuid"
@@ -32,14 +33,14 @@ func BenchmarkAuthenticate(b *testing.B) {
 		b.Fatal(err)
 	}
 	cred := []byte(key)
-	if _, err := a.Authenticate(ctx, cred); err != nil {
+	if _, err := a.Authenticate(ctx, cred, netip.Addr{}); err != nil {
 		b.Fatal(err)
 	}
 
 	b.Run("L1 hit", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := a.Authenticate(ctx, cred); err != nil {
+			if _, err := a.Authenticate(ctx, cred, netip.Addr{}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -48,18 +49,18 @@ func BenchmarkAuthenticate(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			a.ForgetForTest(hash)
-			if _, err := a.Authenticate(ctx, cred); err != nil {
+			if _, err := a.Authenticate(ctx, cred, netip.Addr{}); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	unknown, _ := apikey.Generate(uuid.New())
 	bad := []byte(unknown)
-	a.Authenticate(ctx, bad) //nolint:errcheck // fills the negative cache
+	a.Authenticate(ctx, bad, netip.Addr{}) //nolint:errcheck // fills the negative cache
 	b.Run("negative hit", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := a.Authenticate(ctx, bad); err == nil {
+			if _, err := a.Authenticate(ctx, bad, netip.Addr{}); err == nil {
 				b.Fatal("accepted")
 			}
 		}
@@ -68,7 +69,7 @@ func BenchmarkAuthenticate(b *testing.B) {
 		garbage := []byte(key[:len(key)-1] + "!")
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := a.Authenticate(ctx, garbage); err == nil {
+			if _, err := a.Authenticate(ctx, garbage, netip.Addr{}); err == nil {
 				b.Fatal("accepted")
 			}
 		}
