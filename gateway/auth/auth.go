@@ -188,7 +188,8 @@ type Authenticator struct {
 	group singleflight.Group
 	n     counters
 
-	addrLimit, orgLimit ratelimit.Limit // failure budgets; zero: none
+	addrLimit, orgLimit ratelimit.Limit                 // failure budgets; zero: none
+	spent               *otter.Cache[string, time.Time] // failure budgets known spent, until when
 }
 
 // New builds an Authenticator.
@@ -236,6 +237,14 @@ func New(opts Options) (*Authenticator, error) {
 	if a.orgs, err = otter.New(&otter.Options[uuid.UUID, bool]{
 		MaximumSize:      opts.CacheSize,
 		ExpiryCalculator: otter.ExpiryWriting[uuid.UUID, bool](opts.CacheTTL),
+	}); err != nil {
+		return nil, err
+	}
+	if a.spent, err = otter.New(&otter.Options[string, time.Time]{
+		MaximumSize: spentBudgets,
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, time.Time]) time.Duration {
+			return time.Until(e.Value)
+		}),
 	}); err != nil {
 		return nil, err
 	}

@@ -111,13 +111,28 @@ func (a *Authenticator) checkFailures(ctx context.Context, client netip.Addr, or
 	return nil
 }
 
+// spentBudgets bounds the spent budgets remembered in process; past it,
+// one is forgotten and costs a limiter call again.
+const spentBudgets = 10_000
+
 // failureBudget reports whether key's failure budget has a unit left,
-// spending nothing, and otherwise when it will.
+// spending nothing, and otherwise when it will. A budget found spent is
+// remembered until then: a budget refills no faster than the limiter said
+// (other replicas can only spend more), so the guesses that follow are
+// refused without a Redis round trip.
 func (a *Authenticator) failureBudget(ctx context.Context, key string, lim ratelimit.Limit) (time.Duration, bool) {
+	if until, ok := a.spent.GetIfPresent(key); ok {
+		if wait := time.Until(until); wait > 0 {
+			return wait, false
+		}
+	}
 	d, err := a.opts.Failures.Allow(ctx, key, ratelimit.Limit{}, lim)
 	if err != nil {
 		a.log.Debug("failure budget not checked", zap.Error(err))
 		return 0, true
+	}
+	if !d.Allowed && d.RetryAfter > 0 {
+		a.spent.Set(key, time.Now().Add(d.RetryAfter))
 	}
 	return d.RetryAfter, d.Allowed
 }

@@ -267,3 +267,41 @@ func TestFailureThrottleWithRedisDown(t *testing.T) {
 		t.Errorf("Redis down: %d look-ups, %d throttled, stats %+v; want at most %d look-ups", s.L3Lookups, throttled, s, bound)
 	}
 }
+
+// countingLimiter counts the budget checks that reach the limiter.
+type countingLimiter struct {
+	auth.FailureLimiter
+	checks atomic.Int64
+}
+
+func (c *countingLimiter) Allow(ctx context.Context, key string, req, tok ratelimit.Limit) (ratelimit.Decision, error) {
+	c.checks.Add(1)
+	return c.FailureLimiter.Allow(ctx, key, req, tok)
+}
+
+// Once a budget is found spent, the guesses that follow are refused in
+// process until it has room again: a flood costs no Redis round trip per
+// guess either.
+func TestSpentBudgetIsRemembered(t *testing.T) {
+	f := newFixture(t)
+	org := f.org(t)
+	lim := &countingLimiter{FailureLimiter: ratelimit.New(f.rdb, ratelimit.Options{Prefix: "bulkhead:authfail:test:" + uuid.NewString(), Timeout: time.Second})}
+	a := f.instance(t, false, func(o *auth.Options) { o.Failures, o.FailuresPerMinutePerAddress = lim, 2 })
+	client := netip.MustParseAddr("198.51.100.10")
+	keys := guessed(t, org, 103)
+	for _, k := range keys[:2] {
+		if _, err := authnFrom(a, k, client); !errors.Is(err, auth.ErrUnauthenticated) {
+			t.Fatal(err)
+		}
+	}
+	_, err := authnFrom(a, keys[2], client)
+	wantThrottled(t, err, auth.ScopeAddress)
+	checks := lim.checks.Load()
+	for _, k := range keys[3:] {
+		_, err := authnFrom(a, k, client)
+		wantThrottled(t, err, auth.ScopeAddress)
+	}
+	if n := lim.checks.Load() - checks; n != 0 {
+		t.Errorf("%d budget checks reached the limiter for 100 guesses after the budget was spent, want 0", n)
+	}
+}
