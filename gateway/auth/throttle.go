@@ -32,6 +32,14 @@ import (
 // look-up cannot tell a valid key from a guess without doing the work
 // being bounded.
 //
+// Not chosen, for now: a complete per-organization set of key hashes
+// (in process or in Redis) would refuse guesses with no look-up at all
+// and let cold valid keys through, but it must learn of every new key
+// before its first use (the admin commands would have to publish, and
+// single-instance mode has no channel), loading it is itself a look-up
+// per organization (random organizations need the address budget
+// anyway), and a Bloom filter's false positives still reach PostgreSQL.
+//
 // Checks and charges are separate steps, so look-ups already in flight
 // when a budget runs out still complete: the overshoot is bounded by the
 // concurrent L3 look-ups. Concurrent misses for one key share one look-up
