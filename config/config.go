@@ -47,6 +47,9 @@ type Config struct {
 	AuthNegativeCacheSize int           `yaml:"auth_negative_cache_size" env:"BULKHEAD_AUTH_NEGATIVE_CACHE_SIZE" default:"100000" help:"maximum entries in the in-process negative cache"`
 	AuthRedisTTL          time.Duration `yaml:"auth_redis_ttl" env:"BULKHEAD_AUTH_REDIS_TTL" default:"5m" help:"lifetime of a key's entry in Redis (the shared second-level cache)"`
 
+	AuthFailuresPerMinutePerAddress int `yaml:"auth_failures_per_minute_per_address" env:"BULKHEAD_AUTH_FAILURES_PER_MINUTE_PER_ADDRESS" default:"60" help:"failed API-key look-ups (keys PostgreSQL finds unknown, revoked or expired) per minute per client address, a minute's worth at once; past it, keys that no cache knows get 429 without a database look-up. The address is the TCP peer (IPv6: its /64), so behind a proxy it is the proxy's: raise it there (0: no limit)"`
+	AuthFailuresPerMinutePerOrg     int `yaml:"auth_failures_per_minute_per_org" env:"BULKHEAD_AUTH_FAILURES_PER_MINUTE_PER_ORG" default:"600" help:"the same per organization named by the keys, all addresses together; while it is spent the organization's keys cached in process or in Redis keep working and keys that no cache knows get 429 (0: no limit)"`
+
 	JWTHS256Secret        Secret        `yaml:"jwt_hs256_secret" env:"BULKHEAD_JWT_HS256_SECRET" default:"" help:"shared secret for HS256 JWTs (at least 32 bytes); empty disables HS256"`
 	JWTPublicKeyFile      string        `yaml:"jwt_public_key_file" env:"BULKHEAD_JWT_PUBLIC_KEY_FILE" default:"" help:"PEM file with the RSA (RS256) or P-256 (ES256) public key that verifies JWTs; empty disables them"`
 	JWTIssuer             string        `yaml:"jwt_issuer" env:"BULKHEAD_JWT_ISSUER" default:"" help:"required iss claim of JWTs; empty accepts any issuer"`
@@ -308,6 +311,12 @@ func (c Config) Validate() error {
 	}
 	if c.AuthNegativeCacheSize < 1 {
 		bad("BULKHEAD_AUTH_NEGATIVE_CACHE_SIZE", "must be at least 1, got %d", c.AuthNegativeCacheSize)
+	}
+	if c.AuthFailuresPerMinutePerAddress < 0 {
+		bad("BULKHEAD_AUTH_FAILURES_PER_MINUTE_PER_ADDRESS", "must not be negative, got %d", c.AuthFailuresPerMinutePerAddress)
+	}
+	if c.AuthFailuresPerMinutePerOrg < 0 {
+		bad("BULKHEAD_AUTH_FAILURES_PER_MINUTE_PER_ORG", "must not be negative, got %d", c.AuthFailuresPerMinutePerOrg)
 	}
 	if n := len(c.JWTHS256Secret); n > 0 && n < 32 {
 		bad("BULKHEAD_JWT_HS256_SECRET", "must be at least 32 bytes, got %d", n)

@@ -191,3 +191,26 @@ upstreams:
 		}
 	}
 }
+
+// The failed-authentication budgets default to a minute's worth per
+// address (60) and 600 per organization, 0 turns each off, and a negative one
+// is refused by name.
+func TestAuthFailureBudgets(t *testing.T) {
+	c, err := Load("", envMap(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AuthFailuresPerMinutePerAddress != 60 || c.AuthFailuresPerMinutePerOrg != 600 {
+		t.Errorf("defaults %d per address, %d per organization; want 60 and 600", c.AuthFailuresPerMinutePerAddress, c.AuthFailuresPerMinutePerOrg)
+	}
+	off, err := Load("", envMap(map[string]string{"BULKHEAD_AUTH_FAILURES_PER_MINUTE_PER_ADDRESS": "0", "BULKHEAD_AUTH_FAILURES_PER_MINUTE_PER_ORG": "0"}))
+	if err != nil || off.AuthFailuresPerMinutePerAddress != 0 || off.AuthFailuresPerMinutePerOrg != 0 {
+		t.Errorf("0 (off): %+v, %v", off, err)
+	}
+	_, err = Load("", envMap(map[string]string{"BULKHEAD_AUTH_FAILURES_PER_MINUTE_PER_ADDRESS": "-1", "BULKHEAD_AUTH_FAILURES_PER_MINUTE_PER_ORG": "-5"}))
+	for _, env := range []string{"BULKHEAD_AUTH_FAILURES_PER_MINUTE_PER_ADDRESS", "BULKHEAD_AUTH_FAILURES_PER_MINUTE_PER_ORG"} {
+		if err == nil || !strings.Contains(err.Error(), env) {
+			t.Errorf("negative budget: err = %v, want %s named", err, env)
+		}
+	}
+}

@@ -4,15 +4,18 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/netip"
+	"strconv"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/ratelimit"
 )
 
 // authenticator is what the gateway needs from auth.Authenticator.
 type authenticator interface {
-	Authenticate(ctx context.Context, cred []byte) (*auth.Principal, error)
+	Authenticate(ctx context.Context, cred []byte, client netip.Addr) (*auth.Principal, error)
 }
 
 var _ authenticator = (*auth.Authenticator)(nil)
@@ -76,18 +79,35 @@ func credential(h *fasthttp.RequestHeader) ([]byte, error) {
 	return cred, nil
 }
 
+// clientAddr is the address failed authentications are charged to: the
+// TCP peer's. No forwarding header is believed, since no proxy is
+// configured as trusted (a forged X-Forwarded-For must not pick the
+// budget; THREATS 43).
+func clientAddr(rc *fasthttp.RequestCtx) netip.Addr {
+	a, _ := netip.AddrFromSlice(rc.RemoteIP())
+	return a.Unmap()
+}
+
 // authenticate resolves the request's principal.
 func (s *Server) authenticate(ctx context.Context, rc *fasthttp.RequestCtx) (*auth.Principal, error) {
 	cred, err := credential(&rc.Request.Header)
 	if err != nil {
 		return nil, err
 	}
-	p, err := s.auth.Authenticate(ctx, cred)
+	p, err := s.auth.Authenticate(ctx, cred, clientAddr(rc))
+	var te *auth.ThrottledError
 	switch {
 	case err == nil:
 		return p, nil
 	case errors.Is(err, auth.ErrUnavailable):
 		return nil, withCause(errAuthUnavailable, err)
+	case errors.As(err, &te):
+		// The same answer for an address and an organization: it tells
+		// nothing about the key.
+		secs := strconv.FormatInt(ratelimit.RetryAfterSeconds(te.RetryAfter), 10)
+		rc.Response.Header.Set(ratelimit.HeaderRetryAfter, secs)
+		return nil, &HTTPError{Code: fasthttp.StatusTooManyRequests, Type: "requests", ErrCode: "auth_rate_limited",
+			Msg: "Too many failed authentication attempts. Retry after " + secs + "s.", Err: te}
 	default:
 		return nil, errInvalidKey
 	}

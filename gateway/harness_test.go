@@ -122,6 +122,10 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// testRun tells this test process's Redis budgets from those of earlier
+// runs, which may not have refilled yet (every test client is 127.0.0.1).
+var testRun = uuid.NewString()
+
 // deadRedis as cfg.RedisURL gives the harness a Redis client that cannot
 // connect, for fault tests.
 const deadRedis = "redis://127.0.0.1:1/0"
@@ -172,9 +176,16 @@ func newHarnessWith(t testing.TB, mo mock.Options, mod func(*config.Config)) *ha
 		rdb = storetest.Redis(t)
 	}
 	var err error
+	// Instances of one test share their budgets, as replicas do.
+	limitTimeout := time.Second
+	if cfg.RedisURL == deadRedis {
+		limitTimeout = 50 * time.Millisecond
+	}
 	// Tests assert behaviour, not timing: Redis gets a second unless it is
 	// the dead one, which fails at once anyway.
-	ao := auth.Options{Store: h.st, Redis: rdb, RedisTimeout: time.Second}
+	ao := auth.Options{Store: h.st, Redis: rdb, RedisTimeout: time.Second,
+		Failures:                    ratelimit.New(rdb, ratelimit.Options{Prefix: "bulkhead:authfail:test:" + testRun + ":" + t.Name(), Timeout: limitTimeout}),
+		FailuresPerMinutePerAddress: cfg.AuthFailuresPerMinutePerAddress, FailuresPerMinutePerOrg: cfg.AuthFailuresPerMinutePerOrg}
 	if cfg.JWTHS256Secret != "" {
 		if ao.JWT, err = auth.NewJWTVerifier(auth.JWTConfig{HS256Secret: []byte(cfg.JWTHS256Secret.Reveal())}); err != nil {
 			t.Fatal(err)
@@ -187,11 +198,6 @@ func newHarnessWith(t testing.TB, mo mock.Options, mod func(*config.Config)) *ha
 	actx, cancel := context.WithCancel(context.Background())
 	authDone := make(chan struct{})
 	go func() { h.auth.Run(actx); close(authDone) }() //nolint:errcheck // returns nil on cancel
-	// Instances of one test share their budgets, as replicas do.
-	limitTimeout := time.Second
-	if cfg.RedisURL == deadRedis {
-		limitTimeout = 50 * time.Millisecond
-	}
 	h.limiter = ratelimit.New(rdb, ratelimit.Options{Prefix: "bulkhead:rl:test:" + t.Name(), Timeout: limitTimeout, Lease: true})
 	// Everything the gateway logs, at debug level, for hygiene checks.
 	h.logs = &syncBuffer{}
@@ -266,6 +272,19 @@ type reply struct {
 // answers a reply with status 0.
 func (h *harness) do(method, path, body string, headers ...string) reply {
 	h.t.Helper()
+	return h.doVia(nil, method, path, body, headers...)
+}
+
+// from is a client whose connections to the gateway come from the loopback
+// address ip (any of 127.0.0.0/8), as a distinct client address.
+func (h *harness) from(ip string) *fasthttp.HostClient {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return &fasthttp.HostClient{Addr: strings.TrimPrefix(h.url, "http://"), Dial: func(a string) (net.Conn, error) { return d.Dial("tcp", a) }}
+}
+
+// doVia is do through client c (nil: fasthttp's default client).
+func (h *harness) doVia(c *fasthttp.HostClient, method, path, body string, headers ...string) reply {
+	h.t.Helper()
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -278,7 +297,11 @@ func (h *harness) do(method, path, body string, headers ...string) reply {
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil {
+	do := fasthttp.DoTimeout
+	if c != nil {
+		do = c.DoTimeout
+	}
+	if err := do(req, resp, 10*time.Second); err != nil {
 		h.t.Errorf("%s %s: %v", method, path, err)
 		return reply{headers: map[string]string{}}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
@@ -57,6 +58,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		NegativeTTL: cfg.AuthNegativeCacheTTL, NegativeSize: cfg.AuthNegativeCacheSize,
 		RedisTTL: cfg.AuthRedisTTL, RedisTimeout: cfg.RedisTimeout,
 		JWTRateLimitPerMinute: cfg.JWTRateLimitPerMinute, JWTTokensPerMinute: cfg.JWTTokensPerMinute,
+		FailuresPerMinutePerAddress: cfg.AuthFailuresPerMinutePerAddress, FailuresPerMinutePerOrg: cfg.AuthFailuresPerMinutePerOrg,
 	}
 	if cfg.RedisURL != "" {
 		rdb, err := newRedis(cfg)
@@ -71,6 +73,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	if authOpts.JWT, err = jwtVerifier(cfg); err != nil {
 		return err
 	}
+	authOpts.Failures = failureLimiter(cfg, authOpts.Redis, log)
 	authn, err := auth.New(authOpts)
 	if err != nil {
 		return err
@@ -217,6 +220,31 @@ func registerAuthMetrics(reg prometheus.Registerer, a *auth.Authenticator) {
 	tier("l3_errors", "PostgreSQL look-ups that failed.", func(s auth.Stats) uint64 { return s.L3Errors })
 	tier("malformed", "Credentials refused without any look-up.", func(s auth.Stats) uint64 { return s.Malformed })
 	tier("invalidations", "Invalidation events applied.", func(s auth.Stats) uint64 { return s.Invalidated })
+	tier("failures", "API-key look-ups PostgreSQL refused (unknown, revoked or expired), charged to the failure budgets.",
+		func(s auth.Stats) uint64 { return s.Failures })
+	for scope, get := range map[string]func(auth.Stats) uint64{
+		auth.ScopeAddress:      func(s auth.Stats) uint64 { return s.ThrottledAddress },
+		auth.ScopeOrganization: func(s auth.Stats) uint64 { return s.ThrottledOrg },
+	} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "bulkhead_auth_throttled_total", Help: "API-key look-ups refused with 429, before PostgreSQL, because a failure budget was spent.",
+			ConstLabels: prometheus.Labels{"scope": scope},
+		}, func() float64 { return float64(get(a.Stats())) }))
+	}
+}
+
+// authFailurePrefix starts the Redis keys of the failed-authentication
+// budgets, apart from the per-key limits'.
+const authFailurePrefix = "bulkhead:authfail"
+
+// failureLimiter holds the budgets of failed API-key look-ups, shared
+// through rdb (nil: in process). It always falls back to the local
+// limiter while Redis is down, whatever BULKHEAD_RATE_LIMIT_FAIL_CLOSED
+// says: refusing every uncached key would be worse than each replica
+// throttling on its own.
+func failureLimiter(cfg config.Config, rdb redis.UniversalClient, log *zap.Logger) *ratelimit.Limiter {
+	return ratelimit.New(rdb, ratelimit.Options{Prefix: authFailurePrefix, Timeout: cfg.RedisTimeout,
+		FailMode: ratelimit.FailLocal, Log: log.Named("authfail")})
 }
 
 // jwtVerifier builds the JWT verifier the configuration asks for, or nil.

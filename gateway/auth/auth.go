@@ -6,7 +6,9 @@
 // absolute TTL, with a bounded negative cache for unknown keys); L2, Redis,
 // shared by every replica; L3, PostgreSQL, queried inside the tenant
 // context named by the key's own org segment, so that row-level security
-// alone guarantees a key resolves only within its organization.
+// alone guarantees a key resolves only within its organization. L3
+// look-ups that fail are throttled per client address and per
+// organization (throttle.go).
 //
 // Revocation, rotation end and expiry: expiry (and so the end of a
 // rotation's overlap) is checked on every request against the cached
@@ -20,6 +22,7 @@ package auth
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -29,6 +32,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/bulkheadhq/bulkhead/ratelimit"
 	"github.com/bulkheadhq/bulkhead/store"
 )
 
@@ -126,6 +130,17 @@ type Options struct {
 
 	// Limits of JWT principals, per organization (0: none).
 	JWTRateLimitPerMinute, JWTTokensPerMinute int
+
+	// Failures holds the failure budgets of API-key look-ups that
+	// PostgreSQL refuses (see throttle.go): a ratelimit.Limiter of its own,
+	// in FailLocal mode, so that a Redis outage still throttles. nil: no
+	// throttle.
+	Failures FailureLimiter
+	// FailuresPerMinutePerAddress and FailuresPerMinutePerOrg are the
+	// budgets: refused look-ups per minute per client address (IPv6: per
+	// /64) and per organization, each with a burst of a minute's worth.
+	// 0: no budget of that kind.
+	FailuresPerMinutePerAddress, FailuresPerMinutePerOrg int
 }
 
 const (
@@ -149,10 +164,18 @@ type Stats struct {
 	L3Errors    uint64
 	Purges      uint64 // whole-L1 purges after (re)subscribing
 	Invalidated uint64 // invalidation events applied
+	// Failures counts API-key look-ups that PostgreSQL refused (unknown,
+	// revoked or expired): what the failure budgets are charged.
+	Failures uint64
+	// ThrottledAddress and ThrottledOrg count look-ups refused, without
+	// touching PostgreSQL, because the client address's or the
+	// organization's failure budget was spent.
+	ThrottledAddress, ThrottledOrg uint64
 }
 
 type counters struct {
 	malformed, l1Hits, l1Negative, l2Hits, l2Errors, l3Lookups, l3Errors, purges, invalidated atomic.Uint64
+	failures, throttledAddr, throttledOrg                                                     atomic.Uint64
 }
 
 // Authenticator verifies credentials. It is safe for concurrent use.
@@ -164,6 +187,9 @@ type Authenticator struct {
 	orgs  *otter.Cache[uuid.UUID, bool]      // organizations seen by JWTs
 	group singleflight.Group
 	n     counters
+
+	addrLimit, orgLimit ratelimit.Limit                 // failure budgets; zero: none
+	spent               *otter.Cache[string, time.Time] // failure budgets known spent, until when
 }
 
 // New builds an Authenticator.
@@ -193,7 +219,8 @@ func New(opts Options) (*Authenticator, error) {
 	if opts.Log == nil {
 		opts.Log = zap.NewNop()
 	}
-	a := &Authenticator{opts: opts, log: opts.Log.Named("auth")}
+	a := &Authenticator{opts: opts, log: opts.Log.Named("auth"),
+		addrLimit: perMinute(opts.FailuresPerMinutePerAddress), orgLimit: perMinute(opts.FailuresPerMinutePerOrg)}
 	var err error
 	if a.keys, err = otter.New(&otter.Options[[32]byte, *Principal]{
 		MaximumSize:      opts.CacheSize,
@@ -213,6 +240,14 @@ func New(opts Options) (*Authenticator, error) {
 	}); err != nil {
 		return nil, err
 	}
+	if a.spent, err = otter.New(&otter.Options[string, time.Time]{
+		MaximumSize: spentBudgets,
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, time.Time]) time.Duration {
+			return time.Until(e.Value)
+		}),
+	}); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -222,6 +257,7 @@ func (a *Authenticator) Stats() Stats {
 		Malformed: a.n.malformed.Load(), L1Hits: a.n.l1Hits.Load(), L1Negative: a.n.l1Negative.Load(),
 		L2Hits: a.n.l2Hits.Load(), L2Errors: a.n.l2Errors.Load(), L3Lookups: a.n.l3Lookups.Load(),
 		L3Errors: a.n.l3Errors.Load(), Purges: a.n.purges.Load(), Invalidated: a.n.invalidated.Load(),
+		Failures: a.n.failures.Load(), ThrottledAddress: a.n.throttledAddr.Load(), ThrottledOrg: a.n.throttledOrg.Load(),
 	}
 }
 
@@ -230,15 +266,21 @@ func (a *Authenticator) Stats() Stats {
 const maxCredentialLen = 8 << 10
 
 // Authenticate verifies cred (the bare key or token, without "Bearer ")
-// and returns the principal. ctx bounds any Redis and database work. A
+// and returns the principal. client is the caller's address, whose
+// failure budget an API key that needs a database look-up is checked
+// against and, if refused, charged to; the zero Addr (unknown) leaves only
+// the organization's budget. ctx bounds any Redis and database work. A
 // cached API key is verified without allocating.
-func (a *Authenticator) Authenticate(ctx context.Context, cred []byte) (*Principal, error) {
+//
+// Errors: ErrUnauthenticated, ErrUnavailable, or a *ThrottledError
+// (ErrThrottled) when a failure budget is spent.
+func (a *Authenticator) Authenticate(ctx context.Context, cred []byte, client netip.Addr) (*Principal, error) {
 	if len(cred) == 0 || len(cred) > maxCredentialLen {
 		a.n.malformed.Add(1)
 		return nil, ErrUnauthenticated
 	}
 	if len(cred) > 3 && cred[0] == 's' && cred[1] == 'k' && cred[2] == '_' {
-		return a.authenticateKey(ctx, cred)
+		return a.authenticateKey(ctx, cred, client)
 	}
 	if a.opts.JWT != nil && looksLikeJWT(cred) {
 		return a.authenticateJWT(ctx, cred)

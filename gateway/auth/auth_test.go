@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"hash/crc32"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -101,7 +102,7 @@ func waitFor(t *testing.T, limit time.Duration, cond func() bool) time.Duration 
 }
 
 func authn(a *auth.Authenticator, key string) (*auth.Principal, error) {
-	return a.Authenticate(context.Background(), []byte(key))
+	return a.Authenticate(context.Background(), []byte(key), netip.Addr{})
 }
 
 func TestAPIKeyResolvesToItsOrganization(t *testing.T) {
@@ -120,7 +121,7 @@ func TestAPIKeyResolvesToItsOrganization(t *testing.T) {
 	before := a.Stats()
 	cred := []byte(key)
 	allocs := testing.AllocsPerRun(100, func() {
-		if _, err := a.Authenticate(context.Background(), cred); err != nil {
+		if _, err := a.Authenticate(context.Background(), cred, netip.Addr{}); err != nil {
 			t.Fatal(err)
 		}
 	})

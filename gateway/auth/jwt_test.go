@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -82,7 +83,7 @@ func TestJWT(t *testing.T) {
 		"exp within leeway?": sign(t, jwt.SigningMethodRS256, rsaKey, with("exp", now.Add(time.Minute).Unix())),
 	}
 	for name, tok := range accept {
-		p, err := a.Authenticate(context.Background(), []byte(tok))
+		p, err := a.Authenticate(context.Background(), []byte(tok), netip.Addr{})
 		if err != nil {
 			t.Errorf("%s: %v", name, err)
 			continue
@@ -92,7 +93,7 @@ func TestJWT(t *testing.T) {
 		}
 	}
 	if _, err := aEC.Authenticate(context.Background(), []byte(sign(t, jwt.SigningMethodES256, ecKey,
-		jwt.MapClaims{"organization_id": org.String(), "exp": now.Add(time.Hour).Unix()}))); err != nil {
+		jwt.MapClaims{"organization_id": org.String(), "exp": now.Add(time.Hour).Unix()})), netip.Addr{}); err != nil {
 		t.Errorf("ES256: %v", err)
 	}
 
@@ -121,7 +122,7 @@ func TestJWT(t *testing.T) {
 		"two dots only":        "..",
 	}
 	for name, tok := range reject {
-		if _, err := a.Authenticate(context.Background(), []byte(tok)); !errors.Is(err, auth.ErrUnauthenticated) {
+		if _, err := a.Authenticate(context.Background(), []byte(tok), netip.Addr{}); !errors.Is(err, auth.ErrUnauthenticated) {
 			t.Errorf("%s: err = %v, want ErrUnauthenticated", name, err)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"net/netip"
 	"time"
 
 	"github.com/google/uuid"
@@ -35,7 +36,7 @@ type l2Entry struct {
 	ExpiresAt int64     `json:"e,omitempty"` // unix nanoseconds; 0: never
 }
 
-func (a *Authenticator) authenticateKey(ctx context.Context, cred []byte) (*Principal, error) {
+func (a *Authenticator) authenticateKey(ctx context.Context, cred []byte, client netip.Addr) (*Principal, error) {
 	orgSeg, ok := apikey.Check(cred)
 	if !ok {
 		a.n.malformed.Add(1)
@@ -60,7 +61,7 @@ func (a *Authenticator) authenticateKey(ctx context.Context, cred []byte) (*Prin
 	}
 	// Concurrent misses for one key share one look-up.
 	v, err, _ := a.group.Do(string(hash[:]), func() (any, error) {
-		return a.lookupKey(context.WithoutCancel(ctx), org, hash)
+		return a.lookupKey(context.WithoutCancel(ctx), org, hash, client)
 	})
 	if err != nil {
 		return nil, err
@@ -74,8 +75,9 @@ func (a *Authenticator) authenticateKey(ctx context.Context, cred []byte) (*Prin
 
 // lookupKey resolves a key through L2 and L3 and fills L1. It returns
 // ErrUnauthenticated for unknown or unusable keys, ErrUnavailable when
-// PostgreSQL cannot answer.
-func (a *Authenticator) lookupKey(ctx context.Context, org uuid.UUID, hash [32]byte) (*Principal, error) {
+// PostgreSQL cannot answer, a *ThrottledError when client or org may not
+// cause another failed L3 look-up yet.
+func (a *Authenticator) lookupKey(ctx context.Context, org uuid.UUID, hash [32]byte, client netip.Addr) (*Principal, error) {
 	if p, found, err := a.getL2(ctx, org, hash); err == nil && found {
 		if p == nil {
 			a.neg.Set(hash, struct{}{})
@@ -85,6 +87,9 @@ func (a *Authenticator) lookupKey(ctx context.Context, org uuid.UUID, hash [32]b
 		return p, nil
 	}
 
+	if err := a.checkFailures(ctx, client, org); err != nil {
+		return nil, err
+	}
 	a.n.l3Lookups.Add(1)
 	lctx, cancel := context.WithTimeout(ctx, a.opts.LookupTimeout)
 	k, err := a.opts.Store.LookupKey(lctx, org, hash)
@@ -94,6 +99,7 @@ func (a *Authenticator) lookupKey(ctx context.Context, org uuid.UUID, hash [32]b
 	case errors.Is(err, store.ErrNotFound):
 		a.neg.Set(hash, struct{}{})
 		a.setL2(ctx, hash, nil, a.opts.NegativeTTL)
+		a.chargeFailure(ctx, client, org)
 		return nil, ErrUnauthenticated
 	case err != nil:
 		a.n.l3Errors.Add(1)
@@ -102,6 +108,7 @@ func (a *Authenticator) lookupKey(ctx context.Context, org uuid.UUID, hash [32]b
 	case !k.Usable(now):
 		a.neg.Set(hash, struct{}{})
 		a.setL2(ctx, hash, nil, a.opts.NegativeTTL)
+		a.chargeFailure(ctx, client, org)
 		return nil, ErrUnauthenticated
 	}
 	p := principalOf(k)
