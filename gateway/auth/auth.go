@@ -158,6 +158,7 @@ type Stats struct {
 	Malformed   uint64 // rejected by format or checksum, no I/O
 	L1Hits      uint64
 	L1Negative  uint64 // answered by the negative cache
+	L2Lookups   uint64 // Redis reads of keys L1 missed
 	L2Hits      uint64
 	L2Errors    uint64
 	L3Lookups   uint64
@@ -174,8 +175,8 @@ type Stats struct {
 }
 
 type counters struct {
-	malformed, l1Hits, l1Negative, l2Hits, l2Errors, l3Lookups, l3Errors, purges, invalidated atomic.Uint64
-	failures, throttledAddr, throttledOrg                                                     atomic.Uint64
+	malformed, l1Hits, l1Negative, l2Lookups, l2Hits, l2Errors, l3Lookups, l3Errors, purges, invalidated atomic.Uint64
+	failures, throttledAddr, throttledOrg                                                                atomic.Uint64
 }
 
 // Authenticator verifies credentials. It is safe for concurrent use.
@@ -255,7 +256,7 @@ func New(opts Options) (*Authenticator, error) {
 func (a *Authenticator) Stats() Stats {
 	return Stats{
 		Malformed: a.n.malformed.Load(), L1Hits: a.n.l1Hits.Load(), L1Negative: a.n.l1Negative.Load(),
-		L2Hits: a.n.l2Hits.Load(), L2Errors: a.n.l2Errors.Load(), L3Lookups: a.n.l3Lookups.Load(),
+		L2Lookups: a.n.l2Lookups.Load(), L2Hits: a.n.l2Hits.Load(), L2Errors: a.n.l2Errors.Load(), L3Lookups: a.n.l3Lookups.Load(),
 		L3Errors: a.n.l3Errors.Load(), Purges: a.n.purges.Load(), Invalidated: a.n.invalidated.Load(),
 		Failures: a.n.failures.Load(), ThrottledAddress: a.n.throttledAddr.Load(), ThrottledOrg: a.n.throttledOrg.Load(),
 	}

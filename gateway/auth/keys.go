@@ -78,6 +78,9 @@ func (a *Authenticator) authenticateKey(ctx context.Context, cred []byte, client
 // PostgreSQL cannot answer, a *ThrottledError when client or org may not
 // cause another failed L3 look-up yet.
 func (a *Authenticator) lookupKey(ctx context.Context, org uuid.UUID, hash [32]byte, client netip.Addr) (*Principal, error) {
+	if err := a.addressSpent(client); err != nil {
+		return nil, err // no I/O at all for an address known to be guessing
+	}
 	if p, found, err := a.getL2(ctx, org, hash); err == nil && found {
 		if p == nil {
 			a.neg.Set(hash, struct{}{})
@@ -135,6 +138,7 @@ func (a *Authenticator) getL2(ctx context.Context, org uuid.UUID, hash [32]byte)
 	}
 	rctx, cancel := context.WithTimeout(ctx, a.opts.RedisTimeout)
 	defer cancel()
+	a.n.l2Lookups.Add(1)
 	val, err := a.opts.Redis.Get(rctx, redisKey(hash)).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, false, nil

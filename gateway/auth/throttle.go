@@ -119,6 +119,27 @@ func (a *Authenticator) checkFailures(ctx context.Context, client netip.Addr, or
 	return nil
 }
 
+// addressSpent returns a *ThrottledError, with no I/O, when this process
+// already found client's failure budget spent and it has not refilled
+// yet: its next keys are answered before L2 too, so a flood from one
+// address costs neither PostgreSQL nor Redis work once it is throttled.
+// The price: a valid key that this instance has not cached (L1) is
+// refused from that address until the budget refills, like a guess.
+// Organizations are not short-cut this way: their keys known to L2 keep
+// working while guesses at them are throttled (see checkFailures).
+func (a *Authenticator) addressSpent(client netip.Addr) error {
+	if a.opts.Failures == nil || a.addrLimit.IsZero() || !client.IsValid() {
+		return nil
+	}
+	if until, ok := a.spent.GetIfPresent(addressKey(client)); ok {
+		if wait := time.Until(until); wait > 0 {
+			a.n.throttledAddr.Add(1)
+			return &ThrottledError{Scope: ScopeAddress, RetryAfter: wait}
+		}
+	}
+	return nil
+}
+
 // spentBudgets bounds the spent budgets remembered in process; past it,
 // one is forgotten and costs a limiter call again.
 const spentBudgets = 10_000

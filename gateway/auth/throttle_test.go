@@ -296,12 +296,15 @@ func TestSpentBudgetIsRemembered(t *testing.T) {
 	}
 	_, err := authnFrom(a, keys[2], client)
 	wantThrottled(t, err, auth.ScopeAddress)
-	checks := lim.checks.Load()
+	checks, reads := lim.checks.Load(), a.Stats().L2Lookups
 	for _, k := range keys[3:] {
 		_, err := authnFrom(a, k, client)
 		wantThrottled(t, err, auth.ScopeAddress)
 	}
 	if n := lim.checks.Load() - checks; n != 0 {
 		t.Errorf("%d budget checks reached the limiter for 100 guesses after the budget was spent, want 0", n)
+	}
+	if n := a.Stats().L2Lookups - reads; n != 0 {
+		t.Errorf("%d Redis reads for 100 guesses from an address known to be throttled, want 0", n)
 	}
 }
