@@ -21,7 +21,7 @@ import (
 
 // childEnv marks the test binary re-run as `bulkhead serve` by
 // startGateway: TestMain then serves instead of testing.
-const childEnv = "BULKHEAD_TEST_SERVE_CHILD"
+const childEnv = "GO_TEST_RUN_AS_BULKHEAD_SERVE" // not BULKHEAD_TEST_*: no setting, an internal marker
 
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
