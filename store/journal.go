@@ -27,35 +27,41 @@ const journalSegmentSize int64 = 4 << 20
 // next start and replayed idempotently, like any spooled record.
 //
 // Appends are grouped: while one goroutine writes (and fsyncs) a group,
-// the records of concurrent callers gather into the next group, which
-// the first of them writes in one call. So concurrency amortizes the
-// write and the fsync, and a lone caller pays one write.
+// the records of concurrent callers gather into the next group; when the
+// write is done, its writer hands the right to write (the busy token) to
+// the next group's first caller, who writes that whole group in one call.
+// So concurrency amortizes the write and the fsync, a lone caller pays
+// one write and no hand-off, and each waiter is woken once, when its
+// group is written.
 //
-// A journal is safe for concurrent use. Only the goroutine holding the
-// busy token touches the spool.
+// A journal is safe for concurrent use. Only the holder of the busy token
+// touches the spool; while no one holds it, the next group is empty.
 type journal struct {
 	sp  *spool.Spool
 	log *zap.Logger
 
 	mu        sync.Mutex
-	cond      sync.Cond
 	cur       *journalGroup  // records waiting for the next write
-	busy      bool           // a goroutine writes to or removes from sp
+	busy      bool           // the token: its holder writes to or removes from sp
 	open      map[uint64]int // segment → records appended and not acknowledged
 	last      uint64         // segment of the last write: the active one
-	removable []uint64       // segments to delete once the busy token is free
+	removable []uint64       // segments to delete by the token's holder
 	closed    bool
+	idle      chan struct{} // close: signalled when the token is given back
 
-	encPool sync.Pool // *[]byte: a caller's encoding buffer
+	payloads [][]byte  // the token holder's scratch
+	bufs     sync.Pool // *[]byte: group buffers
+	encPool  sync.Pool // *[]byte: a caller's encoding buffer
 }
 
 // journalGroup is the records of one write and, once done, its outcome.
 type journalGroup struct {
-	buf  []byte
+	buf  *[]byte
 	ends []int
 	seq  uint64
 	err  error
-	done bool
+	lead chan struct{} // the token, handed to the group's first caller
+	done chan struct{} // closed when the group is written
 }
 
 var errJournalClosed = errors.New("store: request log journal is closed")
@@ -65,10 +71,15 @@ func openJournal(dir string, sync spool.SyncPolicy, log *zap.Logger) (*journal, 
 	if err != nil {
 		return nil, err
 	}
-	j := &journal{sp: sp, log: log, cur: new(journalGroup), open: make(map[uint64]int)}
-	j.cond.L = &j.mu
+	j := &journal{sp: sp, log: log, open: make(map[uint64]int), idle: make(chan struct{}, 1)}
+	j.bufs.New = func() any { b := make([]byte, 0, 4096); return &b }
 	j.encPool.New = func() any { b := make([]byte, 0, 1024); return &b }
+	j.cur = j.newGroup()
 	return j, nil
+}
+
+func (j *journal) newGroup() *journalGroup {
+	return &journalGroup{buf: j.bufs.Get().(*[]byte), lead: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
 // moveTo hands what an earlier process left in the journal to the outage
@@ -98,34 +109,25 @@ func (j *journal) append(r *LogRecord) (uint64, error) {
 		return 0, errJournalClosed
 	}
 	g := j.cur
-	g.buf = append(g.buf, enc...)
-	g.ends = append(g.ends, len(g.buf))
+	first := len(g.ends) == 0
+	*g.buf = append(*g.buf, enc...)
+	g.ends = append(g.ends, len(*g.buf))
 	j.putEnc(bp, enc)
-	for !g.done {
-		if j.busy {
-			j.cond.Wait()
-			continue
-		}
-		// Lead: write the group g is (still j.cur, since only a leader
-		// takes it and then finishes it before giving the token back).
+	if !j.busy { // then g held nothing before: lead it at once
 		j.busy = true
-		j.cur = &journalGroup{buf: make([]byte, 0, cap(g.buf)), ends: make([]int, 0, cap(g.ends))}
+		j.cur = j.newGroup()
 		j.mu.Unlock()
-		g.seq, g.err = j.write(g)
-		j.mu.Lock()
-		if g.err == nil {
-			j.open[g.seq] += len(g.ends)
-			if j.last != 0 && j.last != g.seq && j.open[j.last] == 0 {
-				j.removable = append(j.removable, j.last) // sealed by this write, all acknowledged
-			}
-			j.last = g.seq
-		}
-		g.done = true
-		j.finishLocked()
+		j.write(g)
+		return g.seq, g.err
 	}
-	seq, err := g.seq, g.err
 	j.mu.Unlock()
-	return seq, err
+	if first {
+		<-g.lead // the token: g is detached from cur by whoever handed it
+		j.write(g)
+		return g.seq, g.err
+	}
+	<-g.done
+	return g.seq, g.err
 }
 
 func (j *journal) putEnc(bp *[]byte, enc []byte) {
@@ -135,20 +137,42 @@ func (j *journal) putEnc(bp *[]byte, enc []byte) {
 	}
 }
 
-// write appends a group's records to the spool in one call.
-func (j *journal) write(g *journalGroup) (uint64, error) {
-	payloads := make([][]byte, len(g.ends))
+// write appends group g's records to the spool in one call, wakes its
+// callers, and passes the token on. The caller holds the token.
+func (j *journal) write(g *journalGroup) {
+	payloads := j.payloads[:0]
 	start := 0
-	for i, end := range g.ends {
-		payloads[i] = g.buf[start:end]
+	for _, end := range g.ends {
+		payloads = append(payloads, (*g.buf)[start:end])
 		start = end
 	}
-	return j.sp.AppendSeq(payloads...)
+	g.seq, g.err = j.sp.AppendSeq(payloads...)
+	clear(payloads)
+	j.payloads = payloads
+	if cap(*g.buf) <= 1<<20 {
+		*g.buf = (*g.buf)[:0]
+		j.bufs.Put(g.buf)
+	}
+	g.buf = nil
+
+	j.mu.Lock()
+	if g.err == nil {
+		j.open[g.seq] += len(g.ends)
+		if j.last != 0 && j.last != g.seq && j.open[j.last] == 0 {
+			j.removable = append(j.removable, j.last) // sealed by this write, all acknowledged
+		}
+		j.last = g.seq
+	}
+	close(g.done)
+	j.releaseLocked()
+	j.mu.Unlock()
 }
 
-// finishLocked deletes the removable segments and gives the busy token
-// back. j.mu is held, busy is true; j.mu is released while deleting.
-func (j *journal) finishLocked() {
+// releaseLocked deletes the removable segments and passes the token on:
+// to the next group's first caller if it has records, else back to no
+// one. j.mu is held (and released while deleting); the caller holds the
+// token.
+func (j *journal) releaseLocked() {
 	for len(j.removable) > 0 {
 		seqs := j.removable
 		j.removable = nil
@@ -165,8 +189,16 @@ func (j *journal) finishLocked() {
 			}
 		}
 	}
+	if next := j.cur; len(next.ends) > 0 {
+		j.cur = j.newGroup()
+		next.lead <- struct{}{} // busy stays true: the token moves
+		return
+	}
 	j.busy = false
-	j.cond.Broadcast()
+	select {
+	case j.idle <- struct{}{}:
+	default:
+	}
 }
 
 // ack acknowledges recs: PostgreSQL or the outage spool holds them, or
@@ -223,7 +255,7 @@ func (j *journal) collectLocked() {
 		return
 	}
 	j.busy = true
-	j.finishLocked()
+	j.releaseLocked()
 }
 
 // size is the journal's size on disk.
@@ -234,17 +266,19 @@ func (j *journal) size() int64 { return j.sp.Size() }
 // next process. No append may be under way.
 func (j *journal) close() error {
 	j.mu.Lock()
-	for j.busy {
-		j.cond.Wait()
-	}
 	j.closed = true
+	for j.busy {
+		j.mu.Unlock()
+		<-j.idle
+		j.mu.Lock()
+	}
 	for seq, n := range j.open {
 		if n <= 0 {
 			j.removable = append(j.removable, seq)
 		}
 	}
 	j.busy = true
-	j.finishLocked()
+	j.releaseLocked()
 	j.mu.Unlock()
 	return j.sp.Close()
 }

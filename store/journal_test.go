@@ -147,3 +147,60 @@ func TestWriterReplaysAroundUndecodableFrame(t *testing.T) {
 		t.Errorf("dead letters %d, replayed %d; want 1 and 2", s.DeadLetters, s.Replayed)
 	}
 }
+
+// BenchmarkRecord is what Record costs the request path: a queue send
+// without a spool, plus the journal append (grouped with concurrent
+// callers) with one, under each fsync policy. The writer runs meanwhile,
+// as in the gateway. Compare the sub-benchmarks of one run.
+func BenchmarkRecord(b *testing.B) {
+	st := storetest.Open(b, store.Options{MaxConns: 10})
+	owner := storetest.OwnerPool(b)
+	orgs := newOrgs(b, owner, 10)
+	for _, c := range []struct {
+		name  string
+		spool bool
+		sync  spool.SyncPolicy
+	}{
+		{"memory", false, 0},
+		{"journal/never", true, spool.SyncNever},
+		{"journal/interval", true, spool.SyncInterval},
+		{"journal/batch", true, spool.SyncBatch},
+	} {
+		for _, par := range []bool{false, true} {
+			name := c.name + "/serial"
+			if par {
+				name = c.name + "/parallel"
+			}
+			b.Run(name, func(b *testing.B) {
+				opts := store.WriterOptions{Fsync: c.sync, Log: zap.NewNop()}
+				if c.spool {
+					opts.SpoolDir = b.TempDir()
+				}
+				w := startWriter(b, st, opts)
+				run := "br" + uuid.NewString()[:8]
+				tmpl := rec(orgs[0], run, 0)
+				tmpl.Prompt = `{"messages":[{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 40) + `"}]}`
+				b.ReportAllocs()
+				b.ResetTimer()
+				if !par {
+					for i := range b.N {
+						r := tmpl
+						r.ID, r.OrgID = uuid.Nil, orgs[i%len(orgs)]
+						w.Record(r)
+					}
+					return
+				}
+				b.SetParallelism(25) // 50 concurrent requests on 2 cores
+				b.RunParallel(func(pb *testing.PB) {
+					i := 0
+					for pb.Next() {
+						r := tmpl
+						r.ID, r.OrgID = uuid.Nil, orgs[i%len(orgs)]
+						w.Record(r)
+						i++
+					}
+				})
+			})
+		}
+	}
+}
