@@ -517,33 +517,55 @@ func TestCrossTenantWritesRejected(t *testing.T) {
 
 // RLS on UPDATE, exercised where the app role holds the privilege: its one
 // column grant, UPDATE (last_used_at) on api_keys. A's context reaches
-// only A's key, by id or unfiltered; without a context no key at all.
-// (No role that RLS applies to holds UPDATE on the other tables or DELETE
-// on any, and the owner role may not create one: NOCREATEROLE.)
+// only A's key, by id, by organization or unfiltered; without a context no
+// key at all. An UPDATE that reads no column (no WHERE, no RETURNING) is
+// checked by the UPDATE policies alone, so it is tried too, in
+// transactions rolled back: should a policy open every row, it stamps
+// nothing. (No role that RLS applies to holds UPDATE on the other tables
+// or DELETE on any, and the owner role may not create one: NOCREATEROLE.)
 func TestRLSConfinesUpdates(t *testing.T) {
 	s := storetest.Open(t, store.Options{})
 	owner := storetest.OwnerPool(t)
 	a, b := seedTenant(t, owner), seedTenant(t, owner)
 	ctx := context.Background()
 
-	touch := func(tenant uuid.UUID, sql string, args ...any) int64 {
+	// update runs sql in tenant's context (none: uuid.Nil) and returns
+	// the rows it touched; rollback undoes it.
+	update := func(tenant uuid.UUID, rollback bool, sql string, args ...any) int64 {
 		t.Helper()
 		var n int64
-		err := s.InTenant(ctx, tenant, func(tx pgx.Tx) error {
+		fn := func(tx pgx.Tx) error {
 			tag, err := tx.Exec(ctx, sql, args...)
 			n = tag.RowsAffected()
+			if err == nil && rollback {
+				return errRollback
+			}
 			return err
-		})
-		if err != nil {
+		}
+		var err error
+		if tenant == uuid.Nil {
+			conn, cerr := pgx.Connect(ctx, storetest.AppDSN())
+			if cerr != nil {
+				t.Fatal(cerr)
+			}
+			defer conn.Close(ctx)
+			err = pgx.BeginFunc(ctx, conn, fn)
+		} else {
+			err = s.InTenant(ctx, tenant, fn)
+		}
+		if err != nil && !errors.Is(err, errRollback) {
 			t.Fatalf("%s as %s: %v", sql, tenant, err)
 		}
 		return n
 	}
-	if n := touch(a.org, `UPDATE api_keys SET last_used_at = now() WHERE id = $1`, b.keyID); n != 0 {
+	if n := update(a.org, false, `UPDATE api_keys SET last_used_at = now() WHERE id = $1`, b.keyID); n != 0 {
 		t.Errorf("A updated %d of B's keys by id, want 0", n)
 	}
-	if n := touch(a.org, `UPDATE api_keys SET last_used_at = now() WHERE organization_id = $1`, b.org); n != 0 {
+	if n := update(a.org, false, `UPDATE api_keys SET last_used_at = now() WHERE organization_id = $1`, b.org); n != 0 {
 		t.Errorf("A updated %d of B's keys by organization, want 0", n)
+	}
+	if n := update(a.org, true, `UPDATE api_keys SET last_used_at = now()`); n != 1 {
+		t.Errorf("A's unfiltered UPDATE touched %d keys, want its 1", n)
 	}
 	var returned []uuid.UUID
 	err := s.InTenant(ctx, a.org, func(tx pgx.Tx) error {
@@ -558,15 +580,11 @@ func TestRLSConfinesUpdates(t *testing.T) {
 	if len(returned) != 1 || returned[0] != a.org {
 		t.Errorf("A's unfiltered UPDATE ... RETURNING touched the keys of %v, want only A's one key", returned)
 	}
-
-	conn, err := pgx.Connect(ctx, storetest.AppDSN())
-	if err != nil {
-		t.Fatal(err)
+	if n := update(uuid.Nil, true, `UPDATE api_keys SET last_used_at = now()`); n != 0 {
+		t.Errorf("an unfiltered UPDATE without a tenant context touched %d keys, want 0", n)
 	}
-	defer conn.Close(ctx)
-	tag, err := conn.Exec(ctx, `UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1)`, []uuid.UUID{a.keyID, b.keyID})
-	if err != nil || tag.RowsAffected() != 0 {
-		t.Errorf("UPDATE without a tenant context: %d rows, %v; want 0 rows", tag.RowsAffected(), err)
+	if n := update(uuid.Nil, false, `UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1)`, []uuid.UUID{a.keyID, b.keyID}); n != 0 {
+		t.Errorf("UPDATE by id without a tenant context touched %d keys, want 0", n)
 	}
 
 	used := func(key uuid.UUID) bool {
