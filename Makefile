@@ -5,7 +5,7 @@ GO    ?= go
 # -race doubles test time but catches what a multi-tenant gateway cannot afford.
 TESTFLAGS ?= -race -count=1
 
-.PHONY: run test services build vet bench clean docs
+.PHONY: run test services build vet bench clean docs mutants
 
 services:
 	@bash deploy/dev/services.sh
@@ -23,6 +23,12 @@ vet:
 
 test: services vet
 	$(GO) test $(TESTFLAGS) ./...
+
+# mutants breaks each tenancy guarantee on purpose (deploy/dev/mutants) and
+# fails if a test does not notice; scratch databases only. MUTANTS=REGEX
+# picks mutations by file name.
+mutants: services
+	@bash deploy/dev/mutants.sh
 
 # docs rewrites the README's configuration table from the code.
 docs: build

@@ -31,3 +31,15 @@ func RowIDForTest(t time.Time, low uint64) uuid.UUID { return rowID(t, low) }
 
 // SettleRowIDForTest is settleRowID.
 func SettleRowIDForTest(r *LogRecord) { settleRowID(r) }
+
+// IdleConnsForTest acquires every connection of s's pool, which must all
+// be idle, so that a test can ask each what it carries. The caller
+// releases them.
+func IdleConnsForTest(ctx context.Context, s *Store) ([]*pgxpool.Conn, int32) {
+	return s.pool.AcquireAllIdle(ctx), s.pool.Stat().TotalConns()
+}
+
+// AdminIdleConnsForTest is IdleConnsForTest for an Admin's pool.
+func AdminIdleConnsForTest(ctx context.Context, a *Admin) ([]*pgxpool.Conn, int32) {
+	return a.pool.AcquireAllIdle(ctx), a.pool.Stat().TotalConns()
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -80,16 +81,75 @@ func ownerCount(t *testing.T, owner *pgxpool.Pool, table string, org uuid.UUID) 
 	return n
 }
 
+// appPrivileges is everything the app role may do outside pg_catalog and
+// information_schema, whether granted to it, to PUBLIC or to a role it is a
+// member of: the grants of migration 00001, USAGE on the schema and the
+// database's CONNECT and TEMPORARY (deploy/dev/services.sh), and EXECUTE
+// on the functions that keep PostgreSQL's default (PUBLIC): the trigger
+// function of audit_log and prompts_row_id, the default of prompts.id that
+// the app role's inserts evaluate. Anything more is a new way to reach
+// tenant data and must be added here, on purpose, with its reason.
+var appPrivileges = []string{
+	"column api_keys.last_used_at: UPDATE",
+	"database: CONNECT, TEMPORARY",
+	"function audit_log_append_only(): EXECUTE",
+	"function prompts_row_id(timestamp with time zone,uuid): EXECUTE",
+	"schema public: USAGE",
+	"table api_keys: SELECT",
+	"table audit_log: INSERT",
+	"table organizations: SELECT",
+	"table prompts: INSERT, SELECT",
+}
+
+// appPrivilegesSQL lists the current role's effective privileges, one row
+// per object: the ACL of the database, of every schema, table, view,
+// sequence, column and function outside the system schemas (a NULL ACL
+// read as the object type's default), restricted to the grantees the role
+// acts as: PUBLIC (0) and every role it is a member of, itself included.
+const appPrivilegesSQL = `
+WITH me AS (SELECT oid FROM pg_roles WHERE pg_has_role(current_user, oid, 'MEMBER')),
+user_ns AS (
+	SELECT oid, nspname FROM pg_namespace
+	WHERE nspname NOT IN ('pg_catalog', 'information_schema')
+	  AND nspname NOT LIKE 'pg\_toast%' AND nspname NOT LIKE 'pg\_temp\_%'),
+acls AS (
+	SELECT 'database' AS obj, coalesce(datacl, acldefault('d'::"char", datdba)) AS acl
+	FROM pg_database WHERE datname = current_database()
+	UNION ALL
+	SELECT 'schema ' || nspname, coalesce(nspacl, acldefault('n'::"char", nspowner))
+	FROM pg_namespace WHERE oid IN (SELECT oid FROM user_ns)
+	UNION ALL
+	SELECT CASE WHEN c.relkind = 'S' THEN 'sequence ' ELSE 'table ' END || c.oid::regclass::text,
+	       coalesce(c.relacl, acldefault((CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)::"char", c.relowner))
+	FROM pg_class c
+	WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND c.relnamespace IN (SELECT oid FROM user_ns)
+	UNION ALL
+	SELECT 'column ' || c.oid::regclass::text || '.' || a.attname, a.attacl
+	FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+	WHERE a.attacl IS NOT NULL AND NOT a.attisdropped AND c.relnamespace IN (SELECT oid FROM user_ns)
+	UNION ALL
+	SELECT 'function ' || p.oid::regprocedure::text, coalesce(p.proacl, acldefault('f'::"char", p.proowner))
+	FROM pg_proc p WHERE p.pronamespace IN (SELECT oid FROM user_ns))
+SELECT obj || ': ' || string_agg(DISTINCT x.privilege_type, ', ' ORDER BY x.privilege_type)
+FROM acls, LATERAL aclexplode(acls.acl) x
+WHERE x.grantee = 0 OR x.grantee IN (SELECT oid FROM me)
+GROUP BY obj ORDER BY 1`
+
+// tenantPolicy is the one policy every tenant table has, as migration
+// 00001 writes it for a tenant column col.
+func tenantPolicy(col string) string {
+	return col + ` = (SELECT NULLIF(current_setting('app.current_tenant_id', true), '')::uuid)`
+}
+
 // Test 1: the catalog is what the isolation model assumes.
 func TestCatalog(t *testing.T) {
-	s := storetest.Open(t, store.Options{})
+	storetest.Migrate(t)
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, storetest.AppDSN())
 	if err != nil {
-		t.Fatal(err)
+		storetest.Unavailable(t, "PostgreSQL (app role)", err)
 	}
 	defer conn.Close(ctx)
-	_ = s
 
 	t.Run("app role is not privileged", func(t *testing.T) {
 		var super, bypass, createRole, createDB bool
@@ -101,11 +161,15 @@ func TestCatalog(t *testing.T) {
 		if super || bypass || createRole || createDB {
 			t.Errorf("app role: superuser=%v bypassrls=%v createrole=%v createdb=%v, want all false", super, bypass, createRole, createDB)
 		}
-		var owned []string
+		// Temporary objects (the app role may create them) die with
+		// their session and are left out.
 		rows, _ := conn.Query(ctx, `SELECT c.oid::regclass::text FROM pg_class c
 			JOIN pg_roles r ON r.oid = c.relowner
-			WHERE pg_has_role(current_user, r.oid, 'MEMBER') AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)`)
-		owned, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE pg_has_role(current_user, r.oid, 'MEMBER')
+			  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+			  AND n.nspname NOT LIKE 'pg\_temp\_%' AND n.nspname NOT LIKE 'pg\_toast\_temp\_%'`)
+		owned, err := pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,12 +178,9 @@ func TestCatalog(t *testing.T) {
 		}
 	})
 
-	t.Run("every tenant table has forced RLS and isolating policies", func(t *testing.T) {
+	t.Run("every tenant table has forced RLS", func(t *testing.T) {
 		rows, _ := conn.Query(ctx, `
-			SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
-			       (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid),
-			       (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid
-			          AND (p.polqual IS NULL OR p.polwithcheck IS NULL OR NOT p.polpermissive = true))
+			SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity
 			FROM pg_class c
 			WHERE c.relkind IN ('r', 'p') AND c.relnamespace = 'public'::regnamespace
 			  AND (EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'organization_id' AND NOT a.attisdropped)
@@ -128,7 +189,6 @@ func TestCatalog(t *testing.T) {
 		type tbl struct {
 			Name            string
 			Enabled, Forced bool
-			Policies, Loose int
 		}
 		tables, err := pgx.CollectRows(rows, pgx.RowToStructByPos[tbl])
 		if err != nil {
@@ -137,17 +197,79 @@ func TestCatalog(t *testing.T) {
 		seen := map[string]bool{}
 		for _, tb := range tables {
 			seen[tb.Name] = true
-			if !tb.Enabled || !tb.Forced || tb.Policies < 1 {
-				t.Errorf("%s: rls enabled=%v forced=%v policies=%d, want true true >=1", tb.Name, tb.Enabled, tb.Forced, tb.Policies)
+			if _, ok := tenantTables[tb.Name]; !ok {
+				t.Errorf("%s has a tenant column but is not among the tenant tables this test knows", tb.Name)
 			}
-			if tb.Loose > 0 {
-				t.Errorf("%s: %d policies lack USING or WITH CHECK", tb.Name, tb.Loose)
+			if !tb.Enabled || !tb.Forced {
+				t.Errorf("%s: rls enabled=%v forced=%v, want both", tb.Name, tb.Enabled, tb.Forced)
 			}
 		}
 		for name := range tenantTables {
 			if !seen[name] {
 				t.Errorf("tenant table %s not found by the catalog query", name)
 			}
+		}
+	})
+
+	// Permissive policies are OR-ed: one more of them, or a looser
+	// expression, opens the table whatever the others say. Each table must
+	// have exactly the one policy of 00001, compared as PostgreSQL deparses
+	// it (the reference is deparsed by the same server, from a temporary
+	// table).
+	t.Run("each tenant table has exactly its isolating policy", func(t *testing.T) {
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `CREATE TEMP TABLE policy_reference (id uuid, organization_id uuid) ON COMMIT DROP`); err != nil {
+				return err
+			}
+			for _, col := range []string{"id", "organization_id"} {
+				e := tenantPolicy(col)
+				if _, err := tx.Exec(ctx, `CREATE POLICY `+col+` ON pg_temp.policy_reference USING (`+e+`) WITH CHECK (`+e+`)`); err != nil {
+					return err
+				}
+			}
+			type policy struct {
+				Table, Name, Permissive, Cmd, Roles string
+				Qual, WithCheck                     *string
+			}
+			rows, _ := tx.Query(ctx, `SELECT tablename::text, policyname::text, permissive, cmd, array_to_string(roles, ','), qual, with_check
+				FROM pg_policies WHERE schemaname IN ('public', pg_my_temp_schema()::regnamespace::text) ORDER BY 1, 2`)
+			all, err := pgx.CollectRows(rows, pgx.RowToStructByPos[policy])
+			if err != nil {
+				return err
+			}
+			want, got := map[string]string{}, map[string][]policy{}
+			for _, p := range all {
+				if p.Table == "policy_reference" {
+					want[p.Name] = *p.Qual
+					continue
+				}
+				got[p.Table] = append(got[p.Table], p)
+			}
+			for table, col := range tenantTables {
+				ps := got[table]
+				if len(ps) != 1 {
+					var names []string
+					for _, p := range ps {
+						names = append(names, p.Name)
+					}
+					t.Errorf("%s has %d policies %v, want exactly 1", table, len(ps), names)
+				}
+				for _, p := range ps {
+					if p.Permissive != "PERMISSIVE" || p.Cmd != "ALL" || p.Roles != "public" {
+						t.Errorf("%s policy %s: %s FOR %s TO %s, want PERMISSIVE FOR ALL TO public", table, p.Name, p.Permissive, p.Cmd, p.Roles)
+					}
+					if p.Qual == nil || *p.Qual != want[col] {
+						t.Errorf("%s policy %s: USING %s, want %s", table, p.Name, deref(p.Qual), want[col])
+					}
+					if p.WithCheck == nil || *p.WithCheck != want[col] {
+						t.Errorf("%s policy %s: WITH CHECK %s, want %s", table, p.Name, deref(p.WithCheck), want[col])
+					}
+				}
+			}
+			return errRollback
+		})
+		if !errors.Is(err, errRollback) {
+			t.Fatal(err)
 		}
 	})
 
@@ -182,35 +304,43 @@ func TestCatalog(t *testing.T) {
 		}
 	})
 
-	t.Run("app role grants are minimal", func(t *testing.T) {
-		for table := range tenantTables {
-			for _, priv := range []string{"TRUNCATE", "DELETE", "REFERENCES", "TRIGGER"} {
-				var has bool
-				conn.QueryRow(ctx, `SELECT has_table_privilege($1, $2)`, table, priv).Scan(&has)
-				if has {
-					t.Errorf("app role has %s on %s", priv, table)
-				}
+	// Exactly the allowlist: tables, columns, sequences, functions, schemas
+	// and the database, through PUBLIC and role membership included.
+	t.Run("app role privileges are exactly the allowlist", func(t *testing.T) {
+		rows, _ := conn.Query(ctx, appPrivilegesSQL)
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]bool{}
+		for _, p := range appPrivileges {
+			want[p] = true
+		}
+		have := map[string]bool{}
+		for _, p := range got {
+			have[p] = true
+			if !want[p] {
+				t.Errorf("app role has %q, which is not in the allowlist", p)
 			}
 		}
-		for _, c := range []struct {
-			table, priv string
-			want        bool
-		}{
-			{"audit_log", "INSERT", true}, {"audit_log", "SELECT", false}, {"audit_log", "UPDATE", false},
-			{"organizations", "INSERT", false}, {"organizations", "UPDATE", false},
-			{"api_keys", "INSERT", false}, {"api_keys", "UPDATE", false},
-			{"prompts", "UPDATE", false},
-		} {
-			var has bool
-			conn.QueryRow(ctx, `SELECT has_table_privilege($1, $2)`, c.table, c.priv).Scan(&has)
-			if has != c.want {
-				t.Errorf("app role %s on %s = %v, want %v", c.priv, c.table, has, c.want)
+		for _, p := range appPrivileges {
+			if !have[p] {
+				t.Errorf("app role lacks %q (allowlisted: the gateway needs it)", p)
 			}
 		}
 		if _, err := conn.Exec(ctx, `TRUNCATE prompts`); !isCode(err, "42501") {
 			t.Errorf("TRUNCATE prompts as app: err = %v, want permission denied", err)
 		}
 	})
+}
+
+var errRollback = errors.New("rolled back on purpose")
+
+func deref(s *string) string {
+	if s == nil {
+		return "(none)"
+	}
+	return *s
 }
 
 func isCode(err error, code string) bool {
@@ -297,7 +427,9 @@ func TestNoContextSeesNothing(t *testing.T) {
 		}
 		defer conn.Close(ctx)
 		var setting *string
-		conn.QueryRow(ctx, `SELECT current_setting('app.current_tenant_id', true)`).Scan(&setting)
+		if err := conn.QueryRow(ctx, `SELECT current_setting('app.current_tenant_id', true)`).Scan(&setting); err != nil {
+			t.Fatal(err)
+		}
 		if setting != nil {
 			t.Fatalf("fresh connection has a tenant setting %q", *setting)
 		}
@@ -311,7 +443,9 @@ func TestNoContextSeesNothing(t *testing.T) {
 		}
 		conn := acquireOnly(t, one)
 		var setting string
-		conn.QueryRow(ctx, `SELECT current_setting('app.current_tenant_id', true)`).Scan(&setting)
+		if err := conn.QueryRow(ctx, `SELECT coalesce(current_setting('app.current_tenant_id', true), '')`).Scan(&setting); err != nil {
+			t.Fatal(err)
+		}
 		if setting != "" {
 			t.Fatalf("setting leaked past the transaction: %q", setting)
 		}
@@ -332,27 +466,33 @@ func acquireOnly(t *testing.T, s *store.Store) *pgx.Conn {
 	return c.Conn()
 }
 
-// Test 4: under A's context, writing a row for B or moving A's row to B is refused.
+// Test 4: under A's context, writing a row for B or moving A's row to B is
+// refused: inserts by RLS's WITH CHECK (or the references trigger),
+// updates and deletes by the missing privilege, which the catalog test
+// pins down; TestRLSConfinesUpdates covers RLS on UPDATE where the app
+// role has the privilege.
 func TestCrossTenantWritesRejected(t *testing.T) {
 	s := storetest.Open(t, store.Options{})
 	owner := storetest.OwnerPool(t)
 	a, b := seedTenant(t, owner), seedTenant(t, owner)
 	ctx := context.Background()
 
+	const rls, noPrivilege = "new row violates row-level security policy", "permission denied for table"
 	cases := []struct {
 		name string
 		sql  string
 		args []any
 		want error
+		msg  string // what the refusal must say: which wall stopped it
 	}{
-		{"insert prompt for B", `INSERT INTO prompts (organization_id, request_id, model, status) VALUES ($1, 'x', 'm', 200)`, []any{b.org}, store.ErrForbidden},
-		{"insert audit row for B", `INSERT INTO audit_log (organization_id, actor, action) VALUES ($1, 'x', 'x')`, []any{b.org}, store.ErrForbidden},
-		{"insert prompt for A with B's key", `INSERT INTO prompts (organization_id, request_id, api_key_id, model, status) VALUES ($1, 'fk', $2, 'm', 200)`, []any{a.org, b.keyID}, store.ErrConflict},
-		{"insert prompt for A with a random key", `INSERT INTO prompts (organization_id, request_id, api_key_id, model, status) VALUES ($1, 'fk', $2, 'm', 200)`, []any{a.org, uuid.New()}, store.ErrConflict},
-		{"move A's prompt to B", `UPDATE prompts SET organization_id = $1`, []any{b.org}, store.ErrForbidden},
-		{"move A's key to B", `UPDATE api_keys SET organization_id = $1`, []any{b.org}, store.ErrForbidden},
-		{"rename A's organization id to B", `UPDATE organizations SET id = $1`, []any{b.org}, store.ErrForbidden},
-		{"delete B's prompts", `DELETE FROM prompts WHERE organization_id = $1`, []any{b.org}, store.ErrForbidden},
+		{"insert prompt for B", `INSERT INTO prompts (organization_id, request_id, model, status) VALUES ($1, 'x', 'm', 200)`, []any{b.org}, store.ErrForbidden, rls},
+		{"insert audit row for B", `INSERT INTO audit_log (organization_id, actor, action) VALUES ($1, 'x', 'x')`, []any{b.org}, store.ErrForbidden, rls},
+		{"insert prompt for A with B's key", `INSERT INTO prompts (organization_id, request_id, api_key_id, model, status) VALUES ($1, 'fk', $2, 'm', 200)`, []any{a.org, b.keyID}, store.ErrConflict, "not its organization's"},
+		{"insert prompt for A with a random key", `INSERT INTO prompts (organization_id, request_id, api_key_id, model, status) VALUES ($1, 'fk', $2, 'm', 200)`, []any{a.org, uuid.New()}, store.ErrConflict, "not its organization's"},
+		{"move A's prompt to B", `UPDATE prompts SET organization_id = $1`, []any{b.org}, store.ErrForbidden, noPrivilege},
+		{"move A's key to B", `UPDATE api_keys SET organization_id = $1`, []any{b.org}, store.ErrForbidden, noPrivilege},
+		{"rename A's organization id to B", `UPDATE organizations SET id = $1`, []any{b.org}, store.ErrForbidden, noPrivilege},
+		{"delete B's prompts", `DELETE FROM prompts WHERE organization_id = $1`, []any{b.org}, store.ErrForbidden, noPrivilege},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -360,8 +500,8 @@ func TestCrossTenantWritesRejected(t *testing.T) {
 				_, err := tx.Exec(ctx, c.sql, c.args...)
 				return err
 			})
-			if !errors.Is(err, c.want) {
-				t.Errorf("err = %v, want %v", err, c.want)
+			if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.msg) {
+				t.Errorf("err = %v, want %v saying %q", err, c.want, c.msg)
 			}
 		})
 	}
@@ -372,6 +512,137 @@ func TestCrossTenantWritesRejected(t *testing.T) {
 		if got := ownerCount(t, owner, table, a.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": a.prompts, "audit_log": 1}[table] {
 			t.Errorf("A's %s rows = %d after the rejected writes", table, got)
 		}
+	}
+}
+
+// RLS on UPDATE, exercised where the app role holds the privilege: its one
+// column grant, UPDATE (last_used_at) on api_keys. A's context reaches
+// only A's key, by id, by organization or unfiltered; without a context no
+// key at all. An UPDATE that reads no column (no WHERE, no RETURNING) is
+// checked by the UPDATE policies alone, so it is tried too, in
+// transactions rolled back: should a policy open every row, it stamps
+// nothing. (No role that RLS applies to holds UPDATE on the other tables
+// or DELETE on any, and the owner role may not create one: NOCREATEROLE.)
+func TestRLSConfinesUpdates(t *testing.T) {
+	s := storetest.Open(t, store.Options{})
+	owner := storetest.OwnerPool(t)
+	a, b := seedTenant(t, owner), seedTenant(t, owner)
+	ctx := context.Background()
+
+	// update runs sql in tenant's context (none: uuid.Nil) and returns
+	// the rows it touched; rollback undoes it.
+	update := func(tenant uuid.UUID, rollback bool, sql string, args ...any) int64 {
+		t.Helper()
+		var n int64
+		fn := func(tx pgx.Tx) error {
+			tag, err := tx.Exec(ctx, sql, args...)
+			n = tag.RowsAffected()
+			if err == nil && rollback {
+				return errRollback
+			}
+			return err
+		}
+		var err error
+		if tenant == uuid.Nil {
+			conn, cerr := pgx.Connect(ctx, storetest.AppDSN())
+			if cerr != nil {
+				t.Fatal(cerr)
+			}
+			defer conn.Close(ctx)
+			err = pgx.BeginFunc(ctx, conn, fn)
+		} else {
+			err = s.InTenant(ctx, tenant, fn)
+		}
+		if err != nil && !errors.Is(err, errRollback) {
+			t.Fatalf("%s as %s: %v", sql, tenant, err)
+		}
+		return n
+	}
+	if n := update(a.org, false, `UPDATE api_keys SET last_used_at = now() WHERE id = $1`, b.keyID); n != 0 {
+		t.Errorf("A updated %d of B's keys by id, want 0", n)
+	}
+	if n := update(a.org, false, `UPDATE api_keys SET last_used_at = now() WHERE organization_id = $1`, b.org); n != 0 {
+		t.Errorf("A updated %d of B's keys by organization, want 0", n)
+	}
+	if n := update(a.org, true, `UPDATE api_keys SET last_used_at = now()`); n != 1 {
+		t.Errorf("A's unfiltered UPDATE touched %d keys, want its 1", n)
+	}
+	var returned []uuid.UUID
+	err := s.InTenant(ctx, a.org, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, `UPDATE api_keys SET last_used_at = now() RETURNING organization_id`)
+		var err error
+		returned, err = pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(returned) != 1 || returned[0] != a.org {
+		t.Errorf("A's unfiltered UPDATE ... RETURNING touched the keys of %v, want only A's one key", returned)
+	}
+	if n := update(uuid.Nil, true, `UPDATE api_keys SET last_used_at = now()`); n != 0 {
+		t.Errorf("an unfiltered UPDATE without a tenant context touched %d keys, want 0", n)
+	}
+	if n := update(uuid.Nil, false, `UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1)`, []uuid.UUID{a.keyID, b.keyID}); n != 0 {
+		t.Errorf("UPDATE by id without a tenant context touched %d keys, want 0", n)
+	}
+
+	used := func(key uuid.UUID) bool {
+		var set bool
+		if err := owner.QueryRow(ctx, `SELECT last_used_at IS NOT NULL FROM api_keys WHERE id = $1`, key).Scan(&set); err != nil {
+			t.Fatal(err)
+		}
+		return set
+	}
+	if !used(a.keyID) || used(b.keyID) {
+		t.Errorf("last_used_at set: A's key %v, B's key %v; want true, false", used(a.keyID), used(b.keyID))
+	}
+}
+
+// audit_log is append-only for everyone: the app role lacks the privilege
+// to UPDATE, DELETE or TRUNCATE it, and the owner, who has them, is refused
+// by the table's triggers. Every attempt runs in a transaction that is
+// rolled back, so a broken schema costs the test database nothing.
+func TestAuditLogAppendOnly(t *testing.T) {
+	s := storetest.Open(t, store.Options{})
+	owner := storetest.OwnerPool(t)
+	a := seedTenant(t, owner)
+	ctx := context.Background()
+	statements := map[string]string{
+		"UPDATE":   `UPDATE audit_log SET actor = 'forged' WHERE organization_id = '` + a.org.String() + `'`,
+		"DELETE":   `DELETE FROM audit_log WHERE organization_id = '` + a.org.String() + `'`,
+		"TRUNCATE": `TRUNCATE audit_log`,
+	}
+	for verb, sql := range statements {
+		t.Run(verb+" as the owner", func(t *testing.T) {
+			tx, err := owner.Begin(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback(ctx) //nolint:errcheck // rolled back whatever happened
+			if _, err := tx.Exec(ctx, `SELECT set_config('app.current_tenant_id', $1, true)`, a.org.String()); err != nil {
+				t.Fatal(err)
+			}
+			_, err = tx.Exec(ctx, sql)
+			if !isCode(err, "42501") || !strings.Contains(err.Error(), "append-only") {
+				t.Errorf("%s: err = %v, want the append-only refusal (42501)", sql, err)
+			}
+		})
+		t.Run(verb+" as the app role", func(t *testing.T) {
+			err := s.InTenant(ctx, a.org, func(tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, sql)
+				if err == nil {
+					return errRollback
+				}
+				return err
+			})
+			if !errors.Is(err, store.ErrForbidden) || !strings.Contains(err.Error(), "permission denied for table audit_log") {
+				t.Errorf("%s: err = %v, want permission denied for table audit_log", sql, err)
+			}
+		})
+	}
+	if got := ownerCount(t, owner, "audit_log", a.org); got != 1 {
+		t.Errorf("A has %d audit rows after the refused changes, want 1", got)
 	}
 }
 
