@@ -43,3 +43,8 @@ func IdleConnsForTest(ctx context.Context, s *Store) ([]*pgxpool.Conn, int32) {
 func AdminIdleConnsForTest(ctx context.Context, a *Admin) ([]*pgxpool.Conn, int32) {
 	return a.pool.AcquireAllIdle(ctx), a.pool.Stat().TotalConns()
 }
+
+// MigrateToForTest is Migrate up to version, for upgrade tests.
+func MigrateToForTest(ctx context.Context, ownerDSN string, version int64) ([]int64, error) {
+	return migrateTo(ctx, ownerDSN, version)
+}

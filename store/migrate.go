@@ -24,6 +24,11 @@ var migrationFiles embed.FS
 // The migrations are plain SQL files in store/migrations, applied by goose
 // (github.com/pressly/goose), which records them in goose_db_version.
 func Migrate(ctx context.Context, ownerDSN string) ([]int64, error) {
+	return migrateTo(ctx, ownerDSN, 0)
+}
+
+// migrateTo is Migrate up to version (0: the latest).
+func migrateTo(ctx context.Context, ownerDSN string, version int64) ([]int64, error) {
 	connCfg, err := pgx.ParseConfig(ownerDSN)
 	if err != nil {
 		return nil, errors.New("migrate: the admin database URL does not parse")
@@ -44,7 +49,12 @@ func Migrate(ctx context.Context, ownerDSN string) ([]int64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
-	results, err := p.Up(ctx)
+	var results []*goose.MigrationResult
+	if version > 0 {
+		results, err = p.UpTo(ctx, version)
+	} else {
+		results, err = p.Up(ctx)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("migrate: %w", err)
 	}

@@ -10,12 +10,16 @@ package storetest
 
 import (
 	"context"
+	"fmt"
+	"net/url"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
@@ -134,6 +138,52 @@ func OwnerPool(t testing.TB) *pgxpool.Pool {
 	}
 	t.Cleanup(pool.Close)
 	return pool
+}
+
+// ScratchDatabase creates an empty database for the test, owned by the
+// owner role and with the app role's connect grants as
+// deploy/dev/services.sh makes them, and drops it when the test ends. It
+// returns the owner's and the app role's DSNs for it. Creating a database
+// needs a PostgreSQL superuser, reached as deploy/dev/services.sh reaches
+// it (root running psql as the postgres OS user, or postgres over TCP);
+// without one the test stops as for a missing service.
+func ScratchDatabase(t testing.TB) (ownerDSN, appDSN string) {
+	t.Helper()
+	name := fmt.Sprintf("bulkhead_scratch_%d_%s", os.Getpid(), strings.ReplaceAll(uuid.NewString()[:8], "-", ""))
+	owner, err := url.Parse(OwnerDSN())
+	if err != nil || owner.Host == "" {
+		Unavailable(t, "a URL-form owner DSN (BULKHEAD_TEST_ADMIN_DATABASE_URL)", err)
+	}
+	super := func(db, sql string) error {
+		var cmd *exec.Cmd
+		if _, err := exec.LookPath("runuser"); err == nil && os.Geteuid() == 0 {
+			cmd = exec.Command("runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-p", owner.Port(), "-d", db, "-c", sql)
+		} else {
+			cmd = exec.Command("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", owner.Hostname(), "-p", owner.Port(), "-U", "postgres", "-d", db, "-c", sql)
+		}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	if err := super("postgres", "CREATE DATABASE "+name+" OWNER bulkhead_owner"); err != nil {
+		Unavailable(t, "a PostgreSQL superuser to create a scratch database", err)
+	}
+	t.Cleanup(func() {
+		if err := super("postgres", "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("dropping %s: %v", name, err)
+		}
+	})
+	if err := super(name, "REVOKE ALL ON DATABASE "+name+" FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE "+name+
+		" TO bulkhead_app; REVOKE CREATE ON SCHEMA public FROM PUBLIC; GRANT USAGE ON SCHEMA public TO bulkhead_app;"); err != nil {
+		t.Fatalf("granting on %s: %v", name, err)
+	}
+	app, err := url.Parse(AppDSN())
+	if err != nil {
+		t.Fatalf("the app DSN: %v", err)
+	}
+	owner.Path, app.Path = "/"+name, "/"+name
+	return owner.String(), app.String()
 }
 
 // DefaultRedisURL matches deploy/dev/services.sh.
