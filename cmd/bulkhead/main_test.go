@@ -19,13 +19,16 @@ func TestServeRejectsBadConfig(t *testing.T) {
 	err := run(context.Background(), []string{"serve"}, lookupFrom(map[string]string{
 		"BULKHEAD_LISTEN":       "nope",
 		"BULKHEAD_UPSTREAM_URL": "file:///etc/passwd",
-		"BULKHEAD_DATABASE_URL": "postgres://app:s3cret-pw@db:5432/x",
-		"BULKHEAD_LOG_FORMAT":   "xml",
+		// Both DSNs are refused, so their problems are reported: neither
+		// report may quote the password.
+		"BULKHEAD_DATABASE_URL":       "mysql://app:s3cret-pw@db:5432/x",
+		"BULKHEAD_ADMIN_DATABASE_URL": "postgres://owner:s3cret-pw@db:5432/x%zz",
+		"BULKHEAD_LOG_FORMAT":         "xml",
 	}), &stdout, &stderr)
 	if err == nil {
 		t.Fatal("serve accepted a bad configuration")
 	}
-	for _, want := range []string{"BULKHEAD_LISTEN", "BULKHEAD_UPSTREAM_URL", "BULKHEAD_LOG_FORMAT"} {
+	for _, want := range []string{"BULKHEAD_LISTEN", "BULKHEAD_UPSTREAM_URL", "BULKHEAD_LOG_FORMAT", "BULKHEAD_DATABASE_URL", "BULKHEAD_ADMIN_DATABASE_URL"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not name %s: %v", want, err)
 		}
