@@ -154,18 +154,7 @@ func ScratchDatabase(t testing.TB) (ownerDSN, appDSN string) {
 	if err != nil || owner.Host == "" {
 		Unavailable(t, "a URL-form owner DSN (BULKHEAD_TEST_ADMIN_DATABASE_URL)", err)
 	}
-	super := func(db, sql string) error {
-		var cmd *exec.Cmd
-		if _, err := exec.LookPath("runuser"); err == nil && os.Geteuid() == 0 {
-			cmd = exec.Command("runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-p", owner.Port(), "-d", db, "-c", sql)
-		} else {
-			cmd = exec.Command("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", owner.Hostname(), "-p", owner.Port(), "-U", "postgres", "-d", db, "-c", sql)
-		}
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("%v: %s", err, out)
-		}
-		return nil
-	}
+	super := Superuser
 	if err := super("postgres", "CREATE DATABASE "+name+" OWNER bulkhead_owner"); err != nil {
 		Unavailable(t, "a PostgreSQL superuser to create a scratch database", err)
 	}
@@ -184,6 +173,28 @@ func ScratchDatabase(t testing.TB) (ownerDSN, appDSN string) {
 	}
 	owner.Path, app.Path = "/"+name, "/"+name
 	return owner.String(), app.String()
+}
+
+// Superuser runs sql in database db as a PostgreSQL superuser, reached as
+// deploy/dev/services.sh reaches it (root running psql as the postgres OS
+// user, else postgres over TCP on the owner DSN's host and port). Only
+// for setting up what no application role may do: scratch databases,
+// probe roles.
+func Superuser(db, sql string) error {
+	owner, err := url.Parse(OwnerDSN())
+	if err != nil {
+		return err
+	}
+	var cmd *exec.Cmd
+	if _, err := exec.LookPath("runuser"); err == nil && os.Geteuid() == 0 {
+		cmd = exec.Command("runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-p", owner.Port(), "-d", db, "-c", sql)
+	} else {
+		cmd = exec.Command("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", owner.Hostname(), "-p", owner.Port(), "-U", "postgres", "-d", db, "-c", sql)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%v: %s", err, out)
+	}
+	return nil
 }
 
 // DefaultRedisURL matches deploy/dev/services.sh.
