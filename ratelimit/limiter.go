@@ -273,27 +273,38 @@ func (l *Limiter) Allow(ctx context.Context, key string, req, tok Limit) (Decisi
 			}
 		}
 	}
+	if d, done, err := l.viaRedis(ctx, func() (Decision, error) { return l.allowRedis(ctx, key, req, tok) }); done {
+		return d, err
+	}
+	return l.local.allow(key, req, tok, l.share()), nil
+}
+
+// viaRedis makes a decision through Redis with call while the breaker
+// allows it. done is false when the caller must decide locally instead
+// (Redis unavailable and fail-open); otherwise d and err are the answer:
+// Redis's decision, the caller's own cancellation (which says nothing
+// about Redis), or ErrUnavailable when failing closed.
+func (l *Limiter) viaRedis(ctx context.Context, call func() (Decision, error)) (d Decision, done bool, err error) {
 	if use, probe := l.useRedis(); use {
-		d, err := l.allowRedis(ctx, key, req, tok)
+		d, err := call()
 		if err == nil {
 			l.redisOK()
 			l.redisDecisions.Add(1)
-			return d, nil
+			return d, true, nil
 		}
 		if ctx.Err() != nil {
-			// The caller gave up; that says nothing about Redis.
 			l.probeAborted(probe)
-			return Decision{Source: SourceNone}, fmt.Errorf("ratelimit: %w", ctx.Err())
+			return Decision{Source: SourceNone}, true, fmt.Errorf("ratelimit: %w", ctx.Err())
 		}
 		l.redisFailed(err)
 		if l.failMode == FailClosed {
-			return Decision{Source: SourceNone}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+			return Decision{Source: SourceNone}, true, fmt.Errorf("%w: %w", ErrUnavailable, err)
 		}
 	} else if l.failMode == FailClosed {
-		return Decision{Source: SourceNone}, ErrUnavailable
+		return Decision{Source: SourceNone}, true, ErrUnavailable
 	}
 	l.localDecisions.Add(1)
-	return l.local.allow(key, req, tok, l.share()), nil
+	return Decision{}, false, nil
 }
 
 // Reserve sets tokens aside from key's token budget tok for a request that
@@ -321,25 +332,9 @@ func (l *Limiter) Reserve(ctx context.Context, key string, req, tok Limit, token
 	if err := ctx.Err(); err != nil {
 		return Decision{Source: SourceNone}, fmt.Errorf("ratelimit: %w", err)
 	}
-	if use, probe := l.useRedis(); use {
-		d, err := l.reserveRedis(ctx, key, req, tok, tokens)
-		if err == nil {
-			l.redisOK()
-			l.redisDecisions.Add(1)
-			return d, nil
-		}
-		if ctx.Err() != nil {
-			l.probeAborted(probe)
-			return Decision{Source: SourceNone}, fmt.Errorf("ratelimit: %w", ctx.Err())
-		}
-		l.redisFailed(err)
-		if l.failMode == FailClosed {
-			return Decision{Source: SourceNone}, fmt.Errorf("%w: %w", ErrUnavailable, err)
-		}
-	} else if l.failMode == FailClosed {
-		return Decision{Source: SourceNone}, ErrUnavailable
+	if d, done, err := l.viaRedis(ctx, func() (Decision, error) { return l.reserveRedis(ctx, key, req, tok, tokens) }); done {
+		return d, err
 	}
-	l.localDecisions.Add(1)
 	return l.local.reserve(key, req, tok, tokens, l.share()), nil
 }
 
