@@ -36,7 +36,6 @@ var (
 	errNotFound         = &HTTPError{Code: fasthttp.StatusNotFound, Type: "invalid_request_error", ErrCode: "not_found", Msg: "Unknown request URL. Please check the URL and method."}
 	errMethodNotAllowed = &HTTPError{Code: fasthttp.StatusMethodNotAllowed, Type: "invalid_request_error", ErrCode: "method_not_allowed", Msg: "Method not allowed for this URL."}
 	errInternal         = &HTTPError{Code: fasthttp.StatusInternalServerError, Type: "server_error", ErrCode: "internal_error", Msg: "The gateway failed to handle the request. Quote the request id when reporting it."}
-	errUnavailable      = &HTTPError{Code: fasthttp.StatusServiceUnavailable, Type: "server_error", ErrCode: "service_unavailable", Msg: "The gateway cannot serve the request right now; retry later."}
 )
 
 // withCause returns a copy of e that carries cause for the log.

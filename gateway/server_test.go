@@ -100,7 +100,8 @@ func TestRequestIDs(t *testing.T) {
 			t.Errorf("x-request-id %q -> %q, keep=%v", tc.in, got, tc.keep)
 		}
 	}
-	if h.do("GET", "/healthz", "").headers["x-request-id"] == h.do("GET", "/healthz", "").headers["x-request-id"] {
+	first, second := h.do("GET", "/healthz", ""), h.do("GET", "/healthz", "")
+	if first.headers["x-request-id"] == second.headers["x-request-id"] {
 		t.Error("two requests got the same generated id")
 	}
 }

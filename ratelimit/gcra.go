@@ -41,12 +41,6 @@ func (b bucket) levelAt(now int64, interval float64) float64 {
 	return l
 }
 
-// shortfall is how far beyond the burst spending one more unit would go, in
-// units, or 0 when one unit fits.
-func shortfall(level, burst float64) float64 {
-	return over(level, 1, burst)
-}
-
 // over is how far beyond the burst spending cost units would go, in units,
 // or 0 when they fit. A cost larger than the burst fits a fully restored
 // budget (level 0) and nothing else: the local fallback charges a replica's
@@ -57,11 +51,6 @@ func over(level, cost, burst float64) float64 {
 		return o
 	}
 	return 0
-}
-
-// remaining is how many whole units may be spent at a level.
-func remaining(level, burst float64) int {
-	return remainingShare(level, burst, 1)
 }
 
 // remainingShare is how many whole units may be spent at a level when each

@@ -220,17 +220,6 @@ func (j *journal) ack(recs []LogRecord) {
 	j.collectLocked()
 }
 
-// ack1 acknowledges one record.
-func (j *journal) ack1(r *LogRecord) {
-	if r.jseq == 0 {
-		return
-	}
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	j.ackLocked(r.jseq, 1)
-	j.collectLocked()
-}
-
 func (j *journal) ackLocked(seq uint64, n int) {
 	left := j.open[seq] - n
 	j.open[seq] = left

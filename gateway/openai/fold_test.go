@@ -103,7 +103,7 @@ func respell(body, plan []byte) []byte {
 		return body
 	}
 	var out []byte
-	out, plan, ok := respellObject(out, body, open, 1, plan)
+	out, _, ok := respellObject(out, body, open, 1, plan)
 	if !ok {
 		return body
 	}
