@@ -41,6 +41,15 @@ func limitsOf(p *auth.Principal) (req, tok ratelimit.Limit) {
 	return req, tok
 }
 
+// limiterError maps a failed limiter decision: 503 when the limiter fails
+// closed without Redis, the error itself otherwise.
+func limiterError(err error) error {
+	if errors.Is(err, ratelimit.ErrUnavailable) {
+		return withCause(errLimiterUnavailable, err)
+	}
+	return err
+}
+
 // admit checks the principal's budgets and sets OpenAI's x-ratelimit-*
 // headers on the response, on success and on 429 alike.
 func (s *Server) admit(rc *fasthttp.RequestCtx, p *auth.Principal) error {
@@ -53,10 +62,7 @@ func (s *Server) admit(rc *fasthttp.RequestCtx, p *auth.Principal) error {
 	}
 	d, err := s.limiter.Allow(s.base, p.LimitKey, req, tok) // Redis calls bounded inside (see proxy)
 	if err != nil {
-		if errors.Is(err, ratelimit.ErrUnavailable) {
-			return withCause(errLimiterUnavailable, err)
-		}
-		return err
+		return limiterError(err)
 	}
 	d.Headers(rc.Response.Header.Set)
 	if d.Allowed {
@@ -88,10 +94,7 @@ func (s *Server) reserve(rc *fasthttp.RequestCtx, x *exchange, r openai.Request)
 	n := openai.ReserveTokens(x.ep, r, s.cfg.TPMDefaultCompletionEstimate)
 	d, err := s.limiter.Reserve(s.base, p.LimitKey, req, tok, n)
 	if err != nil {
-		if errors.Is(err, ratelimit.ErrUnavailable) {
-			return withCause(errLimiterUnavailable, err)
-		}
-		return err
+		return limiterError(err)
 	}
 	d.Headers(rc.Response.Header.Set)
 	if d.Allowed {
