@@ -1006,14 +1006,22 @@ func BenchmarkWriterRLS(b *testing.B) {
 		{"batch=1000", store.WriterOptions{BatchSize: 1000}},
 		{"serial", store.WriterOptions{Concurrency: 1}},
 	} {
-		b.Run(c.name, func(b *testing.B) { benchWriter(b, c.opts) })
+		b.Run(c.name, func(b *testing.B) { benchWriter(b, c.opts, 100) })
 	}
 }
 
-func benchWriter(b *testing.B, opts store.WriterOptions) {
+// BenchmarkWriterTenants measures the writer's rows per second against
+// the number of interleaved active tenants, with the default options:
+// with 10,000 tenants most batches hold one or two rows of each.
+func BenchmarkWriterTenants(b *testing.B) {
+	for _, n := range []int{100, 1000, 10000} {
+		b.Run("tenants="+strconv.Itoa(n), func(b *testing.B) { benchWriter(b, store.WriterOptions{}, n) })
+	}
+}
+
+func benchWriter(b *testing.B, opts store.WriterOptions, tenants int) {
 	st := storetest.Open(b, store.Options{MaxConns: 10})
 	owner := storetest.OwnerPool(b)
-	const tenants = 100
 	orgs := newOrgs(b, owner, tenants)
 	run := "bn" + uuid.NewString()[:8]
 	tmpl := rec(orgs[0], run, 0)
