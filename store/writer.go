@@ -35,10 +35,10 @@ var (
 // Defaults of WriterOptions' zero fields, in one place.
 const (
 	DefaultQueueSize            = 65536                  // records; ~200 B of channel each, allocated up front (~13 MiB)
-	DefaultBatchSize            = 5000                   // records per batch from the queue (and per replay chunk); see BatchSize
+	DefaultBatchSize            = 20000                  // records per batch from the queue (and per replay chunk); see BatchSize
 	DefaultFlushInterval        = 200 * time.Millisecond // longest a record waits for its batch to fill
 	DefaultSpoolMaxBytes  int64 = 1 << 30                // 1 GiB; Admit says ErrSpoolFull at or above it
-	DefaultWriteTimeout         = 5 * time.Second        // one tenant transaction
+	DefaultWriteTimeout         = 5 * time.Second        // one transaction of a batch
 	DefaultMaxBackoff           = 5 * time.Second        // longest wait between tries while PostgreSQL is down
 	DefaultDrainTimeout         = 10 * time.Second       // the final flush when Run's ctx ends (Close uses its own ctx)
 	maxDefaultConcurrency       = 4                      // Concurrency 0: half the Store's MaxConns, 1 to 4
@@ -53,12 +53,13 @@ type WriterOptions struct {
 	// 0: DefaultQueueSize.
 	QueueSize int
 	// BatchSize is the most records Run takes from the queue for one
-	// write (split into one transaction per organization), and the chunk
-	// size of a replay. Under load every batch is full, so it sets the rows
-	// per tenant transaction, which is what throughput depends on (each
-	// commit costs a WAL flush and four round trips): with 100 active
-	// tenants, 5000 gives ~50 rows per transaction; 1000 gives ~10 and a
-	// third of the throughput. Light load makes batches by FlushInterval,
+	// write, and the chunk size of a replay. A batch is written in up to
+	// Concurrency transactions, each holding many tenants' rows, one
+	// INSERT per tenant: under load every batch is full, and what
+	// throughput depends on is the rows per tenant per batch, since every
+	// statement has a fixed cost (with 10,000 active tenants, 20,000 gives
+	// two rows a statement, 5,000 one, and a third less throughput;
+	// BenchmarkWriterTenants). Light load makes batches by FlushInterval,
 	// not by size. 0: DefaultBatchSize.
 	BatchSize int
 	// FlushInterval is how long Run waits, after the first record of a
@@ -85,18 +86,19 @@ type WriterOptions struct {
 	// can lose the last second, or seconds, of records; a process crash
 	// cannot).
 	Fsync spool.SyncPolicy
-	// WriteTimeout bounds each tenant transaction (and each ping before a
+	// WriteTimeout bounds each transaction (and each ping before a
 	// replay, which is also capped at 2s). 0: DefaultWriteTimeout.
 	WriteTimeout time.Duration
 	// MaxBackoff caps the wait between tries while PostgreSQL is
 	// unavailable (the wait starts at 100ms and doubles, with jitter).
 	// 0: DefaultMaxBackoff.
 	MaxBackoff time.Duration
-	// Concurrency is how many tenant transactions of one batch run at
-	// once, each on its own connection of the Store's pool (so keep it
-	// below the pool's MaxConns, which the gateway's key look-ups share).
-	// 1 writes them one after another. 0: half the pool's MaxConns, at
-	// least 1 and at most 4.
+	// Concurrency is how many transactions of one batch run at once, each
+	// on its own connection of the Store's pool (so keep it below the
+	// pool's MaxConns, which the gateway's key look-ups share); each holds
+	// a run of tenants with about the same number of records. 1 writes a
+	// batch in one transaction. 0: half the pool's MaxConns, at least 1
+	// and at most 4.
 	Concurrency int
 	// DrainTimeout bounds the final flush that Run performs when its ctx
 	// ends. (Close's ctx bounds the flush Close asks for.)
@@ -151,7 +153,7 @@ type WriterStats struct {
 	Duplicates   int64 // committed records whose row (organization, created_at, id) was already stored: no-ops
 	DeadLetters  int64 // records PostgreSQL refused row by row (or undecodable spool frames); logged by request id
 	Lost         int64 // records neither PostgreSQL nor the spool took before the final flush's deadline
-	Transactions int64 // tenant transactions committed
+	Transactions int64 // transactions committed (each holds one or more tenants' rows)
 
 	BatchesFailed int64 // writes (a batch, a tenant's rows, a replay chunk) PostgreSQL did not take whole
 
@@ -252,17 +254,19 @@ type runState struct {
 		done  []bool
 	}
 
-	timer    *time.Timer
-	batch    []LogRecord
-	done     []bool
-	groups   map[uuid.UUID]int
-	groupIdx [][]int
-	orgs     []uuid.UUID
-	scratch  []*scratch // one per tenant-transaction worker
-	enc      []byte
-	payloads [][]byte
-	replay   []LogRecord
-	replayIx []int
+	timer     *time.Timer
+	batch     []LogRecord
+	done      []bool
+	groups    map[uuid.UUID]int
+	groupIdx  [][]int
+	orgs      []uuid.UUID
+	scratch   []*scratch // one per transaction worker
+	gs        []int      // group numbers, cut into chunks
+	chunkList [][]int
+	enc       []byte
+	payloads  [][]byte
+	replay    []LogRecord
+	replayIx  []int
 }
 
 // NewWriter returns a Writer that writes through st. With a SpoolDir it
@@ -454,7 +458,7 @@ func (w *Writer) Stats() WriterStats {
 //  1. Record stops queueing (later calls go to the spool, see Record), and
 //     Run takes everything still queued, waiting for Record calls already
 //     under way.
-//  2. It writes those records to PostgreSQL (each tenant transaction
+//  2. It writes those records to PostgreSQL (each transaction
 //     bounded by WriteTimeout); what PostgreSQL does not take, or all of it
 //     while a replay is pending, goes to the spool. Without a working
 //     spool it retries PostgreSQL with backoff until the flush's deadline

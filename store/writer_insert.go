@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -56,46 +57,39 @@ func (w *Writer) writeRecords(ctx context.Context, recs []LogRecord, done []bool
 	return w.writeGroups(ctx, recs, done, src)
 }
 
-// writeGroups writes the tenant groups of rs.orgs and rs.groupIdx, up to
-// Concurrency transactions at once (on as many pool connections): their
-// commits then share WAL flushes, which is what makes one transaction per
-// tenant affordable. The workers are joined before it returns. After the
-// first error no worker starts another group; the first error is returned.
+// writeGroups writes the tenant groups of rs.orgs and rs.groupIdx in up to
+// Concurrency transactions at once (on as many pool connections), each
+// holding a contiguous run of groups (a chunk) of about the same number of
+// records. Within a transaction every group sets the tenant, then inserts
+// its rows: the transaction-local setting changes between statements and
+// each statement's policies read it afresh, so many tenants share one
+// commit while RLS checks every statement. The workers are joined before
+// it returns. After the first error no worker starts another chunk; the
+// first error is returned.
 func (w *Writer) writeGroups(ctx context.Context, recs []LogRecord, done []bool, src *counter) error {
 	rs := &w.rs
-	n := len(rs.orgs)
-	workers := max(1, min(w.opts.Concurrency, n))
-	for len(rs.scratch) < workers {
+	chunks := rs.chunks(max(1, w.opts.Concurrency))
+	for len(rs.scratch) < len(chunks) {
 		rs.scratch = append(rs.scratch, new(scratch))
 	}
-	if workers == 1 {
-		for g, org := range rs.orgs {
-			if err := w.writeTenant(ctx, rs.scratch[0], org, recs, rs.groupIdx[g], done, src); err != nil {
-				return err
-			}
-		}
-		return nil
+	if len(chunks) == 1 {
+		return w.writeChunk(ctx, rs.scratch[0], chunks[0], recs, done, src)
 	}
 	var (
-		next     atomic.Int64
-		failed   atomic.Bool
 		errOnce  sync.Once
 		firstErr error
+		failed   atomic.Bool
 		wg       sync.WaitGroup
 	)
-	for k := range workers {
+	for k, c := range chunks {
 		sc := rs.scratch[k]
 		wg.Go(func() {
-			for !failed.Load() {
-				g := int(next.Add(1) - 1)
-				if g >= n {
-					return
-				}
-				if err := w.writeTenant(ctx, sc, rs.orgs[g], recs, rs.groupIdx[g], done, src); err != nil {
-					errOnce.Do(func() { firstErr = err })
-					failed.Store(true)
-					return
-				}
+			if failed.Load() {
+				return
+			}
+			if err := w.writeChunk(ctx, sc, c, recs, done, src); err != nil {
+				errOnce.Do(func() { firstErr = err })
+				failed.Store(true)
 			}
 		})
 	}
@@ -103,10 +97,185 @@ func (w *Writer) writeGroups(ctx context.Context, recs []LogRecord, done []bool,
 	return firstErr
 }
 
-// scratch is one tenant-transaction worker's reusable memory.
+// chunks cuts rs.orgs into at most n runs of groups with about the same
+// number of records each, as the group numbers of each run (rs.gs, reused).
+func (rs *runState) chunks(n int) [][]int {
+	total := 0
+	for _, idx := range rs.groupIdx {
+		total += len(idx)
+	}
+	n = max(1, min(n, len(rs.orgs)))
+	if cap(rs.gs) < len(rs.orgs) {
+		rs.gs = make([]int, len(rs.orgs))
+	}
+	gs := rs.gs[:len(rs.orgs)]
+	for g := range gs {
+		gs[g] = g
+	}
+	out := rs.chunkList[:0]
+	target, acc, from := (total+n-1)/n, 0, 0
+	for g, idx := range rs.groupIdx {
+		acc += len(idx)
+		if acc >= target*(len(out)+1) && len(out) < n-1 {
+			out = append(out, gs[from:g+1])
+			from = g + 1
+		}
+	}
+	if from < len(gs) {
+		out = append(out, gs[from:])
+	}
+	rs.chunkList = out
+	return out
+}
+
+// writeChunk writes the groups gs in one transaction. When PostgreSQL
+// refuses one group's rows, that group is written row by row in a
+// transaction of its own (its refused rows become dead letters) and the
+// others are tried again without it.
+func (w *Writer) writeChunk(ctx context.Context, sc *scratch, gs []int, recs []LogRecord, done []bool, src *counter) error {
+	rs := &w.rs
+	st := insertFresh
+	if src != &w.written {
+		st = insertIdempotent
+	}
+	for len(gs) > 0 {
+		affected, bad, err := w.writeTenants(ctx, sc, st, gs, recs)
+		if err == nil {
+			n := 0
+			for _, g := range gs {
+				for _, i := range rs.groupIdx[g] {
+					done[i] = true
+				}
+				n += len(rs.groupIdx[g])
+			}
+			w.committed(src, n, affected)
+			return nil
+		}
+		if !refused(err) {
+			return err
+		}
+		w.batchesFailed.Add(1)
+		if bad < 0 { // refused at COMMIT: not one group's rows
+			for _, g := range gs {
+				if err := w.writeOneByOne(ctx, sc, rs.orgs[g], recs, rs.groupIdx[g], done, src); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		if err := w.writeOneByOne(ctx, sc, rs.orgs[gs[bad]], recs, rs.groupIdx[gs[bad]], done, src); err != nil {
+			return err
+		}
+		// Writes into the chunk's own part of rs.gs: no other worker
+		// reads it.
+		gs = append(gs[:bad], gs[bad+1:]...)
+	}
+	return nil
+}
+
+// setTenantSQL is the tenant setting, transaction-local, as a statement of
+// its own between two tenants' inserts in one transaction. The id travels
+// in binary (16 bytes) and is formatted by PostgreSQL.
+var setTenant = insertStmt{"bulkhead_set_tenant", "SELECT set_config('" + TenantSetting + "', $1::uuid::text, true)"}
+
+// pipelineFlushBytes: a chunk's statements are sent as they are encoded,
+// every this many bytes, so that PostgreSQL works while the rest is
+// encoded; results are read once, after the last.
+const pipelineFlushBytes = 1 << 20
+
+// writeTenants writes the groups gs (numbers in rs.orgs and rs.groupIdx)
+// in one transaction, as one pipeline: per group the tenant setting, then
+// its inserts; COMMIT after the pipeline's results. It returns the rows
+// inserted and, on an error, the position in gs of the group whose
+// statement failed (-1 if none did).
+func (w *Writer) writeTenants(ctx context.Context, sc *scratch, st insertStmt, gs []int, recs []LogRecord) (affected int64, bad int, err error) {
+	rs := &w.rs
+	cols := &sc.cols
+	defer cols.clear()
+	cctx, cancel := context.WithTimeout(ctx, w.opts.WriteTimeout)
+	defer cancel()
+	bad = -1
+	err = pgx.BeginTxFunc(cctx, w.st.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
+		affected, bad = 0, -1
+		conn := tx.Conn()
+		if _, err := conn.Prepare(cctx, setTenant.name, setTenant.sql); err != nil { // map look-ups after the first time
+			return err
+		}
+		if _, err := conn.Prepare(cctx, st.name, st.sql); err != nil {
+			return err
+		}
+		p := conn.PgConn().StartPipeline(cctx)
+		sc.owner = sc.owner[:0]
+		queued := 0
+		for k, g := range gs {
+			sc.org = rs.orgs[g]
+			sc.orgParam[0] = sc.org[:]
+			p.SendQueryPrepared(setTenant.name, sc.orgParam[:], binaryFormats[:1], nil)
+			sc.owner = append(sc.owner, -1-k) // a setting: no rows
+			idx := rs.groupIdx[g]
+			for start := 0; start < len(idx); {
+				end := statementEnd(recs, idx, start)
+				cols.fill(recs, idx[start:end])
+				p.SendQueryPrepared(st.name, cols.encode(sc.org), binaryFormats, nil)
+				sc.owner = append(sc.owner, k)
+				for _, i := range idx[start:end] {
+					queued += recordBytes(&recs[i])
+				}
+				if queued >= pipelineFlushBytes {
+					if err := p.Flush(); err != nil {
+						return err
+					}
+					queued = 0
+				}
+				start = end
+			}
+		}
+		if err := p.Sync(); err != nil {
+			return err
+		}
+		var firstErr error
+		for _, k := range sc.owner {
+			res, err := p.GetResults()
+			if err == nil {
+				rr, ok := res.(*pgconn.ResultReader)
+				if !ok {
+					err = fmt.Errorf("store: pipeline result %T, want a statement's", res)
+				} else {
+					var tag pgconn.CommandTag
+					tag, err = rr.Close()
+					if k >= 0 {
+						affected += tag.RowsAffected()
+					}
+				}
+			}
+			if err != nil {
+				firstErr, bad = err, max(k, -1-k)
+				break // PostgreSQL skips the rest, up to the sync
+			}
+		}
+		if firstErr != nil {
+			for {
+				res, err := p.GetResults()
+				if _, ok := res.(*pgconn.PipelineSync); ok || err != nil || res == nil {
+					break
+				}
+			}
+		}
+		if err := p.Close(); firstErr == nil {
+			firstErr = err
+		}
+		return firstErr
+	})
+	return affected, bad, err
+}
+
+// scratch is one transaction worker's reusable memory.
 type scratch struct {
-	cols columns
-	one  []int
+	cols     columns
+	one      []int
+	owner    []int // per pipelined statement: its group's position in the chunk, or -1-position for the setting
+	org      uuid.UUID
+	orgParam [1][]byte
 }
 
 // insertSQL writes one tenant's rows as one statement, from one array
@@ -222,20 +391,26 @@ func (c *columns) fill(recs []LogRecord, idx []int) {
 	}
 }
 
-// exec runs one of the insert statements with the filled columns, as a
-// statement prepared once per connection, its parameters sent as they
-// are (pgconn), not through pgx's per-value encoding.
-func (c *columns) exec(ctx context.Context, tx pgx.Tx, st insertStmt, org uuid.UUID) (pgconn.CommandTag, error) {
-	sd, err := tx.Conn().Prepare(ctx, st.name, st.sql) // a map look-up after the first time
-	if err != nil {
-		return pgconn.CommandTag{}, err
-	}
+// encode returns the parameters of one insert statement for org's filled
+// columns, as they are sent (binary, not through pgx's per-value
+// encoding); they stay valid until the next fill.
+func (c *columns) encode(org uuid.UUID) [][]byte {
 	c.org = org
 	c.params[0] = c.org[:]
 	for i := range c.arrays {
 		c.params[i+1] = c.arrays[i].bytes()
 	}
-	return tx.Conn().PgConn().ExecPrepared(ctx, sd.Name, c.params[:], binaryFormats, nil).Close()
+	return c.params[:]
+}
+
+// exec runs one of the insert statements with the filled columns, as a
+// statement prepared once per connection.
+func (c *columns) exec(ctx context.Context, tx pgx.Tx, st insertStmt, org uuid.UUID) (pgconn.CommandTag, error) {
+	sd, err := tx.Conn().Prepare(ctx, st.name, st.sql) // a map look-up after the first time
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	return tx.Conn().PgConn().ExecPrepared(ctx, sd.Name, c.encode(org), binaryFormats, nil).Close()
 }
 
 // clear lets go of a buffer a huge statement grew, so that one big record
@@ -250,46 +425,6 @@ func (c *columns) clear() {
 
 func clamp32(v int64) int32 {
 	return int32(min(max(v, math.MinInt32), math.MaxInt32))
-}
-
-// writeTenant writes one organization's records (recs[idx]) in one
-// transaction; if PostgreSQL refuses the data, it retries them one by one.
-func (w *Writer) writeTenant(ctx context.Context, sc *scratch, org uuid.UUID, recs []LogRecord, idx []int, done []bool, src *counter) error {
-	cols := &sc.cols
-	defer cols.clear()
-	st := insertFresh
-	if src != &w.written {
-		st = insertIdempotent
-	}
-	cctx, cancel := context.WithTimeout(ctx, w.opts.WriteTimeout)
-	defer cancel()
-	var affected int64
-	err := w.st.InTenant(cctx, org, func(tx pgx.Tx) error {
-		affected = 0
-		for start := 0; start < len(idx); {
-			end := statementEnd(recs, idx, start)
-			cols.fill(recs, idx[start:end])
-			tag, err := cols.exec(cctx, tx, st, org)
-			if err != nil {
-				return err
-			}
-			affected += tag.RowsAffected()
-			start = end
-		}
-		return nil
-	})
-	if err == nil {
-		w.committed(src, len(idx), affected)
-		for _, i := range idx {
-			done[i] = true
-		}
-		return nil
-	}
-	if !refused(err) {
-		return err
-	}
-	w.batchesFailed.Add(1)
-	return w.writeOneByOne(ctx, sc, org, recs, idx, done, src)
 }
 
 // maxStatementBytes bounds the text one INSERT carries: a tenant's rows
