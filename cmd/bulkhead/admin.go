@@ -33,9 +33,8 @@ func migrateCmd(ctx context.Context, e env, args []string) error {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	// No deadline: a migration that rewrites rows or builds an index takes
-	// as long as the table is large (00008 rewrote 2,000,000 rows in
-	// about two minutes here). Interrupting stops it; every migration can
-	// be run again.
+	// as long as the table is large (README: Upgrading to 00008).
+	// Interrupting stops it; every migration can be run again.
 	applied, err := store.Migrate(ctx, cfg.AdminDatabaseURL.Reveal())
 	if err != nil {
 		return err
