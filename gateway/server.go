@@ -186,17 +186,13 @@ func (s *Server) handleParseError(ctx *fasthttp.RequestCtx, err error) {
 	var he *HTTPError
 	switch {
 	case isBodyTooLarge(err):
-		he = &HTTPError{Code: fasthttp.StatusRequestEntityTooLarge, Type: "invalid_request_error", ErrCode: "request_too_large",
-			Msg: "Request body exceeds the limit of " + strconv.Itoa(s.cfg.MaxRequestBodyBytes) + " bytes."}
+		he = bodyTooLarge(s.cfg.MaxRequestBodyBytes)
 	case isHeaderTooLarge(err):
-		he = &HTTPError{Code: fasthttp.StatusRequestHeaderFieldsTooLarge, Type: "invalid_request_error", ErrCode: "headers_too_large",
-			Msg: "Request headers are too large."}
+		he = errHeadersTooLarge
 	case isTimeout(err):
-		he = &HTTPError{Code: fasthttp.StatusRequestTimeout, Type: "invalid_request_error", ErrCode: "request_timeout",
-			Msg: "The request was not received in time."}
+		he = errRequestTimeout
 	default:
-		he = &HTTPError{Code: fasthttp.StatusBadRequest, Type: "invalid_request_error", ErrCode: "bad_request",
-			Msg: "The request is not valid HTTP."}
+		he = errNotHTTP
 	}
 	s.writeError(ctx, reqID, he)
 }
