@@ -205,14 +205,14 @@ func toHTTPError(err error) *HTTPError {
 //
 // and logs the cause of server-side failures. The message names the
 // request id so that a user can quote it.
-func (s *Server) writeError(ctx *fasthttp.RequestCtx, reqID string, err error) {
+func (s *Server) writeError(rc *fasthttp.RequestCtx, reqID string, err error) {
 	he := toHTTPError(err)
 	if he.Code >= 500 && he.Code != statusClientClosed {
 		s.log.Error("request failed", zap.String("request_id", reqID), zap.Int("status", he.Code), zap.Error(he.Err))
 	}
-	ctx.Response.Header.SetContentType("application/json")
-	ctx.SetStatusCode(he.Code)
-	ctx.SetBody(marshalError(he, reqID))
+	rc.Response.Header.SetContentType("application/json")
+	rc.SetStatusCode(he.Code)
+	rc.SetBody(marshalError(he, reqID))
 }
 
 // errorBody is the OpenAI error object, plus the request id.
