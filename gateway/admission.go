@@ -3,7 +3,6 @@ package gateway
 import (
 	"context"
 	"errors"
-	"strconv"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -27,9 +26,6 @@ var _ limiter = (*ratelimit.Limiter)(nil)
 // the answer; the limiter's own per-call Redis timeout
 // (BULKHEAD_REDIS_TIMEOUT) is shorter and decides when it falls back.
 const limitTimeout = 2 * time.Second
-
-var errLimiterUnavailable = &HTTPError{Code: fasthttp.StatusServiceUnavailable, Type: "server_error", ErrCode: "rate_limiter_unavailable",
-	Msg: "Rate limits cannot be checked right now; retry shortly."}
 
 func limitsOf(p *auth.Principal) (req, tok ratelimit.Limit) {
 	if p.RateLimitPerMinute > 0 {
@@ -73,9 +69,7 @@ func (s *Server) admit(rc *fasthttp.RequestCtx, p *auth.Principal) error {
 		which, limit = "tokens", d.Tokens.Limit
 	}
 	s.metrics.rateLimited.WithLabelValues(which).Inc()
-	return &HTTPError{Code: fasthttp.StatusTooManyRequests, Type: which, ErrCode: "rate_limit_exceeded",
-		Msg: "Rate limit reached for " + which + ": limit " + strconv.Itoa(limit) + " per minute. Retry after " +
-			strconv.Itoa(int((d.RetryAfter+time.Second-1)/time.Second)) + "s."}
+	return rateLimited(which, limit, d.RetryAfter)
 }
 
 // reserve sets the request's token estimate aside from the principal's
@@ -102,17 +96,11 @@ func (s *Server) reserve(rc *fasthttp.RequestCtx, x *exchange, r openai.Request)
 		return nil
 	}
 	s.metrics.rateLimited.WithLabelValues("tokens").Inc()
-	limit, asked := strconv.Itoa(p.TokensPerMinute), strconv.Itoa(n)
 	if n > p.TokensPerMinute {
 		rc.Response.Header.Del(ratelimit.HeaderRetryAfter)
-		return &HTTPError{Code: fasthttp.StatusTooManyRequests, Type: "tokens", ErrCode: "rate_limit_exceeded",
-			Msg: "Request too large for tokens per minute: limit " + limit + ", requested " + asked +
-				" (the prompt's estimate plus max_tokens). Reduce the input or max_tokens."}
+		return tokensTooLarge(p.TokensPerMinute, n)
 	}
-	return &HTTPError{Code: fasthttp.StatusTooManyRequests, Type: "tokens", ErrCode: "rate_limit_exceeded",
-		Msg: "Rate limit reached for tokens: limit " + limit + " per minute, requested " + asked +
-			" (the prompt's estimate plus max_tokens). Retry after " +
-			strconv.FormatInt(ratelimit.RetryAfterSeconds(d.RetryAfter), 10) + "s."}
+	return tokensRateLimited(p.TokensPerMinute, n, d.RetryAfter)
 }
 
 // settle reconciles the request's reservation with the tokens it used

@@ -20,19 +20,6 @@ type authenticator interface {
 
 var _ authenticator = (*auth.Authenticator)(nil)
 
-// The 401s. Every invalid credential gets the same body, whatever the
-// reason (unknown, revoked, expired, wrong organization, bad checksum).
-var (
-	errInvalidKey = &HTTPError{Code: fasthttp.StatusUnauthorized, Type: "invalid_request_error", ErrCode: "invalid_api_key",
-		Msg: "Incorrect API key provided."}
-	errMissingKey = &HTTPError{Code: fasthttp.StatusUnauthorized, Type: "invalid_request_error", ErrCode: "invalid_api_key",
-		Msg: "You didn't provide an API key. Send it as 'Authorization: Bearer KEY' (or in an 'api-key' or 'x-api-key' header)."}
-	errConflictingKeys = &HTTPError{Code: fasthttp.StatusUnauthorized, Type: "invalid_request_error", ErrCode: "invalid_api_key",
-		Msg: "The request carries more than one different credential; send exactly one."}
-	errAuthUnavailable = &HTTPError{Code: fasthttp.StatusServiceUnavailable, Type: "server_error", ErrCode: "auth_unavailable",
-		Msg: "The API key cannot be verified right now; retry shortly."}
-)
-
 // credential extracts the one credential of a request from
 // "Authorization: Bearer …", "api-key" (Azure SDKs) or "x-api-key". The
 // same credential may appear in several of them, or several times in one;
@@ -106,8 +93,7 @@ func (s *Server) authenticate(ctx context.Context, rc *fasthttp.RequestCtx) (*au
 		// nothing about the key.
 		secs := strconv.FormatInt(ratelimit.RetryAfterSeconds(te.RetryAfter), 10)
 		rc.Response.Header.Set(ratelimit.HeaderRetryAfter, secs)
-		return nil, &HTTPError{Code: fasthttp.StatusTooManyRequests, Type: "requests", ErrCode: "auth_rate_limited",
-			Msg: "Too many failed authentication attempts. Retry after " + secs + "s.", Err: te}
+		return nil, authThrottled(secs, te)
 	default:
 		return nil, errInvalidKey
 	}

@@ -32,14 +32,6 @@ const (
 	defaultUsageSpan = 30 * 24 * time.Hour
 )
 
-var errPromptNotFound = &HTTPError{Code: fasthttp.StatusNotFound, Type: "invalid_request_error", ErrCode: "not_found",
-	Msg: "No such prompt."}
-
-func badParam(param, msg string) *HTTPError {
-	return &HTTPError{Code: fasthttp.StatusBadRequest, Type: "invalid_request_error", ErrCode: "invalid_parameter", Param: param,
-		Msg: "Invalid '" + param + "': " + msg}
-}
-
 // logAPI serves the tenant's read API under /api/v1: the request log and
 // usage of the organization the credential names, and nothing else.
 func (s *Server) logAPI(rc *fasthttp.RequestCtx, path string) error {

@@ -83,9 +83,7 @@ func (s *Server) model(rc *fasthttp.RequestCtx, id string) error {
 			return writeJSON(rc, m)
 		}
 	}
-	e := *errModelNotFound
-	e.Msg = "The model '" + id + "' does not exist or is not served by this gateway."
-	return &e
+	return modelNotFound(id)
 }
 
 // validModelID accepts ids that may be looked up and quoted back: 1 to

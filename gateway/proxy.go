@@ -31,20 +31,6 @@ type recorder interface {
 
 var _ recorder = (*store.Writer)(nil)
 
-var errLogFull = &HTTPError{Code: fasthttp.StatusServiceUnavailable, Type: "server_error", ErrCode: "request_log_full",
-	Msg: "The gateway cannot record more requests right now; retry shortly."}
-
-var (
-	errModelNotFound = &HTTPError{Code: fasthttp.StatusNotFound, Type: "invalid_request_error", ErrCode: "model_not_found",
-		Msg: "The model does not exist or is not served by this gateway."}
-	errUpstream = &HTTPError{Code: fasthttp.StatusBadGateway, Type: "server_error", ErrCode: "upstream_error",
-		Msg: "The upstream provider failed to answer."}
-	errUpstreamTimeout = &HTTPError{Code: fasthttp.StatusGatewayTimeout, Type: "server_error", ErrCode: "upstream_timeout",
-		Msg: "The upstream provider did not answer in time."}
-	errUpstreamAuth = &HTTPError{Code: fasthttp.StatusBadGateway, Type: "server_error", ErrCode: "upstream_error",
-		Msg: "The upstream provider refused the gateway's credentials."}
-)
-
 // exchange is one proxied request: what the stream writer and the
 // recorder need once the handler has returned. It holds no reference to
 // the RequestCtx.
@@ -142,7 +128,7 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 	if err != nil {
 		var re *openai.RequestError
 		if errors.As(err, &re) {
-			err = &HTTPError{Code: fasthttp.StatusBadRequest, Type: "invalid_request_error", ErrCode: "invalid_request", Msg: re.Msg, Param: re.Param}
+			err = invalidRequest(re)
 		}
 		x.record(s, fasthttp.StatusBadRequest, openai.Result{})
 		return err
@@ -257,16 +243,6 @@ func readBounded(resp *fasthttp.Response, limit int) ([]byte, error) {
 		return nil, errors.New("upstream response too large")
 	}
 	return b, nil
-}
-
-// upstreamFailure maps a failed exchange to 504 (timeouts) or 502.
-func upstreamFailure(err error) *HTTPError {
-	var ne net.Error
-	if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, fasthttp.ErrNoFreeConns) || errors.As(err, &ne) && ne.Timeout() {
-		return withCause(errUpstreamTimeout, err)
-	}
-	return withCause(errUpstream, err)
 }
 
 // streamBufSize is the read size of a stream: one upstream read is
@@ -431,13 +407,6 @@ func (b *sseBody) Close() error {
 	s.streams.Done()
 	return nil
 }
-
-var (
-	errStreamBroke = &HTTPError{Code: fasthttp.StatusBadGateway, Type: "server_error", ErrCode: "upstream_error",
-		Msg: "The upstream provider broke off the stream."}
-	errShutdownCut = &HTTPError{Code: fasthttp.StatusServiceUnavailable, Type: "server_error", ErrCode: "service_unavailable",
-		Msg: "The gateway is shutting down; the stream was cut. Retry the request."}
-)
 
 // streamErrorEvent ends a stream with an error event, in the shape the
 // OpenAI SDKs raise as an API error.

@@ -242,8 +242,3 @@ func (s *Server) scrubStreamHeaders(x *exchange, h *fasthttp.ResponseHeader) {
 		s.credentialWithheld(x, leakStream)
 	}
 }
-
-// errCredentialInStream ends a stream cut before it delivered a provider
-// credential.
-var errCredentialInStream = &HTTPError{Code: fasthttp.StatusBadGateway, Type: "server_error", ErrCode: "upstream_error",
-	Msg: "The upstream provider's answer was cut: it carried a credential of the gateway."}

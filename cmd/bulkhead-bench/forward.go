@@ -22,24 +22,24 @@ func forward(ctx context.Context, args []string) error {
 	}
 	client := &fasthttp.HostClient{Addr: *upstream, MaxConns: 4096, ReadTimeout: time.Minute, StreamResponseBody: true}
 	srv := &fasthttp.Server{
-		Handler: func(ctx *fasthttp.RequestCtx) {
-			req := &ctx.Request
+		Handler: func(rc *fasthttp.RequestCtx) {
+			req := &rc.Request
 			req.SetHost(*upstream)
 			resp := fasthttp.AcquireResponse()
 			if err := client.Do(req, resp); err != nil {
 				fasthttp.ReleaseResponse(resp)
-				ctx.Error(err.Error(), fasthttp.StatusBadGateway)
+				rc.Error(err.Error(), fasthttp.StatusBadGateway)
 				return
 			}
-			ctx.Response.Header.SetStatusCode(resp.StatusCode())
-			ctx.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
+			rc.Response.Header.SetStatusCode(resp.StatusCode())
+			rc.Response.Header.SetContentTypeBytes(resp.Header.ContentType())
 			body := resp.BodyStream()
 			if body == nil {
-				ctx.SetBody(resp.Body())
+				rc.SetBody(resp.Body())
 				fasthttp.ReleaseResponse(resp)
 				return
 			}
-			ctx.SetBodyStream(&releasingReader{resp: resp}, -1)
+			rc.SetBodyStream(&releasingReader{resp: resp}, -1)
 		},
 		NoDefaultServerHeader: true,
 	}

@@ -213,8 +213,7 @@ func runBench(ctx context.Context, args []string) error {
 		fmt.Printf("- %s: %.0f%% of the floor's throughput\n", t.name, 100*best[t.name]/best[targets[1].name])
 	}
 	// Not the log on over off: two long phases seconds apart differ by the
-	// machine's drift as much as by the log (this read 75% in a run whose
-	// pairs gave 94%). The paired phase measures it.
+	// machine's drift as much as by the log. The paired phase measures it.
 	fmt.Printf("- request log on vs off: see the paired phase below\n")
 
 	on, off := targets[2], targets[4]
@@ -270,12 +269,12 @@ func runBench(ctx context.Context, args []string) error {
 
 // pairLogOnOff measures the request log's cost as the throughput of the
 // gateway with it on over the one with it off, in short pairs that
-// alternate which goes first. This machine's speed drifts by 10-20%
-// between phases seconds apart, as much as the difference measured, so a
-// ratio of two long phases says more about the drift than the log; the
-// pairs' median and their sums do not. Each half is followed by 300 ms
-// for the log's batches to land, so that PostgreSQL's work is not left to
-// the other half.
+// alternate which goes first. This machine's speed drifts between phases
+// seconds apart by as much as the difference measured, so a ratio of two
+// long phases says more about the drift than the log; the pairs' median
+// and their sums do not. Each half is followed by 300 ms for the log's
+// batches to land, so that PostgreSQL's work is not left to the other
+// half.
 //
 // Besides the machine's CPU per request, each half reports its gateway's
 // own (pids[0] with the log on, pids[1] off; 0: unknown) and PostgreSQL's:
@@ -284,9 +283,8 @@ func runBench(ctx context.Context, args []string) error {
 //
 // Pairs during which the hypervisor took more than quietSteal of the
 // cores are listed but left out of the quiet-pairs median: both halves
-// are throttled then, which pulls their ratio towards 100% (measured:
-// 99-100% median over such pairs against 91% over quiet ones), so
-// leaving them out can only make the log look dearer.
+// are throttled then, which pulls their ratio towards 100%, so leaving
+// them out can only make the log look dearer.
 func pairLogOnOff(f benchFlags, onURL, offURL string, h http.Header, pids [2]int) {
 	fmt.Printf("\n## Request log on vs off: %d pairs of %s each, closed loop at %d connections, alternating which goes first\n\n"+
 		"CPU per request counts the 300 ms after each half too, when the log's last batch lands.\n\n"+

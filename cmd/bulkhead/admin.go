@@ -33,9 +33,8 @@ func migrateCmd(ctx context.Context, e env, args []string) error {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	// No deadline: a migration that rewrites rows or builds an index takes
-	// as long as the table is large (00008 rewrote 2,000,000 rows in
-	// about two minutes here). Interrupting stops it; every migration can
-	// be run again.
+	// as long as the table is large (README: Upgrading to 00008).
+	// Interrupting stops it; every migration can be run again.
 	applied, err := store.Migrate(ctx, cfg.AdminDatabaseURL.Reveal())
 	if err != nil {
 		return err
@@ -83,111 +82,129 @@ func orgCmd(ctx context.Context, e env, args []string) error {
 	}
 	switch sub, args := args[0], args[1:]; sub {
 	case "create":
-		fs, path := flags(e, "org create")
-		name := fs.String("name", "", "organization name (required)")
-		capture := fs.String("capture", store.CaptureFull, "request log capture: full (prompt and response text) or metadata (no text)")
-		asJSON := fs.Bool("json", false, "print JSON")
-		if err := parseNoArgs(fs, args); err != nil {
-			return err
-		}
-		if strings.TrimSpace(*name) == "" {
-			return errors.New("org create: --name is required")
-		}
-		if !store.ValidCaptureMode(*capture) {
-			return fmt.Errorf("org create: --capture must be full or metadata, got %q", *capture)
-		}
-		return withAdmin(ctx, e, *path, func(ctx context.Context, a *store.Admin) error {
-			org, err := a.CreateOrgWith(ctx, *name, *capture)
-			if err != nil {
-				return err
-			}
-			if *asJSON {
-				return printJSON(e, org)
-			}
-			fmt.Fprintln(e.stdout, org.ID)
-			return nil
-		})
+		return orgCreate(ctx, e, args)
 	case "list":
-		fs, path := flags(e, "org list")
-		asJSON := fs.Bool("json", false, "print JSON")
-		if err := parseNoArgs(fs, args); err != nil {
-			return err
-		}
-		return withAdmin(ctx, e, *path, func(ctx context.Context, a *store.Admin) error {
-			orgs, err := a.Orgs(ctx)
-			if err != nil {
-				return err
-			}
-			if *asJSON {
-				return printJSON(e, orgs)
-			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tCAPTURE\tCREATED")
-			for _, o := range orgs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", o.ID, o.Name, o.CaptureMode, o.CreatedAt.UTC().Format(time.RFC3339))
-			}
-			return tw.Flush()
-		})
+		return orgList(ctx, e, args)
 	case "update":
-		fs, path := flags(e, "org update")
-		name := fs.String("name", "", "new name (empty: keep)")
-		capture := fs.String("capture", "", "full or metadata (empty: keep)")
-		asJSON := fs.Bool("json", false, "print JSON")
-		id, err := parseOneID(fs, args, "usage: bulkhead org update ID [--name NAME] [--capture full|metadata]")
-		if err != nil {
-			return err
-		}
-		if *capture != "" && !store.ValidCaptureMode(*capture) {
-			return fmt.Errorf("org update: --capture must be full or metadata, got %q", *capture)
-		}
-		if *name == "" && *capture == "" {
-			return errors.New("org update: nothing to change: give --name and/or --capture")
-		}
-		return withAdmin(ctx, e, *path, func(ctx context.Context, a *store.Admin) error {
-			org, err := a.UpdateOrg(ctx, id, *name, *capture)
-			if errors.Is(err, store.ErrNotFound) {
-				return fmt.Errorf("org update: no organization %s", id)
-			}
-			if err != nil {
-				return err
-			}
-			if *asJSON {
-				return printJSON(e, org)
-			}
-			fmt.Fprintf(e.stdout, "organization %s: name %q, capture %s\n", org.ID, org.Name, org.CaptureMode)
-			return nil
-		})
+		return orgUpdate(ctx, e, args)
 	case "delete":
-		fs, path := flags(e, "org delete")
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		if fs.NArg() != 1 {
-			return errors.New("usage: bulkhead org delete ID")
-		}
-		id, err := uuid.Parse(fs.Arg(0))
-		if err != nil {
-			return fmt.Errorf("org delete: %q is not an organization id (a UUID)", fs.Arg(0))
-		}
-		return withAdminConfig(ctx, e, *path, func(ctx context.Context, a *store.Admin, cfg config.Config) error {
-			hashes, err := a.DeleteOrg(ctx, id)
-			if err != nil {
-				if errors.Is(err, store.ErrNotFound) {
-					return fmt.Errorf("org delete: no organization %s", id)
-				}
-				return err
-			}
-			fmt.Fprintf(e.stdout, "deleted organization %s and all its data (%d keys)\n", id, len(hashes))
-			return tellInstances(ctx, cfg, func(rdb redis.UniversalClient) error {
-				if err := auth.Revoke(ctx, rdb, cfg.AuthRedisTTL, hashes...); err != nil {
-					return err
-				}
-				return auth.InvalidateOrg(ctx, rdb, id)
-			})
-		})
+		return orgDelete(ctx, e, args)
 	default:
 		return fmt.Errorf("unknown org command %q: want create, list, update or delete", sub)
 	}
+}
+
+func orgCreate(ctx context.Context, e env, args []string) error {
+	fs, path := flags(e, "org create")
+	name := fs.String("name", "", "organization name (required)")
+	capture := fs.String("capture", store.CaptureFull, "request log capture: full (prompt and response text) or metadata (no text)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	if strings.TrimSpace(*name) == "" {
+		return errors.New("org create: --name is required")
+	}
+	if !store.ValidCaptureMode(*capture) {
+		return fmt.Errorf("org create: --capture must be full or metadata, got %q", *capture)
+	}
+	return withAdmin(ctx, e, *path, func(ctx context.Context, a *store.Admin) error {
+		org, err := a.CreateOrgWith(ctx, *name, *capture)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(e, org)
+		}
+		fmt.Fprintln(e.stdout, org.ID)
+		return nil
+	})
+}
+
+func orgList(ctx context.Context, e env, args []string) error {
+	fs, path := flags(e, "org list")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	return withAdmin(ctx, e, *path, func(ctx context.Context, a *store.Admin) error {
+		orgs, err := a.Orgs(ctx)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(e, orgs)
+		}
+		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tNAME\tCAPTURE\tCREATED")
+		for _, o := range orgs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", o.ID, o.Name, o.CaptureMode, o.CreatedAt.UTC().Format(time.RFC3339))
+		}
+		return tw.Flush()
+	})
+}
+
+func orgUpdate(ctx context.Context, e env, args []string) error {
+	fs, path := flags(e, "org update")
+	name := fs.String("name", "", "new name (empty: keep)")
+	capture := fs.String("capture", "", "full or metadata (empty: keep)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	id, err := parseOneID(fs, args, "usage: bulkhead org update ID [--name NAME] [--capture full|metadata]")
+	if err != nil {
+		return err
+	}
+	if *capture != "" && !store.ValidCaptureMode(*capture) {
+		return fmt.Errorf("org update: --capture must be full or metadata, got %q", *capture)
+	}
+	if *name == "" && *capture == "" {
+		return errors.New("org update: nothing to change: give --name and/or --capture")
+	}
+	return withAdmin(ctx, e, *path, func(ctx context.Context, a *store.Admin) error {
+		org, err := a.UpdateOrg(ctx, id, *name, *capture)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("org update: no organization %s", id)
+		}
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(e, org)
+		}
+		fmt.Fprintf(e.stdout, "organization %s: name %q, capture %s\n", org.ID, org.Name, org.CaptureMode)
+		return nil
+	})
+}
+
+// orgDelete deletes an organization with all its data, then tells the
+// running gateways to forget its keys.
+func orgDelete(ctx context.Context, e env, args []string) error {
+	fs, path := flags(e, "org delete")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: bulkhead org delete ID")
+	}
+	id, err := uuid.Parse(fs.Arg(0))
+	if err != nil {
+		return fmt.Errorf("org delete: %q is not an organization id (a UUID)", fs.Arg(0))
+	}
+	return withAdminConfig(ctx, e, *path, func(ctx context.Context, a *store.Admin, cfg config.Config) error {
+		hashes, err := a.DeleteOrg(ctx, id)
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("org delete: no organization %s", id)
+			}
+			return err
+		}
+		fmt.Fprintf(e.stdout, "deleted organization %s and all its data (%d keys)\n", id, len(hashes))
+		return tellInstances(ctx, cfg, func(rdb redis.UniversalClient) error {
+			if err := auth.Revoke(ctx, rdb, cfg.AuthRedisTTL, hashes...); err != nil {
+				return err
+			}
+			return auth.InvalidateOrg(ctx, rdb, id)
+		})
+	})
 }
 
 // demoOrgName is the organization `bulkhead demo` (and so `make run`) ensures.

@@ -4,19 +4,19 @@ import "github.com/valyala/fasthttp"
 
 // chat serves POST /v1/chat/completions: a chat.completion, or with
 // "stream": true a stream of chat.completion.chunk events.
-func (s *Server) chat(ctx *fasthttp.RequestCtx, k knobs) error {
+func (s *Server) chat(rc *fasthttp.RequestCtx, k knobs) error {
 	var req request
-	if err := decodeBody(ctx, &req); err != nil {
+	if err := decodeBody(rc, &req); err != nil {
 		return err
 	}
 	r := s.newReply(&req, k, req.chatPromptTokens())
 	if req.Stream {
-		s.startSSE(ctx, r, writeChatStream)
+		s.startSSE(rc, r, writeChatStream)
 		return nil
 	}
 	buf := s.getBuf()
 	*buf = appendChatCompletion((*buf)[:0], &r)
-	s.sendJSON(ctx, buf)
+	s.sendJSON(rc, buf)
 	return nil
 }
 

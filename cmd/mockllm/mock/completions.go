@@ -5,19 +5,19 @@ import "github.com/valyala/fasthttp"
 // completions serves POST /v1/completions, the legacy text_completion API,
 // streamed like chat but with "text" instead of deltas and no role chunk.
 // An array prompt still gets a single choice.
-func (s *Server) completions(ctx *fasthttp.RequestCtx, k knobs) error {
+func (s *Server) completions(rc *fasthttp.RequestCtx, k knobs) error {
 	var req request
-	if err := decodeBody(ctx, &req); err != nil {
+	if err := decodeBody(rc, &req); err != nil {
 		return err
 	}
 	r := s.newReply(&req, k, req.completionPromptTokens())
 	if req.Stream {
-		s.startSSE(ctx, r, writeCompletionStream)
+		s.startSSE(rc, r, writeCompletionStream)
 		return nil
 	}
 	buf := s.getBuf()
 	*buf = appendCompletion((*buf)[:0], &r)
-	s.sendJSON(ctx, buf)
+	s.sendJSON(rc, buf)
 	return nil
 }
 

@@ -15,8 +15,8 @@ import (
 // received, so hop-by-hop headers such as Connection and Transfer-Encoding
 // appear too. The object also holds "_method", "_path" and "_query" (the raw
 // query string without "?"); these keys win over any header of that name.
-func (s *Server) echoHeaders(ctx *fasthttp.RequestCtx, _ knobs) error {
-	h := &ctx.Request.Header
+func (s *Server) echoHeaders(rc *fasthttp.RequestCtx, _ knobs) error {
+	h := &rc.Request.Header
 	all := h.AllInOrder()
 	if len(h.RawHeaders()) == 0 { // not parsed from the wire
 		all = h.All()
@@ -30,14 +30,14 @@ func (s *Server) echoHeaders(ctx *fasthttp.RequestCtx, _ knobs) error {
 		}
 		out[name] = string(v)
 	}
-	out["_method"] = string(ctx.Method())
-	out["_path"] = string(ctx.Path())
-	out["_query"] = string(ctx.QueryArgs().QueryString())
+	out["_method"] = string(rc.Method())
+	out["_path"] = string(rc.Path())
+	out["_query"] = string(rc.QueryArgs().QueryString())
 	b, err := json.Marshal(out)
 	if err != nil {
 		return fmt.Errorf("encoding echoed headers: %w", err)
 	}
-	ctx.SetContentType("application/json")
-	ctx.SetBody(b)
+	rc.SetContentType("application/json")
+	rc.SetBody(b)
 	return nil
 }

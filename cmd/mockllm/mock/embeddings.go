@@ -18,13 +18,13 @@ const embeddingDims = 8
 // of strings; each gets embeddingVector of its FNV-1a hash, so equal inputs
 // get equal vectors. "encoding_format" may be "float" (the default) or
 // "base64" (little-endian float32s, as OpenAI sends them).
-func (s *Server) embeddings(ctx *fasthttp.RequestCtx, _ knobs) error {
+func (s *Server) embeddings(rc *fasthttp.RequestCtx, _ knobs) error {
 	var req struct {
 		Model          string   `json:"model"`
 		Input          textList `json:"input"`
 		EncodingFormat string   `json:"encoding_format"`
 	}
-	if err := decodeBody(ctx, &req); err != nil {
+	if err := decodeBody(rc, &req); err != nil {
 		return err
 	}
 	if len(req.Input) == 0 {
@@ -66,7 +66,7 @@ func (s *Server) embeddings(ctx *fasthttp.RequestCtx, _ knobs) error {
 	b = appendInt(b, tokens)
 	b = append(b, "}}"...)
 	*buf = b
-	s.sendJSON(ctx, buf)
+	s.sendJSON(rc, buf)
 	return nil
 }
 

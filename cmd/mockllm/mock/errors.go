@@ -83,16 +83,16 @@ func newAPIError(status int, msg string, err error) *apiError {
 // as is; any other error becomes a 500 with a generic message. A 429 also
 // gets "Retry-After: 1". Headers set before the error, such as
 // x-mock-request-id or Allow, are kept.
-func writeError(ctx *fasthttp.RequestCtx, err error) {
+func writeError(rc *fasthttp.RequestCtx, err error) {
 	var ae *apiError
 	if !errors.As(err, &ae) {
 		ae = newAPIError(fasthttp.StatusInternalServerError, "mockllm: internal error", err)
 	}
-	ctx.Response.ResetBody()
-	ctx.SetStatusCode(ae.Status)
-	ctx.SetContentType("application/json")
+	rc.Response.ResetBody()
+	rc.SetStatusCode(ae.Status)
+	rc.SetContentType("application/json")
 	if ae.Status == fasthttp.StatusTooManyRequests {
-		ctx.Response.Header.Set("Retry-After", "1")
+		rc.Response.Header.Set("Retry-After", "1")
 	}
 	b := append([]byte(nil), `{"error":{"message":`...)
 	b = appendJSONString(b, ae.Msg)
@@ -101,5 +101,5 @@ func writeError(ctx *fasthttp.RequestCtx, err error) {
 	b = append(b, `,"param":null,"code":`...)
 	b = appendJSONString(b, ae.Code)
 	b = append(b, "}}"...)
-	ctx.SetBody(b)
+	rc.SetBody(b)
 }

@@ -40,8 +40,8 @@ func modelsBody() []byte {
 }
 
 // listModels serves GET /v1/models from the precomputed body.
-func (s *Server) listModels(ctx *fasthttp.RequestCtx, _ knobs) error {
-	ctx.SetContentType("application/json")
-	ctx.SetBody(s.models)
+func (s *Server) listModels(rc *fasthttp.RequestCtx, _ knobs) error {
+	rc.SetContentType("application/json")
+	rc.SetBody(s.models)
 	return nil
 }

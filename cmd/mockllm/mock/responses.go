@@ -6,19 +6,19 @@ import "github.com/valyala/fasthttp"
 // one assistant message, or with "stream": true the typed event stream
 // (response.created … response.completed). Unlike chat, a Responses stream
 // always ends with usage (in response.completed) and has no [DONE].
-func (s *Server) responses(ctx *fasthttp.RequestCtx, k knobs) error {
+func (s *Server) responses(rc *fasthttp.RequestCtx, k knobs) error {
 	var req request
-	if err := decodeBody(ctx, &req); err != nil {
+	if err := decodeBody(rc, &req); err != nil {
 		return err
 	}
 	r := s.newReply(&req, k, req.responsesPromptTokens())
 	if req.Stream {
-		s.startSSE(ctx, r, writeResponsesStream)
+		s.startSSE(rc, r, writeResponsesStream)
 		return nil
 	}
 	buf := s.getBuf()
 	*buf = appendCompletedResponse((*buf)[:0], &r)
-	s.sendJSON(ctx, buf)
+	s.sendJSON(rc, buf)
 	return nil
 }
 

@@ -74,48 +74,48 @@ func (s *Server) Close() {
 
 // Handler serves one request. Every response carries x-mock-request-id
 // echoing the request's x-request-id, if any.
-func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
-	if id := ctx.Request.Header.Peek(hdrRequestID); len(id) > 0 {
-		ctx.Response.Header.SetBytesV(hdrMockRequestID, id)
+func (s *Server) Handler(rc *fasthttp.RequestCtx) {
+	if id := rc.Request.Header.Peek(hdrRequestID); len(id) > 0 {
+		rc.Response.Header.SetBytesV(hdrMockRequestID, id)
 	}
-	if err := s.route(ctx); err != nil {
-		writeError(ctx, err)
+	if err := s.route(rc); err != nil {
+		writeError(rc, err)
 	}
 }
 
 // endpoint serves one route once the knobs are applied.
-type endpoint func(s *Server, ctx *fasthttp.RequestCtx, k knobs) error
+type endpoint func(s *Server, rc *fasthttp.RequestCtx, k knobs) error
 
 // route dispatches on path and method.
-func (s *Server) route(ctx *fasthttp.RequestCtx) error {
-	switch string(ctx.Path()) {
+func (s *Server) route(rc *fasthttp.RequestCtx) error {
+	switch string(rc.Path()) {
 	case "/v1/chat/completions":
-		return s.serve(ctx, "POST", true, (*Server).chat)
+		return s.serve(rc, "POST", true, (*Server).chat)
 	case "/v1/completions":
-		return s.serve(ctx, "POST", true, (*Server).completions)
+		return s.serve(rc, "POST", true, (*Server).completions)
 	case "/v1/embeddings":
-		return s.serve(ctx, "POST", true, (*Server).embeddings)
+		return s.serve(rc, "POST", true, (*Server).embeddings)
 	case "/v1/responses":
-		return s.serve(ctx, "POST", true, (*Server).responses)
+		return s.serve(rc, "POST", true, (*Server).responses)
 	case "/v1/models":
-		return s.serve(ctx, "GET", false, (*Server).listModels)
+		return s.serve(rc, "GET", false, (*Server).listModels)
 	case "/v1/_echo/headers":
-		return s.serve(ctx, "GET, POST", false, (*Server).echoHeaders)
+		return s.serve(rc, "GET, POST", false, (*Server).echoHeaders)
 	}
 	return newAPIError(fasthttp.StatusNotFound,
-		fmt.Sprintf("Invalid URL (%s %s)", ctx.Method(), ctx.Path()), nil)
+		fmt.Sprintf("Invalid URL (%s %s)", rc.Method(), rc.Path()), nil)
 }
 
 // serve checks the method against allow ("GET", "POST" or "GET, POST"),
 // reads the knobs, sleeps the latency, injects failures and calls h.
 // Options.Latency and Options.FailRate apply only when inference is true.
-func (s *Server) serve(ctx *fasthttp.RequestCtx, allow string, inference bool, h endpoint) error {
-	if !methodAllowed(ctx, allow) {
-		ctx.Response.Header.Set("Allow", allow)
+func (s *Server) serve(rc *fasthttp.RequestCtx, allow string, inference bool, h endpoint) error {
+	if !methodAllowed(rc, allow) {
+		rc.Response.Header.Set("Allow", allow)
 		return newAPIError(fasthttp.StatusMethodNotAllowed,
-			fmt.Sprintf("Invalid method %s for %s; allowed: %s", ctx.Method(), ctx.Path(), allow), nil)
+			fmt.Sprintf("Invalid method %s for %s; allowed: %s", rc.Method(), rc.Path(), allow), nil)
 	}
-	k, err := s.readKnobs(ctx, inference)
+	k, err := s.readKnobs(rc, inference)
 	if err != nil {
 		return err
 	}
@@ -128,15 +128,15 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx, allow string, inference bool, h
 	if inference && s.opts.FailRate > 0 && rand.Float64() < s.opts.FailRate {
 		return newAPIError(fasthttp.StatusInternalServerError, "mockllm: injected failure (-fail-rate)", nil)
 	}
-	return h(s, ctx, k)
+	return h(s, rc, k)
 }
 
 // methodAllowed reports whether the request method is in allow.
-func methodAllowed(ctx *fasthttp.RequestCtx, allow string) bool {
+func methodAllowed(rc *fasthttp.RequestCtx, allow string) bool {
 	switch {
-	case ctx.IsPost():
+	case rc.IsPost():
 		return allow != "GET"
-	case ctx.IsGet():
+	case rc.IsGet():
 		return allow != "POST"
 	}
 	return false
@@ -152,12 +152,12 @@ type knobs struct {
 
 // readKnobs applies the x-mock-* headers to the Options. Malformed header
 // values are a 400, so a typo in a test fails loudly.
-func (s *Server) readKnobs(ctx *fasthttp.RequestCtx, inference bool) (knobs, error) {
+func (s *Server) readKnobs(rc *fasthttp.RequestCtx, inference bool) (knobs, error) {
 	k := knobs{chunks: s.opts.Chunks}
 	if inference {
 		k.latency = s.opts.Latency
 	}
-	h := &ctx.Request.Header
+	h := &rc.Request.Header
 	if v := h.Peek(hdrLatency); len(v) > 0 {
 		d, err := time.ParseDuration(string(v))
 		if err != nil || d < 0 || d > maxLatency {
@@ -233,8 +233,8 @@ func (s *Server) newReply(req *request, k knobs, prompt int) reply {
 }
 
 // decodeBody decodes the JSON request body into v, or returns the 400.
-func decodeBody(ctx *fasthttp.RequestCtx, v any) error {
-	if err := json.Unmarshal(ctx.PostBody(), v); err != nil {
+func decodeBody(rc *fasthttp.RequestCtx, v any) error {
+	if err := json.Unmarshal(rc.PostBody(), v); err != nil {
 		ae := newAPIError(fasthttp.StatusBadRequest,
 			"We could not parse the JSON body of your request: "+err.Error(),
 			fmt.Errorf("decoding request body: %w", err))
@@ -246,9 +246,9 @@ func decodeBody(ctx *fasthttp.RequestCtx, v any) error {
 
 // sendJSON sends *buf, a scratch buffer from getBuf holding a JSON body, as
 // a 200 application/json response, and returns buf to the pool.
-func (s *Server) sendJSON(ctx *fasthttp.RequestCtx, buf *[]byte) {
-	ctx.SetContentType("application/json")
-	ctx.SetBody(*buf)
+func (s *Server) sendJSON(rc *fasthttp.RequestCtx, buf *[]byte) {
+	rc.SetContentType("application/json")
+	rc.SetBody(*buf)
 	s.putBuf(buf)
 }
 

@@ -27,13 +27,13 @@ type reply struct {
 // completionTokens returns the completion (output) token count.
 func (r *reply) completionTokens() int { return r.text.words() }
 
-// startSSE sets the event-stream headers on ctx and starts write as its body
+// startSSE sets the event-stream headers on rc and starts write as its body
 // stream writer. write runs after the handler returns, in a goroutine owned
-// by fasthttp; it must not touch ctx.
-func (s *Server) startSSE(ctx *fasthttp.RequestCtx, r reply, write func(*events, *reply)) {
-	ctx.SetContentType("text/event-stream")
-	ctx.Response.Header.Set("Cache-Control", "no-cache")
-	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+// by fasthttp; it must not touch rc.
+func (s *Server) startSSE(rc *fasthttp.RequestCtx, r reply, write func(*events, *reply)) {
+	rc.SetContentType("text/event-stream")
+	rc.Response.Header.Set("Cache-Control", "no-cache")
+	rc.SetBodyStreamWriter(func(w *bufio.Writer) {
 		ev := s.newEvents(w)
 		defer ev.release()
 		write(ev, &r)
