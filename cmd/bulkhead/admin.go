@@ -28,9 +28,9 @@ func migrateCmd(ctx context.Context, e env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := config.Load(*path, e.lookup)
+	cfg, err := loadConfig(e, *path)
 	if err != nil {
-		return fmt.Errorf("invalid configuration:\n%w", err)
+		return err
 	}
 	// No deadline: a migration that rewrites rows or builds an index takes
 	// as long as the table is large (README: Upgrading to 00008).
@@ -54,9 +54,9 @@ func withAdmin(ctx context.Context, e env, path string, fn func(ctx context.Cont
 
 // withAdminConfig is withAdmin for commands that also need the configuration.
 func withAdminConfig(ctx context.Context, e env, path string, fn func(ctx context.Context, a *store.Admin, cfg config.Config) error) error {
-	cfg, err := config.Load(path, e.lookup)
+	cfg, err := loadConfig(e, path)
 	if err != nil {
-		return fmt.Errorf("invalid configuration:\n%w", err)
+		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, adminTimeout)
 	defer cancel()

@@ -29,9 +29,9 @@ func configCmd(_ context.Context, e env, args []string) error {
 		}
 		return nil
 	}
-	cfg, err := config.Load(*path, e.lookup)
+	cfg, err := loadConfig(e, *path)
 	if err != nil {
-		return fmt.Errorf("invalid configuration:\n%w", err)
+		return err
 	}
 	out, err := yaml.Marshal(cfg)
 	if err != nil {

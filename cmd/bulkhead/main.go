@@ -26,6 +26,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/bulkheadhq/bulkhead/config"
 )
 
 func main() {
@@ -94,4 +96,15 @@ func flags(e env, name string) (*flag.FlagSet, *string) {
 	def, _ := e.lookup("BULKHEAD_CONFIG")
 	path := fs.String("config", def, "YAML configuration `file` (env BULKHEAD_CONFIG); BULKHEAD_* variables override it")
 	return fs, path
+}
+
+// loadConfig loads the configuration every subcommand runs with: the
+// --config file at path (none if empty), then the environment. The error
+// lists every problem, each naming its variable.
+func loadConfig(e env, path string) (config.Config, error) {
+	cfg, err := config.Load(path, e.lookup)
+	if err != nil {
+		return config.Config{}, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return cfg, nil
 }

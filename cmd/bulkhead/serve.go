@@ -31,9 +31,9 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	cfg, err := config.Load(*path, e.lookup)
+	cfg, err := loadConfig(e, *path)
 	if err != nil {
-		return fmt.Errorf("invalid configuration:\n%w", err)
+		return err
 	}
 	log, err := newLogger(cfg)
 	if err != nil {
