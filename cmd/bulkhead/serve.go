@@ -80,8 +80,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	registerAuthMetrics(reg, authn)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), authn)
 	fsync, err := spool.ParseSyncPolicy(cfg.SpoolFsync)
 	if err != nil {
 		return fmt.Errorf("BULKHEAD_SPOOL_FSYNC: %w", err)
@@ -91,7 +90,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("request log (BULKHEAD_SPOOL_DIR): %w", err)
 	}
-	registerWriterMetrics(reg, writer)
+	reg.MustRegister(writer)
 	var rec interface {
 		Record(store.LogRecord)
 		Admit() error
@@ -183,54 +182,6 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	}
 	log.Info("stopped")
 	return nil
-}
-
-// registerWriterMetrics exposes the request log's queue and spool.
-func registerWriterMetrics(reg prometheus.Registerer, w *store.Writer) {
-	gauge := func(name, help string, get func(store.WriterStats) float64) {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "bulkhead_log_" + name, Help: help},
-			func() float64 { return get(w.Stats()) }))
-	}
-	counter := func(name, help string, get func(store.WriterStats) int64) {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "bulkhead_log_" + name + "_total", Help: help},
-			func() float64 { return float64(get(w.Stats())) }))
-	}
-	gauge("queue_depth", "Records waiting in memory.", func(s store.WriterStats) float64 { return float64(s.QueueDepth) })
-	gauge("spool_bytes", "Bytes in the disk spool.", func(s store.WriterStats) float64 { return float64(s.SpoolBytes) })
-	gauge("journal_bytes", "Bytes in the request log's journal (answered requests not yet in PostgreSQL or the spool).", func(s store.WriterStats) float64 { return float64(s.JournalBytes) })
-	counter("written", "Records committed from the queue.", func(s store.WriterStats) int64 { return s.Written })
-	counter("spooled", "Records appended to the disk spool.", func(s store.WriterStats) int64 { return s.Spooled })
-	counter("replayed", "Records committed from the spool.", func(s store.WriterStats) int64 { return s.Replayed })
-	counter("dead_letters", "Records PostgreSQL refused row by row (logged by request id).", func(s store.WriterStats) int64 { return s.DeadLetters })
-	counter("lost", "Records neither PostgreSQL nor the spool took at shutdown.", func(s store.WriterStats) int64 { return s.Lost })
-}
-
-// registerAuthMetrics exposes the authenticator's look-up counters.
-func registerAuthMetrics(reg prometheus.Registerer, a *auth.Authenticator) {
-	tier := func(name, help string, get func(auth.Stats) uint64) {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "bulkhead_auth_" + name + "_total", Help: help,
-		}, func() float64 { return float64(get(a.Stats())) }))
-	}
-	tier("l1_hits", "API keys answered by the in-process cache.", func(s auth.Stats) uint64 { return s.L1Hits })
-	tier("l1_negative_hits", "Unknown keys answered by the in-process negative cache.", func(s auth.Stats) uint64 { return s.L1Negative })
-	tier("l2_hits", "API keys answered by Redis.", func(s auth.Stats) uint64 { return s.L2Hits })
-	tier("l2_errors", "Redis look-ups that failed.", func(s auth.Stats) uint64 { return s.L2Errors })
-	tier("l3_lookups", "Look-ups that reached PostgreSQL.", func(s auth.Stats) uint64 { return s.L3Lookups })
-	tier("l3_errors", "PostgreSQL look-ups that failed.", func(s auth.Stats) uint64 { return s.L3Errors })
-	tier("malformed", "Credentials refused without any look-up.", func(s auth.Stats) uint64 { return s.Malformed })
-	tier("invalidations", "Invalidation events applied.", func(s auth.Stats) uint64 { return s.Invalidated })
-	tier("failures", "API-key look-ups PostgreSQL refused (unknown, revoked or expired), charged to the failure budgets.",
-		func(s auth.Stats) uint64 { return s.Failures })
-	for scope, get := range map[string]func(auth.Stats) uint64{
-		auth.ScopeAddress:      func(s auth.Stats) uint64 { return s.ThrottledAddress },
-		auth.ScopeOrganization: func(s auth.Stats) uint64 { return s.ThrottledOrg },
-	} {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "bulkhead_auth_throttled_total", Help: "API-key look-ups refused with 429, before PostgreSQL, because a failure budget was spent.",
-			ConstLabels: prometheus.Labels{"scope": scope},
-		}, func() float64 { return float64(get(a.Stats())) }))
-	}
 }
 
 // authFailurePrefix starts the Redis keys of the failed-authentication

@@ -32,7 +32,7 @@ func TestAuthFailureMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	registerAuthMetrics(reg, a)
+	reg.MustRegister(a)
 
 	client := netip.MustParseAddr("192.0.2.1")
 	for i, want := range []error{auth.ErrUnauthenticated, auth.ErrThrottled, auth.ErrThrottled} {
