@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,7 +13,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/bulkheadhq/bulkhead/config"
 	"github.com/bulkheadhq/bulkhead/gateway"
@@ -133,55 +129,24 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		ln.Close()
 		return fmt.Errorf("listening on %s: %w", cfg.AdminListen, err)
 	}
-	admin := &http.Server{Handler: gateway.AdminHandler(health, reg), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("serving", zap.String("listen", ln.Addr().String()), zap.String("admin", adminLn.Addr().String()),
 		zap.String("upstream", cfg.UpstreamURL), zap.Int("routes", len(cfg.Upstreams)))
 
-	// Shutdown, on SIGTERM: not ready at once; keep accepting for the grace
-	// period (load balancers stop sending); stop accepting and let requests
-	// and streams finish until the drain deadline; cut what is left (usage
-	// recorded); then the background loops stop.
-	bg, bgCancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer bgCancel()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return srv.Serve(ln) })
-	g.Go(func() error {
-		if err := admin.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
+	// On SIGTERM (ctx done) Run stops in order: not ready, grace, drain,
+	// then the request log's flush; see gateway.Run.
+	return gateway.Run(ctx, gateway.Process{
+		API: srv, Listener: ln,
+		Admin: gateway.AdminHandler(health, reg), AdminListener: adminLn,
+		Health:     health,
+		RequestLog: writer.Run,
+		Loops: []gateway.Loop{
+			{Name: "auth", Run: authn.Run}, // invalidation events
+			{Name: "health", Run: health.Run},
+			{Name: "ratelimit", Run: lim.Run}, // heartbeats count the replicas that share the fallback
+		},
+		Grace: cfg.ShutdownGrace, Drain: cfg.ShutdownTimeout,
+		Log: log,
 	})
-	var bgWG sync.WaitGroup
-	bgWG.Add(4)
-	go func() { // the request log outlives the listener: it flushes after the streams are cut
-		defer bgWG.Done()
-		if err := writer.Run(bg); err != nil {
-			log.Error("request log stopped with records lost", zap.Error(err))
-		}
-	}()
-	go func() { defer bgWG.Done(); authn.Run(bg) }()  //nolint:errcheck // returns nil when bg ends
-	go func() { defer bgWG.Done(); health.Run(bg) }() //nolint:errcheck // returns nil when bg ends
-	go func() { defer bgWG.Done(); lim.Run(bg) }()    //nolint:errcheck // returns nil when bg ends; heartbeats count the replicas that share the fallback
-	g.Go(func() error {
-		<-gctx.Done()
-		health.SetDraining()
-		log.Info("shutting down", zap.Duration("grace", cfg.ShutdownGrace), zap.Duration("drain", cfg.ShutdownTimeout))
-		time.Sleep(cfg.ShutdownGrace)
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.ShutdownTimeout)
-		defer cancel()
-		err := srv.Shutdown(sctx)
-		bgCancel()
-		bgWG.Wait()
-		actx, acancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer acancel()
-		admin.Shutdown(actx) //nolint:errcheck // the admin listener holds nothing worth waiting for
-		return err
-	})
-	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	log.Info("stopped")
-	return nil
 }
 
 // authFailurePrefix starts the Redis keys of the failed-authentication
