@@ -3,10 +3,15 @@
 // validation.
 //
 // Every setting is declared once, as a field of Config whose tags carry the
-// YAML key, the environment variable, the default and a one-line meaning.
-// The README's configuration table is checked against those tags by a test.
+// YAML key, the environment variable and a one-line meaning; its default
+// is written once, in Default. A setting that configures another
+// package's option (the key caches of gateway/auth, the Redis deadline of
+// ratelimit, the spool cap of store) defaults to that package's exported
+// Default* constant, so config imports those packages and they never
+// import config. The README's configuration table is generated from Vars
+// and checked by a test.
 //
-// Precedence, lowest first: the default tag, the YAML file, the environment.
+// Precedence, lowest first: Default, the YAML file, the environment.
 // Loading has no side effects beyond reading the file.
 package config
 
@@ -25,71 +30,76 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/ratelimit"
+	"github.com/bulkheadhq/bulkhead/store"
+	"github.com/bulkheadhq/bulkhead/store/spool"
 )
 
 // Config is the whole configuration of a Bulkhead process. The zero value
 // is not useful; obtain one from Default or Load.
 type Config struct {
-	Listen      string `yaml:"listen" env:"BULKHEAD_LISTEN" default:":8080" help:"address of the OpenAI-compatible API"`
-	AdminListen string `yaml:"admin_listen" env:"BULKHEAD_ADMIN_LISTEN" default:"127.0.0.1:9090" help:"address of the admin listener (health, metrics, pprof); keep it private"`
+	Listen      string `yaml:"listen" env:"BULKHEAD_LISTEN" help:"address of the OpenAI-compatible API"`
+	AdminListen string `yaml:"admin_listen" env:"BULKHEAD_ADMIN_LISTEN" help:"address of the admin listener (health, metrics, pprof); keep it private"`
 
-	DatabaseURL      Secret `yaml:"database_url" env:"BULKHEAD_DATABASE_URL" default:"postgres://bulkhead_app:bulkhead@127.0.0.1:5432/bulkhead?sslmode=disable" help:"PostgreSQL DSN of the runtime app role (no superuser, no BYPASSRLS, owns nothing)"`
-	AdminDatabaseURL Secret `yaml:"admin_database_url" env:"BULKHEAD_ADMIN_DATABASE_URL" default:"postgres://bulkhead_owner:bulkhead@127.0.0.1:5432/bulkhead?sslmode=disable" help:"PostgreSQL DSN of the owner role, used only by migrate and the admin subcommands"`
-	DatabaseMaxConns int32  `yaml:"database_max_conns" env:"BULKHEAD_DATABASE_MAX_CONNS" default:"10" help:"size of the runtime connection pool"`
+	DatabaseURL      Secret `yaml:"database_url" env:"BULKHEAD_DATABASE_URL" help:"PostgreSQL DSN of the runtime app role (no superuser, no BYPASSRLS, owns nothing)"`
+	AdminDatabaseURL Secret `yaml:"admin_database_url" env:"BULKHEAD_ADMIN_DATABASE_URL" help:"PostgreSQL DSN of the owner role, used only by migrate and the admin subcommands"`
+	DatabaseMaxConns int32  `yaml:"database_max_conns" env:"BULKHEAD_DATABASE_MAX_CONNS" help:"size of the runtime connection pool"`
 
-	RedisURL Secret `yaml:"redis_url" env:"BULKHEAD_REDIS_URL" default:"redis://127.0.0.1:6379/0" help:"Redis shared by all replicas for key cache, revocation and limits; set it empty for single-instance mode (in-process cache and limiter)"`
+	RedisURL Secret `yaml:"redis_url" env:"BULKHEAD_REDIS_URL" help:"Redis shared by all replicas for key cache, revocation and limits; set it empty for single-instance mode (in-process cache and limiter)"`
 
-	RedisTimeout time.Duration `yaml:"redis_timeout" env:"BULKHEAD_REDIS_TIMEOUT" default:"100ms" help:"deadline of every Redis call; past it the gateway falls back (caches, PostgreSQL, local limiter) instead of waiting"`
+	RedisTimeout time.Duration `yaml:"redis_timeout" env:"BULKHEAD_REDIS_TIMEOUT" help:"deadline of every Redis call; past it the gateway falls back (caches, PostgreSQL, local limiter) instead of waiting"`
 
-	AuthCacheTTL          time.Duration `yaml:"auth_cache_ttl" env:"BULKHEAD_AUTH_CACHE_TTL" default:"30s" help:"absolute lifetime of a verified key in the in-process cache: the bound on staleness when a revocation event is missed"`
-	AuthCacheSize         int           `yaml:"auth_cache_size" env:"BULKHEAD_AUTH_CACHE_SIZE" default:"100000" help:"maximum entries in the in-process key cache"`
-	AuthNegativeCacheTTL  time.Duration `yaml:"auth_negative_cache_ttl" env:"BULKHEAD_AUTH_NEGATIVE_CACHE_TTL" default:"60s" help:"how long an unknown or revoked key is remembered in process, so floods of bad keys never reach Redis or PostgreSQL"`
-	AuthNegativeCacheSize int           `yaml:"auth_negative_cache_size" env:"BULKHEAD_AUTH_NEGATIVE_CACHE_SIZE" default:"100000" help:"maximum entries in the in-process negative cache"`
-	AuthRedisTTL          time.Duration `yaml:"auth_redis_ttl" env:"BULKHEAD_AUTH_REDIS_TTL" default:"5m" help:"lifetime of a key's entry in Redis (the shared second-level cache)"`
+	AuthCacheTTL          time.Duration `yaml:"auth_cache_ttl" env:"BULKHEAD_AUTH_CACHE_TTL" help:"absolute lifetime of a verified key in the in-process cache: the bound on staleness when a revocation event is missed"`
+	AuthCacheSize         int           `yaml:"auth_cache_size" env:"BULKHEAD_AUTH_CACHE_SIZE" help:"maximum entries in the in-process key cache"`
+	AuthNegativeCacheTTL  time.Duration `yaml:"auth_negative_cache_ttl" env:"BULKHEAD_AUTH_NEGATIVE_CACHE_TTL" help:"how long an unknown or revoked key is remembered in process, so floods of bad keys never reach Redis or PostgreSQL"`
+	AuthNegativeCacheSize int           `yaml:"auth_negative_cache_size" env:"BULKHEAD_AUTH_NEGATIVE_CACHE_SIZE" help:"maximum entries in the in-process negative cache"`
+	AuthRedisTTL          time.Duration `yaml:"auth_redis_ttl" env:"BULKHEAD_AUTH_REDIS_TTL" help:"lifetime of a key's entry in Redis (the shared second-level cache)"`
 
-	AuthFailuresPerMinutePerAddress int `yaml:"auth_failures_per_minute_per_address" env:"BULKHEAD_AUTH_FAILURES_PER_MINUTE_PER_ADDRESS" default:"60" help:"failed API-key look-ups (keys PostgreSQL finds unknown, revoked or expired) per minute per client address, a minute's worth at once; past it, keys that no cache knows get 429 without a database look-up. The address is the TCP peer (IPv6: its /64), so behind a proxy it is the proxy's: raise it there (0: no limit)"`
-	AuthFailuresPerMinutePerOrg     int `yaml:"auth_failures_per_minute_per_org" env:"BULKHEAD_AUTH_FAILURES_PER_MINUTE_PER_ORG" default:"600" help:"the same per organization named by the keys, all addresses together; while it is spent the organization's keys cached in process or in Redis keep working and keys that no cache knows get 429 (0: no limit)"`
+	AuthFailuresPerMinutePerAddress int `yaml:"auth_failures_per_minute_per_address" env:"BULKHEAD_AUTH_FAILURES_PER_MINUTE_PER_ADDRESS" help:"failed API-key look-ups (keys PostgreSQL finds unknown, revoked or expired) per minute per client address, a minute's worth at once; past it, keys that no cache knows get 429 without a database look-up. The address is the TCP peer (IPv6: its /64), so behind a proxy it is the proxy's: raise it there (0: no limit)"`
+	AuthFailuresPerMinutePerOrg     int `yaml:"auth_failures_per_minute_per_org" env:"BULKHEAD_AUTH_FAILURES_PER_MINUTE_PER_ORG" help:"the same per organization named by the keys, all addresses together; while it is spent the organization's keys cached in process or in Redis keep working and keys that no cache knows get 429 (0: no limit)"`
 
-	JWTHS256Secret        Secret        `yaml:"jwt_hs256_secret" env:"BULKHEAD_JWT_HS256_SECRET" default:"" help:"shared secret for HS256 JWTs (at least 32 bytes); empty disables HS256"`
-	JWTPublicKeyFile      string        `yaml:"jwt_public_key_file" env:"BULKHEAD_JWT_PUBLIC_KEY_FILE" default:"" help:"PEM file with the RSA (RS256) or P-256 (ES256) public key that verifies JWTs; empty disables them"`
-	JWTIssuer             string        `yaml:"jwt_issuer" env:"BULKHEAD_JWT_ISSUER" default:"" help:"required iss claim of JWTs; empty accepts any issuer"`
-	JWTAudience           string        `yaml:"jwt_audience" env:"BULKHEAD_JWT_AUDIENCE" default:"" help:"required aud claim of JWTs; empty accepts any audience"`
-	JWTRateLimitPerMinute int           `yaml:"jwt_rate_limit_per_minute" env:"BULKHEAD_JWT_RATE_LIMIT_PER_MINUTE" default:"600" help:"requests per minute of each organization's JWT callers together (0: no limit)"`
-	JWTTokensPerMinute    int           `yaml:"jwt_tokens_per_minute" env:"BULKHEAD_JWT_TOKENS_PER_MINUTE" default:"0" help:"tokens per minute of each organization's JWT callers together (0: no limit)"`
-	RateLimitLease        bool          `yaml:"rate_limit_lease" env:"BULKHEAD_RATE_LIMIT_LEASE" default:"true" help:"let each replica take a slice (1/64) of a busy key's request budget from Redis at once and admit from it locally; never admits more than the budget, may admit slightly fewer (see ratelimit docs); keys under 128 rpm are always decided in Redis"`
-	RateLimitFailClosed   bool          `yaml:"rate_limit_fail_closed" env:"BULKHEAD_RATE_LIMIT_FAIL_CLOSED" default:"false" help:"while Redis is unreachable, answer 503 instead of falling back to each instance's local limiter (which admits its share of each budget, see ratelimit docs)"`
-	JWTLeeway             time.Duration `yaml:"jwt_leeway" env:"BULKHEAD_JWT_LEEWAY" default:"30s" help:"clock skew tolerated on exp, nbf and iat"`
+	JWTHS256Secret        Secret        `yaml:"jwt_hs256_secret" env:"BULKHEAD_JWT_HS256_SECRET" help:"shared secret for HS256 JWTs (at least 32 bytes); empty disables HS256"`
+	JWTPublicKeyFile      string        `yaml:"jwt_public_key_file" env:"BULKHEAD_JWT_PUBLIC_KEY_FILE" help:"PEM file with the RSA (RS256) or P-256 (ES256) public key that verifies JWTs; empty disables them"`
+	JWTIssuer             string        `yaml:"jwt_issuer" env:"BULKHEAD_JWT_ISSUER" help:"required iss claim of JWTs; empty accepts any issuer"`
+	JWTAudience           string        `yaml:"jwt_audience" env:"BULKHEAD_JWT_AUDIENCE" help:"required aud claim of JWTs; empty accepts any audience"`
+	JWTRateLimitPerMinute int           `yaml:"jwt_rate_limit_per_minute" env:"BULKHEAD_JWT_RATE_LIMIT_PER_MINUTE" help:"requests per minute of each organization's JWT callers together (0: no limit)"`
+	JWTTokensPerMinute    int           `yaml:"jwt_tokens_per_minute" env:"BULKHEAD_JWT_TOKENS_PER_MINUTE" help:"tokens per minute of each organization's JWT callers together (0: no limit)"`
+	RateLimitLease        bool          `yaml:"rate_limit_lease" env:"BULKHEAD_RATE_LIMIT_LEASE" help:"let each replica take a slice (1/64) of a busy key's request budget from Redis at once and admit from it locally; never admits more than the budget, may admit slightly fewer (see ratelimit docs); keys under 128 rpm are always decided in Redis"`
+	RateLimitFailClosed   bool          `yaml:"rate_limit_fail_closed" env:"BULKHEAD_RATE_LIMIT_FAIL_CLOSED" help:"while Redis is unreachable, answer 503 instead of falling back to each instance's local limiter (which admits its share of each budget, see ratelimit docs)"`
+	JWTLeeway             time.Duration `yaml:"jwt_leeway" env:"BULKHEAD_JWT_LEEWAY" help:"clock skew tolerated on exp, nbf and iat"`
 
-	TPMDefaultCompletionEstimate int `yaml:"tpm_default_completion_estimate" env:"BULKHEAD_TPM_DEFAULT_COMPLETION_ESTIMATE" default:"256" help:"completion tokens set aside from a key's tokens-per-minute budget, on top of the prompt's estimate, for a request that sets no max_tokens (max_completion_tokens, max_output_tokens); the actual usage replaces the estimate when the answer ends"`
+	TPMDefaultCompletionEstimate int `yaml:"tpm_default_completion_estimate" env:"BULKHEAD_TPM_DEFAULT_COMPLETION_ESTIMATE" help:"completion tokens set aside from a key's tokens-per-minute budget, on top of the prompt's estimate, for a request that sets no max_tokens (max_completion_tokens, max_output_tokens); the actual usage replaces the estimate when the answer ends"`
 
-	UpstreamURL    string `yaml:"upstream_url" env:"BULKHEAD_UPSTREAM_URL" default:"http://127.0.0.1:8081/v1" help:"base URL of the default OpenAI-compatible upstream, as an SDK's base URL (the dev default is the mock upstream)"`
-	UpstreamAPIKey Secret `yaml:"upstream_api_key" env:"BULKHEAD_UPSTREAM_API_KEY" default:"" help:"provider credential sent to the default upstream; never shown to callers"`
+	UpstreamURL    string `yaml:"upstream_url" env:"BULKHEAD_UPSTREAM_URL" help:"base URL of the default OpenAI-compatible upstream, as an SDK's base URL (the dev default is the mock upstream)"`
+	UpstreamAPIKey Secret `yaml:"upstream_api_key" env:"BULKHEAD_UPSTREAM_API_KEY" help:"provider credential sent to the default upstream; never shown to callers"`
 
-	UpstreamConnectTimeout   time.Duration `yaml:"upstream_connect_timeout" env:"BULKHEAD_UPSTREAM_CONNECT_TIMEOUT" default:"5s" help:"deadline for dialling an upstream"`
-	UpstreamFirstByteTimeout time.Duration `yaml:"upstream_first_byte_timeout" env:"BULKHEAD_UPSTREAM_FIRST_BYTE_TIMEOUT" default:"120s" help:"deadline for the upstream's first response byte after the request is sent (a non-streaming completion must be generated within it)"`
-	UpstreamIdleTimeout      time.Duration `yaml:"upstream_idle_timeout" env:"BULKHEAD_UPSTREAM_IDLE_TIMEOUT" default:"60s" help:"longest silence between two reads of an upstream response, e.g. between stream events"`
-	UpstreamTimeout          time.Duration `yaml:"upstream_timeout" env:"BULKHEAD_UPSTREAM_TIMEOUT" default:"10m" help:"deadline for a whole upstream exchange, stream included"`
-	UpstreamMaxConns         int           `yaml:"upstream_max_conns" env:"BULKHEAD_UPSTREAM_MAX_CONNS" default:"1024" help:"open connections per upstream host; further requests wait up to the first-byte timeout"`
-	CaptureMaxBytes          int           `yaml:"capture_max_bytes" env:"BULKHEAD_CAPTURE_MAX_BYTES" default:"1048576" help:"most response text kept per request for the request log; longer text is truncated, usage is still exact"`
+	UpstreamConnectTimeout   time.Duration `yaml:"upstream_connect_timeout" env:"BULKHEAD_UPSTREAM_CONNECT_TIMEOUT" help:"deadline for dialling an upstream"`
+	UpstreamFirstByteTimeout time.Duration `yaml:"upstream_first_byte_timeout" env:"BULKHEAD_UPSTREAM_FIRST_BYTE_TIMEOUT" help:"deadline for the upstream's first response byte after the request is sent (a non-streaming completion must be generated within it)"`
+	UpstreamIdleTimeout      time.Duration `yaml:"upstream_idle_timeout" env:"BULKHEAD_UPSTREAM_IDLE_TIMEOUT" help:"longest silence between two reads of an upstream response, e.g. between stream events"`
+	UpstreamTimeout          time.Duration `yaml:"upstream_timeout" env:"BULKHEAD_UPSTREAM_TIMEOUT" help:"deadline for a whole upstream exchange, stream included"`
+	UpstreamMaxConns         int           `yaml:"upstream_max_conns" env:"BULKHEAD_UPSTREAM_MAX_CONNS" help:"open connections per upstream host; further requests wait up to the first-byte timeout"`
+	CaptureMaxBytes          int           `yaml:"capture_max_bytes" env:"BULKHEAD_CAPTURE_MAX_BYTES" help:"most response text kept per request for the request log; longer text is truncated, usage is still exact"`
 
 	// Upstreams routes models to providers other than the default upstream.
 	// YAML only; each credential comes from the environment variable its
 	// api_key_env names.
 	Upstreams []Upstream `yaml:"upstreams"`
 
-	RequestLog    bool   `yaml:"request_log" env:"BULKHEAD_REQUEST_LOG" default:"true" help:"write every request to the prompts table; false keeps only the access log line (for benchmarks and debugging, not for production)"`
-	SpoolDir      string `yaml:"spool_dir" env:"BULKHEAD_SPOOL_DIR" default:".run/spool" help:"directory of the request log's disk spool, which keeps every record through a PostgreSQL outage or a restart; one per replica; empty disables it (records then wait in memory)"`
-	SpoolMaxBytes int64  `yaml:"spool_max_bytes" env:"BULKHEAD_SPOOL_MAX_BYTES" default:"1073741824" help:"spool size at which new requests get 503 rather than risk a record"`
-	SpoolFsync    string `yaml:"spool_fsync" env:"BULKHEAD_SPOOL_FSYNC" default:"interval" help:"when the request log's journal and spool reach the disk: interval (written before each answer is sent, fsynced every second: a machine crash may lose the last second), batch (fsynced before each answer is sent; costs an fsync per group of concurrent requests) or never (left to the kernel); a process crash loses nothing under any of them"`
+	RequestLog    bool   `yaml:"request_log" env:"BULKHEAD_REQUEST_LOG" help:"write every request to the prompts table; false keeps only the access log line (for benchmarks and debugging, not for production)"`
+	SpoolDir      string `yaml:"spool_dir" env:"BULKHEAD_SPOOL_DIR" help:"directory of the request log's disk spool, which keeps every record through a PostgreSQL outage or a restart; one per replica; empty disables it (records then wait in memory)"`
+	SpoolMaxBytes int64  `yaml:"spool_max_bytes" env:"BULKHEAD_SPOOL_MAX_BYTES" help:"spool size at which new requests get 503 rather than risk a record"`
+	SpoolFsync    string `yaml:"spool_fsync" env:"BULKHEAD_SPOOL_FSYNC" help:"when the request log's journal and spool reach the disk: interval (written before each answer is sent, fsynced every second: a machine crash may lose the last second), batch (fsynced before each answer is sent; costs an fsync per group of concurrent requests) or never (left to the kernel); a process crash loses nothing under any of them"`
 
-	MaxRequestBodyBytes int           `yaml:"max_request_body_bytes" env:"BULKHEAD_MAX_REQUEST_BODY_BYTES" default:"4194304" help:"largest request body accepted; larger bodies get 413"`
-	ShutdownTimeout     time.Duration `yaml:"shutdown_timeout" env:"BULKHEAD_SHUTDOWN_TIMEOUT" default:"30s" help:"how long in-flight requests may take to finish after SIGTERM"`
+	MaxRequestBodyBytes int           `yaml:"max_request_body_bytes" env:"BULKHEAD_MAX_REQUEST_BODY_BYTES" help:"largest request body accepted; larger bodies get 413"`
+	ShutdownTimeout     time.Duration `yaml:"shutdown_timeout" env:"BULKHEAD_SHUTDOWN_TIMEOUT" help:"how long in-flight requests may take to finish after SIGTERM"`
 
-	ShutdownGrace    time.Duration `yaml:"shutdown_grace" env:"BULKHEAD_SHUTDOWN_GRACE" default:"0s" help:"after SIGTERM, how long the gateway keeps accepting connections while reporting not ready, so load balancers stop sending first (5s behind a Kubernetes Service)"`
-	MetricsPerTenant bool          `yaml:"metrics_per_tenant" env:"BULKHEAD_METRICS_PER_TENANT" default:"false" help:"add a per-organization request counter (one series per tenant: mind the cardinality)"`
+	ShutdownGrace    time.Duration `yaml:"shutdown_grace" env:"BULKHEAD_SHUTDOWN_GRACE" help:"after SIGTERM, how long the gateway keeps accepting connections while reporting not ready, so load balancers stop sending first (5s behind a Kubernetes Service)"`
+	MetricsPerTenant bool          `yaml:"metrics_per_tenant" env:"BULKHEAD_METRICS_PER_TENANT" help:"add a per-organization request counter (one series per tenant: mind the cardinality)"`
 
-	LogLevel  string `yaml:"log_level" env:"BULKHEAD_LOG_LEVEL" default:"info" help:"debug, info, warn or error"`
-	LogFormat string `yaml:"log_format" env:"BULKHEAD_LOG_FORMAT" default:"json" help:"json or console; logs go to stderr, json buffered (256 KiB, written at least every second and at exit), console line by line"`
+	LogLevel  string `yaml:"log_level" env:"BULKHEAD_LOG_LEVEL" help:"debug, info, warn or error"`
+	LogFormat string `yaml:"log_format" env:"BULKHEAD_LOG_FORMAT" help:"json or console; logs go to stderr, json buffered (256 KiB, written at least every second and at exit), console line by line"`
 }
 
 // Upstream is a provider that serves some models.
@@ -116,6 +126,69 @@ type Upstream struct {
 	Deployments map[string]string `yaml:"deployments"`
 }
 
+// Default returns the configuration made of the defaults alone. Every
+// setting's default is written here and nowhere else; where a package
+// owns the option a setting configures, the default is that package's
+// constant.
+func Default() Config {
+	return Config{
+		Listen:      ":8080",
+		AdminListen: "127.0.0.1:9090",
+
+		DatabaseURL:      "postgres://bulkhead_app:bulkhead@127.0.0.1:5432/bulkhead?sslmode=disable",
+		AdminDatabaseURL: "postgres://bulkhead_owner:bulkhead@127.0.0.1:5432/bulkhead?sslmode=disable",
+		DatabaseMaxConns: 10,
+
+		RedisURL:     "redis://127.0.0.1:6379/0",
+		RedisTimeout: ratelimit.DefaultTimeout,
+
+		AuthCacheTTL:          auth.DefaultCacheTTL,
+		AuthCacheSize:         auth.DefaultCacheSize,
+		AuthNegativeCacheTTL:  auth.DefaultNegativeTTL,
+		AuthNegativeCacheSize: auth.DefaultNegativeSize,
+		AuthRedisTTL:          auth.DefaultRedisTTL,
+
+		AuthFailuresPerMinutePerAddress: 60,
+		AuthFailuresPerMinutePerOrg:     600,
+
+		JWTHS256Secret:        "",
+		JWTPublicKeyFile:      "",
+		JWTIssuer:             "",
+		JWTAudience:           "",
+		JWTRateLimitPerMinute: 600,
+		JWTTokensPerMinute:    0,
+		RateLimitLease:        true,
+		RateLimitFailClosed:   false,
+		JWTLeeway:             30 * time.Second,
+
+		TPMDefaultCompletionEstimate: 256,
+
+		UpstreamURL:    "http://127.0.0.1:8081/v1",
+		UpstreamAPIKey: "",
+
+		UpstreamConnectTimeout:   5 * time.Second,
+		UpstreamFirstByteTimeout: 120 * time.Second,
+		UpstreamIdleTimeout:      60 * time.Second,
+		UpstreamTimeout:          10 * time.Minute,
+		UpstreamMaxConns:         1024,
+		CaptureMaxBytes:          1 << 20,
+
+		RequestLog:    true,
+		SpoolDir:      ".run/spool",
+		SpoolMaxBytes: store.DefaultSpoolMaxBytes,
+		SpoolFsync:    spool.SyncInterval.String(),
+
+		MaxRequestBodyBytes: 4 << 20,
+		ShutdownTimeout:     30 * time.Second,
+
+		ShutdownGrace:    0,
+		MetricsPerTenant: false,
+
+		LogLevel:  "info",
+		LogFormat: "json",
+	}
+}
+
 // Var describes one setting, for documentation and tooling.
 type Var struct {
 	Env     string // environment variable, e.g. BULKHEAD_LISTEN
@@ -126,7 +199,8 @@ type Var struct {
 
 // Vars lists every setting in declaration order.
 func Vars() []Var {
-	t := reflect.TypeFor[Config]()
+	def := reflect.ValueOf(Default())
+	t := def.Type()
 	vars := make([]Var, 0, t.NumField())
 	for i := range t.NumField() {
 		f := t.Field(i)
@@ -136,28 +210,38 @@ func Vars() []Var {
 		vars = append(vars, Var{
 			Env:     f.Tag.Get("env"),
 			YAML:    f.Tag.Get("yaml"),
-			Default: f.Tag.Get("default"),
+			Default: formatField(def.Field(i)),
 			Help:    f.Tag.Get("help"),
 		})
 	}
 	return vars
 }
 
-// Default returns the configuration made of the default tags alone. It
-// panics only if a default tag does not parse, which a test rules out.
-func Default() Config {
-	var c Config
-	v := reflect.ValueOf(&c).Elem()
-	for i := range v.NumField() {
-		f := v.Type().Field(i)
-		if f.Tag.Get("env") == "" {
-			continue
+// formatField writes a setting's value as the environment would set it:
+// the inverse of setField. A Secret is written as it is.
+func formatField(f reflect.Value) string {
+	if f.Type() == durationType {
+		// time.Duration's form without zero trailing units: 5m, not 5m0s.
+		s := time.Duration(f.Int()).String()
+		if strings.HasSuffix(s, "m0s") {
+			s = strings.TrimSuffix(s, "0s")
 		}
-		if err := setField(v.Field(i), f.Tag.Get("default")); err != nil {
-			panic(fmt.Sprintf("config: default of %s: %v", f.Tag.Get("env"), err))
+		if strings.HasSuffix(s, "h0m") {
+			s = strings.TrimSuffix(s, "0m")
 		}
+		return s
 	}
-	return c
+	switch f.Kind() {
+	case reflect.String:
+		return f.String() // not fmt: a Secret would redact itself
+	case reflect.Int, reflect.Int32, reflect.Int64:
+		return strconv.FormatInt(f.Int(), 10)
+	case reflect.Bool:
+		return strconv.FormatBool(f.Bool())
+	case reflect.Float64:
+		return strconv.FormatFloat(f.Float(), 'g', -1, 64)
+	}
+	panic("config: unsupported setting type " + f.Type().String())
 }
 
 // Load builds a Config from the defaults, then the YAML file at path (if
@@ -258,6 +342,16 @@ func setField(f reflect.Value, s string) error {
 	return nil
 }
 
+// SpoolSyncPolicy is SpoolFsync as the spool's policy. Validate has
+// checked the name; an unknown one gives spool.SyncBatch, the strictest.
+func (c Config) SpoolSyncPolicy() spool.SyncPolicy {
+	p, err := spool.ParseSyncPolicy(c.SpoolFsync)
+	if err != nil {
+		return spool.SyncBatch
+	}
+	return p
+}
+
 // Validate reports every problem of c at once, each naming its variable. It
 // has no side effects: it neither dials nor resolves anything.
 func (c Config) Validate() error {
@@ -344,7 +438,9 @@ func (c Config) Validate() error {
 	if c.SpoolMaxBytes < 1<<20 {
 		bad("BULKHEAD_SPOOL_MAX_BYTES", "must be at least 1 MiB, got %d", c.SpoolMaxBytes)
 	}
-	if c.SpoolFsync != "batch" && c.SpoolFsync != "interval" && c.SpoolFsync != "never" {
+	// Exactly the policies' names: ParseSyncPolicy also takes "" and
+	// any case, which this setting never did.
+	if p, err := spool.ParseSyncPolicy(c.SpoolFsync); err != nil || p.String() != c.SpoolFsync {
 		bad("BULKHEAD_SPOOL_FSYNC", "want interval, batch or never, got %q", c.SpoolFsync)
 	}
 	if c.CaptureMaxBytes < 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,11 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/ratelimit"
+	"github.com/bulkheadhq/bulkhead/store"
+	"github.com/bulkheadhq/bulkhead/store/spool"
 )
 
 func envMap(m map[string]string) func(string) (string, bool) {
@@ -211,6 +217,68 @@ func TestAuthFailureBudgets(t *testing.T) {
 	for _, env := range []string{"BULKHEAD_AUTH_FAILURES_PER_MINUTE_PER_ADDRESS", "BULKHEAD_AUTH_FAILURES_PER_MINUTE_PER_ORG"} {
 		if err == nil || !strings.Contains(err.Error(), env) {
 			t.Errorf("negative budget: err = %v, want %s named", err, env)
+		}
+	}
+}
+
+// The defaults the README's table shows (Vars) are the ones Load applies:
+// each parses, as an environment value, back to Default's field.
+func TestVarsShowTheDefaults(t *testing.T) {
+	def := reflect.ValueOf(Default())
+	byEnv := map[string]reflect.Value{}
+	for i := range def.NumField() {
+		byEnv[def.Type().Field(i).Tag.Get("env")] = def.Field(i)
+	}
+	for _, v := range Vars() {
+		want := byEnv[v.Env]
+		got := reflect.New(want.Type()).Elem()
+		if err := setField(got, v.Default); err != nil {
+			t.Errorf("%s: default %q does not parse: %v", v.Env, v.Default, err)
+			continue
+		}
+		if !reflect.DeepEqual(got.Interface(), want.Interface()) {
+			t.Errorf("%s: the table says %q, Load applies %v", v.Env, v.Default, want.Interface())
+		}
+	}
+	for d, want := range map[time.Duration]string{
+		0: "0s", 100 * time.Millisecond: "100ms", 30 * time.Second: "30s", 90 * time.Second: "1m30s",
+		2 * time.Minute: "2m", 10 * time.Minute: "10m", 90 * time.Minute: "1h30m", 2 * time.Hour: "2h",
+	} {
+		if got := formatField(reflect.ValueOf(d)); got != want {
+			t.Errorf("%s is written %q, want %q", d, got, want)
+		}
+	}
+}
+
+// A setting that configures another package's option defaults to that
+// package's own default, so that leaving it unset means the same in the
+// configuration and in the package.
+func TestDefaultsOfOwningPackages(t *testing.T) {
+	c := Default()
+	for _, d := range []struct {
+		env       string
+		got, want any
+	}{
+		{"BULKHEAD_REDIS_TIMEOUT", c.RedisTimeout, ratelimit.DefaultTimeout},
+		{"BULKHEAD_REDIS_TIMEOUT", c.RedisTimeout, auth.DefaultRedisTimeout},
+		{"BULKHEAD_AUTH_CACHE_TTL", c.AuthCacheTTL, auth.DefaultCacheTTL},
+		{"BULKHEAD_AUTH_CACHE_SIZE", c.AuthCacheSize, auth.DefaultCacheSize},
+		{"BULKHEAD_AUTH_NEGATIVE_CACHE_TTL", c.AuthNegativeCacheTTL, auth.DefaultNegativeTTL},
+		{"BULKHEAD_AUTH_NEGATIVE_CACHE_SIZE", c.AuthNegativeCacheSize, auth.DefaultNegativeSize},
+		{"BULKHEAD_AUTH_REDIS_TTL", c.AuthRedisTTL, auth.DefaultRedisTTL},
+		{"BULKHEAD_SPOOL_MAX_BYTES", c.SpoolMaxBytes, store.DefaultSpoolMaxBytes},
+	} {
+		if d.got != d.want {
+			t.Errorf("%s defaults to %v, its package to %v", d.env, d.got, d.want)
+		}
+	}
+	if p := c.SpoolSyncPolicy(); p != spool.SyncInterval {
+		t.Errorf("BULKHEAD_SPOOL_FSYNC defaults to %s, want interval", p)
+	}
+	for _, p := range []spool.SyncPolicy{spool.SyncBatch, spool.SyncInterval, spool.SyncNever} {
+		c, err := Load("", envMap(map[string]string{"BULKHEAD_SPOOL_FSYNC": p.String()}))
+		if err != nil || c.SpoolSyncPolicy() != p {
+			t.Errorf("BULKHEAD_SPOOL_FSYNC=%s: policy %s, %v", p, c.SpoolSyncPolicy(), err)
 		}
 	}
 }

@@ -48,6 +48,8 @@ func TestValidateRejects(t *testing.T) {
 		{"upstream max conns", func(c *Config) { c.UpstreamMaxConns = 0 }, "BULKHEAD_UPSTREAM_MAX_CONNS:"},
 		{"spool max bytes", func(c *Config) { c.SpoolMaxBytes = 1000 }, "BULKHEAD_SPOOL_MAX_BYTES:"},
 		{"spool fsync", func(c *Config) { c.SpoolFsync = "always" }, "BULKHEAD_SPOOL_FSYNC:"},
+		{"spool fsync empty", func(c *Config) { c.SpoolFsync = "" }, "BULKHEAD_SPOOL_FSYNC:"},
+		{"spool fsync upper case", func(c *Config) { c.SpoolFsync = "Batch" }, "BULKHEAD_SPOOL_FSYNC:"},
 		{"capture max bytes", func(c *Config) { c.CaptureMaxBytes = -1 }, "BULKHEAD_CAPTURE_MAX_BYTES:"},
 		{"upstream name empty", up(func(u *Upstream) { u.Name = "" }), "upstreams[0].name:"},
 		{"upstream kind", up(func(u *Upstream) { u.Kind = "bedrock" }), "upstreams[0].kind:"},

@@ -55,9 +55,9 @@
 //
 // # When Redis fails
 //
-// Every Redis call has a timeout (100ms by default). After an error or a
-// timeout the Limiter stops calling Redis for a cooldown (1s by default),
-// then lets one call probe; so a dead or stalled Redis delays only the
+// Every Redis call has a timeout (Options.Timeout, DefaultTimeout). After
+// an error or a timeout the Limiter stops calling Redis for a cooldown
+// (Options.Cooldown, DefaultCooldown), then lets one call probe; so a dead or stalled Redis delays only the
 // calls in flight when it fails and one probe per cooldown, never every
 // request. Meanwhile:
 //

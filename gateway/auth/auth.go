@@ -111,20 +111,21 @@ type keyStore interface {
 
 var _ keyStore = (*store.Store)(nil)
 
-// Options configures New. Zero durations and sizes take the defaults below.
+// Options configures New. Zero (or negative) durations and sizes take
+// the Default* constants.
 type Options struct {
 	Store keyStore              // required
 	Redis redis.UniversalClient // nil: no L2 and no invalidation events (single instance)
 	JWT   *JWTVerifier          // nil: JWTs are rejected
 	Log   *zap.Logger           // nil: no logging
 
-	CacheTTL      time.Duration // L1 lifetime of a verified key or organization
-	CacheSize     int           // L1 entries
-	NegativeTTL   time.Duration // L1 lifetime of an unknown key
-	NegativeSize  int           // negative entries
-	RedisTTL      time.Duration // L2 lifetime of a key
-	RedisTimeout  time.Duration // deadline of each Redis call
-	LookupTimeout time.Duration // deadline of one L3 look-up
+	CacheTTL      time.Duration // L1 lifetime of a verified key or organization; 0: DefaultCacheTTL
+	CacheSize     int           // L1 entries; 0: DefaultCacheSize
+	NegativeTTL   time.Duration // L1 lifetime of an unknown key; 0: DefaultNegativeTTL
+	NegativeSize  int           // negative entries; 0: DefaultNegativeSize
+	RedisTTL      time.Duration // L2 lifetime of a key; 0: DefaultRedisTTL
+	RedisTimeout  time.Duration // deadline of each Redis call; 0: DefaultRedisTimeout
+	LookupTimeout time.Duration // deadline of one L3 look-up; 0: DefaultLookupTimeout
 
 	Now func() time.Time // nil: time.Now
 
@@ -143,14 +144,18 @@ type Options struct {
 	FailuresPerMinutePerAddress, FailuresPerMinutePerOrg int
 }
 
+// Defaults of Options, applied by New to zero (or negative) fields. The
+// configuration's defaults of the matching settings are these (config.Default).
 const (
-	defaultCacheTTL      = 30 * time.Second
-	defaultCacheSize     = 100_000
-	defaultNegativeTTL   = 60 * time.Second
-	defaultNegativeSize  = 100_000
-	defaultRedisTTL      = 5 * time.Minute
-	defaultRedisTimeout  = 100 * time.Millisecond
-	defaultLookupTimeout = 2 * time.Second
+	DefaultCacheTTL     = 30 * time.Second
+	DefaultCacheSize    = 100_000
+	DefaultNegativeTTL  = 60 * time.Second
+	DefaultNegativeSize = 100_000
+	DefaultRedisTTL     = 5 * time.Minute
+	// DefaultRedisTimeout is the limiter's: one deadline for every Redis
+	// call on the request path.
+	DefaultRedisTimeout  = ratelimit.DefaultTimeout
+	DefaultLookupTimeout = 2 * time.Second
 )
 
 // Stats counts where look-ups were answered. All fields are cumulative.
@@ -203,16 +208,16 @@ func New(opts Options) (*Authenticator, error) {
 			*d = v
 		}
 	}
-	def(&opts.CacheTTL, defaultCacheTTL)
-	def(&opts.NegativeTTL, defaultNegativeTTL)
-	def(&opts.RedisTTL, defaultRedisTTL)
-	def(&opts.RedisTimeout, defaultRedisTimeout)
-	def(&opts.LookupTimeout, defaultLookupTimeout)
+	def(&opts.CacheTTL, DefaultCacheTTL)
+	def(&opts.NegativeTTL, DefaultNegativeTTL)
+	def(&opts.RedisTTL, DefaultRedisTTL)
+	def(&opts.RedisTimeout, DefaultRedisTimeout)
+	def(&opts.LookupTimeout, DefaultLookupTimeout)
 	if opts.CacheSize <= 0 {
-		opts.CacheSize = defaultCacheSize
+		opts.CacheSize = DefaultCacheSize
 	}
 	if opts.NegativeSize <= 0 {
-		opts.NegativeSize = defaultNegativeSize
+		opts.NegativeSize = DefaultNegativeSize
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
