@@ -19,7 +19,6 @@ import (
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
 	"github.com/bulkheadhq/bulkhead/ratelimit"
 	"github.com/bulkheadhq/bulkhead/store"
-	"github.com/bulkheadhq/bulkhead/store/spool"
 )
 
 func serveCmd(ctx context.Context, e env, args []string) error {
@@ -77,11 +76,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), authn)
-	fsync, err := spool.ParseSyncPolicy(cfg.SpoolFsync)
-	if err != nil {
-		return fmt.Errorf("BULKHEAD_SPOOL_FSYNC: %w", err)
-	}
-	wopts := store.WriterOptions{SpoolDir: cfg.SpoolDir, SpoolMaxBytes: cfg.SpoolMaxBytes, Fsync: fsync, Log: log.Named("requestlog")}
+	wopts := store.WriterOptions{SpoolDir: cfg.SpoolDir, SpoolMaxBytes: cfg.SpoolMaxBytes, Fsync: cfg.SpoolSyncPolicy(), Log: log.Named("requestlog")}
 	writer, err := store.NewWriter(st, wopts)
 	if err != nil {
 		return fmt.Errorf("request log (BULKHEAD_SPOOL_DIR): %w", err)
