@@ -33,8 +33,8 @@ var (
 )
 
 // Process is a gateway process as Run starts and stops it: the API and
-// admin listeners and the background loops behind them. Every field but
-// Loops, Grace and Log is required.
+// admin listeners and the background loops behind them. RequestLog,
+// Loops, Grace and Log may be left zero; the rest is required.
 type Process struct {
 	API      apiServer    // serves the OpenAI-compatible API on Listener (a *Server)
 	Listener net.Listener // closed by API.Shutdown
