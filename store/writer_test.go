@@ -893,6 +893,9 @@ func TestWriterOutageWithoutSpool(t *testing.T) {
 	if returned.Load() == n {
 		t.Fatal("every Record returned during the outage")
 	}
+	// A full queue alone does not prove the outage was met: on a loaded
+	// machine the writer may not have tried a write yet.
+	waitFor(t, 10*time.Second, "a write to fail", func() bool { return w.Stats().BatchesFailed > 0 })
 	proxy.Restore()
 	waitFor(t, 20*time.Second, "every record", func() bool { return w.Stats().Written == n })
 	if err := w.stop(t); err != nil {
