@@ -87,12 +87,16 @@ func ownerCount(t *testing.T, owner *pgxpool.Pool, table string, org uuid.UUID) 
 // database's CONNECT and TEMPORARY (deploy/dev/services.sh), and EXECUTE
 // on the functions that keep PostgreSQL's default (PUBLIC): the trigger
 // function of audit_log and prompts_row_id, the default of prompts.id that
-// the app role's inserts evaluate. Anything more is a new way to reach
+// the app role's inserts evaluate; and prompts_create_partitions, which the
+// gateway runs to create the request log's day partitions ahead (00009:
+// it takes no tenant input and creates only the next days' empty
+// partitions). Anything more is a new way to reach
 // tenant data and must be added here, on purpose, with its reason.
 var appPrivileges = []string{
 	"column api_keys.last_used_at: UPDATE",
 	"database: CONNECT, TEMPORARY",
 	"function audit_log_append_only(): EXECUTE",
+	"function prompts_create_partitions(integer): EXECUTE",
 	"function prompts_row_id(timestamp with time zone,uuid): EXECUTE",
 	"schema public: USAGE",
 	"table api_keys: SELECT",
@@ -182,7 +186,7 @@ func TestCatalog(t *testing.T) {
 		rows, _ := conn.Query(ctx, `
 			SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity
 			FROM pg_class c
-			WHERE c.relkind IN ('r', 'p') AND c.relnamespace = 'public'::regnamespace
+			WHERE c.relkind IN ('r', 'p') AND c.relnamespace = 'public'::regnamespace AND NOT c.relispartition
 			  AND (EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'organization_id' AND NOT a.attisdropped)
 			       OR c.relname = 'organizations')
 			ORDER BY 1`)
@@ -207,6 +211,37 @@ func TestCatalog(t *testing.T) {
 		for name := range tenantTables {
 			if !seen[name] {
 				t.Errorf("tenant table %s not found by the catalog query", name)
+			}
+		}
+	})
+
+	// A partition is reached through its parent, whose policy applies;
+	// reached directly, it must show nothing: forced RLS and no policy
+	// (and no grant, which the allowlist below checks).
+	t.Run("every partition of a tenant table has forced RLS and no policy", func(t *testing.T) {
+		rows, _ := conn.Query(ctx, `
+			SELECT c.relname, p.relname, c.relrowsecurity AND c.relforcerowsecurity,
+			       (SELECT count(*) FROM pg_policy pol WHERE pol.polrelid = c.oid)
+			FROM pg_class c JOIN pg_inherits i ON i.inhrelid = c.oid JOIN pg_class p ON p.oid = i.inhparent
+			WHERE c.relispartition AND c.relkind IN ('r', 'p') AND c.relnamespace = 'public'::regnamespace ORDER BY 1`)
+		type part struct {
+			Name, Parent string
+			Forced       bool
+			Policies     int
+		}
+		parts, err := pgx.CollectRows(rows, pgx.RowToStructByPos[part])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(parts) == 0 {
+			t.Fatal("no partition found: prompts is partitioned by day (migration 00009)")
+		}
+		for _, p := range parts {
+			if _, ok := tenantTables[p.Parent]; !ok {
+				t.Errorf("%s is a partition of %s, which is not among the tenant tables this test knows", p.Name, p.Parent)
+			}
+			if !p.Forced || p.Policies != 0 {
+				t.Errorf("partition %s: forced RLS %v, %d policies; want true, 0", p.Name, p.Forced, p.Policies)
 			}
 		}
 	})

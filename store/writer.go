@@ -254,19 +254,20 @@ type runState struct {
 		done  []bool
 	}
 
-	timer     *time.Timer
-	batch     []LogRecord
-	done      []bool
-	groups    map[uuid.UUID]int
-	groupIdx  [][]int
-	orgs      []uuid.UUID
-	scratch   []*scratch // one per transaction worker
-	gs        []int      // group numbers, cut into chunks
-	chunkList [][]int
-	enc       []byte
-	payloads  [][]byte
-	replay    []LogRecord
-	replayIx  []int
+	timer         *time.Timer
+	batch         []LogRecord
+	done          []bool
+	groups        map[uuid.UUID]int
+	groupIdx      [][]int
+	orgs          []uuid.UUID
+	scratch       []*scratch // one per transaction worker
+	gs            []int      // group numbers, cut into chunks
+	chunkList     [][]int
+	partitionsDue time.Time // when maintainPartitions runs next
+	enc           []byte
+	payloads      [][]byte
+	replay        []LogRecord
+	replayIx      []int
 }
 
 // NewWriter returns a Writer that writes through st. With a SpoolDir it

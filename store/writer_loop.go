@@ -129,6 +129,7 @@ func (w *Writer) sleepUntil(ctx context.Context, wake time.Time) (stop bool) {
 // spool; if neither takes it, it is held and retried.
 func (w *Writer) handle(ctx context.Context, batch []LogRecord) {
 	rs := &w.rs
+	w.maintainPartitions(ctx)
 	if rs.replaying {
 		if err := w.spoolBatch(batch); err == nil {
 			return
