@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -79,7 +80,8 @@ func TestPromptsPartitionedMigration(t *testing.T) {
 		t.Errorf("prompts_pkey = %q, %v", pkey, err)
 	}
 
-	// Every partition: forced RLS, no policy, nothing granted to the app role.
+	// Every partition: forced RLS, the parent's policy, nothing granted to
+	// the app role.
 	rows, _ := owner.Query(ctx, `SELECT c.relname, c.relrowsecurity AND c.relforcerowsecurity,
 			(SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid),
 			has_table_privilege('bulkhead_app', c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER')
@@ -95,8 +97,8 @@ func TestPromptsPartitionedMigration(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range parts {
-		if !p.Forced || p.Policies != 0 || p.AppPriv {
-			t.Errorf("partition %s: forced RLS %v, %d policies, app privilege %v; want true, 0, false", p.Name, p.Forced, p.Policies, p.AppPriv)
+		if !p.Forced || p.Policies != 1 || p.AppPriv {
+			t.Errorf("partition %s: forced RLS %v, %d policies, app privilege %v; want true, 1, false", p.Name, p.Forced, p.Policies, p.AppPriv)
 		}
 	}
 
@@ -165,6 +167,15 @@ func TestPromptsPartitionedMigration(t *testing.T) {
 	}
 	if err := app.QueryRow(ctx, `SELECT prompts_create_partitions(40)`).Scan(&created); err != nil || created != 0 {
 		t.Errorf("second prompts_create_partitions(40) = %d, %v; want 0", created, err)
+	}
+	// Inside a tenant's context it refuses: maintenance is no tenant's
+	// operation (THREATS 5).
+	err = st.InTenant(ctx, orgA, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `SELECT prompts_create_partitions(40)`)
+		return err
+	})
+	if !errors.Is(err, store.ErrForbidden) {
+		t.Errorf("prompts_create_partitions in a tenant context: %v, want ErrForbidden", err)
 	}
 	var where string
 	if err := owner.QueryRow(ctx, `SELECT tableoid::regclass::text FROM prompts WHERE request_id = 'new-2'`).Scan(&where); err != nil ||

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -113,5 +114,74 @@ func TestGetPromptByRowID(t *testing.T) {
 	}
 	if _, err := st.GetPrompt(ctx, a, def); err != nil {
 		t.Errorf("row with the default id %s: %v", def, err)
+	}
+}
+
+// ListPrompts searches newest first in windows of time that grow from a
+// day (one day partition's worth first): rows spread from the future to
+// years back come back complete and in order, page by page across the
+// windows' edges, and Since and Until bound them.
+func TestListPromptsAcrossWindows(t *testing.T) {
+	st := storetest.Open(t, store.Options{})
+	owner := storetest.OwnerPool(t)
+	org := newOrgs(t, owner, 1)[0]
+	ctx := context.Background()
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	ages := []time.Duration{-time.Hour, time.Hour, 47 * time.Hour, 10 * 24 * time.Hour, 100 * 24 * time.Hour,
+		400 * 24 * time.Hour, 5 * 365 * 24 * time.Hour}
+	var want []uuid.UUID // newest first
+	for i, age := range ages {
+		ts := now.Add(-age)
+		id := store.NewRowID(ts)
+		want = append(want, id)
+		if _, err := owner.Exec(ctx, `INSERT INTO prompts (organization_id, id, request_id, model, status, created_at)
+			VALUES ($1, $2, $3, 'm', 200, $4)`, org, id, "w"+string(rune('a'+i)), ts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := func(ps []store.Prompt) []uuid.UUID {
+		var out []uuid.UUID
+		for _, p := range ps {
+			out = append(out, p.ID)
+		}
+		return out
+	}
+	all, err := st.ListPrompts(ctx, org, store.PromptFilter{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(all); !slices.Equal(got, want) {
+		t.Fatalf("one page: %v, want %v", got, want)
+	}
+	var paged []uuid.UUID
+	f := store.PromptFilter{Limit: 2}
+	for range len(want) {
+		page, err := st.ListPrompts(ctx, org, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		paged = append(paged, ids(page)...)
+		last := page[len(page)-1]
+		f.After = &store.Cursor{CreatedAt: last.CreatedAt, ID: last.ID}
+	}
+	if !slices.Equal(paged, want) {
+		t.Errorf("pages of 2: %v, want %v", paged, want)
+	}
+	since, err := st.ListPrompts(ctx, org, store.PromptFilter{Limit: 100, Since: now.Add(-50 * 24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(since); !slices.Equal(got, want[:4]) {
+		t.Errorf("since 50 days ago: %v, want %v", got, want[:4])
+	}
+	until, err := st.ListPrompts(ctx, org, store.PromptFilter{Limit: 100, Until: now.Add(-24 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(until); !slices.Equal(got, want[2:]) {
+		t.Errorf("until a day ago: %v, want %v", got, want[2:])
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -216,9 +217,10 @@ func TestCatalog(t *testing.T) {
 	})
 
 	// A partition is reached through its parent, whose policy applies;
-	// reached directly, it must show nothing: forced RLS and no policy
-	// (and no grant, which the allowlist below checks).
-	t.Run("every partition of a tenant table has forced RLS and no policy", func(t *testing.T) {
+	// reached directly, it holds whoever may reach it to a tenant: forced
+	// RLS and the parent's one policy, and no grant to the app role (the
+	// allowlist below).
+	t.Run("every partition of a tenant table has forced RLS and one policy", func(t *testing.T) {
 		rows, _ := conn.Query(ctx, `
 			SELECT c.relname, p.relname, c.relrowsecurity AND c.relforcerowsecurity,
 			       (SELECT count(*) FROM pg_policy pol WHERE pol.polrelid = c.oid)
@@ -240,8 +242,8 @@ func TestCatalog(t *testing.T) {
 			if _, ok := tenantTables[p.Parent]; !ok {
 				t.Errorf("%s is a partition of %s, which is not among the tenant tables this test knows", p.Name, p.Parent)
 			}
-			if !p.Forced || p.Policies != 0 {
-				t.Errorf("partition %s: forced RLS %v, %d policies; want true, 0", p.Name, p.Forced, p.Policies)
+			if !p.Forced || p.Policies != 1 {
+				t.Errorf("partition %s: forced RLS %v, %d policies; want true, 1", p.Name, p.Forced, p.Policies)
 			}
 		}
 	})
@@ -280,7 +282,19 @@ func TestCatalog(t *testing.T) {
 				}
 				got[p.Table] = append(got[p.Table], p)
 			}
-			for table, col := range tenantTables {
+			// Partitions carry their parent's policy (checked to be one above).
+			tables := maps.Clone(tenantTables)
+			parts, _ := tx.Query(ctx, `SELECT c.relname::text, p.relname::text FROM pg_inherits i
+				JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+				WHERE c.relkind IN ('r', 'p') AND c.relnamespace = 'public'::regnamespace`)
+			var part, parent string
+			if _, err := pgx.ForEachRow(parts, []any{&part, &parent}, func() error {
+				tables[part] = tenantTables[parent]
+				return nil
+			}); err != nil {
+				return err
+			}
+			for table, col := range tables {
 				ps := got[table]
 				if len(ps) != 1 {
 					var names []string

@@ -4,7 +4,9 @@
 //
 // The database, not this package, is what keeps tenants apart: every tenant
 // table has forced RLS whose policies read the transaction-local setting
-// app.current_tenant_id. InTenant is the only code that sets it.
+// app.current_tenant_id. InTenant (and its read-only form) sets it, and
+// so does the request-log writer, between the tenants of one transaction
+// (writer_insert.go); always transaction-locally.
 package store
 
 import (
@@ -114,6 +116,19 @@ type beginner interface {
 }
 
 func inTenant(ctx context.Context, db beginner, tenant uuid.UUID, fn func(pgx.Tx) error) error {
+	return beginTenant(ctx, db, "BEGIN", tenant, "", fn)
+}
+
+// inTenantRead is InTenant for the read API: a READ ONLY transaction whose
+// statements are planned for their parameters' values every time
+// (plan_cache_mode = force_custom_plan), so that the partitions of prompts
+// outside a query's time range are pruned while planning: a cached generic
+// plan would open and lock every day partition at each execution.
+func (s *Store) inTenantRead(ctx context.Context, tenant uuid.UUID, fn func(pgx.Tx) error) error {
+	return classify(beginTenant(ctx, s.pool, "BEGIN READ ONLY", tenant, "; SET LOCAL plan_cache_mode = force_custom_plan", fn))
+}
+
+func beginTenant(ctx context.Context, db beginner, begin string, tenant uuid.UUID, then string, fn func(pgx.Tx) error) error {
 	if tenant == uuid.Nil {
 		return ErrNoTenant
 	}
@@ -121,7 +136,7 @@ func inTenant(ctx context.Context, db beginner, tenant uuid.UUID, fn func(pgx.Tx
 	// simple-protocol message: one round trip instead of two. Inlining is
 	// safe because the value is uuid.UUID's own canonical formatting (hex
 	// digits and dashes), never text from a request.
-	opts := pgx.TxOptions{BeginQuery: "BEGIN; SELECT set_config('" + TenantSetting + "', '" + tenant.String() + "', true)"}
+	opts := pgx.TxOptions{BeginQuery: begin + "; SELECT set_config('" + TenantSetting + "', '" + tenant.String() + "', true)" + then}
 	return pgx.BeginTxFunc(ctx, db, opts, fn)
 }
 

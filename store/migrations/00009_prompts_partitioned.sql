@@ -19,8 +19,8 @@
 --     references trigger are those of the old table. Policies and grants
 --     apply to the parent, through which every statement goes.
 --   * Each partition (prompts_legacy, prompts_default, prompts_YYYYMMDD)
---     has forced RLS, no policy and no grant: reached directly it shows
---     nothing to anyone but the owner's BYPASSRLS.
+--     has forced RLS, the parent's one policy and no grant: the app role
+--     cannot reach it directly, and whoever may is held to a tenant.
 --   * prompts_default takes a row no day partition covers (a clock far
 --     ahead, or a replay of a day that retention already dropped); it is
 --     normally empty, and prompts_create_partitions moves its rows into a
@@ -50,6 +50,12 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_partitioned_table WHERE partrelid = 'public.prompts'::regclass) THEN
         RETURN 0;
     END IF;
+    -- Maintenance, not a tenant's operation: refused inside a tenant
+    -- context (THREATS 5), so no tenant's request can be made to run it.
+    IF NULLIF(current_setting('app.current_tenant_id', true), '') IS NOT NULL THEN
+        RAISE EXCEPTION 'prompts_create_partitions runs outside any tenant context'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     PERFORM pg_advisory_xact_lock(hashtext('bulkhead.prompts_create_partitions'));
     -- The upper bound of prompts_legacy (FOR VALUES FROM (MINVALUE) TO ('...')), if attached.
     SELECT substring(pg_get_expr(c.relpartbound, c.oid) FROM $re$TO \('([^']+)'\)$re$)::timestamptz INTO legacy_end
@@ -73,6 +79,9 @@ BEGIN
             EXECUTE format('CREATE TABLE public.%I PARTITION OF public.prompts FOR VALUES FROM (%L) TO (%L)', part, lo, hi);
         END IF;
         EXECUTE format('ALTER TABLE public.%I ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY', part);
+        EXECUTE format('CREATE POLICY tenant_isolation ON public.%I
+            USING (organization_id = (SELECT NULLIF(current_setting(''app.current_tenant_id'', true), '''')::uuid))
+            WITH CHECK (organization_id = (SELECT NULLIF(current_setting(''app.current_tenant_id'', true), '''')::uuid))', part);
         EXECUTE format('REVOKE ALL ON public.%I FROM PUBLIC', part);
         created := created + 1;
     END LOOP;
@@ -134,7 +143,6 @@ BEGIN
     ALTER TABLE public.prompts RENAME TO prompts_legacy;
     ALTER INDEX public.prompts_pkey RENAME TO prompts_legacy_pkey;
     DROP TRIGGER prompts_check_references ON public.prompts_legacy;
-    DROP POLICY tenant_isolation ON public.prompts_legacy;
     REVOKE ALL ON public.prompts_legacy FROM PUBLIC, bulkhead_app;
 
     CREATE TABLE public.prompts (LIKE public.prompts_legacy INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)
@@ -145,6 +153,9 @@ BEGIN
 
     CREATE TABLE public.prompts_default PARTITION OF public.prompts DEFAULT;
     ALTER TABLE public.prompts_default ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+    CREATE POLICY tenant_isolation ON public.prompts_default
+        USING (organization_id = (SELECT NULLIF(current_setting('app.current_tenant_id', true), '')::uuid))
+        WITH CHECK (organization_id = (SELECT NULLIF(current_setting('app.current_tenant_id', true), '')::uuid));
     REVOKE ALL ON public.prompts_default FROM PUBLIC;
 
     ALTER TABLE public.prompts ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
