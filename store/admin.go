@@ -42,8 +42,14 @@ type Organization struct {
 	ID          uuid.UUID `json:"id"`
 	Name        string    `json:"name"`
 	CaptureMode string    `json:"capture_mode"`
-	CreatedAt   time.Time `json:"created_at"`
+	// RetentionDays: how many days its request log is kept; 0 forever;
+	// nil the installation's default (bulkhead retention).
+	RetentionDays *int      `json:"retention_days"`
+	CreatedAt     time.Time `json:"created_at"`
 }
+
+// orgColumns are Organization's columns, in its order.
+const orgColumns = `id, name, capture_mode, retention_days, created_at`
 
 // Capture modes of an organization's request log.
 const (
@@ -65,8 +71,8 @@ func (a *Admin) CreateOrgWith(ctx context.Context, name, capture string) (Organi
 	org := Organization{ID: uuid.New(), Name: name}
 	err := a.inTenant(ctx, org.ID, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx,
-			`INSERT INTO organizations (id, name, capture_mode) VALUES ($1, $2, $3) RETURNING capture_mode, created_at`,
-			org.ID, name, capture).Scan(&org.CaptureMode, &org.CreatedAt)
+			`INSERT INTO organizations (id, name, capture_mode) VALUES ($1, $2, $3) RETURNING capture_mode, retention_days, created_at`,
+			org.ID, name, capture).Scan(&org.CaptureMode, &org.RetentionDays, &org.CreatedAt)
 		if err != nil {
 			return err
 		}
@@ -80,7 +86,7 @@ func (a *Admin) CreateOrgWith(ctx context.Context, name, capture string) (Organi
 
 // Orgs lists every organization, oldest first.
 func (a *Admin) Orgs(ctx context.Context) ([]Organization, error) {
-	rows, err := a.pool.Query(ctx, `SELECT id, name, capture_mode, created_at FROM organizations ORDER BY created_at, id`)
+	rows, err := a.pool.Query(ctx, `SELECT `+orgColumns+` FROM organizations ORDER BY created_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("listing organizations: %w", err)
 	}
@@ -91,18 +97,43 @@ func (a *Admin) Orgs(ctx context.Context) ([]Organization, error) {
 	return orgs, nil
 }
 
-// UpdateOrg changes an organization's name and/or capture mode (empty
-// values keep the current ones).
-func (a *Admin) UpdateOrg(ctx context.Context, id uuid.UUID, name, capture string) (Organization, error) {
+// OrgChanges are the changes UpdateOrg makes; zero fields keep what is.
+type OrgChanges struct {
+	Name    string
+	Capture string
+	// Retention: nil keeps it; else InheritRetention (-1) unsets it (the
+	// installation's default applies), Forever or days set it.
+	Retention *Retention
+}
+
+// InheritRetention, as OrgChanges.Retention, gives the organization back
+// the installation's default.
+const InheritRetention Retention = -1
+
+// UpdateOrg changes an organization's name, capture mode and retention.
+func (a *Admin) UpdateOrg(ctx context.Context, id uuid.UUID, c OrgChanges) (Organization, error) {
 	var o Organization
+	setRetention, retention := c.Retention != nil, (*int)(nil)
+	details := map[string]any{"name": c.Name, "capture": c.Capture}
+	if setRetention && *c.Retention != InheritRetention {
+		days := int(*c.Retention)
+		retention = &days
+		details["retention"] = c.Retention.String()
+	} else if setRetention {
+		details["retention"] = "default"
+	}
 	err := a.inTenant(ctx, id, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `UPDATE organizations SET name = coalesce(nullif($2, ''), name),
-			capture_mode = coalesce(nullif($3, ''), capture_mode) WHERE id = $1
-			RETURNING id, name, capture_mode, created_at`, id, name, capture).Scan(&o.ID, &o.Name, &o.CaptureMode, &o.CreatedAt)
+			capture_mode = coalesce(nullif($3, ''), capture_mode),
+			retention_days = CASE WHEN $4 THEN $5 ELSE retention_days END,
+			retention_swept_until = CASE WHEN $4 THEN NULL ELSE retention_swept_until END
+			WHERE id = $1
+			RETURNING `+orgColumns, id, c.Name, c.Capture, setRetention, retention).
+			Scan(&o.ID, &o.Name, &o.CaptureMode, &o.RetentionDays, &o.CreatedAt)
 		if err != nil {
 			return err
 		}
-		return audit(ctx, tx, id, a.actor, "org.update", id.String(), map[string]any{"name": name, "capture": capture})
+		return audit(ctx, tx, id, a.actor, "org.update", id.String(), details)
 	})
 	if err != nil {
 		return Organization{}, fmt.Errorf("updating organization %s: %w", id, classify(err))
@@ -114,8 +145,8 @@ func (a *Admin) UpdateOrg(ctx context.Context, id uuid.UUID, name, capture strin
 func (a *Admin) OrgByName(ctx context.Context, name string) (Organization, error) {
 	var o Organization
 	err := a.pool.QueryRow(ctx,
-		`SELECT id, name, capture_mode, created_at FROM organizations WHERE name = $1 ORDER BY created_at, id LIMIT 1`,
-		name).Scan(&o.ID, &o.Name, &o.CaptureMode, &o.CreatedAt)
+		`SELECT `+orgColumns+` FROM organizations WHERE name = $1 ORDER BY created_at, id LIMIT 1`,
+		name).Scan(&o.ID, &o.Name, &o.CaptureMode, &o.RetentionDays, &o.CreatedAt)
 	if err != nil {
 		return Organization{}, fmt.Errorf("finding organization %q: %w", name, classify(err))
 	}
@@ -182,9 +213,13 @@ func audit(ctx context.Context, tx pgx.Tx, org uuid.UUID, actor, action, target 
 	if err != nil {
 		return fmt.Errorf("audit details: %w", err)
 	}
+	var orgArg any = org
+	if org == uuid.Nil { // installation-wide (the owner only)
+		orgArg = nil
+	}
 	_, err = tx.Exec(ctx,
 		`INSERT INTO audit_log (organization_id, actor, action, target, details) VALUES ($1, $2, $3, $4, $5)`,
-		org, actor, action, target, b)
+		orgArg, actor, action, target, b)
 	if err != nil {
 		return fmt.Errorf("writing audit row: %w", err)
 	}

@@ -91,12 +91,16 @@ func ownerCount(t *testing.T, owner *pgxpool.Pool, table string, org uuid.UUID) 
 // the app role's inserts evaluate; and prompts_create_partitions, which the
 // gateway runs to create the request log's day partitions ahead (00009:
 // it takes no tenant input and creates only the next days' empty
-// partitions). Anything more is a new way to reach
+// partitions); and prompts_apply_retention, which the gateway runs to
+// apply the retentions the operator set (00010: it reads them from the
+// database, takes only a batch size, and refuses a tenant context).
+// Anything more is a new way to reach
 // tenant data and must be added here, on purpose, with its reason.
 var appPrivileges = []string{
 	"column api_keys.last_used_at: UPDATE",
 	"database: CONNECT, TEMPORARY",
 	"function audit_log_append_only(): EXECUTE",
+	"function prompts_apply_retention(integer): EXECUTE",
 	"function prompts_create_partitions(integer): EXECUTE",
 	"function prompts_row_id(timestamp with time zone,uuid): EXECUTE",
 	"schema public: USAGE",

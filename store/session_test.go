@@ -132,7 +132,10 @@ func TestStoreCallsLeaveNoTenantSetting(t *testing.T) {
 		call func() (err error)
 	}{
 		{"CreateOrg", func() (err error) { org, err = admin.CreateOrg(ctx, "session test"); return err }},
-		{"UpdateOrg", func() error { _, err := admin.UpdateOrg(ctx, org.ID, "", store.CaptureMetadata); return err }},
+		{"UpdateOrg", func() error {
+			_, err := admin.UpdateOrg(ctx, org.ID, store.OrgChanges{Capture: store.CaptureMetadata})
+			return err
+		}},
 		{"CreateKey", func() (err error) {
 			key, err = admin.CreateKey(ctx, store.NewKey{OrgID: org.ID, Hash: [32]byte{byte(time.Now().UnixNano())}, DisplayPrefix: "sk_x", Name: "x", RateLimitPerMinute: 1})
 			return err

@@ -121,6 +121,15 @@ func orgCreate(ctx context.Context, e env, args []string) error {
 	})
 }
 
+// retentionText shows an organization's retention: default, forever or
+// N days.
+func retentionText(days *int) string {
+	if days == nil {
+		return "default"
+	}
+	return store.Retention(*days).String()
+}
+
 func orgList(ctx context.Context, e env, args []string) error {
 	fs, path := flags(e, "org list")
 	asJSON := fs.Bool("json", false, "print JSON")
@@ -136,9 +145,9 @@ func orgList(ctx context.Context, e env, args []string) error {
 			return printJSON(e, orgs)
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tCAPTURE\tCREATED")
+		fmt.Fprintln(tw, "ID\tNAME\tCAPTURE\tRETENTION\tCREATED")
 		for _, o := range orgs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", o.ID, o.Name, o.CaptureMode, o.CreatedAt.UTC().Format(time.RFC3339))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", o.ID, o.Name, o.CaptureMode, retentionText(o.RetentionDays), o.CreatedAt.UTC().Format(time.RFC3339))
 		}
 		return tw.Flush()
 	})
@@ -148,19 +157,33 @@ func orgUpdate(ctx context.Context, e env, args []string) error {
 	fs, path := flags(e, "org update")
 	name := fs.String("name", "", "new name (empty: keep)")
 	capture := fs.String("capture", "", "full or metadata (empty: keep)")
+	retention := fs.String("retention", "", "how long its request log is kept: 30d (days), forever, or default (the installation's, BULKHEAD_RETENTION); empty: keep")
 	asJSON := fs.Bool("json", false, "print JSON")
-	id, err := parseOneID(fs, args, "usage: bulkhead org update ID [--name NAME] [--capture full|metadata]")
+	id, err := parseOneID(fs, args, "usage: bulkhead org update ID [--name NAME] [--capture full|metadata] [--retention 30d|forever|default]")
 	if err != nil {
 		return err
 	}
 	if *capture != "" && !store.ValidCaptureMode(*capture) {
 		return fmt.Errorf("org update: --capture must be full or metadata, got %q", *capture)
 	}
-	if *name == "" && *capture == "" {
-		return errors.New("org update: nothing to change: give --name and/or --capture")
+	changes := store.OrgChanges{Name: *name, Capture: *capture}
+	switch *retention {
+	case "":
+	case "default":
+		r := store.InheritRetention
+		changes.Retention = &r
+	default:
+		r, err := store.ParseRetention(*retention)
+		if err != nil {
+			return fmt.Errorf("org update: --retention: %w", err)
+		}
+		changes.Retention = &r
+	}
+	if *name == "" && *capture == "" && changes.Retention == nil {
+		return errors.New("org update: nothing to change: give --name, --capture and/or --retention")
 	}
 	return withAdmin(ctx, e, *path, func(ctx context.Context, a *store.Admin) error {
-		org, err := a.UpdateOrg(ctx, id, *name, *capture)
+		org, err := a.UpdateOrg(ctx, id, changes)
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("org update: no organization %s", id)
 		}
@@ -170,7 +193,7 @@ func orgUpdate(ctx context.Context, e env, args []string) error {
 		if *asJSON {
 			return printJSON(e, org)
 		}
-		fmt.Fprintf(e.stdout, "organization %s: name %q, capture %s\n", org.ID, org.Name, org.CaptureMode)
+		fmt.Fprintf(e.stdout, "organization %s: name %q, capture %s, retention %s\n", org.ID, org.Name, org.CaptureMode, retentionText(org.RetentionDays))
 		return nil
 	})
 }
