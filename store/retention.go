@@ -3,12 +3,14 @@ package store
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
 )
 
 // Retention is how long an organization's request log is kept, in whole
@@ -129,4 +131,33 @@ func (a *Admin) SetDefaultRetention(ctx context.Context, r Retention) (bool, err
 		return false, fmt.Errorf("setting the default retention: %w", classify(err))
 	}
 	return changed, nil
+}
+
+// RunRetention applies retention (ApplyRetention) every interval, the
+// first time after a random fraction of it, so that replicas started
+// together spread their runs (concurrent runs take turns in PostgreSQL
+// anyway), until ctx ends; it then returns nil. A failed run is logged and
+// tried again at the next interval.
+func (s *Store) RunRetention(ctx context.Context, interval time.Duration, log *zap.Logger) error {
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(interval)/4 + 1)))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		start := time.Now()
+		res, err := s.ApplyRetention(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			log.Warn("retention: run failed; trying again later", zap.Error(err), zap.Duration("in", interval))
+		case res != RetentionResult{}:
+			log.Info("retention: expired request-log rows removed", zap.Int("partitions_dropped", res.PartitionsDropped),
+				zap.Int64("rows_deleted", res.RowsDeleted), zap.Duration("took", time.Since(start)))
+		}
+		t.Reset(interval)
+	}
 }
