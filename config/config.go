@@ -92,6 +92,9 @@ type Config struct {
 	SpoolMaxBytes int64  `yaml:"spool_max_bytes" env:"BULKHEAD_SPOOL_MAX_BYTES" help:"spool size at which new requests get 503 rather than risk a record"`
 	SpoolFsync    string `yaml:"spool_fsync" env:"BULKHEAD_SPOOL_FSYNC" help:"when the request log's journal and spool reach the disk: interval (written before each answer is sent, fsynced every second: a machine crash may lose the last second), batch (fsynced before each answer is sent; costs an fsync per group of concurrent requests) or never (left to the kernel); a process crash loses nothing under any of them"`
 
+	Retention         string        `yaml:"retention" env:"BULKHEAD_RETENTION" help:"the installation's default retention of the request log: 30d (days), or forever (also empty); organizations may have their own (org update --retention). Recorded in the database by bulkhead migrate and bulkhead retention run (owner role); the gateways apply what is recorded"`
+	RetentionInterval time.Duration `yaml:"retention_interval" env:"BULKHEAD_RETENTION_INTERVAL" help:"how often each gateway applies the recorded retentions (dropping whole days, deleting the rest in audited steps); 0 never"`
+
 	MaxRequestBodyBytes int           `yaml:"max_request_body_bytes" env:"BULKHEAD_MAX_REQUEST_BODY_BYTES" help:"largest request body accepted; larger bodies get 413"`
 	ShutdownTimeout     time.Duration `yaml:"shutdown_timeout" env:"BULKHEAD_SHUTDOWN_TIMEOUT" help:"how long in-flight requests may take to finish after SIGTERM"`
 
@@ -177,6 +180,9 @@ func Default() Config {
 		SpoolDir:      ".run/spool",
 		SpoolMaxBytes: store.DefaultSpoolMaxBytes,
 		SpoolFsync:    spool.SyncInterval.String(),
+
+		Retention:         "",
+		RetentionInterval: time.Hour,
 
 		MaxRequestBodyBytes: 4 << 20,
 		ShutdownTimeout:     30 * time.Second,
@@ -440,6 +446,12 @@ func (c Config) Validate() error {
 	}
 	// Exactly the policies' names: ParseSyncPolicy also takes "" and
 	// any case, which this setting never did.
+	if _, err := store.ParseRetention(c.Retention); err != nil {
+		bad("BULKHEAD_RETENTION", "want a number of days like 30d, or empty to keep forever, got %q", c.Retention)
+	}
+	if c.RetentionInterval < 0 {
+		bad("BULKHEAD_RETENTION_INTERVAL", "must not be negative, got %s", c.RetentionInterval)
+	}
 	if p, err := spool.ParseSyncPolicy(c.SpoolFsync); err != nil || p.String() != c.SpoolFsync {
 		bad("BULKHEAD_SPOOL_FSYNC", "want interval, batch or never, got %q", c.SpoolFsync)
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"go.uber.org/zap"
+
 	"github.com/bulkheadhq/bulkhead/store"
 	"github.com/bulkheadhq/bulkhead/store/storetest"
 )
@@ -158,5 +160,58 @@ func TestRetention(t *testing.T) {
 	again, err := app.ApplyRetention(ctx)
 	if err != nil || again != (store.RetentionResult{}) {
 		t.Errorf("second run: %+v, %v; want nothing to do", again, err)
+	}
+}
+
+// RunRetention, the gateway's loop, applies what the database records
+// without being asked, and returns nil when its context ends.
+func TestRunRetentionLoop(t *testing.T) {
+	ownerDSN, appDSN := storetest.ScratchDatabase(t)
+	ctx := context.Background()
+	if _, err := store.Migrate(ctx, ownerDSN); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := store.OpenAdmin(ctx, ownerDSN, "test:retention")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if _, err := admin.SetDefaultRetention(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	o, err := admin.CreateOrg(ctx, "loop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner, err := pgxpool.New(ctx, ownerDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.Close()
+	if _, err := owner.Exec(ctx, `INSERT INTO prompts (organization_id, id, request_id, model, status, created_at)
+		VALUES ($1, prompts_row_id(now() - interval '5 days', gen_random_uuid()), 'old', 'm', 200, now() - interval '5 days'),
+		       ($1, prompts_row_id(now(), gen_random_uuid()), 'new', 'm', 200, now())`, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	app, err := store.Open(ctx, appDSN, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	lctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- app.RunRetention(lctx, 50*time.Millisecond, zap.NewNop()) }()
+	waitFor(t, 10*time.Second, "the old row to go", func() bool {
+		var n int
+		_ = owner.QueryRow(ctx, `SELECT count(*) FROM prompts WHERE organization_id = $1 AND request_id = 'old'`, o.ID).Scan(&n)
+		return n == 0
+	})
+	cancel()
+	if err := <-errc; err != nil {
+		t.Errorf("RunRetention returned %v after its context ended, want nil", err)
+	}
+	var kept int
+	if err := owner.QueryRow(ctx, `SELECT count(*) FROM prompts WHERE organization_id = $1 AND request_id = 'new'`, o.ID).Scan(&kept); err != nil || kept != 1 {
+		t.Errorf("today's row: %d (%v), want kept", kept, err)
 	}
 }

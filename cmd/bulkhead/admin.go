@@ -41,10 +41,16 @@ func migrateCmd(ctx context.Context, e env, args []string) error {
 	}
 	if len(applied) == 0 {
 		fmt.Fprintln(e.stdout, "schema is up to date")
-		return nil
+	} else {
+		fmt.Fprintf(e.stdout, "applied migrations %v\n", applied)
 	}
-	fmt.Fprintf(e.stdout, "applied migrations %v\n", applied)
-	return nil
+	a, err := store.OpenAdmin(ctx, cfg.AdminDatabaseURL.Reveal(), actor())
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	_, err = recordRetention(ctx, e, a, cfg)
+	return err
 }
 
 // withAdmin loads the configuration and runs fn with an owner connection.

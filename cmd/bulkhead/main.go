@@ -2,14 +2,15 @@
 // binary with subcommands:
 //
 //	bulkhead serve                      run the gateway
-//	bulkhead migrate                    apply database migrations (owner role)
+//	bulkhead migrate                    apply database migrations (owner role); record BULKHEAD_RETENTION
 //	bulkhead org create --name NAME     create an organization (tenant)
 //	bulkhead org list                   list organizations
-//	bulkhead org update ID [--name N] [--capture full|metadata]
+//	bulkhead org update ID [--name N] [--capture full|metadata] [--retention 30d|forever|default]
 //	bulkhead org delete ID              delete an organization and all its data
 //	bulkhead key create --org ID --name NAME --rpm N [--tpm N] [--expires D]
 //	bulkhead key list --org ID | revoke ID | rotate ID [--overlap D]
 //	bulkhead key update ID [--rpm N] [--tpm N]
+//	bulkhead retention run              remove the request log's rows past their retention
 //	bulkhead demo                       ensure the demo organization exists
 //	bulkhead config [--markdown]        print the effective configuration
 //
@@ -59,6 +60,7 @@ func commands() []command {
 		{"migrate", "apply database migrations as the owner role", migrateCmd},
 		{"org", "manage organizations: create, list, update, delete", orgCmd},
 		{"key", "manage API keys: create, list, update, revoke, rotate", keyCmd},
+		{"retention", "run: record BULKHEAD_RETENTION as the default and remove the request log's rows past their retention", retentionCmd},
 		{"demo", "ensure the demo organization exists and print how to use it", demoCmd},
 		{"config", "print the effective configuration (secrets redacted), or --markdown the settings table", configCmd},
 	}

@@ -127,6 +127,17 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	log.Info("serving", zap.String("listen", ln.Addr().String()), zap.String("admin", adminLn.Addr().String()),
 		zap.String("upstream", cfg.UpstreamURL), zap.Int("routes", len(cfg.Upstreams)))
 
+	loops := []gateway.Loop{
+		{Name: "auth", Run: authn.Run}, // invalidation events
+		{Name: "health", Run: health.Run},
+		{Name: "ratelimit", Run: lim.Run}, // heartbeats count the replicas that share the fallback
+	}
+	if cfg.RetentionInterval > 0 {
+		loops = append(loops, gateway.Loop{Name: "retention", Run: func(ctx context.Context) error {
+			return st.RunRetention(ctx, cfg.RetentionInterval, log.Named("retention"))
+		}})
+	}
+
 	// On SIGTERM (ctx done) Run stops in order: not ready, grace, drain,
 	// then the request log's flush; see gateway.Run.
 	return gateway.Run(ctx, gateway.Process{
@@ -134,11 +145,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		Admin: gateway.AdminHandler(health, reg), AdminListener: adminLn,
 		Health:     health,
 		RequestLog: writer.Run,
-		Loops: []gateway.Loop{
-			{Name: "auth", Run: authn.Run}, // invalidation events
-			{Name: "health", Run: health.Run},
-			{Name: "ratelimit", Run: lim.Run}, // heartbeats count the replicas that share the fallback
-		},
+		Loops: loops,
 		Grace: cfg.ShutdownGrace, Drain: cfg.ShutdownTimeout,
 		Log: log,
 	})
