@@ -145,8 +145,8 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		Admin: gateway.AdminHandler(health, reg), AdminListener: adminLn,
 		Health:     health,
 		RequestLog: writer.Run,
-		Loops: loops,
-		Grace: cfg.ShutdownGrace, Drain: cfg.ShutdownTimeout,
+		Loops:      loops,
+		Grace:      cfg.ShutdownGrace, Drain: cfg.ShutdownTimeout,
 		Log: log,
 	})
 }
