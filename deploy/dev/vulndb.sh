@@ -34,7 +34,9 @@ dir="$("$GO" env GOCACHE)/bulkhead-vulndb-$ver"
 
 if [ ! -f "$dir/index/modules.json" ]; then
 	printf 'vulndb: building the vulnerability database from %s into %s\n' "$VULNDB" "$dir" >&2
-	src=$("$GO" mod download -json "$VULNDB" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+	# -json puts a failure's reason on stdout, in its Error field: show it.
+	json=$("$GO" mod download -json "$VULNDB") || { printf 'vulndb: cannot download %s:\n%s\n' "$VULNDB" "$json" >&2; exit 1; }
+	src=$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 	[ -d "$src/data/osv" ] || { echo "vulndb: no data/osv in $VULNDB ($src)" >&2; exit 1; }
 	mkdir -p "$(dirname "$dir")"
 	tmp=$(mktemp -d "$dir.tmp.XXXXXX")
