@@ -21,13 +21,21 @@ run: services build
 vet:
 	$(GO) vet ./...
 
-# lint: the other gates of make test: formatting, a tidy module, and
-# staticcheck at a pinned version, fetched through the Go module proxy.
+# lint: the other gates of make test: formatting, a tidy module, staticcheck,
+# and govulncheck, which fails when the code calls a known-vulnerable function
+# of a dependency or of the Go standard library (the Go that runs it: check
+# `go version`). Each tool is pinned and fetched through the Go module proxy,
+# and so is govulncheck's database: deploy/dev/vulndb.sh builds it once per
+# machine from the pinned golang.org/x/vulndb snapshot (bump VULNDB for newer
+# advisories) because govulncheck's default, the online database, is out of reach.
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+GOVULNCHECK ?= golang.org/x/vuln/cmd/govulncheck@v1.9.0
+VULNDB      ?= golang.org/x/vulndb@v0.0.0-20261105234957-e22db6528018
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) mod tidy -diff
 	$(GO) run $(STATICCHECK) ./...
+	db=$$(GO=$(GO) VULNDB=$(VULNDB) bash deploy/dev/vulndb.sh) && $(GO) run $(GOVULNCHECK) -db "file://$$db" ./...
 
 test: services vet lint
 	$(GO) test $(TESTFLAGS) ./...
