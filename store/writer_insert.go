@@ -285,14 +285,13 @@ type scratch struct {
 // missing organization reads as no text (and the references trigger then
 // refuses the rows). The arrays are unnested in the select list, which
 // PostgreSQL streams; unnest in FROM would first copy every row into a
-// tuplestore (measured: 15% more time for 50,000 rows).
+// tuplestore (BenchmarkWriterRLS; README, Performance).
 //
 // Fresh batches from the queue use it as is: their ids were assigned by
 // this process and never written. Replays of the spool, which may repeat
 // rows an earlier process committed, and the row-by-row retry use
-// insertIdempotent. Skipping ON CONFLICT's speculative insertion where
-// it cannot apply saved a third of the statement's time in the same
-// measurement. Should a fresh batch still meet a committed id (a commit
+// insertIdempotent: ON CONFLICT's speculative insertion is skipped where
+// it cannot apply (BenchmarkWriterRLS). Should a fresh batch still meet a committed id (a commit
 // whose outcome was lost, then retried), the unique violation sends it to
 // the row-by-row retry, which skips the duplicate.
 //
@@ -431,9 +430,8 @@ func clamp32(v int64) int32 {
 // beyond it go in further statements of the same transaction. PostgreSQL
 // refuses messages over 1 GiB and big ones cost memory on both sides; and
 // the references trigger's transition table holds a statement's rows,
-// which spill to a temporary file past work_mem (4 MB by default): a
-// profile of the writer's backend showed 11% of its time in that file's
-// writes with 8 MiB statements.
+// which spill to a temporary file past work_mem (4 MB by default; seen in
+// a profile of the writer's backend, README, Performance).
 const maxStatementBytes = 2 << 20
 
 // maxRecordBytes is the largest record Record takes, so that every
