@@ -16,8 +16,9 @@ import (
 // Shutdown with open streams: in-flight streams run until the drain
 // deadline, are then cut with an error event, and every one is recorded.
 func TestShutdownCutsStreamsAndRecordsThem(t *testing.T) {
-	h := newHarnessWith(t, mock.Options{ChunkDelay: 50 * time.Millisecond, Chunks: 100}, nil) // 5s streams
+	h := newFakeHarnessWith(t, nil, mock.Options{ChunkDelay: 50 * time.Millisecond, Chunks: 100}, nil) // 5s streams
 	_, key, _ := h.tenant(1_000_000)
+	client := h.httpClient()
 	const n = 20
 	var wg sync.WaitGroup
 	flowing := make(chan struct{}, n)
@@ -29,7 +30,7 @@ func TestShutdownCutsStreamsAndRecordsThem(t *testing.T) {
 				strings.NewReader(`{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}`))
 			req.Header.Set("Authorization", "Bearer "+key)
 			req.Header.Set("X-Request-Id", "shutdown-"+strconv.Itoa(i))
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := client.Do(req)
 			if err != nil {
 				t.Errorf("stream %d: %v", i, err)
 				flowing <- struct{}{}
