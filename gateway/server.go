@@ -122,12 +122,16 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Shutdown stops accepting connections and lets in-flight requests and
 // streams finish until ctx ends; then it cuts the streams still open (they
-// are recorded with what arrived) and waits for their writers to finish.
+// are recorded with what arrived), waits for their writers to finish and
+// closes the idle connections to the upstreams.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.ShutdownWithContext(ctx)
 	s.cancelBase()
 	s.streams.Wait()
 	s.background.Wait()
+	for _, up := range s.router.all {
+		up.client.CloseIdleConnections() // else open until idle for 30s
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return nil // the drain deadline passed; the cut streams were recorded
 	}
