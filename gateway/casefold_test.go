@@ -14,9 +14,10 @@ import (
 // another prompt. The gateway refuses it before forwarding, naming it as
 // sent.
 func TestCaseVariantMembersRefused(t *testing.T) {
+	n := newMemNet(t)
 	var c captured
-	addr := captureUpstream(t, &c, 200, okChat)
-	h := newHarness(t, func(cfg *config.Config) { cfg.UpstreamURL = "http://" + addr + "/v1" })
+	addr := captureUpstream(n, &c, 200, okChat)
+	h := newFakeHarness(t, n, func(cfg *config.Config) { cfg.UpstreamURL = "http://" + addr + "/v1" })
 	_, key, _ := h.tenant(1000)
 	long := strings.Repeat("six thousand tokens ", 1200)
 	for _, tc := range []struct {

@@ -21,7 +21,7 @@ func (h *harness) doRepeated(headers ...string) reply {
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Add(headers[i], headers[i+1])
 	}
-	if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil {
+	if err := h.client.DoTimeout(req, resp, 10*time.Second); err != nil {
 		h.t.Fatal(err)
 	}
 	return reply{status: resp.StatusCode(), body: append([]byte(nil), resp.Body()...)}
@@ -31,7 +31,7 @@ func (h *harness) doRepeated(headers ...string) reply {
 // tenants) is refused, whichever comes first, as two different credentials
 // in two header names are; the same key twice is one credential.
 func TestRepeatedCredentialHeader(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newFakeHarness(t, nil, nil)
 	_, keyA, _ := h.tenant(1000)
 	_, keyB, _ := h.tenant(1000)
 	for _, hdr := range []string{"Authorization", "Api-Key", "X-Api-Key"} {

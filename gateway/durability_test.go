@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
 	"github.com/bulkheadhq/bulkhead/store"
@@ -51,7 +52,9 @@ func TestRequestLogSurvivesPostgresOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	go srv.Serve(ln) //nolint:errcheck // shut down below
-	gw := &harness{t: t, url: "http://" + ln.Addr().String()}
+	addr := ln.Addr().String()
+	gw := &harness{t: t, url: "http://" + addr, client: &fasthttp.HostClient{Addr: addr, Dial: loopback{t}.dial}}
+	t.Cleanup(gw.client.CloseIdleConnections)
 
 	const n = 300
 	var wg sync.WaitGroup

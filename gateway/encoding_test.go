@@ -53,30 +53,30 @@ var squeezedStream = []string{
 // compressingUpstream ignores the Accept-Encoding it is sent and answers
 // compressed, in the coding named by the request's model; it remembers the
 // Accept-Encoding it saw.
-func compressingUpstream(t *testing.T, sawAccept *sync.Map) string {
-	return listen(t, func(ctx *fasthttp.RequestCtx) {
+func compressingUpstream(t *testing.T, n network, sawAccept *sync.Map) string {
+	return n.listen(func(rc *fasthttp.RequestCtx) {
 		var req struct {
 			Model  string `json:"model"`
 			Stream bool   `json:"stream"`
 		}
-		json.Unmarshal(ctx.PostBody(), &req) //nolint:errcheck // the gateway sent valid JSON
-		sawAccept.Store(req.Model, string(ctx.Request.Header.Peek("Accept-Encoding")))
+		json.Unmarshal(rc.PostBody(), &req) //nolint:errcheck // the gateway sent valid JSON
+		sawAccept.Store(req.Model, string(rc.Request.Header.Peek("Accept-Encoding")))
 		coding, _, _ := strings.Cut(req.Model, "-")
-		ctx.Response.Header.Set("Content-Encoding", coding)
+		rc.Response.Header.Set("Content-Encoding", coding)
 		if !req.Stream {
-			ctx.SetContentType("application/json")
+			rc.SetContentType("application/json")
 			switch strings.ToLower(coding) {
 			case "gzip":
-				ctx.SetBody(gzipped(t, squeezedChat))
+				rc.SetBody(gzipped(t, squeezedChat))
 			case "deflate":
-				ctx.SetBody(deflated(t, squeezedChat))
+				rc.SetBody(deflated(t, squeezedChat))
 			default: // br, zstd, …: bytes the gateway cannot read
-				ctx.SetBody([]byte{0x1b, 0x2f, 0x00, 0xa4, 0x8c, 0x0d})
+				rc.SetBody([]byte{0x1b, 0x2f, 0x00, 0xa4, 0x8c, 0x0d})
 			}
 			return
 		}
-		ctx.SetContentType("text/event-stream")
-		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+		rc.SetContentType("text/event-stream")
+		rc.SetBodyStreamWriter(func(w *bufio.Writer) {
 			if strings.ToLower(coding) != "gzip" {
 				w.WriteString("\x1b\x2f\x00 not sse") //nolint:errcheck // the test reads what arrived
 				return
@@ -96,9 +96,10 @@ func compressingUpstream(t *testing.T, sawAccept *sync.Map) string {
 // identity: gzip and deflate are decoded, anything else is a 502; never
 // does the caller get compressed bytes without their Content-Encoding.
 func TestCompressedUpstreamAnswers(t *testing.T) {
+	n := newMemNet(t)
 	var sawAccept sync.Map
-	addr := compressingUpstream(t, &sawAccept)
-	h := newHarness(t, func(cfg *config.Config) { cfg.UpstreamURL = "http://" + addr + "/v1" })
+	addr := compressingUpstream(t, n, &sawAccept)
+	h := newFakeHarness(t, n, func(cfg *config.Config) { cfg.UpstreamURL = "http://" + addr + "/v1" })
 	_, key, _ := h.tenant(1000)
 
 	for _, model := range []string{"gzip-json", "deflate-json", "GZIP-json"} {

@@ -18,9 +18,10 @@ func (*failingLog) Admit() error { return errors.New("spool full") }
 // prompt text appears in the gateway's logs (debug level included) or in
 // any error body (THREATS 26, 44).
 func TestLogsAndErrorsKeepSecrets(t *testing.T) {
+	n := newMemNet(t)
 	var c captured
-	echo := captureUpstream(t, &c, 500, `{"error":{"message":"internal: `+providerKey+` at db-7.internal"}}`)
-	h := newHarness(t, func(cfg *config.Config) {
+	echo := captureUpstream(n, &c, 500, `{"error":{"message":"internal: `+providerKey+` at db-7.internal"}}`)
+	h := newFakeHarness(t, n, func(cfg *config.Config) {
 		cfg.Upstreams = []config.Upstream{{Name: "echo", Kind: "openai", URL: "http://" + echo + "/v1", APIKey: providerKey, Models: []string{"echo"}}}
 	})
 	org, key, _ := h.tenant(3)
@@ -82,14 +83,14 @@ func TestLogsAndErrorsKeepSecrets(t *testing.T) {
 // A request log that cannot take records turns requests away before they
 // are forwarded: nothing accepted is ever dropped.
 func TestFullLogRefusesRequests(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newFakeHarness(t, nil, nil)
 	_, key, _ := h.tenant(1000)
 	fl := &failingLog{}
-	srv, err := New(h.cfg, h.srv.log, Deps{Auth: h.auth, Recorder: fl})
+	srv, err := New(h.cfg, h.srv.log, h.deps(Deps{Recorder: fl}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h2 := listenServer(t, srv)
+	h2 := h.serve(srv)
 	r := h2.do("POST", "/v1/chat/completions", chatBody, bearer(key)...)
 	if _, _, code, _ := openAIError(t, r.body); r.status != 503 || code != "request_log_full" {
 		t.Errorf("full log: %d %s", r.status, r.body)

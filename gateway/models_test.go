@@ -37,7 +37,7 @@ func checkModel(t *testing.T, raw json.RawMessage) map[string]any {
 }
 
 func TestModelsEndpoints(t *testing.T) {
-	h := newHarness(t, withRoute)
+	h := newFakeHarness(t, nil, withRoute)
 	_, key, _ := h.tenant(1000)
 
 	r := h.do("GET", "/v1/models", "", bearer(key)...)
@@ -91,7 +91,7 @@ func TestModelsEndpoints(t *testing.T) {
 	}
 
 	// The SDK's models.retrieve, as an application calls it.
-	client := oai.NewClient(option.WithBaseURL(h.url+"/v1/"), option.WithAPIKey(key), option.WithMaxRetries(0))
+	client := oai.NewClient(option.WithBaseURL(h.url+"/v1/"), option.WithAPIKey(key), option.WithMaxRetries(0), option.WithHTTPClient(h.httpClient()))
 	m, err := client.Models.Get(context.Background(), "gpt-4o")
 	if err != nil || m.ID != "gpt-4o" || m.Created != 1704067200 || m.OwnedBy != "mockllm" {
 		t.Errorf("Models.Get: %+v, %v", m, err)
@@ -107,14 +107,14 @@ func TestModelsEndpoints(t *testing.T) {
 // leave the configured route's model and the upstream's listed model with
 // their own series.
 func TestModelLabelsIgnoreInventedNames(t *testing.T) {
-	h := newHarness(t, withRoute)
+	h := newFakeHarness(t, nil, withRoute)
 	_, key, _ := h.tenant(100000)
 	reg := prometheus.NewRegistry()
-	srv, err := New(h.cfg, zap.NewNop(), Deps{Auth: h.auth, Recorder: newMemRecorder(), Metrics: reg})
+	srv, err := New(h.cfg, zap.NewNop(), h.deps(Deps{Recorder: newMemRecorder(), Metrics: reg}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h2 := listenServer(t, srv)
+	h2 := h.serve(srv)
 	chat := func(model string) {
 		t.Helper()
 		if r := h2.do("POST", "/v1/chat/completions", `{"model":"`+model+`","messages":[{"role":"user","content":"x"}]}`, bearer(key)...); r.status != 200 {

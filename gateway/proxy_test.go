@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -24,7 +23,7 @@ const chatBody = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"S
 func bearer(key string) []string { return []string{"Authorization", "Bearer " + key} }
 
 func TestChatNonStream(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newFakeHarness(t, nil, nil)
 	org, key, k := h.tenant(1000)
 	r := h.do("POST", "/v1/chat/completions", chatBody, bearer(key)...)
 	if r.status != 200 {
@@ -71,7 +70,7 @@ func sse(t *testing.T, body []byte) (data []string) {
 }
 
 func TestChatStreamUsage(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newFakeHarness(t, nil, nil)
 	_, key, _ := h.tenant(1000)
 
 	for _, tc := range []struct {
@@ -127,7 +126,7 @@ func TestChatStreamUsage(t *testing.T) {
 }
 
 func TestResponsesAndEmbeddings(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newFakeHarness(t, nil, nil)
 	_, key, _ := h.tenant(1000)
 
 	r := h.do("POST", "/v1/responses", `{"model":"gpt-4o-mini","input":"hello","stream":true}`, bearer(key)...)
@@ -164,29 +163,29 @@ type captured struct {
 
 // captureUpstream answers every request with answer (status, headers,
 // body) and remembers what it was sent.
-func captureUpstream(t *testing.T, c *captured, status int, body string, headers ...string) string {
-	return listen(t, func(ctx *fasthttp.RequestCtx) {
-		if ctx.IsGet() && bytes.HasSuffix(ctx.Path(), []byte("/models")) {
+func captureUpstream(n network, c *captured, status int, body string, headers ...string) string {
+	return n.listen(func(rc *fasthttp.RequestCtx) {
+		if rc.IsGet() && bytes.HasSuffix(rc.Path(), []byte("/models")) {
 			// The gateway's own model-list fetch (for metric labels) runs in
 			// the background; it is not the request under test.
-			ctx.SetContentType("application/json")
-			ctx.SetBodyString(`{"object":"list","data":[]}`)
+			rc.SetContentType("application/json")
+			rc.SetBodyString(`{"object":"list","data":[]}`)
 			return
 		}
 		c.mu.Lock()
 		c.headers = map[string]string{}
-		for k, v := range ctx.Request.Header.All() {
+		for k, v := range rc.Request.Header.All() {
 			c.headers[strings.ToLower(string(k))] = string(v)
 		}
-		c.uri = string(ctx.RequestURI())
-		c.body = append([]byte(nil), ctx.PostBody()...)
+		c.uri = string(rc.RequestURI())
+		c.body = append([]byte(nil), rc.PostBody()...)
 		c.mu.Unlock()
 		for i := 0; i+1 < len(headers); i += 2 {
-			ctx.Response.Header.Set(headers[i], headers[i+1])
+			rc.Response.Header.Set(headers[i], headers[i+1])
 		}
-		ctx.SetStatusCode(status)
-		ctx.SetContentType("application/json")
-		ctx.SetBodyString(body)
+		rc.SetStatusCode(status)
+		rc.SetContentType("application/json")
+		rc.SetBodyString(body)
 	})
 }
 
@@ -195,11 +194,12 @@ const okChat = `{"id":"x","object":"chat.completion","choices":[{"index":0,"mess
 // The tenant comes only from the credential; tenant-looking input is
 // neither believed nor forwarded, and the caller's credential never leaves.
 func TestHeadersAndTenantInput(t *testing.T) {
+	n := newMemNet(t)
 	var c captured
-	addr := captureUpstream(t, &c, 200, okChat,
+	addr := captureUpstream(n, &c, 200, okChat,
 		"Set-Cookie", "session=upstream", "X-Ratelimit-Remaining-Requests", "9999",
 		"Openai-Organization", "provider-org", "Openai-Processing-Ms", "12", "Connection", "close")
-	h := newHarness(t, func(cfg *config.Config) { cfg.UpstreamURL = "http://" + addr + "/v1" })
+	h := newFakeHarness(t, n, func(cfg *config.Config) { cfg.UpstreamURL = "http://" + addr + "/v1" })
 	orgA, keyA, _ := h.tenant(1000)
 	orgB, _, _ := h.tenant(1000)
 
@@ -309,15 +309,15 @@ func TestAuthErrorsAreUniform(t *testing.T) {
 }
 
 func TestUpstreamFailures(t *testing.T) {
+	n := newMemNet(t)
 	var c captured
-	echoKey := captureUpstream(t, &c, 400, `{"error":{"message":"Incorrect API key provided: `+providerKey+` and sk-other-1234567890","type":"invalid_request_error"}}`)
-	unauthorized := captureUpstream(t, &c, 401, `{"error":{"message":"Incorrect API key provided: `+providerKey+`"}}`)
-	redirect := captureUpstream(t, &c, 302, `{}`, "Location", "http://169.254.169.254/latest/meta-data")
-	dead, _ := net.Listen("tcp", "127.0.0.1:0")
-	deadAddr := dead.Addr().String()
+	echoKey := captureUpstream(n, &c, 400, `{"error":{"message":"Incorrect API key provided: `+providerKey+` and sk-other-1234567890","type":"invalid_request_error"}}`)
+	unauthorized := captureUpstream(n, &c, 401, `{"error":{"message":"Incorrect API key provided: `+providerKey+`"}}`)
+	redirect := captureUpstream(n, &c, 302, `{}`, "Location", "http://169.254.169.254/latest/meta-data")
+	dead, deadAddr := n.listener()
 	dead.Close()
 
-	h := newHarness(t, func(cfg *config.Config) {
+	h := newFakeHarness(t, n, func(cfg *config.Config) {
 		cfg.UpstreamFirstByteTimeout = 300 * time.Millisecond
 		cfg.Upstreams = []config.Upstream{
 			{Name: "echo-key", Kind: "openai", URL: "http://" + echoKey + "/v1", APIKey: providerKey, Models: []string{"echo-key"}},
@@ -356,9 +356,11 @@ func TestUpstreamFailures(t *testing.T) {
 					t.Errorf("%s = %q, want %q", k, tc.r.headers[k], v)
 				}
 			}
-			if bytes.Contains(tc.r.body, []byte(providerKey)) || bytes.Contains(tc.r.body, []byte("sk-other")) ||
-				bytes.Contains(tc.r.body, []byte("127.0.0.1")) || bytes.Contains(tc.r.body, []byte("169.254")) {
-				t.Errorf("body leaks a secret or an address: %s", tc.r.body)
+			// ".invalid": the in-memory upstreams' hosts.
+			for _, secret := range []string{providerKey, "sk-other", "127.0.0.1", "169.254", ".invalid"} {
+				if bytes.Contains(tc.r.body, []byte(secret)) {
+					t.Errorf("body leaks a secret or an address (%s): %s", secret, tc.r.body)
+				}
 			}
 			var e struct{ Error map[string]any }
 			if json.Unmarshal(tc.r.body, &e) != nil || e.Error == nil {
@@ -373,9 +375,10 @@ func TestUpstreamFailures(t *testing.T) {
 }
 
 func TestModelRouting(t *testing.T) {
+	n := newMemNet(t)
 	var c captured
-	azure := captureUpstream(t, &c, 200, okChat)
-	h := newHarness(t, func(cfg *config.Config) {
+	azure := captureUpstream(n, &c, 200, okChat)
+	h := newFakeHarness(t, n, func(cfg *config.Config) {
 		cfg.Upstreams = []config.Upstream{{Name: "azure-eu", Kind: "azure", URL: "http://" + azure, APIKey: "azure-secret-key",
 			APIVersion: "2024-10-21", Models: []string{"gpt-4o", "gpt-4.1*"}, Deployments: map[string]string{"gpt-4o": "prod-4o"}}}
 	})
@@ -408,7 +411,7 @@ func TestModelRouting(t *testing.T) {
 	}
 
 	// Without a default upstream, an unrouted model is model_not_found.
-	h2 := newHarness(t, func(cfg *config.Config) {
+	h2 := newFakeHarness(t, n, func(cfg *config.Config) {
 		cfg.UpstreamURL = ""
 		cfg.Upstreams = []config.Upstream{{Name: "one", Kind: "openai", URL: "http://" + azure + "/v1", Models: []string{"only-this"}}}
 	})
@@ -422,9 +425,9 @@ func TestModelRouting(t *testing.T) {
 // A caller that goes away mid-stream stops the upstream, and what arrived
 // is recorded.
 func TestStreamClientDisconnect(t *testing.T) {
-	h := newHarnessWith(t, mock.Options{ChunkDelay: 20 * time.Millisecond, Chunks: 100}, nil) // a 2s stream
+	h := newFakeHarnessWith(t, nil, mock.Options{ChunkDelay: 20 * time.Millisecond, Chunks: 100}, nil) // a 2s stream
 	_, key, _ := h.tenant(1000)
-	conn, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+	conn, err := h.dial()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -458,11 +461,8 @@ func TestStreamClientDisconnect(t *testing.T) {
 // An upstream that breaks off mid-stream: the caller gets an error event,
 // and the record keeps what arrived.
 func TestStreamUpstreamBreaks(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	n := newMemNet(t)
+	ln, addr := n.listener()
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -480,7 +480,7 @@ func TestStreamUpstreamBreaks(t *testing.T) {
 			}()
 		}
 	}()
-	h := newHarness(t, func(cfg *config.Config) { cfg.UpstreamURL = "http://" + ln.Addr().String() + "/v1" })
+	h := newFakeHarness(t, n, func(cfg *config.Config) { cfg.UpstreamURL = "http://" + addr + "/v1" })
 	_, key, _ := h.tenant(1000)
 	r := h.do("POST", "/v1/chat/completions", `{"model":"m","stream":true,"messages":[]}`, bearer(key)...)
 	if r.status != 200 || !bytes.Contains(r.body, []byte("partial")) || !bytes.Contains(r.body, []byte("event: error")) {

@@ -42,14 +42,15 @@ func (s *slowRecorder) recorded(id string) bool {
 // terminal event. A Record that takes 150 ms must have returned by the
 // time the caller reads the answer's end.
 func TestRecordBeforeAnswerEnds(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newFakeHarness(t, nil, nil)
 	_, key, _ := h.tenant(1_000_000)
 	rec := &slowRecorder{delay: 150 * time.Millisecond, done: map[string]bool{}}
-	srv, err := New(h.cfg, zap.NewNop(), Deps{Auth: h.auth, Recorder: rec})
+	srv, err := New(h.cfg, zap.NewNop(), h.deps(Deps{Recorder: rec}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw := listenServer(t, srv)
+	gw := h.serve(srv)
+	client := gw.httpClient()
 
 	cases := []struct {
 		name, path, body, end string
@@ -66,7 +67,7 @@ func TestRecordBeforeAnswerEnds(t *testing.T) {
 			req.Header.Set("Authorization", "Bearer "+key)
 			req.Header.Set("Content-Type", "application/json")
 			req.Header.Set("X-Request-Id", id)
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := client.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}

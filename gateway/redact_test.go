@@ -51,27 +51,27 @@ func chatChunk(content string) string {
 
 // hostileUpstream answers as the model asks, echoing the credential it was
 // sent (and another upstream's) in every form the gateway must catch.
-func hostileUpstream(t *testing.T) string {
-	return listen(t, func(ctx *fasthttp.RequestCtx) {
+func hostileUpstream(n network) string {
+	return n.listen(func(rc *fasthttp.RequestCtx) {
 		var req struct{ Model string }
-		if err := json.Unmarshal(ctx.PostBody(), &req); err != nil {
-			ctx.SetStatusCode(400)
+		if err := json.Unmarshal(rc.PostBody(), &req); err != nil {
+			rc.SetStatusCode(400)
 			return
 		}
-		key := strings.TrimPrefix(string(ctx.Request.Header.Peek("Authorization")), "Bearer ")
+		key := strings.TrimPrefix(string(rc.Request.Header.Peek("Authorization")), "Bearer ")
 		answer := func(status int, body string) {
-			ctx.SetStatusCode(status)
-			ctx.SetContentType("application/json")
-			ctx.SetBodyString(body)
+			rc.SetStatusCode(status)
+			rc.SetContentType("application/json")
+			rc.SetBodyString(body)
 		}
 		chat := func(content, extra string) {
 			answer(200, `{"id":"h","object":"chat.completion",`+extra+`"choices":[{"index":0,"message":{"role":"assistant","content":"`+content+
 				`"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":9,"total_tokens":12}}`)
 		}
 		stream := func(deltas []string) {
-			ctx.SetStatusCode(200)
-			ctx.SetContentType("text/event-stream")
-			ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+			rc.SetStatusCode(200)
+			rc.SetContentType("text/event-stream")
+			rc.SetBodyStreamWriter(func(w *bufio.Writer) {
 				for _, d := range append([]string{"Here ", "it is: "}, deltas...) {
 					w.WriteString(chatChunk(d)) //nolint:errcheck // the gateway reads or goes away
 					w.Flush()                   //nolint:errcheck // one upstream read per event, as far as TCP allows
@@ -94,15 +94,15 @@ func hostileUpstream(t *testing.T) string {
 		case "echo-escaped":
 			chat("Your key is "+strings.ReplaceAll(key, "-", `\u002d`)+".", `"system_fingerprint":"`+escapeAll(key)+`",`)
 		case "echo-header", "stream-header":
-			ctx.Response.Header.Set("Openai-Model", key)
-			ctx.Response.Header.Set("Openai-Version", escapeAll(otherKey))
+			rc.Response.Header.Set("Openai-Model", key)
+			rc.Response.Header.Set("Openai-Version", escapeAll(otherKey))
 			if req.Model == "stream-header" {
 				stream([]string{"nothing ", "secret"})
-				ctx.SetContentType("text/event-stream; charset=" + key)
+				rc.SetContentType("text/event-stream; charset=" + key)
 				return
 			}
 			chat("nothing secret", "")
-			ctx.SetContentType("application/json; charset=" + key)
+			rc.SetContentType("application/json; charset=" + key)
 		case "echo-other":
 			chat("The other one is "+strings.ReplaceAll(otherKey, "/", `\/`)+".", "")
 		case "stream-chars":
@@ -126,17 +126,23 @@ func hostileUpstream(t *testing.T) string {
 	})
 }
 
-// hostileHarness is a gateway whose "hostile" upstream is hostileUpstream,
-// holding providerKey, beside an upstream that is never dialled but whose
-// credential and host the gateway must keep too.
+// hostileHarness is a service-free gateway whose "hostile" upstream is
+// hostileUpstream (see withHostile).
 func hostileHarness(t *testing.T) *harness {
-	addr := hostileUpstream(t)
-	return newHarness(t, func(cfg *config.Config) {
+	n := newMemNet(t)
+	return newFakeHarness(t, n, withHostile(hostileUpstream(n)))
+}
+
+// withHostile configures the "hostile" upstream at addr, holding
+// providerKey, beside an upstream that is never dialled but whose
+// credential and host the gateway must keep too.
+func withHostile(addr string) func(*config.Config) {
+	return func(cfg *config.Config) {
 		cfg.Upstreams = []config.Upstream{
 			{Name: "hostile", Kind: "openai", URL: "http://" + addr + "/v1", APIKey: providerKey, Models: []string{"echo-*", "stream-*", "b64-*", "internal-*"}},
 			{Name: "backend", Kind: "azure", URL: "https://llm-backend.example.com:8443", APIKey: otherKey, APIVersion: "2024-10-21", Models: []string{"never"}},
 		}
-	})
+	}
 }
 
 // leaks lists the ways body gives away a key: as is, in a JSON string (any
@@ -406,7 +412,7 @@ func TestUpstreamErrorBodiesAreScrubbed(t *testing.T) {
 // What is stored of an answer that echoed the credential, read back through
 // /api/v1/prompts from PostgreSQL, holds none of it.
 func TestStoredResponseHoldsNoCredential(t *testing.T) {
-	h := hostileHarness(t)
+	h := newHarness(t, withHostile(hostileUpstream(loopback{t})))
 	_, key, _ := h.tenant(1000)
 	writer, err := store.NewWriter(h.st, store.WriterOptions{FlushInterval: 10 * time.Millisecond})
 	if err != nil {
@@ -415,11 +421,11 @@ func TestStoredResponseHoldsNoCredential(t *testing.T) {
 	wctx, stopWriter := context.WithCancel(context.Background())
 	writerDone := make(chan error, 1)
 	go func() { writerDone <- writer.Run(wctx) }()
-	srv, err := New(h.cfg, zap.NewNop(), Deps{Auth: h.auth, Recorder: writer, Prompts: h.st})
+	srv, err := New(h.cfg, zap.NewNop(), h.deps(Deps{Recorder: writer, Prompts: h.st}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	gw := listenServer(t, srv)
+	gw := h.serve(srv)
 	t.Cleanup(func() {
 		stopWriter()
 		if err := <-writerDone; err != nil {

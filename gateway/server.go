@@ -69,6 +69,12 @@ type Deps struct {
 	Limiter limiter
 	// Metrics receives the gateway's series; nil registers them nowhere.
 	Metrics prometheus.Registerer
+	// UpstreamDial connects to an upstream's host:port (from its URL, with
+	// the scheme's port when it names none); TLS, when the URL says https,
+	// and the first-byte and idle timeouts still apply on top. nil dials
+	// TCP within BULKHEAD_UPSTREAM_CONNECT_TIMEOUT. Tests serve upstreams
+	// in memory through it.
+	UpstreamDial func(addr string) (net.Conn, error)
 }
 
 // New builds a Server from cfg. log must not be nil.
@@ -76,7 +82,7 @@ func New(cfg config.Config, log *zap.Logger, deps Deps) (*Server, error) {
 	if deps.Auth == nil || deps.Recorder == nil {
 		return nil, errors.New("gateway: Deps.Auth and Deps.Recorder are required")
 	}
-	r, err := newRouter(cfg)
+	r, err := newRouter(cfg, deps.UpstreamDial)
 	if err != nil {
 		return nil, err
 	}
@@ -118,12 +124,16 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // Shutdown stops accepting connections and lets in-flight requests and
 // streams finish until ctx ends; then it cuts the streams still open (they
-// are recorded with what arrived) and waits for their writers to finish.
+// are recorded with what arrived), waits for their writers to finish and
+// closes the idle connections to the upstreams.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.ShutdownWithContext(ctx)
 	s.cancelBase()
 	s.streams.Wait()
 	s.background.Wait()
+	for _, up := range s.router.all {
+		up.client.CloseIdleConnections() // else open until idle for 30s
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return nil // the drain deadline passed; the cut streams were recorded
 	}

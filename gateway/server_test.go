@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bulkheadhq/bulkhead/config"
+	"github.com/bulkheadhq/bulkhead/gateway/auth"
 )
 
 // openAIError decodes and checks the OpenAI error shape.
@@ -30,7 +32,7 @@ func openAIError(t *testing.T, body []byte) (msg, typ, code, reqID string) {
 }
 
 func TestHealthz(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newFakeHarness(t, nil, nil)
 	r := h.do("GET", "/healthz", "")
 	if r.status != 200 || !bytes.Contains(r.body, []byte(`"ok"`)) {
 		t.Errorf("GET /healthz = %d %s", r.status, r.body)
@@ -44,7 +46,7 @@ func TestHealthz(t *testing.T) {
 }
 
 func TestErrorsAreOpenAIShaped(t *testing.T) {
-	h := newHarness(t, func(c *config.Config) { c.MaxRequestBodyBytes = 4096 })
+	h := newFakeHarness(t, nil, func(c *config.Config) { c.MaxRequestBodyBytes = 4096 })
 	_, key, _ := h.tenant(1000)
 	auth := []string{"Authorization", "Bearer " + key}
 
@@ -84,7 +86,7 @@ func TestErrorsAreOpenAIShaped(t *testing.T) {
 }
 
 func TestRequestIDs(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newFakeHarness(t, nil, nil)
 	for _, tc := range []struct {
 		in   string
 		keep bool
@@ -103,5 +105,41 @@ func TestRequestIDs(t *testing.T) {
 	first, second := h.do("GET", "/healthz", ""), h.do("GET", "/healthz", "")
 	if first.headers["x-request-id"] == second.headers["x-request-id"] {
 		t.Error("two requests got the same generated id")
+	}
+}
+
+// The authenticator's answers other than a bad credential are
+// OpenAI-shaped too: 503 when it cannot verify the key now, 429 with
+// Retry-After when a failure budget is spent, the same for an address as
+// for an organization.
+func TestAuthFailuresAreOpenAIShaped(t *testing.T) {
+	h := newFakeHarness(t, nil, nil)
+	_, key, _ := h.tenant(1000)
+	bodies := map[string]string{}
+	for _, tc := range []struct {
+		name            string
+		err             error
+		status          int
+		typ, code, wait string
+	}{
+		{"unavailable", auth.ErrUnavailable, 503, "server_error", "auth_unavailable", ""},
+		{"address throttled", &auth.ThrottledError{Scope: auth.ScopeAddress, RetryAfter: 1500 * time.Millisecond}, 429, "requests", "auth_rate_limited", "2"},
+		{"organization throttled", &auth.ThrottledError{Scope: auth.ScopeOrganization, RetryAfter: 1500 * time.Millisecond}, 429, "requests", "auth_rate_limited", "2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.fake.failWith(tc.err)
+			r := h.do("POST", "/v1/chat/completions", chatBody, bearer(key)...)
+			msg, typ, code, reqID := openAIError(t, r.body)
+			if r.status != tc.status || typ != tc.typ || code != tc.code || r.headers["retry-after"] != tc.wait {
+				t.Errorf("%d %s, retry-after %q; want %d %s %s, retry-after %q", r.status, r.body, r.headers["retry-after"], tc.status, tc.typ, tc.code, tc.wait)
+			}
+			if reqID == "" || reqID != r.headers["x-request-id"] || strings.Contains(msg, tc.err.Error()) {
+				t.Errorf("request id %q (header %q), message %q", reqID, r.headers["x-request-id"], msg)
+			}
+			bodies[tc.name] = strings.ReplaceAll(string(r.body), reqID, "ID")
+		})
+	}
+	if bodies["address throttled"] != bodies["organization throttled"] {
+		t.Errorf("the answers tell an address's budget from an organization's:\n%s\n%s", bodies["address throttled"], bodies["organization throttled"])
 	}
 }

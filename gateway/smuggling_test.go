@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +11,7 @@ import (
 // answers until it closes the connection or goes quiet.
 func rawExchange(t *testing.T, h *harness, raw string) string {
 	t.Helper()
-	c, err := net.Dial("tcp", strings.TrimPrefix(h.url, "http://"))
+	c, err := h.dial()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +32,7 @@ func rawExchange(t *testing.T, h *harness, raw string) string {
 // encoding alone; either way the connection is closed after one answer, so
 // no second request hides behind the first.
 func TestSmugglingProbes(t *testing.T) {
-	h := newHarness(t, nil)
+	h := newFakeHarness(t, nil, nil)
 	for name, raw := range map[string]string{
 		"CL.TE":            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
 		"TE.CL":            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n8\r\nSMUGGLED\r\n0\r\n\r\n",

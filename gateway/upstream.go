@@ -35,8 +35,9 @@ type upstream struct {
 	bearer string
 }
 
-// newUpstream builds an upstream from its configuration.
-func newUpstream(name, kind, rawURL, apiKey, apiVersion string, deployments map[string]string, cfg config.Config) (*upstream, error) {
+// newUpstream builds an upstream from its configuration. dial connects to
+// its host:port; nil dials TCP within cfg.UpstreamConnectTimeout.
+func newUpstream(name, kind, rawURL, apiKey, apiVersion string, deployments map[string]string, cfg config.Config, dial func(addr string) (net.Conn, error)) (*upstream, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return nil, fmt.Errorf("upstream %s: bad URL", name)
@@ -55,7 +56,10 @@ func newUpstream(name, kind, rawURL, apiKey, apiVersion string, deployments map[
 	if apiKey != "" {
 		up.bearer = "Bearer " + apiKey
 	}
-	dialer := &net.Dialer{Timeout: cfg.UpstreamConnectTimeout, KeepAlive: 30 * time.Second}
+	if dial == nil {
+		dialer := &net.Dialer{Timeout: cfg.UpstreamConnectTimeout, KeepAlive: 30 * time.Second}
+		dial = func(addr string) (net.Conn, error) { return dialer.Dial("tcp", addr) }
+	}
 	firstByte, idle := cfg.UpstreamFirstByteTimeout, cfg.UpstreamIdleTimeout
 	up.client = &fasthttp.HostClient{
 		Addr:                     addr,
@@ -76,7 +80,7 @@ func newUpstream(name, kind, rawURL, apiKey, apiVersion string, deployments map[
 		// billed; the client decides whether to retry.
 		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
 		Dial: func(string) (net.Conn, error) {
-			c, err := dialer.Dial("tcp", addr)
+			c, err := dial(addr)
 			if err != nil {
 				return nil, err
 			}
@@ -133,10 +137,11 @@ type prefixRoute struct {
 	up     *upstream
 }
 
-func newRouter(cfg config.Config) (*router, error) {
+// newRouter builds the upstreams of cfg; dial is newUpstream's.
+func newRouter(cfg config.Config, dial func(addr string) (net.Conn, error)) (*router, error) {
 	r := &router{exact: map[string]*upstream{}}
 	if cfg.UpstreamURL != "" {
-		def, err := newUpstream("default", "openai", cfg.UpstreamURL, cfg.UpstreamAPIKey.Reveal(), "", nil, cfg)
+		def, err := newUpstream("default", "openai", cfg.UpstreamURL, cfg.UpstreamAPIKey.Reveal(), "", nil, cfg, dial)
 		if err != nil {
 			return nil, err
 		}
@@ -144,7 +149,7 @@ func newRouter(cfg config.Config) (*router, error) {
 		r.all = append(r.all, def)
 	}
 	for _, u := range cfg.Upstreams {
-		up, err := newUpstream(u.Name, u.Kind, u.URL, u.APIKey.Reveal(), u.APIVersion, u.Deployments, cfg)
+		up, err := newUpstream(u.Name, u.Kind, u.URL, u.APIKey.Reveal(), u.APIVersion, u.Deployments, cfg, dial)
 		if err != nil {
 			return nil, err
 		}
