@@ -173,10 +173,10 @@ func (w *Writer) writeChunk(ctx context.Context, sc *scratch, gs []int, recs []L
 	return nil
 }
 
-// setTenantSQL is the tenant setting, transaction-local, as a statement of
+// setTenant is the tenant setting, transaction-local, as a statement of
 // its own between two tenants' inserts in one transaction. The id travels
 // in binary (16 bytes) and is formatted by PostgreSQL.
-var setTenant = insertStmt{"bulkhead_set_tenant", "SELECT set_config('" + TenantSetting + "', $1::uuid::text, true)"}
+var setTenant = insertStmt{"bulkhead_set_tenant", "SELECT set_config('" + TenantSetting + "', $1::uuid::text, true)", insertOIDs}
 
 // pipelineFlushBytes: a chunk's statements are sent as they are encoded,
 // every this many bytes, so that PostgreSQL works while the rest is
@@ -198,11 +198,13 @@ func (w *Writer) writeTenants(ctx context.Context, sc *scratch, st insertStmt, g
 	err = pgx.BeginTxFunc(cctx, w.st.pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		affected, bad = 0, -1
 		conn := tx.Conn()
-		if _, err := conn.Prepare(cctx, setTenant.name, setTenant.sql); err != nil { // map look-ups after the first time
-			return err
-		}
-		if _, err := conn.Prepare(cctx, st.name, st.sql); err != nil {
-			return err
+		if !w.st.unnamed {
+			if _, err := conn.Prepare(cctx, setTenant.name, setTenant.sql); err != nil { // map look-ups after the first time
+				return err
+			}
+			if _, err := conn.Prepare(cctx, st.name, st.sql); err != nil {
+				return err
+			}
 		}
 		p := conn.PgConn().StartPipeline(cctx)
 		sc.owner = sc.owner[:0]
@@ -210,13 +212,13 @@ func (w *Writer) writeTenants(ctx context.Context, sc *scratch, st insertStmt, g
 		for k, g := range gs {
 			sc.org = rs.orgs[g]
 			sc.orgParam[0] = sc.org[:]
-			p.SendQueryPrepared(setTenant.name, sc.orgParam[:], binaryFormats[:1], nil)
+			w.send(p, setTenant, sc.orgParam[:])
 			sc.owner = append(sc.owner, -1-k) // a setting: no rows
 			idx := rs.groupIdx[g]
 			for start := 0; start < len(idx); {
 				end := statementEnd(recs, idx, start)
 				cols.fill(recs, idx[start:end])
-				p.SendQueryPrepared(st.name, cols.encode(sc.org), binaryFormats, nil)
+				w.send(p, st, cols.encode(sc.org))
 				sc.owner = append(sc.owner, k)
 				for _, i := range idx[start:end] {
 					queued += recordBytes(&recs[i])
@@ -269,6 +271,19 @@ func (w *Writer) writeTenants(ctx context.Context, sc *scratch, st insertStmt, g
 	return affected, bad, err
 }
 
+// send queues one execution of st with its binary parameters in p: of the
+// statement prepared on the connection, or, with the store's
+// UnnamedStatements, of st's text as the unnamed statement (parsed again,
+// in the same message sequence, so that nothing outlives the transaction
+// on the server connection).
+func (w *Writer) send(p *pgconn.Pipeline, st insertStmt, params [][]byte) {
+	if w.st.unnamed {
+		p.SendQueryParams(st.sql, params, st.oids[:len(params)], binaryFormats[:len(params)], nil)
+		return
+	}
+	p.SendQueryPrepared(st.name, params, binaryFormats[:len(params)], nil)
+}
+
 // scratch is one transaction worker's reusable memory.
 type scratch struct {
 	cols     columns
@@ -315,15 +330,31 @@ FROM (SELECT unnest($2::text[]) AS request_id, unnest($3::uuid[]) AS api_key_id,
 	unnest($14::bool[]) AS stream, unnest($15::timestamptz[]) AS created_at, unnest($16::uuid[]) AS id) r,
 	(SELECT coalesce((SELECT o.capture_mode = 'full' FROM organizations o WHERE o.id = $1::uuid), false) AS full_text) m`
 
-// insertStmt is an insert statement and the name it is prepared under on
-// each connection.
-type insertStmt struct{ name, sql string }
+// insertStmt is one of the writer's statements: its text, the name it is
+// prepared under on each connection, and the types of its parameters
+// (sent with the text when it runs unnamed; a prefix of them for a
+// statement with fewer parameters).
+type insertStmt struct {
+	name, sql string
+	oids      *[16]uint32
+}
 
 var (
-	insertFresh      = insertStmt{"bulkhead_insert_prompts", insertSQL}
+	insertFresh      = insertStmt{"bulkhead_insert_prompts", insertSQL, insertOIDs}
 	insertIdempotent = insertStmt{"bulkhead_insert_prompts_idempotent", insertSQL + `
-ON CONFLICT ON CONSTRAINT prompts_pkey DO NOTHING`}
+ON CONFLICT ON CONSTRAINT prompts_pkey DO NOTHING`, insertOIDs}
 )
+
+// insertOIDs are the types of insertSQL's parameters: the organization,
+// then an array of each column's type.
+var insertOIDs = func() *[16]uint32 {
+	arrayOf := map[uint32]uint32{oidBool: 1000, oidInt4: 1007, oidText: 1009, oidTimestamptz: 1185, oidUUID: 2951}
+	oids := [16]uint32{oidUUID}
+	for i, elem := range columnOIDs {
+		oids[i+1] = arrayOf[elem]
+	}
+	return &oids
+}()
 
 // columns holds one statement's parameters, one binary array per column
 // (see binArray), reused between statements.
@@ -404,8 +435,11 @@ func (c *columns) encode(org uuid.UUID) [][]byte {
 }
 
 // exec runs one of the insert statements with the filled columns, as a
-// statement prepared once per connection.
-func (c *columns) exec(ctx context.Context, tx pgx.Tx, st insertStmt, org uuid.UUID) (pgconn.CommandTag, error) {
+// statement prepared once per connection, or unnamed.
+func (c *columns) exec(ctx context.Context, tx pgx.Tx, st insertStmt, org uuid.UUID, unnamed bool) (pgconn.CommandTag, error) {
+	if unnamed {
+		return tx.Conn().PgConn().ExecParams(ctx, st.sql, c.encode(org), st.oids[:], binaryFormats, nil).Close()
+	}
 	sd, err := tx.Conn().Prepare(ctx, st.name, st.sql) // a map look-up after the first time
 	if err != nil {
 		return pgconn.CommandTag{}, err
@@ -491,7 +525,7 @@ func (w *Writer) writeOneByOne(ctx context.Context, sc *scratch, org uuid.UUID, 
 			if err != nil {
 				return err
 			}
-			tag, err := cols.exec(cctx, sp, insertIdempotent, org)
+			tag, err := cols.exec(cctx, sp, insertIdempotent, org, w.st.unnamed)
 			if err != nil {
 				if !refused(err) {
 					return err
