@@ -12,7 +12,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -55,7 +54,7 @@ func bouncer(t testing.TB, poolSize int) string {
 // statement without a tenant sees no row on either.
 func TestPgBouncerTenantIsolation(t *testing.T) {
 	const servers = 2
-	st := bouncedStore(t, bouncer(t, servers), store.Options{MaxConns: 16, UnnamedStatements: true})
+	st := bouncedStore(t, bouncer(t, servers), store.Options{MaxConns: 16, TransactionScopedStatements: true})
 	owner := storetest.OwnerPool(t)
 	tenants := []seeded{seedTenant(t, owner), seedTenant(t, owner)}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -134,21 +133,42 @@ func TestPgBouncerTenantIsolation(t *testing.T) {
 		t.Fatalf("%d client connections ran on %d server connections, want more than %d on at most %d", clients, len(backends), servers, servers)
 	}
 
-	// Two transactions at once hold both server connections: each reads
-	// the setting and the tables as a request without a tenant would.
-	c1, err := store.AcquireForTest(ctx, st)
-	if err != nil {
-		t.Fatal(err)
+	// Both server connections, as a request without a tenant finds them.
+	seen := onEachServer(t, st, servers, func(tx pgx.Tx, pid int32) {
+		var setting string
+		var prompts, orgs int
+		err := tx.QueryRow(ctx, `SELECT coalesce(current_setting('app.current_tenant_id', true), ''),
+			(SELECT count(*) FROM prompts WHERE organization_id = ANY($1)), (SELECT count(*) FROM organizations WHERE id = ANY($1))`,
+			[]uuid.UUID{tenants[0].org, tenants[1].org}).Scan(&setting, &prompts, &orgs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if setting != "" || prompts != 0 || orgs != 0 {
+			t.Errorf("server connection %d after the tenant transactions: setting %q, %d prompts and %d organizations visible without a tenant; want none",
+				pid, setting, prompts, orgs)
+		}
+	})
+	for _, pid := range seen {
+		if !backends[pid] {
+			t.Errorf("server connection %d served no tenant transaction: the check proves nothing of it", pid)
+		}
 	}
-	defer c1.Release()
-	c2, err := store.AcquireForTest(ctx, st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Release()
-	seen := map[int32]bool{}
+}
+
+// onEachServer runs fn in a transaction on each of the servers server
+// connections of the PgBouncer in front of st (which must have at least
+// as many client connections), at once, so that each transaction holds
+// another; it returns their backends' process ids.
+func onEachServer(t *testing.T, st *store.Store, servers int, fn func(tx pgx.Tx, pid int32)) []int32 {
+	t.Helper()
+	ctx := context.Background()
 	var txs []pgx.Tx
-	for _, c := range []*pgxpool.Conn{c1, c2} {
+	for range servers {
+		c, err := store.AcquireForTest(ctx, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Release()
 		tx, err := c.Begin(ctx)
 		if err != nil {
 			t.Fatal(err)
@@ -156,30 +176,21 @@ func TestPgBouncerTenantIsolation(t *testing.T) {
 		defer tx.Rollback(ctx)
 		txs = append(txs, tx)
 	}
-	for i, tx := range txs {
-		var setting string
+	seen := map[int32]bool{}
+	var pids []int32
+	for _, tx := range txs {
 		var pid int32
-		var prompts, orgs int
-		err := tx.QueryRow(ctx, `SELECT coalesce(current_setting('app.current_tenant_id', true), ''), pg_backend_pid(),
-			(SELECT count(*) FROM prompts WHERE organization_id = ANY($1)), (SELECT count(*) FROM organizations WHERE id = ANY($1))`,
-			[]uuid.UUID{tenants[0].org, tenants[1].org}).Scan(&setting, &pid, &prompts, &orgs)
-		if err != nil {
+		if err := tx.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
 			t.Fatal(err)
 		}
+		if seen[pid] {
+			t.Fatalf("%d concurrent transactions share server connection %d: not a pool of %d", servers, pid, servers)
+		}
 		seen[pid] = true
-		if setting != "" || prompts != 0 || orgs != 0 {
-			t.Errorf("server connection %d (client %d) after the tenant transactions: setting %q, %d prompts and %d organizations visible without a tenant; want none",
-				pid, i, setting, prompts, orgs)
-		}
+		pids = append(pids, pid)
+		fn(tx, pid)
 	}
-	if len(seen) != servers {
-		t.Fatalf("two concurrent transactions ran on %d server connections, want %d", len(seen), servers)
-	}
-	for pid := range seen {
-		if !backends[pid] {
-			t.Errorf("server connection %d served no tenant transaction: the check proves nothing of it", pid)
-		}
-	}
+	return pids
 }
 
 // The request-log writer through PgBouncer: a stream interleaving 40
@@ -188,7 +199,7 @@ func TestPgBouncerTenantIsolation(t *testing.T) {
 // record PostgreSQL refuses goes through the row-by-row path and becomes
 // the one dead letter.
 func TestPgBouncerWriter(t *testing.T) {
-	st := bouncedStore(t, bouncer(t, 2), store.Options{MaxConns: 8, UnnamedStatements: true})
+	st := bouncedStore(t, bouncer(t, 2), store.Options{MaxConns: 8, TransactionScopedStatements: true})
 	owner := storetest.OwnerPool(t)
 	orgs := newOrgs(t, owner, 40)
 	run := "pb" + uuid.NewString()[:8]
@@ -234,6 +245,18 @@ func TestPgBouncerWriter(t *testing.T) {
 	if misplaced != 0 {
 		t.Errorf("%d rows under another tenant than their record's", misplaced)
 	}
+	// The statements each transaction prepared are gone with it, also
+	// from the one whose batch PostgreSQL refused.
+	onEachServer(t, st, 2, func(tx pgx.Tx, pid int32) {
+		rows, _ := tx.Query(context.Background(), `SELECT name FROM pg_prepared_statements`)
+		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(names) > 0 {
+			t.Errorf("server connection %d keeps %d prepared statements after the writer's transactions: %q", pid, len(names), names)
+		}
+	})
 }
 
 // The read API through PgBouncer, from eight goroutines over two server
@@ -241,7 +264,7 @@ func TestPgBouncerWriter(t *testing.T) {
 // other's, keys resolve within their tenant, and the day partitions are
 // created (a statement outside any transaction).
 func TestPgBouncerReadAPI(t *testing.T) {
-	st := bouncedStore(t, bouncer(t, 2), store.Options{MaxConns: 8, UnnamedStatements: true})
+	st := bouncedStore(t, bouncer(t, 2), store.Options{MaxConns: 8, TransactionScopedStatements: true})
 	owner := storetest.OwnerPool(t)
 	a, b := seedTenant(t, owner), seedTenant(t, owner)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -341,13 +364,13 @@ func pgCode(err error) string {
 	return ""
 }
 
-// Why UnnamedStatements exists: through a PgBouncer that does not track
-// prepared statements, a statement one client prepared on a server
-// connection is already there for the next client (42P05), and a
+// Why TransactionScopedStatements exists: through a PgBouncer that does
+// not track prepared statements, a statement one client prepared on a
+// server connection is already there for the next client (42P05), and a
 // client's prepared statement is missing from the other server
-// connection it may get next (26000). Both, for pgx's statement cache
-// (the read API) and for the writer's own statements, and with
-// UnnamedStatements neither.
+// connection it may get next (26000). Both happen, for pgx's statement
+// cache (the read API) and for the writer's own statements, and with
+// TransactionScopedStatements neither does.
 func TestPgBouncerPreparedStatements(t *testing.T) {
 	owner := storetest.OwnerPool(t)
 	a := seedTenant(t, owner)
@@ -447,14 +470,14 @@ func TestPgBouncerPreparedStatements(t *testing.T) {
 			}
 			// The writer's failure is only in its log: match the text.
 			if err == nil || pgCode(err) != c.code && !containsCode(err, c.code) {
-				t.Fatalf("err = %v, want SQLSTATE %s: without UnnamedStatements this pooler is expected to break prepared statements", err, c.code)
+				t.Fatalf("err = %v, want SQLSTATE %s: without TransactionScopedStatements this pooler is expected to break prepared statements", err, c.code)
 			}
 			t.Logf("as expected: %v", err)
 		})
-		t.Run(c.name+"/unnamed", func(t *testing.T) {
-			err, other := c.run(t, store.Options{UnnamedStatements: true})
+		t.Run(c.name+"/txscoped", func(t *testing.T) {
+			err, other := c.run(t, store.Options{TransactionScopedStatements: true})
 			if err != nil || other != nil {
-				t.Fatalf("with UnnamedStatements: %v; the other client: %v", err, other)
+				t.Fatalf("with TransactionScopedStatements: %v; the other client: %v", err, other)
 			}
 		})
 	}
@@ -464,4 +487,103 @@ func TestPgBouncerPreparedStatements(t *testing.T) {
 // *pgconn.PgError's does.
 func containsCode(err error, code string) bool {
 	return err != nil && strings.Contains(err.Error(), "(SQLSTATE "+code+")")
+}
+
+// statementModes are the ways the benchmarks reach PostgreSQL: directly
+// with prepared statements (the default); directly with
+// TransactionScopedStatements (what the setting costs by itself); and
+// through PgBouncer in transaction mode with TransactionScopedStatements
+// (what the deployment costs: the setting and the pooler's hop), with as
+// many server connections as the store has client connections, so that
+// the pooler adds its hop but no wait.
+var statementModes = []string{"prepared", "txscoped", "pgbouncer"}
+
+// benchStore opens an app-role Store of maxConns connections in mode.
+func benchStore(b *testing.B, mode string, maxConns int32) *store.Store {
+	b.Helper()
+	switch mode {
+	case "prepared":
+		return storetest.Open(b, store.Options{MaxConns: maxConns})
+	case "txscoped":
+		return storetest.Open(b, store.Options{MaxConns: maxConns, TransactionScopedStatements: true})
+	case "pgbouncer":
+		return bouncedStore(b, bouncer(b, int(maxConns)), store.Options{MaxConns: maxConns, TransactionScopedStatements: true})
+	}
+	b.Fatalf("unknown statement mode %q", mode)
+	return nil
+}
+
+// BenchmarkReadAPI measures one call of each read-API function and of the
+// key look-up, one at a time, in each of statementModes, on a tenant with
+// 1,000 rows of the last hour: a list page of 20, a row by id, a usage
+// report by model, and LookupKey (the look-up of a key no cache knows,
+// on the request path).
+func BenchmarkReadAPI(b *testing.B) {
+	owner := storetest.OwnerPool(b)
+	ctx := context.Background()
+	org, keyID := uuid.New(), uuid.New()
+	var hash [32]byte
+	copy(hash[:], uuid.New().String())
+	err := pgx.BeginFunc(ctx, owner, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO organizations (id, name) VALUES ($1, 'bench read api')`, org); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO api_keys (organization_id, id, key_hash, display_prefix, name, rate_limit_per_minute)
+			VALUES ($1, $2, $3, 'sk_bench', 'bench', 60)`, org, keyID, hash[:]); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO prompts (organization_id, id, request_id, api_key_id, model, prompt_text, response, status, created_at)
+			SELECT $1, prompts_row_id(t, gen_random_uuid()), 'r' || g, $2, 'm' || (g % 3), 'prompt', 'answer', 200, t
+			FROM generate_series(1, 1000) g, LATERAL (SELECT now() - make_interval(secs => g * 3) AS t) c`, org, keyID)
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if _, err := owner.Exec(context.Background(), `DELETE FROM organizations WHERE id = $1`, org); err != nil {
+			b.Errorf("deleting the benchmark's organization: %v", err)
+		}
+	})
+	var id uuid.UUID
+	if err := owner.QueryRow(ctx, `SELECT id FROM prompts WHERE organization_id = $1 LIMIT 1`, org).Scan(&id); err != nil {
+		b.Fatal(err)
+	}
+	calls := []struct {
+		name string
+		call func(*store.Store) error
+	}{
+		{"ListPrompts", func(st *store.Store) error {
+			ps, err := st.ListPrompts(ctx, org, store.PromptFilter{Limit: 20})
+			if err == nil && len(ps) != 20 {
+				err = fmt.Errorf("%d rows", len(ps))
+			}
+			return err
+		}},
+		{"GetPrompt", func(st *store.Store) error { _, err := st.GetPrompt(ctx, org, id); return err }},
+		{"Usage", func(st *store.Store) error {
+			u, err := st.Usage(ctx, org, time.Now().Add(-24*time.Hour), time.Now().Add(time.Hour), "model")
+			if err == nil && len(u) != 3 {
+				err = fmt.Errorf("%d groups", len(u))
+			}
+			return err
+		}},
+		{"LookupKey", func(st *store.Store) error { _, err := st.LookupKey(ctx, org, hash); return err }},
+	}
+	for _, c := range calls {
+		for _, mode := range statementModes {
+			b.Run(c.name+"/"+mode, func(b *testing.B) {
+				st := benchStore(b, mode, 2)
+				if err := c.call(st); err != nil { // the connection's first: types learnt, statements prepared
+					b.Fatal(err)
+				}
+				b.ReportAllocs()
+				for b.Loop() {
+					if err := c.call(st); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
 }

@@ -39,8 +39,8 @@ var (
 // Store is a pool of connections for the runtime (app) role. It is safe for
 // concurrent use.
 type Store struct {
-	pool    *pgxpool.Pool
-	unnamed bool // Options.UnnamedStatements
+	pool     *pgxpool.Pool
+	txScoped bool // Options.TransactionScopedStatements
 }
 
 // Options tunes Open. The zero value keeps pgxpool's defaults.
@@ -51,21 +51,21 @@ type Options struct {
 	// down and connections are made when first needed. The gateway uses it
 	// so that it can start, and serve keys cached in Redis, during an outage.
 	Lazy bool
-	// UnnamedStatements sends every statement as PostgreSQL's unnamed
-	// statement, parsed anew each time it runs, and never creates a named
-	// (server-side prepared) statement. Set it when a pooler in
-	// transaction mode stands between the store and PostgreSQL without
-	// tracking prepared statements (PgBouncer before 1.21, or with
-	// max_prepared_statements = 0): there a statement prepared in one
-	// transaction is missing from, or already on, the server connection
-	// that the next transaction gets. Queries then run in pgx's
-	// QueryExecModeCacheDescribe (one round trip once a statement's
-	// parameter and result types are known on the connection, binary
-	// formats as before) and the request-log writer sends its inserts
-	// with their parameters (the same binary arrays) instead of executing
-	// prepared ones. The zero value prepares statements once per
-	// connection, as pgx does by default.
-	UnnamedStatements bool
+	// TransactionScopedStatements leaves no prepared statement on a
+	// connection beyond the transaction that prepared it. Set it when a
+	// pooler in transaction mode stands between the store and PostgreSQL
+	// without tracking prepared statements (PgBouncer before 1.21, or
+	// with max_prepared_statements = 0): there a statement prepared in
+	// one transaction is missing from, or already on, the server
+	// connection that the next transaction gets. Queries then run as
+	// PostgreSQL's unnamed statement, in pgx's QueryExecModeCacheDescribe
+	// (one round trip once a statement's parameter and result types are
+	// known on the connection; binary formats as before), and the
+	// request-log writer prepares its statements at the start of each
+	// transaction and closes them before it ends (see prepareForTx). The
+	// zero value prepares statements once per connection, as pgx does by
+	// default.
+	TransactionScopedStatements bool
 }
 
 // Open connects to dsn and checks the connection with a ping. ctx governs
@@ -75,7 +75,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{pool: pool, unnamed: opts.UnnamedStatements}, nil
+	return &Store{pool: pool, txScoped: opts.TransactionScopedStatements}, nil
 }
 
 func newPool(ctx context.Context, dsn string, opts Options) (*pgxpool.Pool, error) {
@@ -91,7 +91,7 @@ func newPool(ctx context.Context, dsn string, opts Options) (*pgxpool.Pool, erro
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "bulkhead"
-	if opts.UnnamedStatements {
+	if opts.TransactionScopedStatements {
 		// A statement's types are learnt once per connection (Parse and
 		// Describe of the unnamed statement, Sync), and every execution
 		// sends its text again (Parse, Bind, Execute, Sync): nothing is

@@ -37,7 +37,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	defer log.Sync() //nolint:errcheck // stderr sync fails on terminals; nothing to do about it
 	routeRedisLog(log)
 
-	dbOpts := store.Options{MaxConns: cfg.DatabaseMaxConns, UnnamedStatements: !cfg.DatabasePreparedStatements}
+	dbOpts := store.Options{MaxConns: cfg.DatabaseMaxConns, TransactionScopedStatements: !cfg.DatabasePreparedStatements}
 	st, err := store.Open(ctx, cfg.DatabaseURL.Reveal(), dbOpts)
 	if err != nil {
 		// Start anyway: keys cached in Redis keep working, the rest gets 503.
