@@ -25,7 +25,10 @@ import (
 // listens on a free loopback port and is stopped when the test ends.
 //
 // PgBouncer authenticates clients with SCRAM against a user list holding
-// dsn's password, and logs in to PostgreSQL with the same password.
+// dsn's password, and logs in to PostgreSQL with the same password (a DSN
+// without a password: no authentication, as PostgreSQL then trusts the
+// user).
+//
 // PgBouncer refuses to run as root: under root it runs as the postgres OS
 // user (or nobody), so its configuration lives in a directory of its own
 // under os.TempDir, owned by that user, not in t.TempDir, whose parents
@@ -86,6 +89,10 @@ func PgBouncer(t testing.TB, dsn string, poolSize int) string {
 		return path
 	}
 	users := write("userlist.txt", fmt.Sprintf("%q %q\n", name, pw))
+	authType := "scram-sha-256"
+	if pw == "" {
+		authType = "trust"
+	}
 	// From 1.21 PgBouncer can track prepared statements, and later
 	// versions do by default: turned off, it is the pooler the tests are
 	// about, whatever version the distribution ships.
@@ -105,7 +112,7 @@ func PgBouncer(t testing.TB, dsn string, poolSize int) string {
 listen_addr = 127.0.0.1
 listen_port = %d
 unix_socket_dir =
-auth_type = scram-sha-256
+auth_type = %s
 auth_file = %s
 pool_mode = transaction
 default_pool_size = %d
@@ -116,7 +123,7 @@ max_db_connections = %d
 server_lifetime = 3600
 log_connections = 0
 log_disconnections = 0
-%s`, db, host, port, db, listen, users, poolSize, poolSize, extra))
+%s`, db, host, port, db, listen, authType, users, poolSize, poolSize, extra))
 		proc, err := startPgBouncer(t, bin, ini, cred, listen)
 		if err == nil {
 			t.Cleanup(proc.stop)
