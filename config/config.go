@@ -47,6 +47,8 @@ type Config struct {
 	AdminDatabaseURL Secret `yaml:"admin_database_url" env:"BULKHEAD_ADMIN_DATABASE_URL" help:"PostgreSQL DSN of the owner role, used only by migrate and the admin subcommands"`
 	DatabaseMaxConns int32  `yaml:"database_max_conns" env:"BULKHEAD_DATABASE_MAX_CONNS" help:"size of the runtime connection pool"`
 
+	DatabasePreparedStatements bool `yaml:"database_prepared_statements" env:"BULKHEAD_DATABASE_PREPARED_STATEMENTS" help:"prepare the runtime's statements once per connection (named server-side prepared statements); set false when BULKHEAD_DATABASE_URL names a pooler in transaction mode that does not keep them per server connection, such as PgBouncer before 1.21 or with max_prepared_statements = 0: queries then run as the unnamed statement and the request-log writer prepares its statements per transaction (see deploy/README.md)"`
+
 	RedisURL Secret `yaml:"redis_url" env:"BULKHEAD_REDIS_URL" help:"Redis shared by all replicas for key cache, revocation and limits; set it empty for single-instance mode (in-process cache and limiter)"`
 
 	RedisTimeout time.Duration `yaml:"redis_timeout" env:"BULKHEAD_REDIS_TIMEOUT" help:"deadline of every Redis call; past it the gateway falls back (caches, PostgreSQL, local limiter) instead of waiting"`
@@ -141,6 +143,8 @@ func Default() Config {
 		DatabaseURL:      "postgres://bulkhead_app:bulkhead@127.0.0.1:5432/bulkhead?sslmode=disable",
 		AdminDatabaseURL: "postgres://bulkhead_owner:bulkhead@127.0.0.1:5432/bulkhead?sslmode=disable",
 		DatabaseMaxConns: 10,
+
+		DatabasePreparedStatements: true,
 
 		RedisURL:     "redis://127.0.0.1:6379/0",
 		RedisTimeout: ratelimit.DefaultTimeout,

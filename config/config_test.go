@@ -221,6 +221,24 @@ func TestAuthFailureBudgets(t *testing.T) {
 	}
 }
 
+// Prepared statements are on unless turned off (behind a transaction
+// pooler that drops them); a value that is not a boolean, such as the
+// pooler's name, is refused by name rather than read as either.
+func TestDatabasePreparedStatements(t *testing.T) {
+	c, err := Load("", envMap(nil))
+	if err != nil || !c.DatabasePreparedStatements {
+		t.Errorf("default: %v, %v; want true", c.DatabasePreparedStatements, err)
+	}
+	c, err = Load("", envMap(map[string]string{"BULKHEAD_DATABASE_PREPARED_STATEMENTS": "false"}))
+	if err != nil || c.DatabasePreparedStatements {
+		t.Errorf("false: %v, %v", c.DatabasePreparedStatements, err)
+	}
+	_, err = Load("", envMap(map[string]string{"BULKHEAD_DATABASE_PREPARED_STATEMENTS": "pgbouncer"}))
+	if err == nil || !strings.Contains(err.Error(), "BULKHEAD_DATABASE_PREPARED_STATEMENTS") {
+		t.Errorf("pgbouncer: err = %v, want the variable named", err)
+	}
+}
+
 // The defaults the README's table shows (Vars) are the ones Load applies:
 // each parses, as an environment value, back to Default's field.
 func TestVarsShowTheDefaults(t *testing.T) {

@@ -39,7 +39,8 @@ var (
 // Store is a pool of connections for the runtime (app) role. It is safe for
 // concurrent use.
 type Store struct {
-	pool *pgxpool.Pool
+	pool     *pgxpool.Pool
+	txScoped bool // Options.TransactionScopedStatements
 }
 
 // Options tunes Open. The zero value keeps pgxpool's defaults.
@@ -50,6 +51,21 @@ type Options struct {
 	// down and connections are made when first needed. The gateway uses it
 	// so that it can start, and serve keys cached in Redis, during an outage.
 	Lazy bool
+	// TransactionScopedStatements leaves no prepared statement on a
+	// connection beyond the transaction that prepared it. Set it when a
+	// pooler in transaction mode stands between the store and PostgreSQL
+	// without tracking prepared statements (PgBouncer before 1.21, or
+	// with max_prepared_statements = 0): there a statement prepared in
+	// one transaction is missing from, or already on, the server
+	// connection that the next transaction gets. Queries then run as
+	// PostgreSQL's unnamed statement, in pgx's QueryExecModeCacheDescribe
+	// (one round trip once a statement's parameter and result types are
+	// known on the connection; binary formats as before), and the
+	// request-log writer prepares its statements at the start of each
+	// transaction and closes them before it ends (see prepareForTx). The
+	// zero value prepares statements once per connection, as pgx does by
+	// default.
+	TransactionScopedStatements bool
 }
 
 // Open connects to dsn and checks the connection with a ping. ctx governs
@@ -59,7 +75,7 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{pool: pool}, nil
+	return &Store{pool: pool, txScoped: opts.TransactionScopedStatements}, nil
 }
 
 func newPool(ctx context.Context, dsn string, opts Options) (*pgxpool.Pool, error) {
@@ -75,6 +91,18 @@ func newPool(ctx context.Context, dsn string, opts Options) (*pgxpool.Pool, erro
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "bulkhead"
+	if opts.TransactionScopedStatements {
+		// A statement's types are learnt once per connection (Parse and
+		// Describe of the unnamed statement, Sync), and every execution
+		// sends its text again (Parse, Bind, Execute, Sync): nothing is
+		// left on the server connection past a Sync, so that a pooler may
+		// hand the two to different server connections, as it does
+		// outside a transaction. With the statement cache off, a query
+		// that asks for QueryExecModeCacheStatement fails rather than
+		// prepares.
+		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
+		cfg.ConnConfig.StatementCacheCapacity = 0
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("store: connecting: %w", err)

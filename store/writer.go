@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -238,6 +239,12 @@ type Writer struct {
 	replayingFlag                                  atomic.Bool
 
 	rs runState // owned by the goroutine running Run (or Close's flush)
+
+	// With the store's TransactionScopedStatements, the names of a
+	// transaction's statements (prepareForTx) hold a tag of this writer's
+	// own and a sequence number.
+	txTag string
+	txSeq atomic.Uint64
 }
 
 // runState is the writer goroutine's own state and scratch space.
@@ -291,6 +298,7 @@ func NewWriter(st *Store, opts WriterOptions) (*Writer, error) {
 		fullAt: max(1, min(opts.BatchSize, opts.QueueSize/2)),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
+		txTag:  strings.ReplaceAll(uuid.NewString(), "-", "")[:16], // names stay within PostgreSQL's 63 bytes
 	}
 	if opts.SpoolDir != "" {
 		sp, err := spool.Open(opts.SpoolDir, spool.Options{

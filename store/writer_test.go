@@ -1039,7 +1039,9 @@ func sameButTime(a, b store.LogRecord) bool {
 // pool of 10); the others change one option to show what it is worth. It
 // runs without a spool so that a producer faster than PostgreSQL is paced
 // by the queue (Record blocks) rather than diverted to the disk: the figure
-// is what reaches PostgreSQL, final flush included.
+// is what reaches PostgreSQL, final flush included. Each runs with
+// prepared statements and with TransactionScopedStatements (the first two
+// statementModes).
 func BenchmarkWriterRLS(b *testing.B) {
 	for _, c := range []struct {
 		name string
@@ -1049,25 +1051,30 @@ func BenchmarkWriterRLS(b *testing.B) {
 		{"batch=1000", store.WriterOptions{BatchSize: 1000}},
 		{"serial", store.WriterOptions{Concurrency: 1}},
 	} {
-		b.Run(c.name, func(b *testing.B) { benchWriter(b, c.opts, 100) })
+		for _, mode := range statementModes[:2] {
+			b.Run(c.name+"/"+mode, func(b *testing.B) { benchWriter(b, c.opts, 100, mode) })
+		}
 	}
 }
 
 // BenchmarkWriterTenants measures the writer's rows per second against
 // the number of interleaved active tenants, with the default options
 // (and, with 10,000, the batch size before it was raised): with 10,000
-// tenants most batches hold one or two rows of each.
+// tenants most batches hold one or two rows of each. Each runs in every
+// one of statementModes, PgBouncer included.
 func BenchmarkWriterTenants(b *testing.B) {
 	for _, n := range []int{100, 1000, 10000} {
-		b.Run("tenants="+strconv.Itoa(n), func(b *testing.B) { benchWriter(b, store.WriterOptions{}, n) })
+		for _, mode := range statementModes {
+			b.Run("tenants="+strconv.Itoa(n)+"/"+mode, func(b *testing.B) { benchWriter(b, store.WriterOptions{}, n, mode) })
+		}
 		if n == 10000 {
-			b.Run("tenants="+strconv.Itoa(n)+"/batch=5000", func(b *testing.B) { benchWriter(b, store.WriterOptions{BatchSize: 5000}, n) })
+			b.Run("tenants="+strconv.Itoa(n)+"/batch=5000", func(b *testing.B) { benchWriter(b, store.WriterOptions{BatchSize: 5000}, n, "prepared") })
 		}
 	}
 }
 
-func benchWriter(b *testing.B, opts store.WriterOptions, tenants int) {
-	st := storetest.Open(b, store.Options{MaxConns: 10})
+func benchWriter(b *testing.B, opts store.WriterOptions, tenants int, mode string) {
+	st := benchStore(b, mode, 10)
 	owner := storetest.OwnerPool(b)
 	orgs := newOrgs(b, owner, tenants)
 	run := "bn" + uuid.NewString()[:8]

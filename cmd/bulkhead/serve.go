@@ -37,11 +37,13 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	defer log.Sync() //nolint:errcheck // stderr sync fails on terminals; nothing to do about it
 	routeRedisLog(log)
 
-	st, err := store.Open(ctx, cfg.DatabaseURL.Reveal(), store.Options{MaxConns: cfg.DatabaseMaxConns})
+	dbOpts := store.Options{MaxConns: cfg.DatabaseMaxConns, TransactionScopedStatements: !cfg.DatabasePreparedStatements}
+	st, err := store.Open(ctx, cfg.DatabaseURL.Reveal(), dbOpts)
 	if err != nil {
 		// Start anyway: keys cached in Redis keep working, the rest gets 503.
 		log.Warn("PostgreSQL is unreachable; starting without it", zap.Error(err))
-		if st, err = store.Open(ctx, cfg.DatabaseURL.Reveal(), store.Options{MaxConns: cfg.DatabaseMaxConns, Lazy: true}); err != nil {
+		dbOpts.Lazy = true
+		if st, err = store.Open(ctx, cfg.DatabaseURL.Reveal(), dbOpts); err != nil {
 			return err
 		}
 	}

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the local PostgreSQL and Redis that `make run` and `make test`
-# use are installed, running and bootstrapped. Idempotent: where everything
+# use are installed, running and bootstrapped, and that PgBouncer is
+# installed (the tests start their own, on a free loopback port, in front
+# of that PostgreSQL; nothing here starts one). Idempotent: where everything
 # already runs it only checks, and re-creating roles or databases is a no-op.
 #
 # On a Debian machine without them it installs the distribution packages
@@ -113,8 +115,18 @@ ensure_redis() {
 	wait_for Redis redis_up
 }
 
+# ensure_pgbouncer installs PgBouncer for the store's tests through a
+# transaction pooler (store/pgbouncer_test.go): they run /usr/sbin/pgbouncer
+# themselves. Debian's package may also start its own service on 6432, with
+# its default configuration (no databases); the tests do not use it.
+ensure_pgbouncer() {
+	if command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ]; then return 0; fi
+	apt_install pgbouncer
+}
+
 command -v go >/dev/null || die "Go is not on PATH: install Go 1.26 or newer"
 ensure_postgres
 bootstrap_postgres
 ensure_redis
+ensure_pgbouncer
 log "PostgreSQL on $PGHOST:$PGPORT and Redis on $REDIS_HOST:$REDIS_PORT are ready"
