@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
 	"os/exec"
 	"strconv"
@@ -102,11 +103,33 @@ func (c *RedisCluster) live(t testing.TB) *redis.Client {
 	return nil
 }
 
-// slots reads the slot map from a live node.
-func (c *RedisCluster) slots(ctx context.Context, t testing.TB) ([]redis.ClusterSlot, error) {
+// slotRange is a range of hash slots and the master serving it.
+type slotRange struct {
+	start, end int
+	master     string // host:port; "" if the shard has none
+}
+
+// slots reads the slot map from a live node (CLUSTER SHARDS).
+func (c *RedisCluster) slots(ctx context.Context, t testing.TB) ([]slotRange, error) {
 	rdb := c.live(t)
 	defer rdb.Close()
-	return rdb.ClusterSlots(ctx).Result()
+	shards, err := rdb.ClusterShards(ctx).Result()
+	if err != nil {
+		return nil, err
+	}
+	var ranges []slotRange
+	for _, sh := range shards {
+		var master string
+		for _, n := range sh.Nodes {
+			if n.Role == "master" && n.Health == "online" {
+				master = net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10))
+			}
+		}
+		for _, r := range sh.Slots {
+			ranges = append(ranges, slotRange{start: int(r.Start), end: int(r.End), master: master})
+		}
+	}
+	return ranges, nil
 }
 
 // Slot is the hash slot of key.
@@ -128,11 +151,11 @@ func (c *RedisCluster) MasterOf(t testing.TB, key string) *RedisServer {
 	slot := c.Slot(t, key)
 	slots, err := c.slots(context.Background(), t)
 	if err != nil {
-		t.Fatalf("CLUSTER SLOTS: %v", err)
+		t.Fatalf("CLUSTER SHARDS: %v", err)
 	}
 	for _, s := range slots {
-		if slot >= s.Start && slot <= s.End && len(s.Nodes) > 0 {
-			return c.node(t, s.Nodes[0].Addr)
+		if slot >= s.start && slot <= s.end && s.master != "" {
+			return c.node(t, s.master)
 		}
 	}
 	t.Fatalf("no node serves slot %d", slot)
@@ -196,14 +219,14 @@ func (c *RedisCluster) unhealthy(t testing.TB) string {
 	}
 	slots, err := c.slots(ctx, t)
 	if err != nil {
-		return fmt.Sprintf("CLUSTER SLOTS: %v", err)
+		return fmt.Sprintf("CLUSTER SHARDS: %v", err)
 	}
 	served := 0
 	for _, s := range slots {
-		if len(s.Nodes) == 0 || !c.node(t, s.Nodes[0].Addr).Alive() {
-			return fmt.Sprintf("slots %d-%d have no live master", s.Start, s.End)
+		if s.master == "" || !c.node(t, s.master).Alive() {
+			return fmt.Sprintf("slots %d-%d have no live master", s.start, s.end)
 		}
-		served += s.End - s.Start + 1
+		served += s.end - s.start + 1
 	}
 	if served != 16384 {
 		return fmt.Sprintf("%d of 16384 slots are served", served)

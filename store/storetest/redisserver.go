@@ -33,6 +33,17 @@ type RedisServer struct {
 	killed bool
 }
 
+// StartRedisServer starts a standalone Redis of the test's own, killed
+// when the test ends: a baseline beside a cluster's nodes, configured as
+// they are.
+func StartRedisServer(t testing.TB) *RedisServer {
+	t.Helper()
+	return startRedis(t, "standalone", false, nil)
+}
+
+// URL is the server as BULKHEAD_REDIS_URL names it in single mode.
+func (s *RedisServer) URL() string { return "redis://" + s.Addr + "/0" }
+
 // redisBinaries are what the local clusters need: deploy/dev/services.sh
 // installs both (Debian's redis-server and redis-tools).
 func redisBinaries(t testing.TB) (server, cli string) {
