@@ -49,7 +49,8 @@ type Config struct {
 
 	DatabasePreparedStatements bool `yaml:"database_prepared_statements" env:"BULKHEAD_DATABASE_PREPARED_STATEMENTS" help:"prepare the runtime's statements once per connection (named server-side prepared statements); set false when BULKHEAD_DATABASE_URL names a pooler in transaction mode that does not keep them per server connection, such as PgBouncer before 1.21 or with max_prepared_statements = 0: queries then run as the unnamed statement and the request-log writer prepares its statements per transaction (see deploy/README.md)"`
 
-	RedisURL Secret `yaml:"redis_url" env:"BULKHEAD_REDIS_URL" help:"Redis shared by all replicas for key cache, revocation and limits; set it empty for single-instance mode (in-process cache and limiter)"`
+	RedisURL  Secret `yaml:"redis_url" env:"BULKHEAD_REDIS_URL" help:"Redis shared by all replicas for key cache, revocation and limits; set it empty for single-instance mode (in-process cache and limiter). For a cluster or Sentinel, several addresses: redis://[user:password@]host:port?addr=host2:port&addr=host3:port (see BULKHEAD_REDIS_MODE)"`
+	RedisMode string `yaml:"redis_mode" env:"BULKHEAD_REDIS_MODE" help:"single (one Redis node), cluster (Redis Cluster: the URL names some of its nodes, database 0 only) or sentinel (the URL names the Sentinels, with ?master_name=NAME; its user and password are the Sentinels', the master's go in &username= and &password=); reads and writes always go to masters"`
 
 	RedisTimeout time.Duration `yaml:"redis_timeout" env:"BULKHEAD_REDIS_TIMEOUT" help:"deadline of every Redis call; past it the gateway falls back (caches, PostgreSQL, local limiter) instead of waiting"`
 
@@ -147,6 +148,7 @@ func Default() Config {
 		DatabasePreparedStatements: true,
 
 		RedisURL:     "redis://127.0.0.1:6379/0",
+		RedisMode:    RedisSingle,
 		RedisTimeout: ratelimit.DefaultTimeout,
 
 		AuthCacheTTL:          auth.DefaultCacheTTL,
@@ -395,8 +397,15 @@ func (c Config) Validate() error {
 	if c.DatabaseMaxConns < 1 {
 		bad("BULKHEAD_DATABASE_MAX_CONNS", "must be at least 1, got %d", c.DatabaseMaxConns)
 	}
-	if c.RedisURL != "" {
-		checkURL("BULKHEAD_REDIS_URL", c.RedisURL.Reveal(), "redis", "rediss", "unix")
+	switch c.RedisMode {
+	case RedisSingle, RedisCluster, RedisSentinel:
+		if c.RedisURL != "" {
+			if _, err := c.RedisOptions(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	default:
+		bad("BULKHEAD_REDIS_MODE", "want single, cluster or sentinel, got %q", c.RedisMode)
 	}
 	positive := func(env string, d time.Duration) {
 		if d <= 0 {

@@ -28,6 +28,24 @@ func TestValidateRejects(t *testing.T) {
 		{"admin database URL", func(c *Config) { c.AdminDatabaseURL = "http://db/x" }, "BULKHEAD_ADMIN_DATABASE_URL:"},
 		{"max conns", func(c *Config) { c.DatabaseMaxConns = 0 }, "BULKHEAD_DATABASE_MAX_CONNS:"},
 		{"redis scheme", func(c *Config) { c.RedisURL = "http://127.0.0.1:6379" }, "BULKHEAD_REDIS_URL:"},
+		{"redis URL not a URL", func(c *Config) { c.RedisURL = "127.0.0.1:6379" }, "BULKHEAD_REDIS_URL:"},
+		{"redis mode", func(c *Config) { c.RedisMode = "ring" }, "BULKHEAD_REDIS_MODE:"},
+		{"redis mode empty", func(c *Config) { c.RedisMode = "" }, "BULKHEAD_REDIS_MODE:"},
+		{"redis mode empty without redis", func(c *Config) { c.RedisMode, c.RedisURL = "", "" }, "BULKHEAD_REDIS_MODE:"},
+		{"redis single with several addresses", func(c *Config) { c.RedisURL = "redis://a:6379?addr=b:6379" }, "BULKHEAD_REDIS_URL:"},
+		{"redis single unknown option", func(c *Config) { c.RedisURL = "redis://a:6379?shards=3" }, "BULKHEAD_REDIS_URL:"},
+		{"redis cluster database", func(c *Config) { c.RedisMode, c.RedisURL = "cluster", "redis://a:6379/2" }, "BULKHEAD_REDIS_URL:"},
+		{"redis cluster unix", func(c *Config) { c.RedisMode, c.RedisURL = "cluster", "unix:///run/redis.sock" }, "BULKHEAD_REDIS_URL:"},
+		{"redis cluster read only", func(c *Config) { c.RedisMode, c.RedisURL = "cluster", "redis://a:6379?read_only=true" }, "BULKHEAD_REDIS_URL:"},
+		{"redis cluster by latency", func(c *Config) { c.RedisMode, c.RedisURL = "cluster", "redis://a:6379?route_by_latency=true" }, "BULKHEAD_REDIS_URL:"},
+		{"redis cluster bad addr", func(c *Config) { c.RedisMode, c.RedisURL = "cluster", "redis://a:6379?addr=b" }, "BULKHEAD_REDIS_URL:"},
+		{"redis sentinel without master", func(c *Config) { c.RedisMode, c.RedisURL = "sentinel", "redis://s1:26379?addr=s2:26379" }, "BULKHEAD_REDIS_URL:"},
+		{"redis sentinel replica only", func(c *Config) {
+			c.RedisMode, c.RedisURL = "sentinel", "redis://s1:26379?master_name=m&replica_only=true"
+		}, "BULKHEAD_REDIS_URL:"},
+		{"redis sentinel by latency", func(c *Config) {
+			c.RedisMode, c.RedisURL = "sentinel", "redis://s1:26379?master_name=m&route_randomly=true"
+		}, "BULKHEAD_REDIS_URL:"},
 		{"redis timeout zero", func(c *Config) { c.RedisTimeout = 0 }, "BULKHEAD_REDIS_TIMEOUT:"},
 		{"redis timeout long", func(c *Config) { c.RedisTimeout = 2 * time.Second }, "BULKHEAD_REDIS_TIMEOUT:"},
 		{"auth cache ttl", func(c *Config) { c.AuthCacheTTL = -time.Second }, "BULKHEAD_AUTH_CACHE_TTL:"},

@@ -180,6 +180,7 @@ type harness struct {
 	mock    *mock.Server
 	cfg     config.Config
 	limiter *ratelimit.Limiter
+	rdb     redis.UniversalClient // the Redis behind auth and limiter; nil never
 	logs    *syncBuffer
 }
 
@@ -225,13 +226,24 @@ func newHarnessWith(t testing.TB, mo mock.Options, mod func(*config.Config)) *ha
 	t.Helper()
 	h := &harness{t: t, net: loopback{t}, admin: storetest.Admin(t), st: storetest.Open(t, store.Options{}), rec: newMemRecorder()}
 	cfg := h.configure(mo, mod)
-	var rdb *redis.Client
-	if cfg.RedisURL == deadRedis {
+	var rdb redis.UniversalClient
+	switch {
+	case cfg.RedisURL == deadRedis:
 		rdb = redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 50 * time.Millisecond, ContextTimeoutEnabled: true})
 		t.Cleanup(func() { rdb.Close() })
-	} else {
+	case cfg.RedisMode != config.RedisSingle:
+		// A cluster or Sentinel deployment of the test's own, through
+		// the client the gateway builds.
+		ro, err := cfg.RedisOptions()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rdb = ro.NewClient()
+		t.Cleanup(func() { rdb.Close() })
+	default:
 		rdb = storetest.Redis(t)
 	}
+	h.rdb = rdb
 	var err error
 	// Instances of one test share their budgets, as replicas do.
 	limitTimeout := time.Second

@@ -39,7 +39,12 @@
 // All times come from Redis TIME inside the script, so the replicas' clocks
 // do not matter. Redis keys are Prefix + ":{" + key + "}:r" and ":t" (one
 // Cluster hash slot per key) and expire when their budget is fully
-// restored.
+// restored. So a key must not be empty or begin with "}": its hash tag
+// would be empty, and on a Redis Cluster its two budgets would fall in
+// different slots, which the scripts cannot touch together (CROSSSLOT, a
+// Redis failure to the Limiter). Every script touches one slot, so a
+// Cluster serves the Limiter as one node does; the tests run each script
+// on a real one.
 //
 // # Leases
 //

@@ -14,6 +14,7 @@ import (
 // the members not seen for heartbeatWindow heartbeats and keeps the count.
 // When Redis goes away the count stays as last seen, and the local fallback
 // admits 1/count of each budget (see local.go).
+// The set is one key, so each heartbeat touches one slot of a Redis Cluster.
 
 // heartbeatWindow is how many heartbeats a replica may miss and still be
 // counted alive.

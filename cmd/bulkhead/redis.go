@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -11,19 +10,16 @@ import (
 	"github.com/bulkheadhq/bulkhead/gateway"
 )
 
-// newRedis connects to cfg.RedisURL with the configured per-call deadline.
-// It does not dial until first use.
-func newRedis(cfg config.Config) (*redis.Client, error) {
-	opts, err := redis.ParseURL(cfg.RedisURL.Reveal())
+// newRedis connects to cfg.RedisURL in cfg.RedisMode (one node, a Redis
+// Cluster, or a master found through Sentinels) with the configured
+// per-call deadline; see config.Config.RedisOptions. It does not dial
+// until first use.
+func newRedis(cfg config.Config) (redis.UniversalClient, error) {
+	opts, err := cfg.RedisOptions()
 	if err != nil {
-		return nil, fmt.Errorf("BULKHEAD_REDIS_URL: does not parse")
+		return nil, err
 	}
-	opts.DialTimeout = 4 * cfg.RedisTimeout
-	opts.ReadTimeout = cfg.RedisTimeout
-	opts.WriteTimeout = cfg.RedisTimeout
-	opts.MaxRetries = 1
-	opts.ContextTimeoutEnabled = true
-	return redis.NewClient(opts), nil
+	return opts.NewClient(), nil
 }
 
 // redisLog is go-redis's process-wide logger (by default raw lines on

@@ -124,9 +124,27 @@ ensure_pgbouncer() {
 	apt_install pgbouncer
 }
 
+# The Redis Cluster and Sentinel tests (store/storetest) start redis-server
+# processes of their own on free loopback ports, and create the cluster with
+# redis-cli, so both must be here even when the shared Redis runs elsewhere
+# (compose, another REDIS_HOST). Then the package is installed without
+# starting Debian's service, which would want port 6379.
+ensure_redis_binaries() {
+	command -v redis-cli >/dev/null || apt_install redis-tools
+	command -v redis-server >/dev/null && return 0
+	local policy=/usr/sbin/policy-rc.d
+	if [ -e "$policy" ]; then apt_install redis-server; return; fi
+	as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod +x $policy"
+	local rc=0
+	apt_install redis-server || rc=$?
+	as_root rm -f "$policy"
+	return "$rc"
+}
+
 command -v go >/dev/null || die "Go is not on PATH: install Go 1.26 or newer"
 ensure_postgres
 bootstrap_postgres
 ensure_redis
 ensure_pgbouncer
+ensure_redis_binaries
 log "PostgreSQL on $PGHOST:$PGPORT and Redis on $REDIS_HOST:$REDIS_PORT are ready"

@@ -29,7 +29,7 @@ func (c *clock) advance(d time.Duration) { c.off.Add(int64(d)) }
 type fixture struct {
 	admin *store.Admin
 	st    *store.Store
-	rdb   *redis.Client
+	rdb   redis.UniversalClient
 }
 
 func newFixture(t *testing.T) fixture {

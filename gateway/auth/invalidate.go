@@ -15,6 +15,12 @@ import (
 // InvalidationChannel is the Redis pub/sub channel on which instances learn
 // of revoked or changed keys and deleted organizations. Messages are
 // "k:<hex sha-256>" or "o:<organization uuid>".
+//
+// It is classic pub/sub, which a Redis Cluster broadcasts to every node: a
+// cluster client subscribes on the master of the channel's slot and, when
+// that master fails over, resubscribes on its successor (Run purges L1
+// then). Sharded pub/sub would confine the messages to one shard; they are
+// one per changed key, too few to be worth it.
 const InvalidationChannel = "bulkhead:auth:invalidate"
 
 // Revoke makes keys unusable on every instance: it writes a tombstone over

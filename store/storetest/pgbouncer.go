@@ -173,16 +173,6 @@ func unprivileged(t testing.TB) *runAs {
 	return nil
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // pgbouncerProc is a running PgBouncer and its log.
 type pgbouncerProc struct {
 	t    testing.TB
