@@ -43,7 +43,8 @@ func memory(ctx context.Context, args []string) error {
 	nkeys := fs.Int("keys", 1, "distinct API keys the burst cycles through (created for this run)")
 	norgs := fs.Int("orgs", 1, "organizations the keys belong to (found or created by name)")
 	promptBytes := fs.Int("prompt-bytes", 0, "pad each request's user message to about this many bytes (0: the short chat request of make bench)")
-	profile := fs.String("heap-profile", "", "file to save the gateway's heap profile to, taken as the burst ends (as of its last GC; none is forced)")
+	trickle := fs.Int("trickle", 0, "requests per second sent after the burst (open loop), as traffic that goes on; 0: none")
+	profile := fs.String("heap-profile", "", "save the gateway's heap profiles to PREFIX-burst.pb.gz as the burst ends and PREFIX-end.pb.gz at the end (each as of the last GC; none is forced)")
 	var extra envFlags
 	fs.Var(&extra, "env", "NAME=VALUE added to the gateway's environment (repeatable), e.g. BULKHEAD_MEMORY_LIMIT=256MiB")
 	if err := fs.Parse(args); err != nil {
@@ -95,14 +96,21 @@ func memory(ctx context.Context, args []string) error {
 		time.Now().UTC().Format(time.RFC3339), *requests, len(body), *conns, len(keys), *norgs, strings.Join(extra, " "))
 	fmt.Printf("RSS is the kernel's (VmRSS); the heap columns are the Go runtime's (/metrics): in use (live and " +
 		"fragmented spans), idle and not yet returned to the OS (resident, reusable), and returned. GCs counts " +
-		"collections since the gateway started.\n\n")
-	fmt.Printf("| phase | t | RSS MiB | heap in use MiB | heap idle, not returned MiB | heap returned MiB | next GC MiB | GCs |\n" +
-		"|---|---|---|---|---|---|---|---|\n")
+		"collections since the gateway started, releases those of them that returned the heap after a busy spell " +
+		"(BULKHEAD_MEMORY_RETURN_AFTER; - where the build has none).\n\n")
+	fmt.Printf("| phase | t | RSS MiB | heap in use MiB | heap idle, not returned MiB | heap returned MiB | next GC MiB | GCs | releases |\n" +
+		"|---|---|---|---|---|---|---|---|---|\n")
+	var last map[string]float64
 	row := func(phase string, t time.Duration) {
 		m := scrape(metricsURL)
-		fmt.Printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f |\n", phase, t.Round(100*time.Millisecond),
+		last = m
+		releases := "-"
+		if v, ok := m["bulkhead_memory_releases_total"]; ok {
+			releases = strconv.FormatFloat(v, 'f', 0, 64)
+		}
+		fmt.Printf("| %s | %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.0f | %s |\n", phase, t.Round(100*time.Millisecond),
 			rss(pid), mib(m["go_memstats_heap_inuse_bytes"]), mib(m["go_memstats_heap_idle_bytes"]-m["go_memstats_heap_released_bytes"]),
-			mib(m["go_memstats_heap_released_bytes"]), mib(m["go_memstats_next_gc_bytes"]), m["go_gc_duration_seconds_count"])
+			mib(m["go_memstats_heap_released_bytes"]), mib(m["go_memstats_next_gc_bytes"]), m["go_gc_duration_seconds_count"], releases)
 	}
 	row("idle after warm-up", 0)
 
@@ -139,17 +147,26 @@ func memory(ctx context.Context, args []string) error {
 		return err
 	}
 	took := time.Since(t0)
-	fmt.Printf("| burst: peak RSS (100 ms samples) | %s | %.1f | | | | | |\n", took.Round(100*time.Millisecond), float64(peak.Load())/1024)
+	fmt.Printf("| burst: peak RSS (100 ms samples) | %s | %.1f | | | | | | |\n", took.Round(100*time.Millisecond), float64(peak.Load())/1024)
 	row("burst over", took)
-	if *profile != "" {
-		if code, body, err := fasthttp.GetTimeout(nil, "http://"+admin+"/debug/pprof/heap", 10*time.Second); err != nil || code != 200 {
-			return fmt.Errorf("heap profile: %d %v", code, err)
-		} else if err := os.WriteFile(*profile, body, 0o644); err != nil {
-			return err
+	saveProfile := func(name string) error {
+		if *profile == "" {
+			return nil
 		}
+		code, body, err := fasthttp.GetTimeout(nil, "http://"+admin+"/debug/pprof/heap", 10*time.Second)
+		if err != nil || code != 200 {
+			return fmt.Errorf("heap profile: %d %v", code, err)
+		}
+		return os.WriteFile(*profile+"-"+name+".pb.gz", body, 0o644)
+	}
+	if err := saveProfile("burst"); err != nil {
+		return err
 	}
 
-	end := time.Now()
+	end, cpu0, before := time.Now(), cpuTime(pid), last
+	sent, tfailed := make(chan int64, 1), make(chan int64, 1)
+	quit := make(chan struct{})
+	go func() { n, f := trickleLoad(url, keys[0], body, *trickle, quit); sent <- n; tfailed <- f }()
 	for t := *every; t <= *after; t += *every {
 		select {
 		case <-ctx.Done():
@@ -158,8 +175,57 @@ func memory(ctx context.Context, args []string) error {
 		}
 		row("after", t)
 	}
-	fmt.Printf("\n%d requests in %s (%.0f RPS), %d failed.\n", *requests, took.Round(time.Millisecond), float64(*requests)/took.Seconds(), failed)
+	close(quit)
+	afterCPU, tn, tf := cpuTime(pid)-cpu0, <-sent, <-tfailed
+	if err := saveProfile("end"); err != nil {
+		return err
+	}
+	fmt.Printf("\nBurst: %d requests in %s (%.0f RPS), %d failed.\n", *requests, took.Round(time.Millisecond), float64(*requests)/took.Seconds(), failed)
+	fmt.Printf("After it, %s: %d requests (%d failed); the gateway used %.2f s of CPU, ran %.0f collections, "+
+		"%.0f of them releases taking %.1f ms in all.\n", after.String(), tn, tf, afterCPU.Seconds(),
+		last["go_gc_duration_seconds_count"]-before["go_gc_duration_seconds_count"],
+		last["bulkhead_memory_releases_total"]-before["bulkhead_memory_releases_total"],
+		1000*(last["bulkhead_memory_release_seconds_total"]-before["bulkhead_memory_release_seconds_total"]))
 	return nil
+}
+
+// trickleLoad sends rate requests a second, open loop, until quit is
+// closed, and returns how many it sent and how many failed; rate 0 sends
+// none.
+func trickleLoad(url, key, body string, rate int, quit chan struct{}) (sent, failed int64) {
+	if rate <= 0 {
+		<-quit
+		return 0, 0
+	}
+	c := &fasthttp.Client{ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
+	var bad atomic.Int64
+	var wg sync.WaitGroup
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	for {
+		select {
+		case <-quit:
+			wg.Wait()
+			return sent, bad.Load()
+		case <-tick.C:
+		}
+		sent++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			req.SetRequestURI(url)
+			req.Header.SetMethod("POST")
+			req.Header.SetContentType("application/json")
+			req.Header.Set("Authorization", "Bearer "+key)
+			req.SetBodyString(body)
+			if err := c.Do(req, resp); err != nil || resp.StatusCode() != 200 {
+				bad.Add(1)
+			}
+		}()
+	}
 }
 
 // burst sends n chat completions over conns connections, closed loop,
