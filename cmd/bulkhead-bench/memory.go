@@ -40,8 +40,8 @@ func memory(ctx context.Context, args []string) error {
 	conns := fs.Int("conns", 50, "connections of the burst (closed loop)")
 	after := fs.Duration("after", 150*time.Second, "how long to watch after the burst")
 	every := fs.Duration("every", 5*time.Second, "sampling interval after the burst")
-	nkeys := fs.Int("keys", 1, "distinct API keys the burst cycles through (created for this run)")
-	norgs := fs.Int("orgs", 1, "organizations the keys belong to (found or created by name)")
+	nkeys := fs.Int("keys", 1, "distinct API keys the burst cycles through (created for this run, in new organizations deleted at the end)")
+	norgs := fs.Int("orgs", 1, "organizations the keys belong to, with -keys above 1")
 	promptBytes := fs.Int("prompt-bytes", 0, "pad each request's user message to about this many bytes (0: the short chat request of make bench)")
 	trickle := fs.Int("trickle", 0, "requests per second sent after the burst (open loop), as traffic that goes on; 0: none")
 	profile := fs.String("heap-profile", "", "save the gateway's heap profiles to PREFIX-burst.pb.gz as the burst ends and PREFIX-end.pb.gz at the end (each as of the last GC; none is forced)")
@@ -55,10 +55,11 @@ func memory(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	keys, err := memoryKeys(ctx, cfg, *nkeys, *norgs)
+	keys, cleanup, err := memoryKeys(ctx, cfg, *nkeys, *norgs)
 	if err != nil {
 		return fmt.Errorf("creating the bench keys (is `make services` done?): %w", err)
 	}
+	defer cleanup() // after the gateway has stopped (deferred below)
 	mock, err := start(ctx, nil, filepath.Join(*bin, "mockllm"), "-listen", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -263,32 +264,51 @@ func burst(url string, keys []string, body string, n, conns int) (failed int64, 
 	return bad.Load(), nil
 }
 
-// memoryKeys returns n fresh keys spread over the organizations
-// bench-memory-0 … bench-memory-(orgs-1), each allowed far more than the
-// bench sends; one key is benchKey's.
-func memoryKeys(ctx context.Context, cfg config.Config, n, orgs int) ([]string, error) {
+// memoryKeys returns n fresh keys spread over orgs new organizations
+// named bench-memory-*, each allowed far more than the bench sends, and a
+// cleanup that deletes those organizations (keys and log rows with them;
+// also those a run cut short left behind). One key is benchKey's, and
+// needs no cleanup.
+func memoryKeys(ctx context.Context, cfg config.Config, n, orgs int) ([]string, func(), error) {
 	if n <= 1 {
 		key, err := benchKey(ctx, cfg, 100_000_000)
-		return []string{key}, err
+		return []string{key}, func() {}, err
 	}
 	a, err := store.OpenAdmin(ctx, cfg.AdminDatabaseURL.Reveal(), "bench")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer a.Close()
-	ids := make([]uuid.UUID, orgs)
-	for i := range ids {
-		name := fmt.Sprintf("bench-memory-%d", i)
-		org, err := a.OrgByName(ctx, name)
+	cleanup := func() {
+		defer a.Close()
+		all, err := a.Orgs(context.WithoutCancel(ctx))
 		if err != nil {
-			if org, err = a.CreateOrg(ctx, name); err != nil {
-				return nil, err
+			fmt.Fprintln(os.Stderr, "bulkhead-bench: listing the bench organizations to delete:", err)
+			return
+		}
+		for _, o := range all {
+			if strings.HasPrefix(o.Name, memoryOrgPrefix) {
+				if _, err := a.DeleteOrg(context.WithoutCancel(ctx), o.ID); err != nil {
+					fmt.Fprintln(os.Stderr, "bulkhead-bench:", err)
+				}
 			}
 		}
-		ids[i] = org.ID
 	}
+	ids := make([]uuid.UUID, orgs)
 	keys := make([]string, n)
 	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i := range ids {
+		g.Go(func() error {
+			org, err := a.CreateOrg(gctx, fmt.Sprintf("%s%d-%d", memoryOrgPrefix, os.Getpid(), i))
+			ids[i] = org.ID
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	g, gctx = errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for i := range keys {
 		g.Go(func() error {
@@ -303,8 +323,15 @@ func memoryKeys(ctx context.Context, cfg config.Config, n, orgs int) ([]string, 
 			return err
 		})
 	}
-	return keys, g.Wait()
+	if err := g.Wait(); err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return keys, cleanup, nil
 }
+
+// memoryOrgPrefix starts the names of memory's organizations.
+const memoryOrgPrefix = "bench-memory-"
 
 // scrape reads the unlabelled samples of a Prometheus text page; a
 // missing page gives an empty map (its columns then read 0).
