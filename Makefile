@@ -59,10 +59,13 @@ docs: build
 		'/<!-- config:begin/ {print; print table; skip=1; next} /<!-- config:end/ {skip=0} !skip' README.md > README.md.new
 	@mv README.md.new README.md
 
-# bench: the whole picture (PERFORMANCE.md) on loopback, then the Go
-# microbenchmarks of the hot pieces. Takes about two minutes.
+# bench: the whole picture (PERFORMANCE.md) on loopback, the gateway's
+# memory before, during and for 2.5 minutes after a burst, then the Go
+# microbenchmarks of the hot pieces. The memory phase adds about three
+# minutes.
 bench: services build
 	bin/bulkhead-bench run
+	bin/bulkhead-bench memory
 	$(GO) test -run '^$$' -bench . -benchmem ./gateway/... ./ratelimit/... ./store/...
 
 clean:

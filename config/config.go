@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -32,6 +33,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/gateway/memory"
 	"github.com/bulkheadhq/bulkhead/ratelimit"
 	"github.com/bulkheadhq/bulkhead/store"
 	"github.com/bulkheadhq/bulkhead/store/spool"
@@ -97,6 +99,9 @@ type Config struct {
 
 	Retention         string        `yaml:"retention" env:"BULKHEAD_RETENTION" help:"the installation's default retention of the request log: 30d (days), or forever (also empty); organizations may have their own (org update --retention). Recorded in the database by bulkhead migrate and bulkhead retention run (owner role); the gateways apply what is recorded"`
 	RetentionInterval time.Duration `yaml:"retention_interval" env:"BULKHEAD_RETENTION_INTERVAL" help:"how often each gateway applies the recorded retentions (dropping whole days, deleting the rest in audited steps); 0 never"`
+
+	MemoryLimit       string        `yaml:"memory_limit" env:"BULKHEAD_MEMORY_LIMIT" help:"soft limit of the Go runtime's memory, a size written as for GOMEMLIMIT (512MiB; units B, KiB, MiB, GiB, TiB): nearing it the garbage collector runs more often and returns freed memory at once. It is soft: set it some 10% below the container's memory limit. Empty: GOMEMLIMIT if set, else no limit"`
+	MemoryReturnAfter time.Duration `yaml:"memory_return_after" env:"BULKHEAD_MEMORY_RETURN_AFTER" help:"after a busy spell, once the garbage collector has not run for this long, collect once more and return the freed heap to the OS, so that a burst's memory does not stay resident until Go's own forced collection two minutes later; 0 leaves it to the Go runtime"`
 
 	MaxRequestBodyBytes int           `yaml:"max_request_body_bytes" env:"BULKHEAD_MAX_REQUEST_BODY_BYTES" help:"largest request body accepted; larger bodies get 413"`
 	ShutdownTimeout     time.Duration `yaml:"shutdown_timeout" env:"BULKHEAD_SHUTDOWN_TIMEOUT" help:"how long in-flight requests may take to finish after SIGTERM"`
@@ -189,6 +194,9 @@ func Default() Config {
 
 		Retention:         "",
 		RetentionInterval: time.Hour,
+
+		MemoryLimit:       "",
+		MemoryReturnAfter: memory.DefaultQuiet,
 
 		MaxRequestBodyBytes: 4 << 20,
 		ShutdownTimeout:     30 * time.Second,
@@ -364,6 +372,42 @@ func (c Config) SpoolSyncPolicy() spool.SyncPolicy {
 	return p
 }
 
+// minMemoryLimit is the lowest BULKHEAD_MEMORY_LIMIT accepted: the
+// gateway idles at about 25 MiB, and a lower limit is most likely a
+// number written without its unit.
+const minMemoryLimit = 32 << 20
+
+// MemoryLimitBytes is MemoryLimit in bytes, 0 if it is empty (then
+// GOMEMLIMIT, or no limit, applies). Validate has checked it; an invalid
+// one gives 0.
+func (c Config) MemoryLimitBytes() int64 {
+	n, err := ParseSize(c.MemoryLimit)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// ParseSize parses a byte count written as for GOMEMLIMIT: a
+// non-negative integer with an optional unit, B, KiB, MiB, GiB or TiB
+// ("512MiB", "1GiB", "268435456"). The empty string is 0.
+func ParseSize(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	digits := strings.TrimRight(s, "BKMGTi")
+	unit := s[len(digits):]
+	shift, ok := map[string]uint{"": 0, "B": 0, "KiB": 10, "MiB": 20, "GiB": 30, "TiB": 40}[unit]
+	if !ok || digits == "" || strings.TrimLeft(digits, "0123456789") != "" {
+		return 0, fmt.Errorf("not a size like 512MiB: %q", s)
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || n > math.MaxInt64>>shift {
+		return 0, fmt.Errorf("size out of range: %q", s)
+	}
+	return n << shift, nil
+}
+
 // Validate reports every problem of c at once, each naming its variable. It
 // has no side effects: it neither dials nor resolves anything.
 func (c Config) Validate() error {
@@ -496,6 +540,14 @@ func (c Config) Validate() error {
 			}
 			models[m] = u.Name
 		}
+	}
+	if n, err := ParseSize(c.MemoryLimit); err != nil {
+		bad("BULKHEAD_MEMORY_LIMIT", "want a size like 512MiB (units B, KiB, MiB, GiB, TiB), or empty for none, got %q", c.MemoryLimit)
+	} else if c.MemoryLimit != "" && n < minMemoryLimit {
+		bad("BULKHEAD_MEMORY_LIMIT", "must be at least 32MiB (a number without a unit is bytes), got %q", c.MemoryLimit)
+	}
+	if c.MemoryReturnAfter != 0 && c.MemoryReturnAfter < time.Second {
+		bad("BULKHEAD_MEMORY_RETURN_AFTER", "must be 0 (off) or at least 1s, got %s", c.MemoryReturnAfter)
 	}
 	if c.MaxRequestBodyBytes < 1024 {
 		bad("BULKHEAD_MAX_REQUEST_BODY_BYTES", "must be at least 1024, got %d", c.MaxRequestBodyBytes)

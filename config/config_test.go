@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/gateway/memory"
 	"github.com/bulkheadhq/bulkhead/ratelimit"
 	"github.com/bulkheadhq/bulkhead/store"
 	"github.com/bulkheadhq/bulkhead/store/spool"
@@ -285,6 +286,7 @@ func TestDefaultsOfOwningPackages(t *testing.T) {
 		{"BULKHEAD_AUTH_NEGATIVE_CACHE_SIZE", c.AuthNegativeCacheSize, auth.DefaultNegativeSize},
 		{"BULKHEAD_AUTH_REDIS_TTL", c.AuthRedisTTL, auth.DefaultRedisTTL},
 		{"BULKHEAD_SPOOL_MAX_BYTES", c.SpoolMaxBytes, store.DefaultSpoolMaxBytes},
+		{"BULKHEAD_MEMORY_RETURN_AFTER", c.MemoryReturnAfter, memory.DefaultQuiet},
 	} {
 		if d.got != d.want {
 			t.Errorf("%s defaults to %v, its package to %v", d.env, d.got, d.want)
@@ -298,5 +300,50 @@ func TestDefaultsOfOwningPackages(t *testing.T) {
 		if err != nil || c.SpoolSyncPolicy() != p {
 			t.Errorf("BULKHEAD_SPOOL_FSYNC=%s: policy %s, %v", p, c.SpoolSyncPolicy(), err)
 		}
+	}
+}
+
+// BULKHEAD_MEMORY_LIMIT is written as GOMEMLIMIT is, so that a value can
+// move between the two; empty means no setting (GOMEMLIMIT, or none).
+func TestMemoryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64 // -1: rejected by ParseSize
+	}{
+		{"", 0},
+		{"536870912", 512 << 20},
+		{"536870912B", 512 << 20},
+		{"65536KiB", 64 << 20},
+		{"512MiB", 512 << 20},
+		{"2GiB", 2 << 30},
+		{"1TiB", 1 << 40},
+		{"8388607TiB", 8388607 << 40},
+		{"8388608TiB", -1}, // past int64
+		{"512MB", -1},      // GOMEMLIMIT has no decimal units
+		{"512mib", -1},
+		{"0.5GiB", -1},
+		{"-1", -1},
+		{" 512MiB", -1},
+		{"MiB", -1},
+		{"off", -1},
+	} {
+		got, err := ParseSize(tc.in)
+		if tc.want < 0 {
+			if err == nil {
+				t.Errorf("ParseSize(%q) = %d, want an error", tc.in, got)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("ParseSize(%q) = %d, %v, want %d", tc.in, got, err, tc.want)
+		}
+	}
+
+	c, err := Load("", envMap(map[string]string{"BULKHEAD_MEMORY_LIMIT": "768MiB"}))
+	if err != nil || c.MemoryLimitBytes() != 768<<20 {
+		t.Errorf("BULKHEAD_MEMORY_LIMIT=768MiB: %d bytes, %v", c.MemoryLimitBytes(), err)
+	}
+	if n := Default().MemoryLimitBytes(); n != 0 {
+		t.Errorf("the default limit is %d bytes, want none (0)", n)
 	}
 }

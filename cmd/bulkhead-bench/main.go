@@ -10,6 +10,8 @@
 //	                                    load on one target (for profiling)
 //	bulkhead-bench pairs -key K [-on U] [-off U] [-pairs N] [-pair-duration D]
 //	                                    request log on vs off, in alternating pairs
+//	bulkhead-bench memory [-requests N] [-after D] [-env NAME=VALUE]
+//	                                    the gateway's RSS before, during and after a burst
 //
 // It reports closed-loop throughput at 50 connections, open-loop latency at
 // fixed rates, streaming time to first byte, and the gateway's resident
@@ -29,7 +31,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bulkhead-bench run|forward|load|pairs [flags]")
+		fmt.Fprintln(os.Stderr, "usage: bulkhead-bench run|forward|load|pairs|memory [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -42,6 +44,8 @@ func main() {
 		err = load(os.Args[2:])
 	case "pairs":
 		err = pairs(os.Args[2:])
+	case "memory":
+		err = memory(ctx, os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}

@@ -163,3 +163,36 @@ func metricsSurface(t *testing.T, r io.Reader) (surface string, others []string)
 	slices.SortFunc(sorted, func(a, b string) int { return strings.Compare(key(a), key(b)) })
 	return strings.Join(sorted, "\n") + "\n", others
 }
+
+// BULKHEAD_MEMORY_LIMIT reaches the Go runtime: serve sets it as the soft
+// memory limit, which the runtime's own series reports.
+func TestMemoryLimitApplied(t *testing.T) {
+	storetest.Admin(t) // migrated, or skip/fail loudly
+	admin := freeAddr(t)
+	startGateway(t, map[string]string{
+		"BULKHEAD_LISTEN":             freeAddr(t),
+		"BULKHEAD_ADMIN_LISTEN":       admin,
+		"BULKHEAD_DATABASE_URL":       storetest.AppDSN(),
+		"BULKHEAD_ADMIN_DATABASE_URL": storetest.OwnerDSN(),
+		"BULKHEAD_REDIS_URL":          "",
+		"BULKHEAD_UPSTREAM_URL":       mockUpstream(t, mock.Options{}),
+		"BULKHEAD_SPOOL_DIR":          t.TempDir(),
+		"BULKHEAD_LOG_LEVEL":          "warn",
+		"BULKHEAD_MEMORY_LIMIT":       "300MiB",
+	})
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_gc_gomemlimit_bytes "); ok {
+			if v != "3.145728e+08" {
+				t.Errorf("go_gc_gomemlimit_bytes %s, want 300 MiB (3.145728e+08)", v)
+			}
+			return
+		}
+	}
+	t.Error("/metrics lacks go_gc_gomemlimit_bytes")
+}

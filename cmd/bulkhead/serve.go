@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +18,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/config"
 	"github.com/bulkheadhq/bulkhead/gateway"
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/gateway/memory"
 	"github.com/bulkheadhq/bulkhead/ratelimit"
 	"github.com/bulkheadhq/bulkhead/store"
 )
@@ -36,6 +38,12 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	}
 	defer log.Sync() //nolint:errcheck // stderr sync fails on terminals; nothing to do about it
 	routeRedisLog(log)
+	if limit := cfg.MemoryLimitBytes(); limit > 0 {
+		// Process-wide: put back what was there (GOMEMLIMIT's, or none)
+		// when serve returns, for the tests that run it in process.
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(limit))
+		log.Info("memory limit set", zap.String("limit", cfg.MemoryLimit))
+	}
 
 	dbOpts := store.Options{MaxConns: cfg.DatabaseMaxConns, TransactionScopedStatements: !cfg.DatabasePreparedStatements}
 	st, err := store.Open(ctx, cfg.DatabaseURL.Reveal(), dbOpts)
@@ -77,7 +85,8 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	}
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), authn)
+	releaser := memory.New(memory.Options{Quiet: cfg.MemoryReturnAfter, Log: log.Named("memory")})
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), authn, releaser)
 	wopts := store.WriterOptions{SpoolDir: cfg.SpoolDir, SpoolMaxBytes: cfg.SpoolMaxBytes, Fsync: cfg.SpoolSyncPolicy(), Log: log.Named("requestlog")}
 	writer, err := store.NewWriter(st, wopts)
 	if err != nil {
@@ -133,6 +142,9 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		{Name: "auth", Run: authn.Run}, // invalidation events
 		{Name: "health", Run: health.Run},
 		{Name: "ratelimit", Run: lim.Run}, // heartbeats count the replicas that share the fallback
+	}
+	if cfg.MemoryReturnAfter > 0 {
+		loops = append(loops, gateway.Loop{Name: "memory", Run: releaser.Run}) // a burst's heap back to the OS
 	}
 	if cfg.RetentionInterval > 0 {
 		loops = append(loops, gateway.Loop{Name: "retention", Run: func(ctx context.Context) error {
