@@ -38,6 +38,7 @@ func (w *Writer) step(ctx, wctx context.Context) (stop bool) {
 	rs.batch = batch
 	if len(batch) > 0 {
 		w.handle(wctx, batch)
+		clear(batch) // the records' text is not kept alive until the next batch
 	}
 	if !rs.replaying && w.spool != nil && w.spool.Size() > 0 {
 		// Record overflowed into the spool: replay it (now, unless
@@ -155,21 +156,28 @@ func (w *Writer) handle(ctx context.Context, batch []LogRecord) {
 func (w *Writer) retryHeld(ctx context.Context) {
 	rs := &w.rs
 	if rs.replaying && w.spoolBatch(rs.held) == nil {
-		rs.held = rs.held[:0]
+		rs.dropHeld(0)
 		return
 	}
 	rest, err := w.writeDirect(ctx, rs.held)
 	if err == nil {
-		rs.held = rs.held[:0]
+		rs.dropHeld(0)
 		w.up()
 		return
 	}
-	rs.held = append(rs.held[:0], rest...) // rest is a filtered view of held
+	rs.dropHeld(copy(rs.held, rest)) // rest is a filtered view of held
 	w.down(err)
 	if w.spool != nil && w.spoolBatch(rs.held) == nil {
-		rs.held = rs.held[:0]
+		rs.dropHeld(0)
 		w.setReplaying(true)
 	}
+}
+
+// dropHeld keeps the first n held records and clears the rest, so that
+// their text is not kept alive by the slice's spare capacity.
+func (rs *runState) dropHeld(n int) {
+	clear(rs.held[n:])
+	rs.held = rs.held[:n]
 }
 
 // writeDirect writes recs and returns, on an unavailability error, the
@@ -251,8 +259,12 @@ func (w *Writer) spoolQueued() {
 		if len(batch) == 0 {
 			return
 		}
-		if err := w.spoolBatch(batch); err != nil {
+		err := w.spoolBatch(batch)
+		if err != nil {
 			w.rs.held = append(w.rs.held, batch...)
+		}
+		clear(batch)
+		if err != nil {
 			return
 		}
 	}
