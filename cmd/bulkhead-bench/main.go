@@ -12,6 +12,8 @@
 //	                                    request log on vs off, in alternating pairs
 //	bulkhead-bench memory [-requests N] [-after D] [-env NAME=VALUE]
 //	                                    the gateway's RSS before, during and after a burst
+//	bulkhead-bench seed [-orgs N] [-keys N] [-rows N] [-big-rows N] [-days N] [-keys-file F] [-drop]
+//	                                    organizations, keys and request-log rows in bulk, for the scale benchmarks
 //
 // It reports closed-loop throughput at 50 connections, open-loop latency at
 // fixed rates, streaming time to first byte, and the gateway's resident
@@ -31,7 +33,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bulkhead-bench run|forward|load|pairs|memory [flags]")
+		fmt.Fprintln(os.Stderr, "usage: bulkhead-bench run|forward|load|pairs|memory|seed [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -46,6 +48,8 @@ func main() {
 		err = pairs(os.Args[2:])
 	case "memory":
 		err = memory(ctx, os.Args[2:])
+	case "seed":
+		err = seed(ctx, os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
