@@ -94,23 +94,6 @@ func (a *Admin) ApplyRetention(ctx context.Context) (RetentionResult, error) {
 	return applyRetention(ctx, a.pool)
 }
 
-// DefaultRetention returns the installation's default retention.
-func (a *Admin) DefaultRetention(ctx context.Context) (Retention, error) {
-	var v string
-	err := a.pool.QueryRow(ctx, `SELECT value FROM settings WHERE name = 'retention_days'`).Scan(&v)
-	if err == pgx.ErrNoRows || v == "" {
-		return Forever, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("reading the default retention: %w", err)
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return 0, fmt.Errorf("reading the default retention: %q", v)
-	}
-	return Retention(n), nil
-}
-
 // SetDefaultRetention makes r the installation's default retention, with
 // an audit row when it changes. It reports whether it changed.
 func (a *Admin) SetDefaultRetention(ctx context.Context, r Retention) (bool, error) {
