@@ -36,6 +36,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/gateway/memory"
 	"github.com/bulkheadhq/bulkhead/ratelimit"
 	"github.com/bulkheadhq/bulkhead/store"
+	"github.com/bulkheadhq/bulkhead/store/seal"
 	"github.com/bulkheadhq/bulkhead/store/spool"
 )
 
@@ -99,6 +100,11 @@ type Config struct {
 
 	Retention         string        `yaml:"retention" env:"BULKHEAD_RETENTION" help:"the installation's default retention of the request log: 30d (days), or forever (also empty); organizations may have their own (org update --retention). Recorded in the database by bulkhead migrate and bulkhead retention run (owner role); the gateways apply what is recorded"`
 	RetentionInterval time.Duration `yaml:"retention_interval" env:"BULKHEAD_RETENTION_INTERVAL" help:"how often each gateway applies the recorded retentions (dropping whole days, deleting the rest in audited steps); 0 never"`
+
+	SealKeysetFile   string        `yaml:"seal_keyset_file" env:"BULKHEAD_SEAL_KEYSET_FILE" help:"file holding the key-encryption key (KEK) that wraps every sealed organization's data keys: a Tink JSON keyset, written by bulkhead key-encryption init, mode 0600; re-read when a data key does not unwrap (after key-encryption rotate). Empty: none, unless BULKHEAD_SEAL_KEYSET is set. With a KEK, new organizations are sealed by default"`
+	SealKeyset       Secret        `yaml:"seal_keyset" env:"BULKHEAD_SEAL_KEYSET" help:"the KEK's Tink JSON keyset itself, for a secret store that fills variables; ignored when BULKHEAD_SEAL_KEYSET_FILE is set"`
+	SealKeyCacheTTL  time.Duration `yaml:"seal_key_cache_ttl" env:"BULKHEAD_SEAL_KEY_CACHE_TTL" help:"how long an organization's unwrapped data keys and sealed flag stay in process; org update --seal on reaches running writers within it (until then its rows are written without text, never in clear)"`
+	SealKeyCacheSize int           `yaml:"seal_key_cache_size" env:"BULKHEAD_SEAL_KEY_CACHE_SIZE" help:"most organizations whose unwrapped data keys are kept in process"`
 
 	MemoryLimit       string        `yaml:"memory_limit" env:"BULKHEAD_MEMORY_LIMIT" help:"soft limit of the Go runtime's memory, a size written as for GOMEMLIMIT (512MiB; units B, KiB, MiB, GiB, TiB): nearing it the garbage collector runs more often and returns freed memory at once. It is soft: set it some 10% below the container's memory limit. Empty: GOMEMLIMIT if set, else no limit"`
 	MemoryReturnAfter time.Duration `yaml:"memory_return_after" env:"BULKHEAD_MEMORY_RETURN_AFTER" help:"after a busy spell, once the garbage collector has not run for this long, collect once more and return the freed heap to the OS, so that a burst's memory does not stay resident until Go's own forced collection two minutes later; 0 leaves it to the Go runtime"`
@@ -194,6 +200,9 @@ func Default() Config {
 
 		Retention:         "",
 		RetentionInterval: time.Hour,
+
+		SealKeyCacheTTL:  store.DefaultSealKeyCacheTTL,
+		SealKeyCacheSize: store.DefaultSealKeyCacheSize,
 
 		MemoryLimit:       "",
 		MemoryReturnAfter: memory.DefaultQuiet,
@@ -506,6 +515,12 @@ func (c Config) Validate() error {
 	if _, err := store.ParseRetention(c.Retention); err != nil {
 		bad("BULKHEAD_RETENTION", "want a number of days like 30d, or empty to keep forever, got %q", c.Retention)
 	}
+	if c.SealKeyCacheTTL <= 0 {
+		bad("BULKHEAD_SEAL_KEY_CACHE_TTL", "must be positive, got %s", c.SealKeyCacheTTL)
+	}
+	if c.SealKeyCacheSize < 1 {
+		bad("BULKHEAD_SEAL_KEY_CACHE_SIZE", "must be at least 1, got %d", c.SealKeyCacheSize)
+	}
 	if c.RetentionInterval < 0 {
 		bad("BULKHEAD_RETENTION_INTERVAL", "must not be negative, got %s", c.RetentionInterval)
 	}
@@ -563,4 +578,26 @@ func (c Config) Validate() error {
 		bad("BULKHEAD_LOG_FORMAT", "want json or console, got %q", c.LogFormat)
 	}
 	return errors.Join(errs...)
+}
+
+// SealKEK loads the key-encryption key the configuration names: the file
+// (re-read when a data key does not unwrap), else the keyset variable;
+// nil when neither is set. Loading reads the file: it belongs to run, not
+// to Validate, which has no side effects.
+func (c Config) SealKEK() (seal.KEK, error) {
+	switch {
+	case c.SealKeysetFile != "":
+		k, err := seal.OpenFileKEK(c.SealKeysetFile)
+		if err != nil {
+			return nil, fmt.Errorf("BULKHEAD_SEAL_KEYSET_FILE: %w", err)
+		}
+		return k, nil
+	case c.SealKeyset != "":
+		k, err := seal.ParseLocalKEK([]byte(c.SealKeyset.Reveal()))
+		if err != nil {
+			return nil, fmt.Errorf("BULKHEAD_SEAL_KEYSET: %w", err)
+		}
+		return k, nil
+	}
+	return nil, nil
 }

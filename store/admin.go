@@ -9,6 +9,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/bulkheadhq/bulkhead/store/seal"
 )
 
 // Admin performs the operator's actions (organizations, keys) as the owner
@@ -22,6 +24,7 @@ import (
 type Admin struct {
 	pool  *pgxpool.Pool
 	actor string
+	kek   seal.KEK // UseKEK; nil: sealing cannot be turned on
 }
 
 // OpenAdmin connects as the owner role. actor names who acts in the audit
@@ -46,10 +49,13 @@ type Organization struct {
 	// nil the installation's default (bulkhead retention).
 	RetentionDays *int      `json:"retention_days"`
 	CreatedAt     time.Time `json:"created_at"`
+	// Sealed: its prompt and response text is stored encrypted under its
+	// own data keys (admin_seal.go).
+	Sealed bool `json:"sealed"`
 }
 
 // orgColumns are Organization's columns, in its order.
-const orgColumns = `id, name, capture_mode, retention_days, created_at`
+const orgColumns = `id, name, capture_mode, retention_days, created_at, sealed`
 
 // Capture modes of an organization's request log.
 const (
@@ -66,8 +72,16 @@ func (a *Admin) CreateOrg(ctx context.Context, name string) (Organization, error
 	return a.CreateOrgWith(ctx, name, CaptureFull)
 }
 
-// CreateOrgWith creates an organization with a fresh id and capture mode.
+// CreateOrgWith creates an organization with a fresh id and capture
+// mode, not sealed.
 func (a *Admin) CreateOrgWith(ctx context.Context, name, capture string) (Organization, error) {
+	return a.CreateOrgSealed(ctx, name, capture, false)
+}
+
+// CreateOrgSealed creates an organization with a fresh id, capture mode,
+// and sealing on (its data keys created at once, which needs the KEK) or
+// off.
+func (a *Admin) CreateOrgSealed(ctx context.Context, name, capture string, sealed bool) (Organization, error) {
 	org := Organization{ID: uuid.New(), Name: name}
 	err := a.inTenant(ctx, org.ID, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx,
@@ -76,7 +90,13 @@ func (a *Admin) CreateOrgWith(ctx context.Context, name, capture string) (Organi
 		if err != nil {
 			return err
 		}
-		return audit(ctx, tx, org.ID, a.actor, "org.create", org.ID.String(), map[string]any{"name": name, "capture": capture})
+		if sealed {
+			if err := a.setSealed(ctx, tx, org.ID, true); err != nil {
+				return err
+			}
+			org.Sealed = true
+		}
+		return audit(ctx, tx, org.ID, a.actor, "org.create", org.ID.String(), map[string]any{"name": name, "capture": capture, "sealed": sealed})
 	})
 	if err != nil {
 		return Organization{}, fmt.Errorf("creating organization: %w", classify(err))
@@ -104,6 +124,9 @@ type OrgChanges struct {
 	// Retention: nil keeps it; else InheritRetention (-1) unsets it (the
 	// installation's default applies), Forever or days set it.
 	Retention *Retention
+	// Seal: nil keeps it; else turns sealing on (creating the data keys
+	// if there are none) or off (rows sealed before stay sealed).
+	Seal *bool
 }
 
 // InheritRetention, as OrgChanges.Retention, gives the organization back
@@ -122,14 +145,22 @@ func (a *Admin) UpdateOrg(ctx context.Context, id uuid.UUID, c OrgChanges) (Orga
 	} else if setRetention {
 		details["retention"] = "default"
 	}
+	if c.Seal != nil {
+		details["sealed"] = *c.Seal
+	}
 	err := a.inTenant(ctx, id, func(tx pgx.Tx) error {
+		if c.Seal != nil {
+			if err := a.setSealed(ctx, tx, id, *c.Seal); err != nil {
+				return err
+			}
+		}
 		err := tx.QueryRow(ctx, `UPDATE organizations SET name = coalesce(nullif($2, ''), name),
 			capture_mode = coalesce(nullif($3, ''), capture_mode),
 			retention_days = CASE WHEN $4 THEN $5 ELSE retention_days END,
 			retention_swept_until = CASE WHEN $4 THEN NULL ELSE retention_swept_until END
 			WHERE id = $1
 			RETURNING `+orgColumns, id, c.Name, c.Capture, setRetention, retention).
-			Scan(&o.ID, &o.Name, &o.CaptureMode, &o.RetentionDays, &o.CreatedAt)
+			Scan(&o.ID, &o.Name, &o.CaptureMode, &o.RetentionDays, &o.CreatedAt, &o.Sealed)
 		if err != nil {
 			return err
 		}
@@ -146,7 +177,7 @@ func (a *Admin) OrgByName(ctx context.Context, name string) (Organization, error
 	var o Organization
 	err := a.pool.QueryRow(ctx,
 		`SELECT `+orgColumns+` FROM organizations WHERE name = $1 ORDER BY created_at, id LIMIT 1`,
-		name).Scan(&o.ID, &o.Name, &o.CaptureMode, &o.RetentionDays, &o.CreatedAt)
+		name).Scan(&o.ID, &o.Name, &o.CaptureMode, &o.RetentionDays, &o.CreatedAt, &o.Sealed)
 	if err != nil {
 		return Organization{}, fmt.Errorf("finding organization %q: %w", name, classify(err))
 	}
@@ -155,12 +186,17 @@ func (a *Admin) OrgByName(ctx context.Context, name string) (Organization, error
 
 // DeleteOrg deletes an organization and every row of it in every table
 // (its prompts explicitly, its keys by cascade): the right to be
-// forgotten. The audit row recording the
+// forgotten. Its data keys are destroyed first, in a transaction of their
+// own, audited (org.shred): from then on its sealed text is unreadable
+// wherever a copy lives (crypto-shredding). The audit row recording the
 // deletion is written first, in the same transaction, and survives it. It
 // returns the hashes of the deleted keys, for the caller to evict from
 // caches.
 func (a *Admin) DeleteOrg(ctx context.Context, id uuid.UUID) ([][32]byte, error) {
 	var hashes [][32]byte
+	if _, err := a.shredOrgKeys(ctx, id); err != nil {
+		return nil, err
+	}
 	err := a.inTenant(ctx, id, func(tx pgx.Tx) error {
 		// The lock first: it waits for request-log inserts in flight
 		// (their trigger holds FOR KEY SHARE on the organization), so the

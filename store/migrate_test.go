@@ -15,7 +15,7 @@ import (
 )
 
 // latestVersion is the newest migration in store/migrations.
-const latestVersion = 10
+const latestVersion = 12
 
 // Two `bulkhead migrate` at once on an empty database (two replicas'
 // init containers, say): both succeed, every migration is applied exactly
@@ -37,9 +37,11 @@ func TestMigrateConcurrently(t *testing.T) {
 		}
 	}
 	all := slices.Sorted(slices.Values(append(slices.Clone(applied[0]), applied[1]...)))
-	want := make([]int64, latestVersion)
-	for i := range want {
-		want[i] = int64(i + 1)
+	var want []int64
+	for v := int64(1); v <= latestVersion; v++ {
+		if v != 11 { // numbered apart on a branch (issue 20); the merge renumbers
+			want = append(want, v)
+		}
 	}
 	if !slices.Equal(all, want) {
 		t.Errorf("applied %v and %v; want each of 1..%d once in all", applied[0], applied[1], latestVersion)

@@ -28,6 +28,7 @@ const (
 	binArrayHeader = 20
 
 	oidBool        = 16
+	oidBytea       = 17
 	oidInt4        = 23
 	oidText        = 25
 	oidTimestamptz = 1184
@@ -49,6 +50,12 @@ func (a *binArray) reset(oid uint32) {
 func (a *binArray) text(s string) {
 	a.buf = be.AppendUint32(a.buf, uint32(len(s)))
 	a.buf = append(a.buf, s...)
+	a.n++
+}
+
+func (a *binArray) bin(b []byte) {
+	a.buf = be.AppendUint32(a.buf, uint32(len(b)))
+	a.buf = append(a.buf, b...)
 	a.n++
 }
 

@@ -28,15 +28,20 @@ type Prompt struct {
 	LatencyMS        int        `json:"latency_ms"`
 	Stream           bool       `json:"stream"`
 	CreatedAt        time.Time  `json:"created_at"`
+	// Error: the row's text is sealed and could not be decrypted (its
+	// prompt and response are then null); nil otherwise.
+	Error *RowError `json:"error,omitempty"`
+
+	promptSealed, responseSealed []byte // the sealed text, until unseal
 }
 
 const promptColumns = `id, request_id, api_key_id, endpoint, model, prompt_text, response, prompt_tokens,
-	completion_tokens, usage_tokens, usage_source, status, latency_ms, stream, created_at`
+	completion_tokens, usage_tokens, usage_source, status, latency_ms, stream, created_at, prompt_sealed, response_sealed`
 
 func scanPrompt(row pgx.Row) (Prompt, error) {
 	var p Prompt
 	err := row.Scan(&p.ID, &p.RequestID, &p.APIKeyID, &p.Endpoint, &p.Model, &p.Prompt, &p.Response, &p.PromptTokens,
-		&p.CompletionTokens, &p.TotalTokens, &p.UsageSource, &p.Status, &p.LatencyMS, &p.Stream, &p.CreatedAt)
+		&p.CompletionTokens, &p.TotalTokens, &p.UsageSource, &p.Status, &p.LatencyMS, &p.Stream, &p.CreatedAt, &p.promptSealed, &p.responseSealed)
 	return p, err
 }
 
@@ -112,6 +117,9 @@ func (s *Store) listPrompts(ctx context.Context, org uuid.UUID, f PromptFilter, 
 			}
 			out, err = pgx.AppendRows(out, rows, func(r pgx.CollectableRow) (Prompt, error) { return scanPrompt(r) })
 			if err != nil || last || len(out) >= limit {
+				if err == nil {
+					err = s.unseal(ctx, tx, org, out)
+				}
 				return err
 			}
 			hi, ref, span = lo, lo, span*4
@@ -169,6 +177,12 @@ func (s *Store) GetPrompt(ctx context.Context, org, id uuid.UUID) (Prompt, error
 		var err error
 		p, err = scanPrompt(tx.QueryRow(ctx, "SELECT "+promptColumns+
 			" FROM prompts WHERE organization_id = $1 AND created_at = $2 AND id = $3", org, created, id))
+		if err != nil {
+			return err
+		}
+		ps := []Prompt{p}
+		err = s.unseal(ctx, tx, org, ps)
+		p = ps[0]
 		return err
 	})
 	if err != nil {

@@ -41,6 +41,7 @@ var (
 type Store struct {
 	pool     *pgxpool.Pool
 	txScoped bool // Options.TransactionScopedStatements
+	keys     *keyring
 }
 
 // Options tunes Open. The zero value keeps pgxpool's defaults.
@@ -66,6 +67,8 @@ type Options struct {
 	// zero value prepares statements once per connection, as pgx does by
 	// default.
 	TransactionScopedStatements bool
+	// Seal configures sealing: the KEK and the data-key cache.
+	Seal SealOptions
 }
 
 // Open connects to dsn and checks the connection with a ping. ctx governs
@@ -75,7 +78,12 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{pool: pool, txScoped: opts.TransactionScopedStatements}, nil
+	keys, err := newKeyring(opts.Seal)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return &Store{pool: pool, txScoped: opts.TransactionScopedStatements, keys: keys}, nil
 }
 
 func newPool(ctx context.Context, dsn string, opts Options) (*pgxpool.Pool, error) {

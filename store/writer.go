@@ -267,6 +267,7 @@ type runState struct {
 	groups        map[uuid.UUID]int
 	groupIdx      [][]int
 	orgs          []uuid.UUID
+	seals         []rowSealer // per organization of orgs (sealing.go)
 	scratch       []*scratch // one per transaction worker
 	gs            []int      // group numbers, cut into chunks
 	chunkList     [][]int

@@ -54,6 +54,9 @@ func (w *Writer) writeRecords(ctx context.Context, recs []LogRecord, done []bool
 		groups[g] = append(groups[g], i)
 	}
 	rs.groupIdx, rs.orgs = groups, orgs
+	if err := w.resolveSeals(ctx); err != nil {
+		return err
+	}
 	return w.writeGroups(ctx, recs, done, src)
 }
 
@@ -157,13 +160,13 @@ func (w *Writer) writeChunk(ctx context.Context, sc *scratch, gs []int, recs []L
 		w.batchesFailed.Add(1)
 		if bad < 0 { // refused at COMMIT: not one group's rows
 			for _, g := range gs {
-				if err := w.writeOneByOne(ctx, sc, rs.orgs[g], recs, rs.groupIdx[g], done, src); err != nil {
+				if err := w.writeOneByOne(ctx, sc, rs.orgs[g], &rs.seals[g], recs, rs.groupIdx[g], done, src); err != nil {
 					return err
 				}
 			}
 			return nil
 		}
-		if err := w.writeOneByOne(ctx, sc, rs.orgs[gs[bad]], recs, rs.groupIdx[gs[bad]], done, src); err != nil {
+		if err := w.writeOneByOne(ctx, sc, rs.orgs[gs[bad]], &rs.seals[gs[bad]], recs, rs.groupIdx[gs[bad]], done, src); err != nil {
 			return err
 		}
 		// Writes into the chunk's own part of rs.gs: no other worker
@@ -228,7 +231,9 @@ func (w *Writer) writeTenants(ctx context.Context, sc *scratch, st insertStmt, g
 			idx := rs.groupIdx[g]
 			for start := 0; start < len(idx); {
 				end := statementEnd(recs, idx, start)
-				cols.fill(recs, idx[start:end])
+				if err := cols.fill(recs, idx[start:end], &rs.seals[g]); err != nil {
+					return err
+				}
 				p.SendQueryPrepared(insertName, cols.encode(sc.org), binaryFormats, nil)
 				sc.owner = append(sc.owner, k)
 				for _, i := range idx[start:end] {
@@ -355,18 +360,22 @@ type scratch struct {
 // runs on either schema (gateways are upgraded before the migration).
 const insertSQL = `INSERT INTO prompts (organization_id, id, request_id, api_key_id, endpoint, model,
 	prompt_text, response, prompt_tokens, completion_tokens, usage_tokens, usage_source,
-	status, latency_ms, stream, created_at)
+	status, latency_ms, stream, created_at, prompt_sealed, response_sealed)
 SELECT $1::uuid, r.id, r.request_id, r.api_key_id, r.endpoint, r.model,
-	CASE WHEN m.full_text THEN r.prompt_text END,
-	CASE WHEN m.full_text THEN r.response END,
+	CASE WHEN m.full_text AND NOT m.sealed THEN r.prompt_text END,
+	CASE WHEN m.full_text AND NOT m.sealed THEN r.response END,
 	r.prompt_tokens, r.completion_tokens, r.usage_tokens, r.usage_source,
-	r.status, r.latency_ms, r.stream, r.created_at
+	r.status, r.latency_ms, r.stream, r.created_at,
+	CASE WHEN m.full_text THEN r.prompt_sealed END,
+	CASE WHEN m.full_text THEN r.response_sealed END
 FROM (SELECT unnest($2::text[]) AS request_id, unnest($3::uuid[]) AS api_key_id, unnest($4::text[]) AS endpoint,
 	unnest($5::text[]) AS model, unnest($6::text[]) AS prompt_text, unnest($7::text[]) AS response,
 	unnest($8::int[]) AS prompt_tokens, unnest($9::int[]) AS completion_tokens, unnest($10::int[]) AS usage_tokens,
 	unnest($11::text[]) AS usage_source, unnest($12::int[]) AS status, unnest($13::int[]) AS latency_ms,
-	unnest($14::bool[]) AS stream, unnest($15::timestamptz[]) AS created_at, unnest($16::uuid[]) AS id) r,
-	(SELECT coalesce((SELECT o.capture_mode = 'full' FROM organizations o WHERE o.id = $1::uuid), false) AS full_text) m`
+	unnest($14::bool[]) AS stream, unnest($15::timestamptz[]) AS created_at, unnest($16::uuid[]) AS id,
+	unnest($17::bytea[]) AS prompt_sealed, unnest($18::bytea[]) AS response_sealed) r,
+	(SELECT coalesce(bool_or(o.capture_mode = 'full'), false) AS full_text, coalesce(bool_or(o.sealed), false) AS sealed
+		FROM organizations o WHERE o.id = $1::uuid) m`
 
 // insertStmt is one of the writer's statements: its text, the name it is
 // prepared under on each connection, and the types of its parameters
@@ -386,7 +395,7 @@ ON CONFLICT ON CONSTRAINT prompts_pkey DO NOTHING`, insertOIDs}
 // insertOIDs are the types of insertSQL's parameters: the organization,
 // then an array of each column's type.
 var insertOIDs = func() []uint32 {
-	arrayOf := map[uint32]uint32{oidBool: 1000, oidInt4: 1007, oidText: 1009, oidTimestamptz: 1185, oidUUID: 2951}
+	arrayOf := map[uint32]uint32{oidBool: 1000, oidBytea: 1001, oidInt4: 1007, oidText: 1009, oidTimestamptz: 1185, oidUUID: 2951}
 	oids := []uint32{oidUUID}
 	for _, elem := range columnOIDs {
 		oids = append(oids, arrayOf[elem])
@@ -398,11 +407,11 @@ var insertOIDs = func() []uint32 {
 // (see binArray), reused between statements.
 type columns struct {
 	org    [16]byte
-	arrays [15]binArray
-	params [16][]byte
+	arrays [len(columnOIDs)]binArray
+	params [len(columnOIDs) + 1][]byte
 }
 
-// The arrays, in the order of insertSQL's $2..$16.
+// The arrays, in the order of insertSQL's $2..$18.
 const (
 	colRequestID = iota
 	colKeyID
@@ -419,15 +428,19 @@ const (
 	colStream
 	colCreated
 	colID
+	colPromptSealed   // sealing.go
+	colResponseSealed // sealing.go
 )
 
-var columnOIDs = [15]uint32{oidText, oidUUID, oidText, oidText, oidText, oidText,
-	oidInt4, oidInt4, oidInt4, oidText, oidInt4, oidInt4, oidBool, oidTimestamptz, oidUUID}
+var columnOIDs = [...]uint32{oidText, oidUUID, oidText, oidText, oidText, oidText,
+	oidInt4, oidInt4, oidInt4, oidText, oidInt4, oidInt4, oidBool, oidTimestamptz, oidUUID, oidBytea, oidBytea}
 
 // binaryFormats: every parameter of insertSQL is sent in binary.
-var binaryFormats = []int16{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}
+var binaryFormats = []int16{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}
 
-func (c *columns) fill(recs []LogRecord, idx []int) {
+// fill sets the columns to the records idx of recs, their text through sl
+// (sealed or not; nil: in clear).
+func (c *columns) fill(recs []LogRecord, idx []int, sl *rowSealer) error {
 	a := &c.arrays
 	for i := range a {
 		a[i].reset(columnOIDs[i])
@@ -442,8 +455,9 @@ func (c *columns) fill(recs []LogRecord, idx []int) {
 		}
 		a[colEndpoint].text(r.Endpoint)
 		a[colModel].text(r.Model)
-		a[colPrompt].text(r.Prompt)
-		a[colResponse].text(r.Response)
+		if err := sl.sealText(a, r); err != nil {
+			return err
+		}
 		a[colPromptTok].int4(clamp32(int64(r.PromptTokens)))
 		a[colComplTok].int4(clamp32(int64(r.CompletionTokens)))
 		a[colTotalTok].int4(clamp32(int64(r.TotalTokens)))
@@ -458,6 +472,7 @@ func (c *columns) fill(recs []LogRecord, idx []int) {
 		a[colCreated].timestamptz(r.CreatedAt)
 		a[colID].uuid(r.ID)
 	}
+	return nil
 }
 
 // encode returns the parameters of one insert statement for org's filled
@@ -549,7 +564,7 @@ type rejection struct {
 
 // writeOneByOne inserts each record under its own savepoint, in one
 // tenant transaction; the records PostgreSQL refuses are dead letters.
-func (w *Writer) writeOneByOne(ctx context.Context, sc *scratch, org uuid.UUID, recs []LogRecord, idx []int, done []bool, src *counter) error {
+func (w *Writer) writeOneByOne(ctx context.Context, sc *scratch, org uuid.UUID, sl *rowSealer, recs []LogRecord, idx []int, done []bool, src *counter) error {
 	cols := &sc.cols
 	cctx, cancel := context.WithTimeout(ctx, w.opts.WriteTimeout+time.Duration(len(idx))*10*time.Millisecond)
 	defer cancel()
@@ -559,7 +574,9 @@ func (w *Writer) writeOneByOne(ctx context.Context, sc *scratch, org uuid.UUID, 
 		rejects, affected = rejects[:0], 0
 		for _, i := range idx {
 			sc.one = append(sc.one[:0], i)
-			cols.fill(recs, sc.one)
+			if err := cols.fill(recs, sc.one, sl); err != nil {
+				return err
+			}
 			sp, err := tx.Begin(cctx) // SAVEPOINT
 			if err != nil {
 				return err

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -45,9 +46,24 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		log.Info("memory limit set", zap.String("limit", cfg.MemoryLimit))
 	}
 
-	dbOpts := store.Options{MaxConns: cfg.DatabaseMaxConns, TransactionScopedStatements: !cfg.DatabasePreparedStatements}
-	st, err := store.Open(ctx, cfg.DatabaseURL.Reveal(), dbOpts)
+	kek, err := cfg.SealKEK()
 	if err != nil {
+		return err
+	}
+	dbOpts := store.Options{MaxConns: cfg.DatabaseMaxConns, TransactionScopedStatements: !cfg.DatabasePreparedStatements,
+		Seal: store.SealOptions{KEK: kek, KeyCacheTTL: cfg.SealKeyCacheTTL, KeyCacheSize: cfg.SealKeyCacheSize}}
+	st, err := store.Open(ctx, cfg.DatabaseURL.Reveal(), dbOpts)
+	if err == nil {
+		// A gateway that could neither seal nor read sealed rows must not
+		// start. While PostgreSQL is unreachable this cannot be checked;
+		// the writer then refuses (spools) what it cannot seal.
+		if err := st.CheckKEK(ctx); errors.Is(err, store.ErrKEKMissing) || errors.Is(err, store.ErrKEKWrong) {
+			st.Close()
+			return err
+		} else if err != nil {
+			log.Warn("could not check the key-encryption key", zap.Error(err))
+		}
+	} else {
 		// Start anyway: keys cached in Redis keep working, the rest gets 503.
 		log.Warn("PostgreSQL is unreachable; starting without it", zap.Error(err))
 		dbOpts.Lazy = true
