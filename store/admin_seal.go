@@ -176,6 +176,31 @@ func (a *Admin) RewrapAll(ctx context.Context, kek seal.KEK) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("listing data keys: %w", err)
 	}
+	n, err := a.rewrap(ctx, kek, orgs)
+	if err != nil {
+		return n, err
+	}
+	err = pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+		ct, err := seal.NewKEKCheck(kek)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO seal_kek_check (id, kek_key_id, sealed) VALUES (1, $1, $2)
+			ON CONFLICT (id) DO UPDATE SET kek_key_id = excluded.kek_key_id, sealed = excluded.sealed, updated_at = now()`,
+			int64(kek.KeyID()), ct); err != nil {
+			return err
+		}
+		return audit(ctx, tx, uuid.Nil, a.actor, "kek.rotate", fmt.Sprint(kek.KeyID()), map[string]any{"organizations": n})
+	})
+	if err != nil {
+		return n, fmt.Errorf("recording the key-encryption key check: %w", err)
+	}
+	return n, nil
+}
+
+// rewrap re-wraps the data keys of orgs under kek's primary key, one
+// tenant transaction each, audited (org.rewrap).
+func (a *Admin) rewrap(ctx context.Context, kek seal.KEK, orgs []uuid.UUID) (int, error) {
 	n := 0
 	for _, org := range orgs {
 		err := a.inTenant(ctx, org, func(tx pgx.Tx) error {
@@ -205,21 +230,6 @@ func (a *Admin) RewrapAll(ctx context.Context, kek seal.KEK) (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("re-wrapping the data keys of organization %s: %w", org, classify(err))
 		}
-	}
-	err = pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
-		ct, err := seal.NewKEKCheck(kek)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO seal_kek_check (id, kek_key_id, sealed) VALUES (1, $1, $2)
-			ON CONFLICT (id) DO UPDATE SET kek_key_id = excluded.kek_key_id, sealed = excluded.sealed, updated_at = now()`,
-			int64(kek.KeyID()), ct); err != nil {
-			return err
-		}
-		return audit(ctx, tx, uuid.Nil, a.actor, "kek.rotate", fmt.Sprint(kek.KeyID()), map[string]any{"organizations": n})
-	})
-	if err != nil {
-		return n, fmt.Errorf("recording the key-encryption key check: %w", err)
 	}
 	return n, nil
 }

@@ -6,6 +6,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/bulkheadhq/bulkhead/store/seal"
 )
 
 // AcquireForTest hands a test one of the pool's own connections, so that a
@@ -47,4 +49,13 @@ func AdminIdleConnsForTest(ctx context.Context, a *Admin) ([]*pgxpool.Conn, int3
 // MigrateToForTest is Migrate up to version, for upgrade tests.
 func MigrateToForTest(ctx context.Context, ownerDSN string, version int64) ([]int64, error) {
 	return migrateTo(ctx, ownerDSN, version)
+}
+
+// ForgetSealKeyForTest drops org from s's data-key cache.
+func ForgetSealKeyForTest(s *Store, org uuid.UUID) { s.keys.forget(org) }
+
+// RewrapAllForTest is RewrapAll for some organizations only, and without
+// recording the KEK check (the test database is shared).
+func (a *Admin) RewrapAllForTest(ctx context.Context, kek seal.KEK, orgs []uuid.UUID) (int, error) {
+	return a.rewrap(ctx, kek, orgs)
 }

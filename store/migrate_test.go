@@ -85,8 +85,8 @@ func TestMigrateUpgradesPopulatedDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(applied, []int64{8, 9, 10}) {
-		t.Fatalf("applied %v, want [8 9 10]", applied)
+	if want := []int64{8, 9, 10, 12}; !slices.Equal(applied, want) { // 11 is numbered apart on a branch (issue 20)
+		t.Fatalf("applied %v, want %v", applied, want)
 	}
 	var rows, distinct, untimed int
 	if err := owner.QueryRow(ctx, `SELECT count(*), count(DISTINCT (organization_id, request_id)),

@@ -27,6 +27,8 @@ var tenantTables = map[string]string{
 	"api_keys":      "organization_id",
 	"prompts":       "organization_id",
 	"audit_log":     "organization_id",
+	// The wrapped data keys (00012): forced RLS like the rest, SELECT only.
+	"organization_keys": "organization_id",
 }
 
 // seeded is what seedTenant wrote for one organization.
@@ -93,7 +95,13 @@ func ownerCount(t *testing.T, owner *pgxpool.Pool, table string, org uuid.UUID) 
 // it takes no tenant input and creates only the next days' empty
 // partitions); and prompts_apply_retention, which the gateway runs to
 // apply the retentions the operator set (00010: it reads them from the
-// database, takes only a batch size, and refuses a tenant context).
+// database, takes only a batch size, and refuses a tenant context);
+// SELECT on organization_keys, the tenant's wrapped data keys, which the
+// writer and the read API unwrap in process (00012: forced RLS confines it
+// to the tenant in context; no INSERT, UPDATE or DELETE, so the gateway
+// can neither substitute a key nor destroy one); and SELECT on
+// seal_kek_check, a constant sealed under the KEK that serve verifies at
+// start (no tenant data).
 // Anything more is a new way to reach
 // tenant data and must be added here, on purpose, with its reason.
 var appPrivileges = []string{
@@ -106,8 +114,10 @@ var appPrivileges = []string{
 	"schema public: USAGE",
 	"table api_keys: SELECT",
 	"table audit_log: INSERT",
+	"table organization_keys: SELECT",
 	"table organizations: SELECT",
 	"table prompts: INSERT, SELECT",
+	"table seal_kek_check: SELECT",
 }
 
 // appPrivilegesSQL lists the current role's effective privileges, one row

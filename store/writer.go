@@ -268,8 +268,8 @@ type runState struct {
 	groupIdx      [][]int
 	orgs          []uuid.UUID
 	seals         []rowSealer // per organization of orgs (sealing.go)
-	scratch       []*scratch // one per transaction worker
-	gs            []int      // group numbers, cut into chunks
+	scratch       []*scratch  // one per transaction worker
+	gs            []int       // group numbers, cut into chunks
 	chunkList     [][]int
 	partitionsDue time.Time // when maintainPartitions runs next
 	enc           []byte
