@@ -84,7 +84,7 @@ func actor() string {
 
 func orgCmd(ctx context.Context, e env, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: bulkhead org create|list|update|delete")
+		return errors.New("usage: bulkhead org create|list|update|rekey|delete")
 	}
 	switch sub, args := args[0], args[1:]; sub {
 	case "create":
@@ -93,10 +93,12 @@ func orgCmd(ctx context.Context, e env, args []string) error {
 		return orgList(ctx, e, args)
 	case "update":
 		return orgUpdate(ctx, e, args)
+	case "rekey":
+		return orgRekey(ctx, e, args)
 	case "delete":
 		return orgDelete(ctx, e, args)
 	default:
-		return fmt.Errorf("unknown org command %q: want create, list, update or delete", sub)
+		return fmt.Errorf("unknown org command %q: want create, list, update, rekey or delete", sub)
 	}
 }
 
@@ -104,9 +106,14 @@ func orgCreate(ctx context.Context, e env, args []string) error {
 	fs, path := flags(e, "org create")
 	name := fs.String("name", "", "organization name (required)")
 	capture := fs.String("capture", store.CaptureFull, "request log capture: full (prompt and response text) or metadata (no text)")
+	sealFlag := fs.String("seal", "", "on: store its prompt and response text encrypted under its own data key; off: in clear (default: on when a key-encryption key is configured)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
+	}
+	sealed, err := parseSeal(*sealFlag)
+	if err != nil {
+		return fmt.Errorf("org create: %w", err)
 	}
 	if strings.TrimSpace(*name) == "" {
 		return errors.New("org create: --name is required")
@@ -114,8 +121,12 @@ func orgCreate(ctx context.Context, e env, args []string) error {
 	if !store.ValidCaptureMode(*capture) {
 		return fmt.Errorf("org create: --capture must be full or metadata, got %q", *capture)
 	}
-	return withAdmin(ctx, e, *path, func(ctx context.Context, a *store.Admin) error {
-		org, err := a.CreateOrgWith(ctx, *name, *capture)
+	return withAdminConfig(ctx, e, *path, func(ctx context.Context, a *store.Admin, cfg config.Config) error {
+		haveKEK, err := useKEK(ctx, a, cfg, sealed != nil && *sealed)
+		if err != nil {
+			return fmt.Errorf("org create --seal on: %w", err)
+		}
+		org, err := a.CreateOrgSealed(ctx, *name, *capture, haveKEK && (sealed == nil || *sealed))
 		if err != nil {
 			return err
 		}
@@ -151,9 +162,9 @@ func orgList(ctx context.Context, e env, args []string) error {
 			return printJSON(e, orgs)
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tCAPTURE\tRETENTION\tCREATED")
+		fmt.Fprintln(tw, "ID\tNAME\tCAPTURE\tRETENTION\tSEALED\tCREATED")
 		for _, o := range orgs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", o.ID, o.Name, o.CaptureMode, retentionText(o.RetentionDays), o.CreatedAt.UTC().Format(time.RFC3339))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\n", o.ID, o.Name, o.CaptureMode, retentionText(o.RetentionDays), o.Sealed, o.CreatedAt.UTC().Format(time.RFC3339))
 		}
 		return tw.Flush()
 	})
@@ -164,15 +175,20 @@ func orgUpdate(ctx context.Context, e env, args []string) error {
 	name := fs.String("name", "", "new name (empty: keep)")
 	capture := fs.String("capture", "", "full or metadata (empty: keep)")
 	retention := fs.String("retention", "", "how long its request log is kept: 30d (days), forever, or default (the installation's, BULKHEAD_RETENTION); empty: keep")
+	sealFlag := fs.String("seal", "", "on or off: store its new rows' text encrypted or in clear (rows already stored keep their form); empty: keep")
 	asJSON := fs.Bool("json", false, "print JSON")
-	id, err := parseOneID(fs, args, "usage: bulkhead org update ID [--name NAME] [--capture full|metadata] [--retention 30d|forever|default]")
+	id, err := parseOneID(fs, args, "usage: bulkhead org update ID [--name NAME] [--capture full|metadata] [--retention 30d|forever|default] [--seal on|off]")
 	if err != nil {
 		return err
+	}
+	sealed, err := parseSeal(*sealFlag)
+	if err != nil {
+		return fmt.Errorf("org update: %w", err)
 	}
 	if *capture != "" && !store.ValidCaptureMode(*capture) {
 		return fmt.Errorf("org update: --capture must be full or metadata, got %q", *capture)
 	}
-	changes := store.OrgChanges{Name: *name, Capture: *capture}
+	changes := store.OrgChanges{Name: *name, Capture: *capture, Seal: sealed}
 	switch *retention {
 	case "":
 	case "default":
@@ -185,10 +201,13 @@ func orgUpdate(ctx context.Context, e env, args []string) error {
 		}
 		changes.Retention = &r
 	}
-	if *name == "" && *capture == "" && changes.Retention == nil {
-		return errors.New("org update: nothing to change: give --name, --capture and/or --retention")
+	if *name == "" && *capture == "" && changes.Retention == nil && sealed == nil {
+		return errors.New("org update: nothing to change: give --name, --capture, --retention and/or --seal")
 	}
-	return withAdmin(ctx, e, *path, func(ctx context.Context, a *store.Admin) error {
+	return withAdminConfig(ctx, e, *path, func(ctx context.Context, a *store.Admin, cfg config.Config) error {
+		if _, err := useKEK(ctx, a, cfg, sealed != nil && *sealed); err != nil {
+			return fmt.Errorf("org update --seal on: %w", err)
+		}
 		org, err := a.UpdateOrg(ctx, id, changes)
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("org update: no organization %s", id)
@@ -199,7 +218,7 @@ func orgUpdate(ctx context.Context, e env, args []string) error {
 		if *asJSON {
 			return printJSON(e, org)
 		}
-		fmt.Fprintf(e.stdout, "organization %s: name %q, capture %s, retention %s\n", org.ID, org.Name, org.CaptureMode, retentionText(org.RetentionDays))
+		fmt.Fprintf(e.stdout, "organization %s: name %q, capture %s, retention %s, sealed %v\n", org.ID, org.Name, org.CaptureMode, retentionText(org.RetentionDays), org.Sealed)
 		return nil
 	})
 }
@@ -226,7 +245,7 @@ func orgDelete(ctx context.Context, e env, args []string) error {
 			}
 			return err
 		}
-		fmt.Fprintf(e.stdout, "deleted organization %s and all its data (%d keys)\n", id, len(hashes))
+		fmt.Fprintf(e.stdout, "deleted organization %s and all its data (%d keys); its data keys were destroyed first, so copies of its sealed rows are unreadable (backups that also hold organization_keys: once the key-encryption key is rotated)\n", id, len(hashes))
 		return tellInstances(ctx, cfg, func(rdb redis.UniversalClient) error {
 			if err := auth.Revoke(ctx, rdb, cfg.AuthRedisTTL, hashes...); err != nil {
 				return err

@@ -58,8 +58,9 @@ func commands() []command {
 	return []command{
 		{"serve", "run the gateway", serveCmd},
 		{"migrate", "apply database migrations as the owner role", migrateCmd},
-		{"org", "manage organizations: create, list, update, delete", orgCmd},
+		{"org", "manage organizations: create, list, update, rekey, delete", orgCmd},
 		{"key", "manage API keys: create, list, update, revoke, rotate", keyCmd},
+		{"key-encryption", "init: create and record the key-encryption key that wraps sealed organizations' data keys; rotate: re-wrap them all under a new one", keyEncryptionCmd},
 		{"retention", "run: record BULKHEAD_RETENTION as the default and remove the request log's rows past their retention", retentionCmd},
 		{"demo", "ensure the demo organization exists and print how to use it", demoCmd},
 		{"config", "print the effective configuration (secrets redacted), or --markdown the settings table", configCmd},
