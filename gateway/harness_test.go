@@ -224,8 +224,13 @@ func newHarness(t *testing.T, mod func(*config.Config)) *harness {
 
 func newHarnessWith(t testing.TB, mo mock.Options, mod func(*config.Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, net: loopback{t}, admin: storetest.Admin(t), st: storetest.Open(t, store.Options{}), rec: newMemRecorder()}
+	h := &harness{t: t, net: loopback{t}, admin: storetest.Admin(t), rec: newMemRecorder()}
 	cfg := h.configure(mo, mod)
+	kek, err := cfg.SealKEK() // a test's own, through BULKHEAD_SEAL_KEYSET (sealing_test.go)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.st = storetest.Open(t, store.Options{Seal: store.SealOptions{KEK: kek}})
 	var rdb redis.UniversalClient
 	switch {
 	case cfg.RedisURL == deadRedis:
@@ -244,7 +249,6 @@ func newHarnessWith(t testing.TB, mo mock.Options, mod func(*config.Config)) *ha
 		rdb = storetest.Redis(t)
 	}
 	h.rdb = rdb
-	var err error
 	// Instances of one test share their budgets, as replicas do.
 	limitTimeout := time.Second
 	if cfg.RedisURL == deadRedis {
