@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/maypok86/otter/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tink-crypto/tink-go/v2/tink"
 
 	"github.com/bulkheadhq/bulkhead/store/seal"
@@ -283,4 +284,29 @@ func (s *Store) unseal(ctx context.Context, tx pgx.Tx, org uuid.UUID, ps []Promp
 		p.promptSealed, p.responseSealed = nil, nil
 	}
 	return nil
+}
+
+// sealMetrics are the data-key cache's series.
+var sealMetrics = [3]*prometheus.Desc{
+	prometheus.NewDesc("bulkhead_seal_key_cache_hits_total", "Look-ups of an organization's seal state and data keys served from the in-process cache.", nil, nil),
+	prometheus.NewDesc("bulkhead_seal_key_cache_misses_total", "Look-ups that read the wrapped data keys from PostgreSQL and unwrapped them with the KEK.", nil, nil),
+	prometheus.NewDesc("bulkhead_seal_key_unwrap_failures_total", "Wrapped data keys the KEK did not open (wrong or missing key-encryption key).", nil, nil),
+}
+
+type sealCollector struct{ k *keyring }
+
+// SealCollector is a prometheus.Collector of the data-key cache's hits,
+// misses and unwrap failures (the bulkhead_seal_* series).
+func (s *Store) SealCollector() prometheus.Collector { return sealCollector{s.keys} }
+
+func (c sealCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range sealMetrics {
+		ch <- d
+	}
+}
+
+func (c sealCollector) Collect(ch chan<- prometheus.Metric) {
+	for i, v := range [3]int64{c.k.hits.Load(), c.k.misses.Load(), c.k.unwrapFailures.Load()} {
+		ch <- prometheus.MustNewConstMetric(sealMetrics[i], prometheus.CounterValue, float64(v))
+	}
 }

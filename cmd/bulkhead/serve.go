@@ -108,7 +108,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("request log (BULKHEAD_SPOOL_DIR): %w", err)
 	}
-	reg.MustRegister(writer)
+	reg.MustRegister(writer, st.SealCollector())
 	var rec interface {
 		Record(store.LogRecord)
 		Admit() error
