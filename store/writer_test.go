@@ -1076,7 +1076,13 @@ func BenchmarkWriterTenants(b *testing.B) {
 func benchWriter(b *testing.B, opts store.WriterOptions, tenants int, mode string) {
 	st := benchStore(b, mode, 10)
 	owner := storetest.OwnerPool(b)
-	orgs := newOrgs(b, owner, tenants)
+	benchWriterOrgs(b, st, opts, newOrgs(b, owner, tenants))
+}
+
+// benchWriterOrgs is benchWriter's measurement, on st and the
+// organizations orgs.
+func benchWriterOrgs(b *testing.B, st *store.Store, opts store.WriterOptions, orgs []uuid.UUID) {
+	tenants := len(orgs)
 	run := "bn" + uuid.NewString()[:8]
 	tmpl := rec(orgs[0], run, 0)
 	tmpl.Prompt = `{"messages":[{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 80) + `"}]}` // ~1 KB
