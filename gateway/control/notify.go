@@ -43,6 +43,6 @@ func (n redisNotifier) InvalidateOrg(ctx context.Context, org uuid.UUID) error {
 
 type nopNotifier struct{}
 
-func (nopNotifier) Revoke(context.Context, ...[32]byte) error     { return nil }
-func (nopNotifier) Invalidate(context.Context, ...[32]byte) error { return nil }
+func (nopNotifier) Revoke(context.Context, ...[32]byte) error      { return nil }
+func (nopNotifier) Invalidate(context.Context, ...[32]byte) error  { return nil }
 func (nopNotifier) InvalidateOrg(context.Context, uuid.UUID) error { return nil }
