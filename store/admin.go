@@ -35,6 +35,17 @@ func OpenAdmin(ctx context.Context, ownerDSN, actor string) (*Admin, error) {
 	return &Admin{pool: pool, actor: actor}, nil
 }
 
+// OpenAdminLazy is OpenAdmin for a long-running process (the control
+// plane): it does not wait for PostgreSQL, connecting when first needed,
+// and keeps up to maxConns connections.
+func OpenAdminLazy(ctx context.Context, ownerDSN, actor string, maxConns int32) (*Admin, error) {
+	pool, err := newPool(ctx, ownerDSN, Options{MaxConns: maxConns, Lazy: true})
+	if err != nil {
+		return nil, err
+	}
+	return &Admin{pool: pool, actor: actor}, nil
+}
+
 // Close closes the pool. It is idempotent.
 func (a *Admin) Close() { a.pool.Close() }
 

@@ -354,6 +354,20 @@
 
   // ---- request log ----
 
+  // promptText shows a stored prompt: chat messages (the JSON the gateway
+  // records) as "role: content" lines, anything else as it is. Text only.
+  function promptText(raw) {
+    if (raw === null || raw === undefined) return '(not captured)';
+    try {
+      const m = JSON.parse(raw);
+      if (Array.isArray(m)) {
+        return m.map((x) => (x && x.role ? x.role + ': ' : '') +
+          (x && typeof x.content === 'string' ? x.content : JSON.stringify(x && x.content !== undefined ? x.content : x))).join('\n\n');
+      }
+    } catch (_) { /* not JSON: shown as stored */ }
+    return raw;
+  }
+
   async function renderLogs(orgID) {
     let org;
     try { org = await api('GET', '/admin/v1/organizations/' + encodeURIComponent(orgID)); } catch (e) {
@@ -389,7 +403,7 @@
         rows.append(el('tr', { class: 'clickable', dataset: { promptId: p.id }, on: { click: () => show(p) } },
           el('td', {}, new Date(p.created_at).toLocaleString()), el('td', {}, p.model), el('td', {}, p.endpoint),
           el('td', {}, p.status), el('td', {}, p.total_tokens), el('td', {}, p.latency_ms + ' ms'),
-          el('td', { class: 'muted' }, (p.prompt || '').slice(0, 60))));
+          el('td', { class: 'muted' }, promptText(p.prompt).slice(0, 60))));
       }
       cursor = r.next_cursor;
       more.hidden = !r.has_more;
@@ -400,7 +414,7 @@
       // is shown as those characters.
       detail.replaceChildren(el('h2', {}, 'Request ', p.request_id),
         el('p', { class: 'muted' }, p.model, ' · status ', p.status, ' · ', p.prompt_tokens, ' + ', p.completion_tokens, ' tokens (', p.usage_source, ')'),
-        el('h3', {}, 'Prompt'), el('pre', { class: 'text', id: 'log-detail-prompt' }, p.prompt === null ? '(not captured)' : p.prompt),
+        el('h3', {}, 'Prompt'), el('pre', { class: 'text', id: 'log-detail-prompt' }, promptText(p.prompt)),
         el('h3', {}, 'Response'), el('pre', { class: 'text', id: 'log-detail-response' }, p.response === null ? '(not captured)' : p.response));
     }
     more.addEventListener('click', () => load(false).catch((e) => showError(e.message)));
