@@ -38,7 +38,7 @@ const xssPrompt = `<script>window.__xss = 1</script><img src=x onerror="window._
 // log (the markup prompt shown as text, inert), revokes the key in the UI
 // and sees the next call refused; a tenant administrator of another
 // organization logs in and reaches none of the first one's pages or data
-// by URL. Screenshots of each page go to BULKHEAD_TEST_ARTIFACTS (a
+// by URL. Screenshots of each page go to CONSOLE_SCREENSHOTS (a
 // directory; default the test's temporary one).
 func TestConsoleInBrowser(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err != nil {
@@ -47,7 +47,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	storetest.Admin(t) // migrated, or skip/fail loudly
 	rdb := storetest.Redis(t)
 	rdb.Close()
-	artifacts := os.Getenv("BULKHEAD_TEST_ARTIFACTS")
+	artifacts := os.Getenv("CONSOLE_SCREENSHOTS")
 	if artifacts == "" {
 		artifacts = t.TempDir()
 	} else if err := os.MkdirAll(artifacts, 0o755); err != nil {

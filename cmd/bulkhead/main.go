@@ -57,6 +57,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "run the gateway", serveCmd},
+		{"control", "serve only the control plane (admin API and console) on BULKHEAD_CONTROL_LISTEN", controlCmd},
 		{"migrate", "apply database migrations as the owner role", migrateCmd},
 		{"org", "manage organizations: create, list, update, delete", orgCmd},
 		{"key", "manage API keys: create, list, update, revoke, rotate", keyCmd},
