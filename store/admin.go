@@ -13,8 +13,10 @@ import (
 )
 
 // Admin performs the operator's actions (organizations, keys) as the owner
-// role. The running gateway never holds one. Every change writes an
-// audit_log row in the same transaction.
+// role: for the CLI, and for the control plane's operators (gateway/control,
+// which `serve` runs only while BULKHEAD_CONTROL_LISTEN is set); the data
+// path never uses it. Every change writes an audit_log row in the same
+// transaction.
 //
 // Where an action concerns one organization it still runs inside that
 // organization's tenant context, so that a mistake in it is caught by the
