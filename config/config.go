@@ -45,6 +45,10 @@ import (
 type Config struct {
 	Listen      string `yaml:"listen" env:"BULKHEAD_LISTEN" help:"address of the OpenAI-compatible API"`
 	AdminListen string `yaml:"admin_listen" env:"BULKHEAD_ADMIN_LISTEN" help:"address of the admin listener (health, metrics, pprof); keep it private"`
+	// ControlListen empty: no control plane, and serve holds no owner
+	// connection.
+	ControlListen     string        `yaml:"control_listen" env:"BULKHEAD_CONTROL_LISTEN" help:"address of the control plane: the admin API under /admin/v1/ and the web console at /, authenticated by operator tokens (bulkhead admin-token) and tenant administrators' JWTs; it connects as the owner role (BULKHEAD_ADMIN_DATABASE_URL); keep it private; empty disables it"`
+	ControlSessionTTL time.Duration `yaml:"control_session_ttl" env:"BULKHEAD_CONTROL_SESSION_TTL" help:"lifetime of a console session from its login (never beyond a tenant administrator's JWT expiry); sessions live in the serving process's memory"`
 
 	DatabaseURL      Secret `yaml:"database_url" env:"BULKHEAD_DATABASE_URL" help:"PostgreSQL DSN of the runtime app role (no superuser, no BYPASSRLS, owns nothing)"`
 	AdminDatabaseURL Secret `yaml:"admin_database_url" env:"BULKHEAD_ADMIN_DATABASE_URL" help:"PostgreSQL DSN of the owner role, used only by migrate and the admin subcommands"`
@@ -151,6 +155,9 @@ func Default() Config {
 	return Config{
 		Listen:      ":8080",
 		AdminListen: "127.0.0.1:9090",
+
+		ControlListen:     "127.0.0.1:9091",
+		ControlSessionTTL: 30 * time.Minute,
 
 		DatabaseURL:      "postgres://bulkhead_app:bulkhead@127.0.0.1:5432/bulkhead?sslmode=disable",
 		AdminDatabaseURL: "postgres://bulkhead_owner:bulkhead@127.0.0.1:5432/bulkhead?sslmode=disable",
@@ -445,6 +452,12 @@ func (c Config) Validate() error {
 
 	checkAddr("BULKHEAD_LISTEN", c.Listen)
 	checkAddr("BULKHEAD_ADMIN_LISTEN", c.AdminListen)
+	if c.ControlListen != "" {
+		checkAddr("BULKHEAD_CONTROL_LISTEN", c.ControlListen)
+	}
+	if c.ControlSessionTTL <= 0 {
+		bad("BULKHEAD_CONTROL_SESSION_TTL", "must be positive, got %s", c.ControlSessionTTL)
+	}
 	checkURL("BULKHEAD_DATABASE_URL", c.DatabaseURL.Reveal(), "postgres", "postgresql")
 	checkURL("BULKHEAD_ADMIN_DATABASE_URL", c.AdminDatabaseURL.Reveal(), "postgres", "postgresql")
 	if c.DatabaseMaxConns < 1 {

@@ -251,3 +251,12 @@ func writeJSON(rc *fasthttp.RequestCtx, v any) error {
 	rc.SetBody(b)
 	return nil
 }
+
+// MarshalError is the OpenAI-shaped body of he for request reqID, as the
+// API writes it: for the control plane's listener (gateway/control),
+// which answers in the same shape.
+func MarshalError(he *HTTPError, reqID string) []byte { return marshalError(he, reqID) }
+
+// ToHTTPError is the one mapping from an error to what the client sees
+// (an *HTTPError in the chain, a client's cancel, a deadline, else 500).
+func ToHTTPError(err error) *HTTPError { return toHTTPError(err) }

@@ -44,6 +44,12 @@ type Process struct {
 
 	Health drainer // reports not ready from the moment shutdown begins (a *Health)
 
+	// Control serves the control plane (gateway/control) on
+	// ControlListener; both nil: none. It stops with the API, given the
+	// same drain: its requests are short database work.
+	Control         apiServer
+	ControlListener net.Listener
+
 	// RequestLog is the request log's loop (store.Writer.Run). It is
 	// stopped once the API has drained, so that its final flush takes the
 	// records of the streams cut at the drain deadline. An error from it
@@ -123,6 +129,9 @@ func Run(ctx context.Context, p Process) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return p.API.Serve(p.Listener) })
+	if p.Control != nil {
+		g.Go(func() error { return p.Control.Serve(p.ControlListener) })
+	}
 	g.Go(func() error {
 		if err := admin.Serve(p.AdminListener); !errors.Is(err, http.ErrServerClosed) {
 			return err
@@ -146,6 +155,11 @@ func Run(ctx context.Context, p Process) error {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.Drain)
 		defer cancel()
 		err := p.API.Shutdown(sctx)
+		if p.Control != nil {
+			if cerr := p.Control.Shutdown(sctx); err == nil {
+				err = cerr
+			}
+		}
 		stopLoops()
 		for range loops {
 			<-stopped

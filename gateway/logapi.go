@@ -256,3 +256,22 @@ func (s *Server) usage(ctx context.Context, org uuid.UUID, args *fasthttp.Args) 
 		Data    []store.UsageRow `json:"data"`
 	}{"list", u.groupBy, u.since, u.until, rows}, nil
 }
+
+// ParsePromptQuery validates a request-log list query (since, until,
+// model, limit, cursor) as GET /api/v1/prompts does, for the control
+// plane's request-log browser. Every error is a 400 naming its parameter.
+func ParsePromptQuery(args *fasthttp.Args) (store.PromptFilter, error) { return parseListParams(args) }
+
+// ParseUsageQuery validates a usage query (since, until, group_by) as GET
+// /api/v1/usage does: until defaults to now, since to 30 days before.
+func ParseUsageQuery(args *fasthttp.Args, now time.Time) (since, until time.Time, groupBy string, err error) {
+	u, err := parseUsageParams(args, now)
+	return u.since, u.until, u.groupBy, err
+}
+
+// QueryParam returns the one value of a known query parameter, as the read
+// API reads them: "" when absent, a 400 when given twice.
+func QueryParam(args *fasthttp.Args, name string) ([]byte, error) { return param(args, name) }
+
+// BadParam is the read API's 400 for an invalid query parameter.
+func BadParam(name, msg string) *HTTPError { return badParam(name, msg) }

@@ -250,3 +250,17 @@ func (r requestIDs) from(id []byte) string {
 	}
 	return string(id)
 }
+
+// RequestIDs makes and checks request ids as the API listener does, for
+// the control plane's listener.
+type RequestIDs struct{ r requestIDs }
+
+// NewRequestIDs returns a source of ids with a fresh random prefix.
+func NewRequestIDs() RequestIDs { return RequestIDs{newRequestIDs()} }
+
+// Next returns a new id.
+func (r RequestIDs) Next() string { return r.r.next() }
+
+// From keeps the caller's id when it is well-formed and makes a new one
+// otherwise.
+func (r RequestIDs) From(id []byte) string { return r.r.from(id) }

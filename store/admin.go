@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -14,8 +15,10 @@ import (
 )
 
 // Admin performs the operator's actions (organizations, keys) as the owner
-// role. The running gateway never holds one. Every change writes an
-// audit_log row in the same transaction.
+// role: for the CLI, and for the control plane's operators (gateway/control,
+// which `serve` runs only while BULKHEAD_CONTROL_LISTEN is set); the data
+// path never uses it. Every change writes an audit_log row in the same
+// transaction.
 //
 // Where an action concerns one organization it still runs inside that
 // organization's tenant context, so that a mistake in it is caught by the
@@ -31,6 +34,17 @@ type Admin struct {
 // log (for example "cli:alice").
 func OpenAdmin(ctx context.Context, ownerDSN, actor string) (*Admin, error) {
 	pool, err := newPool(ctx, ownerDSN, Options{MaxConns: 2})
+	if err != nil {
+		return nil, err
+	}
+	return &Admin{pool: pool, actor: actor}, nil
+}
+
+// OpenAdminLazy is OpenAdmin for a long-running process (the control
+// plane): it does not wait for PostgreSQL, connecting when first needed,
+// and keeps up to maxConns connections.
+func OpenAdminLazy(ctx context.Context, ownerDSN, actor string, maxConns int32) (*Admin, error) {
+	pool, err := newPool(ctx, ownerDSN, Options{MaxConns: maxConns, Lazy: true})
 	if err != nil {
 		return nil, err
 	}
@@ -75,15 +89,25 @@ func (a *Admin) CreateOrg(ctx context.Context, name string) (Organization, error
 // CreateOrgWith creates an organization with a fresh id and capture
 // mode, not sealed.
 func (a *Admin) CreateOrgWith(ctx context.Context, name, capture string) (Organization, error) {
-	return a.CreateOrgSealed(ctx, name, capture, false)
+	org, _, err := a.CreateOrgOnce(ctx, name, capture, false, Idempotency{})
+	return org, err
 }
 
 // CreateOrgSealed creates an organization with a fresh id, capture mode,
 // and sealing on (its data keys created at once, which needs the KEK) or
 // off.
 func (a *Admin) CreateOrgSealed(ctx context.Context, name, capture string, sealed bool) (Organization, error) {
-	org := Organization{ID: uuid.New(), Name: name}
-	err := a.inTenant(ctx, org.ID, func(tx pgx.Tx) error {
+	org, _, err := a.CreateOrgOnce(ctx, name, capture, sealed, Idempotency{})
+	return org, err
+}
+
+// CreateOrgOnce is CreateOrgSealed with an idempotency key: when this
+// actor used idem.Key before, it creates nothing and returns the
+// organization created then, and replayed true (ErrIdempotencyMismatch if
+// that was another request). A zero idem creates one every time.
+func (a *Admin) CreateOrgOnce(ctx context.Context, name, capture string, sealed bool, idem Idempotency) (org Organization, replayed bool, err error) {
+	org = Organization{ID: uuid.New(), Name: name}
+	err = a.inTenant(ctx, org.ID, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx,
 			`INSERT INTO organizations (id, name, capture_mode) VALUES ($1, $2, $3) RETURNING capture_mode, retention_days, created_at`,
 			org.ID, name, capture).Scan(&org.CaptureMode, &org.RetentionDays, &org.CreatedAt)
@@ -96,17 +120,69 @@ func (a *Admin) CreateOrgSealed(ctx context.Context, name, capture string, seale
 			}
 			org.Sealed = true
 		}
+		if err := remember(ctx, tx, org.ID, a.actor, idem, org); err != nil {
+			return err
+		}
 		return audit(ctx, tx, org.ID, a.actor, "org.create", org.ID.String(), map[string]any{"name": name, "capture": capture, "sealed": sealed})
 	})
-	if err != nil {
-		return Organization{}, fmt.Errorf("creating organization: %w", classify(err))
+	if errors.Is(err, errReplay) {
+		org = Organization{}
+		err = replay(ctx, a.pool, a.actor, idem, &org)
+		return org, err == nil, err
 	}
-	return org, nil
+	if err != nil {
+		return Organization{}, false, fmt.Errorf("creating organization: %w", classify(err))
+	}
+	return org, false, nil
 }
 
 // Orgs lists every organization, oldest first.
 func (a *Admin) Orgs(ctx context.Context) ([]Organization, error) {
-	rows, err := a.pool.Query(ctx, `SELECT `+orgColumns+` FROM organizations ORDER BY created_at, id`)
+	var all []Organization
+	var after *Cursor
+	for {
+		page, err := orgsPage(ctx, a.pool, after, orgsPageMax)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if len(page) < orgsPageMax {
+			return all, nil
+		}
+		last := page[len(page)-1]
+		after = &Cursor{CreatedAt: last.CreatedAt, ID: last.ID}
+	}
+}
+
+// orgsPageMax is the largest page OrgsPage returns.
+const orgsPageMax = 1000
+
+// OrgsPage lists up to limit organizations (at most 1000), oldest first,
+// after the cursor (nil: from the first): keyset paging on
+// (created_at, id).
+func (a *Admin) OrgsPage(ctx context.Context, after *Cursor, limit int) ([]Organization, error) {
+	return orgsPage(ctx, a.pool, after, limit)
+}
+
+// rowsQuerier runs a query returning rows: the owner's pool, or a
+// tenant's transaction.
+type rowsQuerier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// orgsPage is the one query of organization listings: across tenants
+// through the owner's pool, or inside a tenant's context, where RLS leaves
+// its own organization only.
+func orgsPage(ctx context.Context, q rowsQuerier, after *Cursor, limit int) ([]Organization, error) {
+	limit = min(max(limit, 1), orgsPageMax)
+	var rows pgx.Rows
+	var err error
+	if after == nil {
+		rows, err = q.Query(ctx, `SELECT `+orgColumns+` FROM organizations ORDER BY created_at, id LIMIT $1`, limit)
+	} else {
+		rows, err = q.Query(ctx, `SELECT `+orgColumns+` FROM organizations WHERE (created_at, id) > ($1, $2)
+			ORDER BY created_at, id LIMIT $3`, after.CreatedAt, after.ID, limit)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listing organizations: %w", err)
 	}
@@ -116,6 +192,25 @@ func (a *Admin) Orgs(ctx context.Context) ([]Organization, error) {
 	}
 	return orgs, nil
 }
+
+// Org returns organization id (ErrNotFound if there is none).
+func (a *Admin) Org(ctx context.Context, id uuid.UUID) (Organization, error) {
+	return orgByID(ctx, a.pool, id)
+}
+
+func orgByID(ctx context.Context, q querier, id uuid.UUID) (Organization, error) {
+	var o Organization
+	err := q.QueryRow(ctx, `SELECT `+orgColumns+` FROM organizations WHERE id = $1`, id).
+		Scan(&o.ID, &o.Name, &o.CaptureMode, &o.RetentionDays, &o.CreatedAt)
+	if err != nil {
+		return Organization{}, fmt.Errorf("reading organization %s: %w", id, classify(err))
+	}
+	return o, nil
+}
+
+// As returns an Admin that shares a's connections and names actor in the
+// audit log: the control plane acts for many callers through one pool.
+func (a *Admin) As(actor string) *Admin { return &Admin{pool: a.pool, actor: actor} }
 
 // OrgChanges are the changes UpdateOrg makes; zero fields keep what is.
 type OrgChanges struct {

@@ -74,8 +74,10 @@ func ParseCursor(s string) (Cursor, error) {
 type PromptFilter struct {
 	Since, Until time.Time // created_at >= Since, < Until
 	Model        string
-	Limit        int     // rows to return; the caller caps it
-	After        *Cursor // continue after this row
+	APIKeyID     *uuid.UUID // rows of this key only
+	Status       int        // rows with this HTTP status only
+	Limit        int        // rows to return; the caller caps it
+	After        *Cursor    // continue after this row
 }
 
 // ListPrompts returns org's rows, newest first, with keyset pagination on
@@ -152,6 +154,12 @@ func listQuery(org uuid.UUID, f PromptFilter, orgFilter bool, lo, hi time.Time, 
 	}
 	if f.Model != "" {
 		where = append(where, "model = "+arg(f.Model))
+	}
+	if f.APIKeyID != nil {
+		where = append(where, "api_key_id = "+arg(*f.APIKeyID))
+	}
+	if f.Status != 0 {
+		where = append(where, "status = "+arg(f.Status))
 	}
 	if f.After != nil {
 		where = append(where, "(created_at, id) < ("+arg(f.After.CreatedAt)+", "+arg(f.After.ID)+")")
@@ -232,6 +240,60 @@ func (s *Store) Usage(ctx context.Context, org uuid.UUID, since, until time.Time
 	})
 	if err != nil {
 		return nil, fmt.Errorf("usage: %w", err)
+	}
+	return out, nil
+}
+
+// SeriesRow is one (day, group) cell of a usage series: what the console
+// plots.
+type SeriesRow struct {
+	Day              string `json:"day"` // YYYY-MM-DD, UTC
+	Group            string `json:"group"`
+	Requests         int64  `json:"requests"`
+	PromptTokens     int64  `json:"prompt_tokens"`
+	CompletionTokens int64  `json:"completion_tokens"`
+	TotalTokens      int64  `json:"total_tokens"`
+	Errors           int64  `json:"errors"` // status 400 and above
+	LatencyP50MS     int64  `json:"latency_p50_ms"`
+	LatencyP95MS     int64  `json:"latency_p95_ms"`
+}
+
+// seriesGroups are UsageSeries' second dimension: a fixed allowlist,
+// never text from the request.
+var seriesGroups = map[string]string{
+	"model":  usageGroups["model"],
+	"key":    usageGroups["key"],
+	"status": "status::text",
+}
+
+// ValidSeriesGroup reports whether UsageSeries accepts by.
+func ValidSeriesGroup(by string) bool { _, ok := seriesGroups[by]; return ok }
+
+// UsageSeries is Usage by day and by a second dimension (model, key or
+// status), with the errors and latency percentiles of each cell: the same
+// scan of org's rows in [since, until) on the primary key
+// (organization_id, created_at, id), within its tenant context.
+func (s *Store) UsageSeries(ctx context.Context, org uuid.UUID, since, until time.Time, by string) ([]SeriesRow, error) {
+	expr, ok := seriesGroups[by]
+	if !ok {
+		return nil, fmt.Errorf("usage series: unknown grouping %q", by)
+	}
+	q := `SELECT ` + usageGroups["day"] + ` AS d, ` + expr + ` AS g, count(*), coalesce(sum(prompt_tokens), 0),
+		coalesce(sum(completion_tokens), 0), coalesce(sum(usage_tokens), 0), count(*) FILTER (WHERE status >= 400),
+		coalesce(percentile_disc(0.5) WITHIN GROUP (ORDER BY latency_ms), 0)::bigint,
+		coalesce(percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_ms), 0)::bigint
+		FROM prompts WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY d, g ORDER BY d, g`
+	var out []SeriesRow
+	err := s.inTenantRead(ctx, org, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, q, org, since, until)
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, pgx.RowToStructByPos[SeriesRow])
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("usage series: %w", err)
 	}
 	return out, nil
 }

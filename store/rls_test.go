@@ -29,6 +29,8 @@ var tenantTables = map[string]string{
 	"audit_log":     "organization_id",
 	// The wrapped data keys (00012): forced RLS like the rest, SELECT only.
 	"organization_keys": "organization_id",
+	// The control plane's idempotency records (00013).
+	"control_idempotency": "organization_id",
 }
 
 // seeded is what seedTenant wrote for one organization.
@@ -102,10 +104,22 @@ func ownerCount(t *testing.T, owner *pgxpool.Pool, table string, org uuid.UUID) 
 // can neither substitute a key nor destroy one); and SELECT on
 // seal_kek_check, a constant sealed under the KEK that serve verifies at
 // start (no tenant data).
+// The control plane (00013): a tenant administrator's key actions run as
+// the app role inside its own tenant context, so it inserts keys and
+// updates their limits, expiry and revocation (never their hash or
+// organization), and reads and appends its idempotency records.
 // Anything more is a new way to reach
 // tenant data and must be added here, on purpose, with its reason.
 var appPrivileges = []string{
+	"column api_keys.display_prefix: INSERT",
+	"column api_keys.expires_at: INSERT, UPDATE",
+	"column api_keys.key_hash: INSERT",
 	"column api_keys.last_used_at: UPDATE",
+	"column api_keys.name: INSERT",
+	"column api_keys.organization_id: INSERT",
+	"column api_keys.rate_limit_per_minute: INSERT, UPDATE",
+	"column api_keys.revoked_at: UPDATE",
+	"column api_keys.tokens_per_minute: INSERT, UPDATE",
 	"database: CONNECT, TEMPORARY",
 	"function audit_log_append_only(): EXECUTE",
 	"function prompts_apply_retention(integer): EXECUTE",
@@ -114,6 +128,7 @@ var appPrivileges = []string{
 	"schema public: USAGE",
 	"table api_keys: SELECT",
 	"table audit_log: INSERT",
+	"table control_idempotency: INSERT, SELECT",
 	"table organization_keys: SELECT",
 	"table organizations: SELECT",
 	"table prompts: INSERT, SELECT",

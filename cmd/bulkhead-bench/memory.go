@@ -71,7 +71,7 @@ func memory(ctx context.Context, args []string) error {
 	spoolDir := filepath.Join(os.TempDir(), fmt.Sprintf("bulkhead-bench-memory-spool-%d", os.Getpid()))
 	defer os.RemoveAll(spoolDir)
 	env := append([]string{
-		"BULKHEAD_LISTEN=" + listen, "BULKHEAD_ADMIN_LISTEN=" + admin,
+		"BULKHEAD_LISTEN=" + listen, "BULKHEAD_ADMIN_LISTEN=" + admin, "BULKHEAD_CONTROL_LISTEN=",
 		"BULKHEAD_UPSTREAM_URL=http://" + mock.addr + "/v1", "BULKHEAD_LOG_LEVEL=info",
 		"BULKHEAD_SPOOL_DIR=" + spoolDir,
 	}, extra...)

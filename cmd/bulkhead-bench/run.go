@@ -160,7 +160,7 @@ func runBench(ctx context.Context, args []string) error {
 	os.WriteFile(routes, []byte("upstreams:\n  - {name: slow, kind: openai, url: \"http://"+slow.addr+"/v1\", models: [slow-stream]}\n"), 0o600)
 	gwEnv := []string{
 		"BULKHEAD_LISTEN=127.0.0.1:18080", "BULKHEAD_UPSTREAM_URL=http://" + mock.addr + "/v1",
-		"BULKHEAD_CONFIG=" + routes, "BULKHEAD_LOG_LEVEL=info", "BULKHEAD_ADMIN_LISTEN=127.0.0.1:19090",
+		"BULKHEAD_CONFIG=" + routes, "BULKHEAD_LOG_LEVEL=info", "BULKHEAD_ADMIN_LISTEN=127.0.0.1:19090", "BULKHEAD_CONTROL_LISTEN=",
 		"BULKHEAD_SPOOL_DIR=" + filepath.Join(os.TempDir(), fmt.Sprintf("bulkhead-bench-spool-%d", os.Getpid())),
 	}
 	gw, err := startGateway(ctx, f.bin, "127.0.0.1:18080", gwEnv)
@@ -169,7 +169,7 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	defer gw.stop()
 	gwNoLog, err := startGateway(ctx, f.bin, "127.0.0.1:18082", append(gwEnv, "BULKHEAD_LISTEN=127.0.0.1:18082",
-		"BULKHEAD_ADMIN_LISTEN=127.0.0.1:19092", "BULKHEAD_REQUEST_LOG=false", "BULKHEAD_SPOOL_DIR="))
+		"BULKHEAD_ADMIN_LISTEN=127.0.0.1:19092", "BULKHEAD_CONTROL_LISTEN=", "BULKHEAD_REQUEST_LOG=false", "BULKHEAD_SPOOL_DIR="))
 	if err != nil {
 		return err
 	}

@@ -54,6 +54,9 @@ func startGateway(t *testing.T, env map[string]string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"=1")
+	if _, ok := env["BULKHEAD_CONTROL_LISTEN"]; !ok {
+		cmd.Env = append(cmd.Env, "BULKHEAD_CONTROL_LISTEN=") // no control plane unless the test asks
+	}
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}

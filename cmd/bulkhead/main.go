@@ -57,10 +57,12 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"serve", "run the gateway", serveCmd},
+		{"control", "serve only the control plane (admin API and console) on BULKHEAD_CONTROL_LISTEN", controlCmd},
 		{"migrate", "apply database migrations as the owner role", migrateCmd},
 		{"org", "manage organizations: create, list, update, rekey, delete", orgCmd},
 		{"key", "manage API keys: create, list, update, revoke, rotate", keyCmd},
 		{"key-encryption", "init: create and record the key-encryption key that wraps sealed organizations' data keys; rotate: re-wrap them all under a new one", keyEncryptionCmd},
+		{"admin-token", "manage the control plane's operator tokens: create, list, revoke", adminTokenCmd},
 		{"retention", "run: record BULKHEAD_RETENTION as the default and remove the request log's rows past their retention", retentionCmd},
 		{"demo", "ensure the demo organization exists and print how to use it", demoCmd},
 		{"config", "print the effective configuration (secrets redacted), or --markdown the settings table", configCmd},

@@ -19,6 +19,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/config"
 	"github.com/bulkheadhq/bulkhead/gateway"
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/gateway/control"
 	"github.com/bulkheadhq/bulkhead/gateway/memory"
 	"github.com/bulkheadhq/bulkhead/ratelimit"
 	"github.com/bulkheadhq/bulkhead/store"
@@ -151,6 +152,16 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		ln.Close()
 		return fmt.Errorf("listening on %s: %w", cfg.AdminListen, err)
 	}
+	ctl, ctlLn, err := controlPlane(ctx, cfg, st, authOpts, log)
+	if err != nil {
+		ln.Close()
+		adminLn.Close()
+		return err
+	}
+	if ctl != nil {
+		defer ctl.admin.Close()
+		log.Info("control plane", zap.String("listen", ctlLn.Addr().String()))
+	}
 	log.Info("serving", zap.String("listen", ln.Addr().String()), zap.String("admin", adminLn.Addr().String()),
 		zap.String("upstream", cfg.UpstreamURL), zap.Int("routes", len(cfg.Upstreams)))
 
@@ -170,7 +181,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 
 	// On SIGTERM (ctx done) Run stops in order: not ready, grace, drain,
 	// then the request log's flush; see gateway.Run.
-	return gateway.Run(ctx, gateway.Process{
+	p := gateway.Process{
 		API: srv, Listener: ln,
 		Admin: gateway.AdminHandler(health, reg), AdminListener: adminLn,
 		Health:     health,
@@ -178,7 +189,45 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		Loops:      loops,
 		Grace:      cfg.ShutdownGrace, Drain: cfg.ShutdownTimeout,
 		Log: log,
-	})
+	}
+	if ctl != nil {
+		p.Control, p.ControlListener = ctl.srv, ctlLn
+	}
+	return gateway.Run(ctx, p)
+}
+
+// controlServer is the control plane as serve runs it.
+type controlServer struct {
+	srv   *control.Server
+	admin *store.Admin
+}
+
+// controlPlane builds the control plane on BULKHEAD_CONTROL_LISTEN, or
+// nothing when it is empty: then serve holds no owner connection. Its
+// operators act as the owner role, tenant administrators as the app role
+// (st), and key changes reach the gateways through Redis when there is one.
+func controlPlane(ctx context.Context, cfg config.Config, st *store.Store, ao auth.Options, log *zap.Logger) (*controlServer, net.Listener, error) {
+	if cfg.ControlListen == "" {
+		return nil, nil, nil
+	}
+	admin, err := store.OpenAdminLazy(ctx, cfg.AdminDatabaseURL.Reveal(), "control", 4)
+	if err != nil {
+		return nil, nil, fmt.Errorf("control plane (BULKHEAD_ADMIN_DATABASE_URL): %w", err)
+	}
+	opts := control.Options{Admin: admin, Store: st, JWT: ao.JWT, SessionTTL: cfg.ControlSessionTTL, Log: log.Named("control")}
+	if ao.Redis != nil {
+		opts.Notify = control.RedisNotifier(ao.Redis, cfg.AuthRedisTTL)
+	}
+	srv, err := control.New(opts)
+	if err == nil {
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", cfg.ControlListen); err == nil {
+			return &controlServer{srv: srv, admin: admin}, ln, nil
+		}
+		err = fmt.Errorf("listening on %s (BULKHEAD_CONTROL_LISTEN): %w", cfg.ControlListen, err)
+	}
+	admin.Close()
+	return nil, nil, err
 }
 
 // authFailurePrefix starts the Redis keys of the failed-authentication

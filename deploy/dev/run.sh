@@ -17,6 +17,20 @@ if [ -z "${BULKHEAD_UPSTREAM_URL:-}" ]; then
 	echo "run: mock upstream on 127.0.0.1:8081 (set BULKHEAD_UPSTREAM_URL and BULKHEAD_UPSTREAM_API_KEY for a real provider)"
 fi
 bin/bulkhead demo
+# The control plane (admin API and console) on BULKHEAD_CONTROL_LISTEN,
+# with an operator token of its own for each run (shown once, like the key).
+control=${BULKHEAD_CONTROL_LISTEN-127.0.0.1:9091}
+if [ -n "$control" ]; then
+	token=$(bin/bulkhead admin-token create --name "make run $(date -u +%FT%TZ)" --scope write 2>/dev/null)
+	cat <<EOF
+
+  console             http://$control/   (log in with the operator token below)
+  operator token      $token   (write scope; shown once)
+  admin API           curl -s http://$control/admin/v1/organizations -H "Authorization: Bearer $token"
+  OpenAPI             http://$control/openapi.json
+
+EOF
+fi
 export BULKHEAD_LOG_FORMAT=${BULKHEAD_LOG_FORMAT:-console}
 bin/bulkhead serve &
 serve_pid=$!

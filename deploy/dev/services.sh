@@ -124,6 +124,13 @@ ensure_pgbouncer() {
 	apt_install pgbouncer
 }
 
+# ensure_chromium installs Debian's Chromium for the console's browser test
+# (gateway/control, driven by chromedp): it runs /usr/bin/chromium headless.
+ensure_chromium() {
+	if command -v chromium >/dev/null || [ -x /usr/bin/chromium ]; then return 0; fi
+	apt_install chromium
+}
+
 # The Redis Cluster and Sentinel tests (store/storetest) start redis-server
 # processes of their own on free loopback ports, and create the cluster with
 # redis-cli, so both must be here even when the shared Redis runs elsewhere
@@ -147,4 +154,5 @@ bootstrap_postgres
 ensure_redis
 ensure_pgbouncer
 ensure_redis_binaries
+ensure_chromium
 log "PostgreSQL on $PGHOST:$PGPORT and Redis on $REDIS_HOST:$REDIS_PORT are ready"

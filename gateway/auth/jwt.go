@@ -119,12 +119,44 @@ func (v *JWTVerifier) keyFor(t *jwt.Token) (any, error) {
 type claims struct {
 	jwt.RegisteredClaims
 	OrganizationID any `json:"organization_id"`
+	Role           any `json:"role"` // "admin": a tenant administrator (VerifyAdmin)
+}
+
+// ErrNotAdmin: a valid token whose role claim is not "admin".
+var ErrNotAdmin = errors.New("the token's role is not admin")
+
+// TenantAdmin is what VerifyAdmin found in a tenant administrator's token.
+type TenantAdmin struct {
+	Org       uuid.UUID
+	Subject   string
+	ExpiresAt time.Time
+}
+
+// VerifyAdmin checks token as Verify does and also requires the role
+// claim "admin": the control plane's tenant administrators. Its subject
+// (sub) must be set, since the audit log names it.
+func (v *JWTVerifier) VerifyAdmin(token string) (TenantAdmin, error) {
+	var c claims
+	org, subject, err := v.verify(token, &c)
+	if err != nil {
+		return TenantAdmin{}, err
+	}
+	if role, ok := c.Role.(string); !ok || role != "admin" {
+		return TenantAdmin{}, ErrNotAdmin
+	}
+	if subject == "" {
+		return TenantAdmin{}, errors.New("the token has no subject")
+	}
+	return TenantAdmin{Org: org, Subject: subject, ExpiresAt: c.ExpiresAt.Time}, nil // exp is required
 }
 
 // Verify checks token and returns its organization and subject.
 func (v *JWTVerifier) Verify(token string) (org uuid.UUID, subject string, err error) {
-	var c claims
-	if _, err := v.parser.ParseWithClaims(token, &c, v.keyFor); err != nil {
+	return v.verify(token, new(claims))
+}
+
+func (v *JWTVerifier) verify(token string, c *claims) (org uuid.UUID, subject string, err error) {
+	if _, err := v.parser.ParseWithClaims(token, c, v.keyFor); err != nil {
 		return uuid.Nil, "", err
 	}
 	s, ok := c.OrganizationID.(string)

@@ -1,3 +1,3 @@
--- the app role may update a key's revocation and limit (column grants)
+-- the app role may rewrite a key's hash or move it to another organization (column grants)
 -- tests: ./store TestCatalog
-GRANT UPDATE (revoked_at, rate_limit_per_minute) ON api_keys TO bulkhead_app;
+GRANT UPDATE (key_hash, organization_id) ON api_keys TO bulkhead_app;

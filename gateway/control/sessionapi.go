@@ -1,0 +1,78 @@
+package control
+
+import (
+	"time"
+)
+
+type sessionRequest struct {
+	Credential string `json:"credential"` // an operator token or a tenant administrator's JWT
+}
+
+// whoami describes a principal to the console.
+type whoami struct {
+	Kind           string     `json:"kind"` // "operator" or "tenant_admin"
+	Actor          string     `json:"actor"`
+	Scope          string     `json:"scope"` // read or write
+	OrganizationID *string    `json:"organization_id,omitempty"`
+	ExpiresAt      *time.Time `json:"expires_at,omitempty"` // of the session
+}
+
+type sessionResponse struct {
+	Token     string    `json:"token"` // send as Authorization: Bearer; shown once
+	ExpiresAt time.Time `json:"expires_at"`
+	Principal whoami    `json:"principal"`
+}
+
+type loggedOut struct {
+	LoggedOut bool `json:"logged_out"`
+}
+
+func describe(p principal, expires time.Time) whoami {
+	w := whoami{Kind: "operator", Actor: p.actor, Scope: "read"}
+	if p.write {
+		w.Scope = "write"
+	}
+	if !p.operator {
+		w.Kind = "tenant_admin"
+		org := p.org.String()
+		w.OrganizationID = &org
+	}
+	if !expires.IsZero() {
+		w.ExpiresAt = &expires
+	}
+	return w
+}
+
+// login exchanges an operator token or a tenant administrator's JWT for
+// a console session; the credential itself stays out of the browser's
+// storage.
+func (s *Server) login(c *call) (any, error) {
+	req := c.body.(*sessionRequest)
+	if req.Credential == "" {
+		return nil, badBody("credential", "Field 'credential' is required: an operator token or a tenant administrator's JWT.")
+	}
+	p, notAfter, err := s.verifyCredential(c.ctx, req.Credential)
+	if err != nil {
+		return nil, err
+	}
+	token, expires, ok := s.sessions.create(p, notAfter)
+	if !ok {
+		return nil, errTooManySessions
+	}
+	return sessionResponse{Token: token, ExpiresAt: expires, Principal: describe(p, expires)}, nil
+}
+
+func (s *Server) logout(c *call) (any, error) {
+	if cred := bearer(c.rc); len(cred) > len(sessionTokenPrefix) && cred[:len(sessionTokenPrefix)] == sessionTokenPrefix {
+		s.sessions.end(cred)
+	}
+	return loggedOut{true}, nil
+}
+
+func (s *Server) me(c *call) (any, error) {
+	var expires time.Time
+	if c.p.session {
+		_, expires, _ = s.sessions.get(bearer(c.rc))
+	}
+	return describe(c.p, expires), nil
+}
