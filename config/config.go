@@ -91,6 +91,11 @@ type Config struct {
 	// YAML only; each credential comes from the environment variable its
 	// api_key_env names.
 	Upstreams []Upstream `yaml:"upstreams"`
+	// AzureDeployments maps the deployment names that Azure OpenAI clients
+	// put in their paths (/openai/deployments/NAME/...) to the models the
+	// gateway routes; a deployment not named here is taken as a model of
+	// the same name. YAML only.
+	AzureDeployments map[string]string `yaml:"azure_deployments"`
 
 	RequestLog    bool   `yaml:"request_log" env:"BULKHEAD_REQUEST_LOG" help:"write every request to the prompts table; false keeps only the access log line (for benchmarks and debugging, not for production)"`
 	SpoolDir      string `yaml:"spool_dir" env:"BULKHEAD_SPOOL_DIR" help:"directory of the request log's disk spool, which keeps every record through a PostgreSQL outage or a restart; one per replica; empty disables it (records then wait in memory)"`
@@ -539,6 +544,11 @@ func (c Config) Validate() error {
 				bad(at("models"), "%q is already routed to %s", m, other)
 			}
 			models[m] = u.Name
+		}
+	}
+	for dep, model := range c.AzureDeployments {
+		if dep == "" || model == "" {
+			bad("azure_deployments", "deployment %q: names a model, both non-empty", dep)
 		}
 	}
 	if n, err := ParseSize(c.MemoryLimit); err != nil {

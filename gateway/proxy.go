@@ -105,8 +105,9 @@ func capText(s string, limit int) string {
 }
 
 // proxy serves one OpenAI API call: authenticate, parse, route, forward,
-// answer (streaming as it arrives), record.
-func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint) error {
+// answer (streaming as it arrives), record. dep is the Azure deployment the
+// path named (azure.go), "" on the /v1 paths.
+func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint, dep string) error {
 	x := &exchange{start: time.Now(), reqID: reqID, ep: ep}
 	// No per-request deadline here or in admit: each look-up below them is
 	// bounded by its own timeout (the auth cache's Redis and database
@@ -124,7 +125,14 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		return err
 	}
 
-	r, err := openai.ParseRequest(ep, rc.PostBody())
+	body := rc.PostBody()
+	if dep != "" {
+		body, err = s.deploymentBody(dep, body)
+	}
+	var r openai.Request
+	if err == nil {
+		r, err = openai.ParseRequest(ep, body)
+	}
 	if err != nil {
 		var re *openai.RequestError
 		if errors.As(err, &re) {
@@ -149,7 +157,6 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		return err
 	}
 
-	body := rc.PostBody()
 	if r.Stream && ep.StreamUsageOptIn() && !r.IncludeUsage {
 		if b, injected, err := openai.WithStreamUsage(body); err == nil {
 			body, x.dropUsage = b, injected

@@ -5,6 +5,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -156,7 +157,10 @@ func (s *Server) route(rc *fasthttp.RequestCtx, reqID string) error {
 		if !rc.IsPost() {
 			return errMethodNotAllowed
 		}
-		return s.proxy(rc, reqID, ep)
+		return s.proxy(rc, reqID, ep, "")
+	}
+	if bytes.HasPrefix(path, []byte(azurePrefix)) {
+		return s.azureRoute(rc, reqID, path)
 	}
 	if strings.HasPrefix(string(path), "/api/v1/") {
 		return s.logAPI(rc, string(path))
