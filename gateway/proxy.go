@@ -43,7 +43,8 @@ type exchange struct {
 	prompt    string
 	stream    bool
 	dropUsage bool
-	upstream  string // the upstream's name, for security events
+	upstream  string // the name of the upstream that answered (else the last tried)
+	attempts  int    // upstream attempts made (attempts.go)
 	// reservation is the tokens set aside for the request, settled in
 	// record.
 	reservation ratelimit.Reservation
@@ -68,6 +69,7 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 		PromptTokens: res.Usage.PromptTokens, CompletionTokens: res.Usage.CompletionTokens,
 		TotalTokens: res.Usage.TotalTokens, UsageSource: string(res.Usage.Source),
 		Status: status, Latency: latency, Stream: x.stream, CreatedAt: x.start,
+		Upstream: x.upstream, Attempts: x.attempts,
 	})
 	s.metrics.observe(x, status, latency, res.Usage.PromptTokens, res.Usage.CompletionTokens)
 	s.settle(x, res.Usage.TotalTokens)
@@ -84,6 +86,8 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 			zap.Int("prompt_tokens", res.Usage.PromptTokens),
 			zap.Int("completion_tokens", res.Usage.CompletionTokens),
 			zap.String("usage_source", string(res.Usage.Source)),
+			zap.String("upstream", x.upstream),
+			zap.Int("attempts", x.attempts),
 		)
 	}
 }
@@ -148,7 +152,6 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		x.record(s, fasthttp.StatusNotFound, openai.Result{})
 		return errModelNotFound
 	}
-	x.upstream = up.name
 	if err := s.rec.Admit(); err != nil {
 		return withCause(errLogFull, err) // nothing accepted is ever dropped: refuse instead
 	}
@@ -167,21 +170,11 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		fasthttp.ReleaseRequest(req)
 		fasthttp.ReleaseResponse(resp)
 	}
-	req.Header.SetMethod(fasthttp.MethodPost)
-	copyRequestHeaders(&req.Header, &rc.Request.Header)
-	req.Header.Set("X-Request-Id", reqID)
-	up.target(req, ep, r.Model)
-	req.SetBodyRaw(body)
-	req.SetTimeout(s.cfg.UpstreamTimeout)
-	resp.StreamBody = r.Stream
-
-	sent := time.Now()
-	s.metrics.overhead.Observe(sent.Sub(x.start).Seconds())
-	err = up.client.Do(req, resp)
-	s.metrics.upstream.WithLabelValues(ep.Path()).Observe(time.Since(sent).Seconds())
+	s.metrics.overhead.Observe(time.Since(x.start).Seconds())
+	up, err = s.forward(rc, x, up, body, r.Stream, req, resp)
 	if err != nil {
 		release()
-		he := upstreamFailure(err)
+		he := toHTTPError(err)
 		x.record(s, he.Code, openai.Result{})
 		return he
 	}

@@ -58,6 +58,8 @@ type Server struct {
 	modelList  modelList
 	configured int64 // Unix time New ran: the created time of models only the configuration names
 	metrics    *metrics
+	// upstreamSeries are the upstreams' attempts and circuit states.
+	upstreamSeries *upstreamSeries
 }
 
 // Deps are the Server's collaborators.
@@ -97,6 +99,8 @@ func New(cfg config.Config, log *zap.Logger, deps Deps) (*Server, error) {
 		reg = prometheus.NewRegistry()
 	}
 	s.metrics = newMetrics(reg, cfg.MetricsPerTenant, s.modelLabel)
+	s.upstreamSeries = newUpstreamSeries(reg)
+	r.instrument(cfg, s.upstreamSeries)
 	s.configured = time.Now().Unix()
 	s.srv = &fasthttp.Server{
 		Handler:                      s.handle,

@@ -355,17 +355,18 @@ type scratch struct {
 // runs on either schema (gateways are upgraded before the migration).
 const insertSQL = `INSERT INTO prompts (organization_id, id, request_id, api_key_id, endpoint, model,
 	prompt_text, response, prompt_tokens, completion_tokens, usage_tokens, usage_source,
-	status, latency_ms, stream, created_at)
+	status, latency_ms, stream, created_at, upstream, attempts)
 SELECT $1::uuid, r.id, r.request_id, r.api_key_id, r.endpoint, r.model,
 	CASE WHEN m.full_text THEN r.prompt_text END,
 	CASE WHEN m.full_text THEN r.response END,
 	r.prompt_tokens, r.completion_tokens, r.usage_tokens, r.usage_source,
-	r.status, r.latency_ms, r.stream, r.created_at
+	r.status, r.latency_ms, r.stream, r.created_at, r.upstream, r.attempts
 FROM (SELECT unnest($2::text[]) AS request_id, unnest($3::uuid[]) AS api_key_id, unnest($4::text[]) AS endpoint,
 	unnest($5::text[]) AS model, unnest($6::text[]) AS prompt_text, unnest($7::text[]) AS response,
 	unnest($8::int[]) AS prompt_tokens, unnest($9::int[]) AS completion_tokens, unnest($10::int[]) AS usage_tokens,
 	unnest($11::text[]) AS usage_source, unnest($12::int[]) AS status, unnest($13::int[]) AS latency_ms,
-	unnest($14::bool[]) AS stream, unnest($15::timestamptz[]) AS created_at, unnest($16::uuid[]) AS id) r,
+	unnest($14::bool[]) AS stream, unnest($15::timestamptz[]) AS created_at, unnest($16::uuid[]) AS id,
+	unnest($17::text[]) AS upstream, unnest($18::int[]) AS attempts) r,
 	(SELECT coalesce((SELECT o.capture_mode = 'full' FROM organizations o WHERE o.id = $1::uuid), false) AS full_text) m`
 
 // insertStmt is one of the writer's statements: its text, the name it is
@@ -398,8 +399,8 @@ var insertOIDs = func() []uint32 {
 // (see binArray), reused between statements.
 type columns struct {
 	org    [16]byte
-	arrays [15]binArray
-	params [16][]byte
+	arrays [17]binArray
+	params [18][]byte
 }
 
 // The arrays, in the order of insertSQL's $2..$16.
@@ -419,13 +420,15 @@ const (
 	colStream
 	colCreated
 	colID
+	colUpstream
+	colAttempts
 )
 
-var columnOIDs = [15]uint32{oidText, oidUUID, oidText, oidText, oidText, oidText,
-	oidInt4, oidInt4, oidInt4, oidText, oidInt4, oidInt4, oidBool, oidTimestamptz, oidUUID}
+var columnOIDs = [17]uint32{oidText, oidUUID, oidText, oidText, oidText, oidText,
+	oidInt4, oidInt4, oidInt4, oidText, oidInt4, oidInt4, oidBool, oidTimestamptz, oidUUID, oidText, oidInt4}
 
 // binaryFormats: every parameter of insertSQL is sent in binary.
-var binaryFormats = []int16{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}
+var binaryFormats = []int16{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}
 
 func (c *columns) fill(recs []LogRecord, idx []int) {
 	a := &c.arrays
@@ -457,6 +460,12 @@ func (c *columns) fill(recs []LogRecord, idx []int) {
 		a[colStream].bool(r.Stream)
 		a[colCreated].timestamptz(r.CreatedAt)
 		a[colID].uuid(r.ID)
+		if r.Upstream == "" {
+			a[colUpstream].null()
+		} else {
+			a[colUpstream].text(r.Upstream)
+		}
+		a[colAttempts].int4(int32(min(max(r.Attempts, 0), 1<<15-1))) // a smallint column
 	}
 }
 
@@ -517,7 +526,7 @@ const maxRecordBytes = spool.MaxPayload - 4096
 
 // recordBytes approximates the size of a record's row.
 func recordBytes(r *LogRecord) int {
-	return 96 + len(r.RequestID) + len(r.Endpoint) + len(r.Model) + len(r.Prompt) + len(r.Response) + len(r.UsageSource)
+	return 100 + len(r.Upstream) + len(r.RequestID) + len(r.Endpoint) + len(r.Model) + len(r.Prompt) + len(r.Response) + len(r.UsageSource)
 }
 
 // statementEnd returns where the statement that starts at idx[start]
