@@ -150,4 +150,3 @@ func (s *Server) backoff(round int, deadline time.Time) bool {
 		return false
 	}
 }
-

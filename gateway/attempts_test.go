@@ -68,7 +68,6 @@ func fallbackHarness(t *testing.T, badStatus int, mod func(*config.Config)) (*ha
 	return h, bad, good
 }
 
-
 // Before the first byte reaches the caller, a 5xx, a 429 or a refused
 // connection moves the request to the next upstream; the record names the
 // upstream that answered and the attempts; the failing upstream's key
