@@ -262,3 +262,45 @@ func TestAllCircuitsOpen(t *testing.T) {
 		t.Errorf("%d %s; calls %d %d; attempts %d", r.status, r.body, bad.calls.Load(), good.calls.Load(), rec.Attempts)
 	}
 }
+
+// Each attempt's request is built afresh: an Azure upstream's api-key
+// header never reaches the OpenAI-compatible fallback (nor its path and
+// api-version), and the fallback's answer is scrubbed of its own key.
+func TestFallbackSendsOnlyItsOwnCredential(t *testing.T) {
+	n := newMemNet(t)
+	var azureCalls atomic.Int32
+	azureAddr := n.listen(func(rc *fasthttp.RequestCtx) {
+		azureCalls.Add(1)
+		rc.SetStatusCode(503)
+	})
+	var leaked atomic.Value
+	leaked.Store("")
+	goodAddr := n.listen(func(rc *fasthttp.RequestCtx) {
+		if v := rc.Request.Header.Peek("Api-Key"); len(v) > 0 {
+			leaked.Store("api-key: " + string(v))
+		}
+		if q := rc.QueryArgs().Peek("api-version"); len(q) > 0 || string(rc.Path()) != "/v1/chat/completions" {
+			leaked.Store("path: " + string(rc.RequestURI()))
+		}
+		rc.SetContentType("application/json")
+		rc.SetBodyString(`{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"my key is ` + goodKey + `"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":5,"total_tokens":6}}`)
+	})
+	h := newFakeHarness(t, n, func(c *config.Config) {
+		c.UpstreamURL = ""
+		c.Upstreams = []config.Upstream{
+			{Name: "azure", Kind: "azure", URL: "http://" + azureAddr, APIKey: badKey, APIVersion: "2024-10-21", Models: []string{"gpt-4o-mini"}, Fallbacks: []string{"good"}},
+			{Name: "good", Kind: "openai", URL: "http://" + goodAddr + "/v1", APIKey: goodKey, Models: []string{"x"}},
+		}
+	})
+	_, key, _ := h.tenant(1000)
+	r := h.do("POST", "/v1/chat/completions", chatBody, "Authorization", "Bearer "+key)
+	if r.status != 200 || azureCalls.Load() != 1 {
+		t.Fatalf("%d %s; azure calls %d", r.status, r.body, azureCalls.Load())
+	}
+	if l := leaked.Load().(string); l != "" {
+		t.Errorf("the fallback got the first upstream's %s", l)
+	}
+	if strings.Contains(string(r.body), goodKey) || strings.Contains(h.logs.String(), goodKey) || strings.Contains(h.logs.String(), badKey) {
+		t.Errorf("a provider key reached the caller or the log: %s", r.body)
+	}
+}
