@@ -90,12 +90,21 @@ type Config struct {
 	UpstreamIdleTimeout      time.Duration `yaml:"upstream_idle_timeout" env:"BULKHEAD_UPSTREAM_IDLE_TIMEOUT" help:"longest silence between two reads of an upstream response, e.g. between stream events"`
 	UpstreamTimeout          time.Duration `yaml:"upstream_timeout" env:"BULKHEAD_UPSTREAM_TIMEOUT" help:"deadline for a whole upstream exchange, stream included"`
 	UpstreamMaxConns         int           `yaml:"upstream_max_conns" env:"BULKHEAD_UPSTREAM_MAX_CONNS" help:"open connections per upstream host; further requests wait up to the first-byte timeout"`
+	UpstreamMaxAttempts      int           `yaml:"upstream_max_attempts" env:"BULKHEAD_UPSTREAM_MAX_ATTEMPTS" help:"most upstream attempts per request, the first included: before the first byte of an answer reaches the caller, a connect error, a timeout, a 429 or a 5xx moves the request to the route's next upstream (its fallbacks, then round again); 1 never retries"`
+	UpstreamRetryBackoff     time.Duration `yaml:"upstream_retry_backoff" env:"BULKHEAD_UPSTREAM_RETRY_BACKOFF" help:"wait before trying an upstream again that this request already tried, doubled at each round and jittered (50% to 150%); never past BULKHEAD_UPSTREAM_TIMEOUT, which bounds all attempts together; a fallback not yet tried is called at once"`
+	UpstreamBreakerFailures  int           `yaml:"upstream_breaker_failures" env:"BULKHEAD_UPSTREAM_BREAKER_FAILURES" help:"consecutive failures (connect errors, timeouts, 429, 5xx) after which an upstream's circuit opens: it gets no requests (its fallbacks do) until BULKHEAD_UPSTREAM_BREAKER_COOLDOWN has passed, then one probe at a time until one succeeds; 0 never opens"`
+	UpstreamBreakerCooldown  time.Duration `yaml:"upstream_breaker_cooldown" env:"BULKHEAD_UPSTREAM_BREAKER_COOLDOWN" help:"how long an upstream's open circuit stays open before it lets a probe request through"`
 	CaptureMaxBytes          int           `yaml:"capture_max_bytes" env:"BULKHEAD_CAPTURE_MAX_BYTES" help:"most response text kept per request for the request log; longer text is truncated, usage is still exact"`
 
 	// Upstreams routes models to providers other than the default upstream.
 	// YAML only; each credential comes from the environment variable its
 	// api_key_env names.
 	Upstreams []Upstream `yaml:"upstreams"`
+	// AzureDeployments maps the deployment names that Azure OpenAI clients
+	// put in their paths (/openai/deployments/NAME/...) to the models the
+	// gateway routes; a deployment not named here is taken as a model of
+	// the same name. YAML only.
+	AzureDeployments map[string]string `yaml:"azure_deployments"`
 
 	RequestLog    bool   `yaml:"request_log" env:"BULKHEAD_REQUEST_LOG" help:"write every request to the prompts table; false keeps only the access log line (for benchmarks and debugging, not for production)"`
 	SpoolDir      string `yaml:"spool_dir" env:"BULKHEAD_SPOOL_DIR" help:"directory of the request log's disk spool, which keeps every record through a PostgreSQL outage or a restart; one per replica; empty disables it (records then wait in memory)"`
@@ -145,6 +154,13 @@ type Upstream struct {
 	// Deployments maps a model to its Azure deployment name; by default
 	// the deployment is named like the model.
 	Deployments map[string]string `yaml:"deployments"`
+	// Fallbacks names, in order, the upstreams that take this upstream's
+	// requests when it fails before answering (see
+	// BULKHEAD_UPSTREAM_MAX_ATTEMPTS) or while its circuit is open:
+	// names of other entries, or "default" for BULKHEAD_UPSTREAM_URL. Only
+	// the routed upstream's own list is used (a fallback's fallbacks are
+	// not followed), so lists cannot chain into loops.
+	Fallbacks []string `yaml:"fallbacks"`
 }
 
 // Default returns the configuration made of the defaults alone. Every
@@ -198,6 +214,10 @@ func Default() Config {
 		UpstreamIdleTimeout:      60 * time.Second,
 		UpstreamTimeout:          10 * time.Minute,
 		UpstreamMaxConns:         1024,
+		UpstreamMaxAttempts:      3,
+		UpstreamRetryBackoff:     100 * time.Millisecond,
+		UpstreamBreakerFailures:  5,
+		UpstreamBreakerCooldown:  30 * time.Second,
 		CaptureMaxBytes:          1 << 20,
 
 		RequestLog:    true,
@@ -517,6 +537,16 @@ func (c Config) Validate() error {
 	positive("BULKHEAD_UPSTREAM_FIRST_BYTE_TIMEOUT", c.UpstreamFirstByteTimeout)
 	positive("BULKHEAD_UPSTREAM_IDLE_TIMEOUT", c.UpstreamIdleTimeout)
 	positive("BULKHEAD_UPSTREAM_TIMEOUT", c.UpstreamTimeout)
+	if c.UpstreamMaxAttempts < 1 || c.UpstreamMaxAttempts > 10 {
+		bad("BULKHEAD_UPSTREAM_MAX_ATTEMPTS", "must be 1 to 10, got %d", c.UpstreamMaxAttempts)
+	}
+	if c.UpstreamRetryBackoff < 0 {
+		bad("BULKHEAD_UPSTREAM_RETRY_BACKOFF", "must not be negative, got %s", c.UpstreamRetryBackoff)
+	}
+	if c.UpstreamBreakerFailures < 0 {
+		bad("BULKHEAD_UPSTREAM_BREAKER_FAILURES", "must not be negative, got %d", c.UpstreamBreakerFailures)
+	}
+	positive("BULKHEAD_UPSTREAM_BREAKER_COOLDOWN", c.UpstreamBreakerCooldown)
 	if c.UpstreamMaxConns < 1 {
 		bad("BULKHEAD_UPSTREAM_MAX_CONNS", "must be at least 1, got %d", c.UpstreamMaxConns)
 	}
@@ -549,6 +579,9 @@ func (c Config) Validate() error {
 		if u.Name == "" || names[u.Name] {
 			bad(at("name"), "must be set and unique, got %q", u.Name)
 		}
+		if u.Name == "default" && c.UpstreamURL != "" {
+			bad(at("name"), "\"default\" is BULKHEAD_UPSTREAM_URL's name")
+		}
 		names[u.Name] = true
 		if u.Kind != "openai" && u.Kind != "azure" {
 			bad(at("kind"), "want openai or azure, got %q", u.Kind)
@@ -567,6 +600,27 @@ func (c Config) Validate() error {
 				bad(at("models"), "%q is already routed to %s", m, other)
 			}
 			models[m] = u.Name
+		}
+	}
+	for i, u := range c.Upstreams {
+		seen := map[string]bool{}
+		for _, f := range u.Fallbacks {
+			switch {
+			case f == u.Name:
+				bad(fmt.Sprintf("upstreams[%d].fallbacks", i), "%q names the upstream itself (a loop)", f)
+			case seen[f]:
+				bad(fmt.Sprintf("upstreams[%d].fallbacks", i), "%q is named twice (a loop)", f)
+			case f == "default" && c.UpstreamURL == "" && !names[f]:
+				bad(fmt.Sprintf("upstreams[%d].fallbacks", i), "\"default\" names BULKHEAD_UPSTREAM_URL, which is not set")
+			case f != "default" && !names[f]:
+				bad(fmt.Sprintf("upstreams[%d].fallbacks", i), "%q is not the name of an upstream", f)
+			}
+			seen[f] = true
+		}
+	}
+	for dep, model := range c.AzureDeployments {
+		if dep == "" || model == "" {
+			bad("azure_deployments", "deployment %q: names a model, both non-empty", dep)
 		}
 	}
 	if n, err := ParseSize(c.MemoryLimit); err != nil {

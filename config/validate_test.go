@@ -74,6 +74,16 @@ func TestValidateRejects(t *testing.T) {
 		{"upstream url", up(func(u *Upstream) { u.URL = "ftp://x/y" }), "upstreams[0].url:"},
 		{"azure without api version", up(func(u *Upstream) { u.Kind = "azure" }), "upstreams[0].api_version:"},
 		{"upstream without models", up(func(u *Upstream) { u.Models = nil }), "upstreams[0].models:"},
+		{"fallback unknown", up(func(u *Upstream) { u.Fallbacks = []string{"nope"} }), "upstreams[0].fallbacks:"},
+		{"fallback to itself", up(func(u *Upstream) { u.Fallbacks = []string{"a"} }), "upstreams[0].fallbacks:"},
+		{"fallback twice", up(func(u *Upstream) { u.Fallbacks = []string{"default", "default"} }), "upstreams[0].fallbacks:"},
+		{"upstream named default", up(func(u *Upstream) { u.Name = "default" }), "upstreams[0].name:"},
+		{"azure deployment without model", func(c *Config) { c.AzureDeployments = map[string]string{"d": ""} }, "azure_deployments:"},
+		{"max attempts 0", func(c *Config) { c.UpstreamMaxAttempts = 0 }, "BULKHEAD_UPSTREAM_MAX_ATTEMPTS:"},
+		{"max attempts 11", func(c *Config) { c.UpstreamMaxAttempts = 11 }, "BULKHEAD_UPSTREAM_MAX_ATTEMPTS:"},
+		{"negative backoff", func(c *Config) { c.UpstreamRetryBackoff = -1 }, "BULKHEAD_UPSTREAM_RETRY_BACKOFF:"},
+		{"negative breaker failures", func(c *Config) { c.UpstreamBreakerFailures = -1 }, "BULKHEAD_UPSTREAM_BREAKER_FAILURES:"},
+		{"breaker cooldown 0", func(c *Config) { c.UpstreamBreakerCooldown = 0 }, "BULKHEAD_UPSTREAM_BREAKER_COOLDOWN:"},
 		{"upstream wildcard model", up(func(u *Upstream) { u.Models = []string{"*"} }), "upstreams[0].models:"},
 		{"memory limit unit", func(c *Config) { c.MemoryLimit = "512MB" }, "BULKHEAD_MEMORY_LIMIT:"},
 		{"memory limit without unit", func(c *Config) { c.MemoryLimit = "512" }, "BULKHEAD_MEMORY_LIMIT:"},
@@ -99,6 +109,17 @@ func TestValidateRejects(t *testing.T) {
 				t.Errorf("problems %q, want one starting %q", problems, tc.want)
 			}
 		})
+	}
+
+	// Fallbacks naming each other are no loop: only the routed upstream's
+	// own list is followed.
+	c0 := Default()
+	c0.Upstreams = []Upstream{
+		{Name: "a", Kind: "openai", URL: "https://a.example.com/v1", Models: []string{"m"}, Fallbacks: []string{"b", "default"}},
+		{Name: "b", Kind: "openai", URL: "https://b.example.com/v1", Models: []string{"n"}, Fallbacks: []string{"a"}},
+	}
+	if err := c0.Validate(); err != nil {
+		t.Errorf("mutual fallbacks: %v", err)
 	}
 
 	// Two upstreams routing one model: the second names the first.

@@ -162,7 +162,9 @@ func TestTokenReservationTooLarge(t *testing.T) {
 // 509 and used 69 gives 440 back, and failed upstream calls give back
 // everything.
 func TestTokenReservationSettles(t *testing.T) {
-	h := newHarness(t, nil)
+	// The failures must reach the upstream each time, not the open
+	// circuit they would cause (attempts_test.go tests that).
+	h := newHarness(t, func(c *config.Config) { c.UpstreamBreakerFailures = 0 })
 	org, _, _ := h.tenant(1000)
 	key, _ := h.keyWithTPM(org, 1000, 1000)
 	big := `{"model":"gpt-4o-mini","max_tokens":500,"messages":[{"role":"user","content":"Say hi"}]}`

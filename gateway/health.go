@@ -30,6 +30,7 @@ type Health struct {
 	mu       sync.RWMutex
 	up       map[string]bool
 	gauge    *prometheus.GaugeVec
+	reports  atomic.Pointer[func() map[string]string] // nil: none (Report)
 }
 
 // NewHealth builds a Health whose readiness is policy(up) while not
@@ -72,6 +73,11 @@ func (h *Health) probe(ctx context.Context) {
 	h.mu.Unlock()
 }
 
+// Report adds states to /readyz's body that do not decide readiness, such
+// as the upstreams' circuits (Server.UpstreamStates); f is called on every
+// /readyz and must be cheap.
+func (h *Health) Report(f func() map[string]string) { h.reports.Store(&f) }
+
 // SetDraining makes the gateway report not ready from now on (SIGTERM).
 func (h *Health) SetDraining() { h.draining.Store(true) }
 
@@ -82,6 +88,11 @@ func (h *Health) Ready() (bool, map[string]string) {
 	states := make(map[string]string, len(h.up)+1)
 	for name, ok := range h.up {
 		states[name] = map[bool]string{true: "up", false: "down"}[ok]
+	}
+	if f := h.reports.Load(); f != nil {
+		for name, state := range (*f)() {
+			states[name] = state
+		}
 	}
 	if h.draining.Load() {
 		states["gateway"] = "draining"

@@ -43,7 +43,8 @@ type exchange struct {
 	prompt    string
 	stream    bool
 	dropUsage bool
-	upstream  string // the upstream's name, for security events
+	upstream  string // the name of the upstream that answered (else the last tried)
+	attempts  int    // upstream attempts made (attempts.go)
 	// reservation is the tokens set aside for the request, settled in
 	// record.
 	reservation ratelimit.Reservation
@@ -68,6 +69,7 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 		PromptTokens: res.Usage.PromptTokens, CompletionTokens: res.Usage.CompletionTokens,
 		TotalTokens: res.Usage.TotalTokens, UsageSource: string(res.Usage.Source),
 		Status: status, Latency: latency, Stream: x.stream, CreatedAt: x.start,
+		Upstream: x.upstream, Attempts: x.attempts,
 	})
 	s.metrics.observe(x, status, latency, res.Usage.PromptTokens, res.Usage.CompletionTokens)
 	s.settle(x, res.Usage.TotalTokens)
@@ -84,6 +86,8 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 			zap.Int("prompt_tokens", res.Usage.PromptTokens),
 			zap.Int("completion_tokens", res.Usage.CompletionTokens),
 			zap.String("usage_source", string(res.Usage.Source)),
+			zap.String("upstream", x.upstream),
+			zap.Int("attempts", x.attempts),
 		)
 	}
 }
@@ -105,8 +109,9 @@ func capText(s string, limit int) string {
 }
 
 // proxy serves one OpenAI API call: authenticate, parse, route, forward,
-// answer (streaming as it arrives), record.
-func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint) error {
+// answer (streaming as it arrives), record. dep is the Azure deployment the
+// path named (azure.go), "" on the /v1 paths.
+func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint, dep string) error {
 	x := &exchange{start: time.Now(), reqID: reqID, ep: ep}
 	// No per-request deadline here or in admit: each look-up below them is
 	// bounded by its own timeout (the auth cache's Redis and database
@@ -124,7 +129,14 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		return err
 	}
 
-	r, err := openai.ParseRequest(ep, rc.PostBody())
+	body := rc.PostBody()
+	if dep != "" {
+		body, err = s.deploymentBody(dep, body)
+	}
+	var r openai.Request
+	if err == nil {
+		r, err = openai.ParseRequest(ep, body)
+	}
 	if err != nil {
 		var re *openai.RequestError
 		if errors.As(err, &re) {
@@ -140,7 +152,6 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		x.record(s, fasthttp.StatusNotFound, openai.Result{})
 		return errModelNotFound
 	}
-	x.upstream = up.name
 	if err := s.rec.Admit(); err != nil {
 		return withCause(errLogFull, err) // nothing accepted is ever dropped: refuse instead
 	}
@@ -149,7 +160,6 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		return err
 	}
 
-	body := rc.PostBody()
 	if r.Stream && ep.StreamUsageOptIn() && !r.IncludeUsage {
 		if b, injected, err := openai.WithStreamUsage(body); err == nil {
 			body, x.dropUsage = b, injected
@@ -160,21 +170,11 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		fasthttp.ReleaseRequest(req)
 		fasthttp.ReleaseResponse(resp)
 	}
-	req.Header.SetMethod(fasthttp.MethodPost)
-	copyRequestHeaders(&req.Header, &rc.Request.Header)
-	req.Header.Set("X-Request-Id", reqID)
-	up.target(req, ep, r.Model)
-	req.SetBodyRaw(body)
-	req.SetTimeout(s.cfg.UpstreamTimeout)
-	resp.StreamBody = r.Stream
-
-	sent := time.Now()
-	s.metrics.overhead.Observe(sent.Sub(x.start).Seconds())
-	err = up.client.Do(req, resp)
-	s.metrics.upstream.WithLabelValues(ep.Path()).Observe(time.Since(sent).Seconds())
+	s.metrics.overhead.Observe(time.Since(x.start).Seconds())
+	up, err = s.forward(rc, x, up, body, r.Stream, req, resp)
 	if err != nil {
 		release()
-		he := upstreamFailure(err)
+		he := toHTTPError(err)
 		x.record(s, he.Code, openai.Result{})
 		return he
 	}

@@ -319,6 +319,9 @@ func TestUpstreamFailures(t *testing.T) {
 
 	h := newFakeHarness(t, n, func(cfg *config.Config) {
 		cfg.UpstreamFirstByteTimeout = 300 * time.Millisecond
+		// Each case is what one failure answers, retries spent; the open
+		// circuit that several would cause is attempts_test.go's.
+		cfg.UpstreamBreakerFailures = 0
 		cfg.Upstreams = []config.Upstream{
 			{Name: "echo-key", Kind: "openai", URL: "http://" + echoKey + "/v1", APIKey: providerKey, Models: []string{"echo-key"}},
 			{Name: "unauthorized", Kind: "openai", URL: "http://" + unauthorized + "/v1", APIKey: providerKey, Models: []string{"unauthorized"}},

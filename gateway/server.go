@@ -5,6 +5,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -57,6 +58,8 @@ type Server struct {
 	modelList  modelList
 	configured int64 // Unix time New ran: the created time of models only the configuration names
 	metrics    *metrics
+	// upstreamSeries are the upstreams' attempts and circuit states.
+	upstreamSeries *upstreamSeries
 }
 
 // Deps are the Server's collaborators.
@@ -96,6 +99,8 @@ func New(cfg config.Config, log *zap.Logger, deps Deps) (*Server, error) {
 		reg = prometheus.NewRegistry()
 	}
 	s.metrics = newMetrics(reg, cfg.MetricsPerTenant, s.modelLabel)
+	s.upstreamSeries = newUpstreamSeries(reg)
+	r.instrument(cfg, s.upstreamSeries)
 	s.configured = time.Now().Unix()
 	s.srv = &fasthttp.Server{
 		Handler:                      s.handle,
@@ -156,7 +161,10 @@ func (s *Server) route(rc *fasthttp.RequestCtx, reqID string) error {
 		if !rc.IsPost() {
 			return errMethodNotAllowed
 		}
-		return s.proxy(rc, reqID, ep)
+		return s.proxy(rc, reqID, ep, "")
+	}
+	if bytes.HasPrefix(path, []byte(azurePrefix)) {
+		return s.azureRoute(rc, reqID, path)
 	}
 	if strings.HasPrefix(string(path), "/api/v1/") {
 		return s.logAPI(rc, string(path))

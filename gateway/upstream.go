@@ -33,6 +33,11 @@ type upstream struct {
 	// endpoint's upstream path, and the Authorization header's value.
 	paths  [openai.Responses + 1]string
 	bearer string
+	// chain is where this upstream's requests go, in order: itself, then
+	// its fallbacks (attempts.go).
+	chain   []*upstream
+	breaker *breaker // nil: never opens
+	metrics upstreamMetrics
 }
 
 // newUpstream builds an upstream from its configuration. dial connects to
@@ -140,6 +145,7 @@ type prefixRoute struct {
 // newRouter builds the upstreams of cfg; dial is newUpstream's.
 func newRouter(cfg config.Config, dial func(addr string) (net.Conn, error)) (*router, error) {
 	r := &router{exact: map[string]*upstream{}}
+	byName := map[string]*upstream{}
 	if cfg.UpstreamURL != "" {
 		def, err := newUpstream("default", "openai", cfg.UpstreamURL, cfg.UpstreamAPIKey.Reveal(), "", nil, cfg, dial)
 		if err != nil {
@@ -147,6 +153,7 @@ func newRouter(cfg config.Config, dial func(addr string) (net.Conn, error)) (*ro
 		}
 		r.def = def
 		r.all = append(r.all, def)
+		byName[def.name] = def
 	}
 	for _, u := range cfg.Upstreams {
 		up, err := newUpstream(u.Name, u.Kind, u.URL, u.APIKey.Reveal(), u.APIVersion, u.Deployments, cfg, dial)
@@ -154,12 +161,26 @@ func newRouter(cfg config.Config, dial func(addr string) (net.Conn, error)) (*ro
 			return nil, err
 		}
 		r.all = append(r.all, up)
+		byName[up.name] = up
 		for _, m := range u.Models {
 			if p, ok := strings.CutSuffix(m, "*"); ok {
 				r.prefixes = append(r.prefixes, prefixRoute{p, up})
 			} else {
 				r.exact[m] = up
 			}
+		}
+	}
+	for _, up := range r.all {
+		up.chain = []*upstream{up}
+	}
+	for _, u := range cfg.Upstreams {
+		up := byName[u.Name]
+		for _, f := range u.Fallbacks {
+			fb, ok := byName[f]
+			if !ok || fb == up {
+				return nil, fmt.Errorf("upstream %s: fallback %q is not another upstream", u.Name, f)
+			}
+			up.chain = append(up.chain, fb)
 		}
 	}
 	sort.SliceStable(r.prefixes, func(i, j int) bool { return len(r.prefixes[i].prefix) > len(r.prefixes[j].prefix) })

@@ -11,11 +11,12 @@ import (
 
 // The spool's payload: one LogRecord, binary, versioned by its first byte.
 //
-// Version 2, in order (version 1 lacked the ID, which decodes as zero and
-// is then assigned anew):
+// Version 3, in order (version 1 lacked the ID, which decodes as zero and
+// is then assigned anew; versions 1 and 2 lacked Attempts and Upstream,
+// which decode as zero):
 //
-//	byte     version (2)
-//	[16]byte ID (version 2 only)
+//	byte     version (3)
+//	[16]byte ID (versions 2 and 3)
 //	[16]byte OrgID
 //	[16]byte KeyID
 //	byte     flags (bit 0: Stream)
@@ -23,12 +24,15 @@ import (
 //	         Latency (ns), CreatedAt (Unix ns; 0 for the zero time)
 //	string×6 RequestID, Endpoint, Model, UsageSource, Prompt, Response,
 //	         each a uvarint length and the bytes
+//	varint   Attempts (version 3 only)
+//	string   Upstream (version 3 only)
 //
 // A newer binary must keep decoding every version an older one may have
 // left in a spool.
 const (
 	logRecordV1 = 1
 	logRecordV2 = 2
+	logRecordV3 = 3
 )
 
 // ErrBadRecord: a spool payload does not decode as a LogRecord.
@@ -36,7 +40,7 @@ var ErrBadRecord = errors.New("store: undecodable log record")
 
 // AppendLogRecord appends r's spool encoding to dst.
 func AppendLogRecord(dst []byte, r *LogRecord) []byte {
-	dst = append(dst, logRecordV2)
+	dst = append(dst, logRecordV3)
 	dst = append(dst, r.ID[:]...)
 	dst = append(dst, r.OrgID[:]...)
 	dst = append(dst, r.KeyID[:]...)
@@ -57,7 +61,9 @@ func AppendLogRecord(dst []byte, r *LogRecord) []byte {
 		dst = binary.AppendUvarint(dst, uint64(len(s)))
 		dst = append(dst, s...)
 	}
-	return dst
+	dst = binary.AppendVarint(dst, int64(r.Attempts))
+	dst = binary.AppendUvarint(dst, uint64(len(r.Upstream)))
+	return append(dst, r.Upstream...)
 }
 
 // DecodeLogRecord decodes what AppendLogRecord wrote. The strings are
@@ -67,10 +73,11 @@ func DecodeLogRecord(b []byte) (LogRecord, error) {
 	if len(b) == 0 {
 		return r, fmt.Errorf("%w: empty", ErrBadRecord)
 	}
-	switch b[0] {
+	version := b[0]
+	switch version {
 	case logRecordV1:
 		b = b[1:]
-	case logRecordV2:
+	case logRecordV2, logRecordV3:
 		if len(b) < 17 {
 			return r, fmt.Errorf("%w: short", ErrBadRecord)
 		}
@@ -105,6 +112,18 @@ func DecodeLogRecord(b []byte) (LogRecord, error) {
 			return LogRecord{}, fmt.Errorf("%w: bad string", ErrBadRecord)
 		}
 		*dst, b = string(b[n:n+int(l)]), b[n+int(l):]
+	}
+	if version >= logRecordV3 {
+		v, n := binary.Varint(b)
+		if n <= 0 {
+			return LogRecord{}, fmt.Errorf("%w: bad integer", ErrBadRecord)
+		}
+		r.Attempts, b = int(v), b[n:]
+		l, n := binary.Uvarint(b)
+		if n <= 0 || l > uint64(len(b)-n) {
+			return LogRecord{}, fmt.Errorf("%w: bad string", ErrBadRecord)
+		}
+		r.Upstream, b = string(b[n:n+int(l)]), b[n+int(l):]
 	}
 	if len(b) != 0 {
 		return LogRecord{}, fmt.Errorf("%w: %d trailing bytes", ErrBadRecord, len(b))

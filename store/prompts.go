@@ -28,6 +28,8 @@ type Prompt struct {
 	LatencyMS        int        `json:"latency_ms"`
 	Stream           bool       `json:"stream"`
 	CreatedAt        time.Time  `json:"created_at"`
+	Upstream         *string    `json:"upstream"` // the configured upstream that answered (else the last tried); null: none was
+	Attempts         int        `json:"attempts"` // upstream attempts, fallbacks and retries included
 	// Error: the row's text is sealed and could not be decrypted (its
 	// prompt and response are then null); nil otherwise.
 	Error *RowError `json:"error,omitempty"`
@@ -36,12 +38,14 @@ type Prompt struct {
 }
 
 const promptColumns = `id, request_id, api_key_id, endpoint, model, prompt_text, response, prompt_tokens,
-	completion_tokens, usage_tokens, usage_source, status, latency_ms, stream, created_at, prompt_sealed, response_sealed`
+	completion_tokens, usage_tokens, usage_source, status, latency_ms, stream, created_at, upstream, attempts,
+	prompt_sealed, response_sealed`
 
 func scanPrompt(row pgx.Row) (Prompt, error) {
 	var p Prompt
 	err := row.Scan(&p.ID, &p.RequestID, &p.APIKeyID, &p.Endpoint, &p.Model, &p.Prompt, &p.Response, &p.PromptTokens,
-		&p.CompletionTokens, &p.TotalTokens, &p.UsageSource, &p.Status, &p.LatencyMS, &p.Stream, &p.CreatedAt, &p.promptSealed, &p.responseSealed)
+		&p.CompletionTokens, &p.TotalTokens, &p.UsageSource, &p.Status, &p.LatencyMS, &p.Stream, &p.CreatedAt,
+		&p.Upstream, &p.Attempts, &p.promptSealed, &p.responseSealed)
 	return p, err
 }
 

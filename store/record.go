@@ -32,6 +32,8 @@ type LogRecord struct {
 	Latency          time.Duration
 	Stream           bool
 	CreatedAt        time.Time
+	Upstream         string // the configured upstream that answered, else the last one tried; "" if none was
+	Attempts         int    // upstream attempts made (fallbacks and retries included); 0 if none was
 
 	jseq uint64 // the journal segment holding the record (0: none); see journal
 }

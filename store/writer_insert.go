@@ -360,12 +360,12 @@ type scratch struct {
 // runs on either schema (gateways are upgraded before the migration).
 const insertSQL = `INSERT INTO prompts (organization_id, id, request_id, api_key_id, endpoint, model,
 	prompt_text, response, prompt_tokens, completion_tokens, usage_tokens, usage_source,
-	status, latency_ms, stream, created_at, prompt_sealed, response_sealed)
+	status, latency_ms, stream, created_at, upstream, attempts, prompt_sealed, response_sealed)
 SELECT $1::uuid, r.id, r.request_id, r.api_key_id, r.endpoint, r.model,
 	CASE WHEN m.full_text AND NOT m.sealed THEN r.prompt_text END,
 	CASE WHEN m.full_text AND NOT m.sealed THEN r.response END,
 	r.prompt_tokens, r.completion_tokens, r.usage_tokens, r.usage_source,
-	r.status, r.latency_ms, r.stream, r.created_at,
+	r.status, r.latency_ms, r.stream, r.created_at, r.upstream, r.attempts,
 	CASE WHEN m.full_text THEN r.prompt_sealed END,
 	CASE WHEN m.full_text THEN r.response_sealed END
 FROM (SELECT unnest($2::text[]) AS request_id, unnest($3::uuid[]) AS api_key_id, unnest($4::text[]) AS endpoint,
@@ -373,7 +373,8 @@ FROM (SELECT unnest($2::text[]) AS request_id, unnest($3::uuid[]) AS api_key_id,
 	unnest($8::int[]) AS prompt_tokens, unnest($9::int[]) AS completion_tokens, unnest($10::int[]) AS usage_tokens,
 	unnest($11::text[]) AS usage_source, unnest($12::int[]) AS status, unnest($13::int[]) AS latency_ms,
 	unnest($14::bool[]) AS stream, unnest($15::timestamptz[]) AS created_at, unnest($16::uuid[]) AS id,
-	unnest($17::bytea[]) AS prompt_sealed, unnest($18::bytea[]) AS response_sealed) r,
+	unnest($17::text[]) AS upstream, unnest($18::int[]) AS attempts,
+	unnest($19::bytea[]) AS prompt_sealed, unnest($20::bytea[]) AS response_sealed) r,
 	(SELECT coalesce(bool_or(o.capture_mode = 'full'), false) AS full_text, coalesce(bool_or(o.sealed), false) AS sealed
 		FROM organizations o WHERE o.id = $1::uuid) m`
 
@@ -411,7 +412,7 @@ type columns struct {
 	params [len(columnOIDs) + 1][]byte
 }
 
-// The arrays, in the order of insertSQL's $2..$18.
+// The arrays, in the order of insertSQL's $2..$20.
 const (
 	colRequestID = iota
 	colKeyID
@@ -428,15 +429,23 @@ const (
 	colStream
 	colCreated
 	colID
+	colUpstream
+	colAttempts
 	colPromptSealed   // sealing.go
 	colResponseSealed // sealing.go
 )
 
 var columnOIDs = [...]uint32{oidText, oidUUID, oidText, oidText, oidText, oidText,
-	oidInt4, oidInt4, oidInt4, oidText, oidInt4, oidInt4, oidBool, oidTimestamptz, oidUUID, oidBytea, oidBytea}
+	oidInt4, oidInt4, oidInt4, oidText, oidInt4, oidInt4, oidBool, oidTimestamptz, oidUUID, oidText, oidInt4, oidBytea, oidBytea}
 
 // binaryFormats: every parameter of insertSQL is sent in binary.
-var binaryFormats = []int16{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}
+var binaryFormats = func() []int16 {
+	f := make([]int16, len(columnOIDs)+1)
+	for i := range f {
+		f[i] = 1
+	}
+	return f
+}()
 
 // fill sets the columns to the records idx of recs, their text through sl
 // (sealed or not; nil: in clear).
@@ -471,6 +480,12 @@ func (c *columns) fill(recs []LogRecord, idx []int, sl *rowSealer) error {
 		a[colStream].bool(r.Stream)
 		a[colCreated].timestamptz(r.CreatedAt)
 		a[colID].uuid(r.ID)
+		if r.Upstream == "" {
+			a[colUpstream].null()
+		} else {
+			a[colUpstream].text(r.Upstream)
+		}
+		a[colAttempts].int4(int32(min(max(r.Attempts, 0), 1<<15-1))) // a smallint column
 	}
 	return nil
 }
@@ -532,7 +547,7 @@ const maxRecordBytes = spool.MaxPayload - 4096
 
 // recordBytes approximates the size of a record's row.
 func recordBytes(r *LogRecord) int {
-	return 96 + len(r.RequestID) + len(r.Endpoint) + len(r.Model) + len(r.Prompt) + len(r.Response) + len(r.UsageSource)
+	return 100 + len(r.Upstream) + len(r.RequestID) + len(r.Endpoint) + len(r.Model) + len(r.Prompt) + len(r.Response) + len(r.UsageSource)
 }
 
 // statementEnd returns where the statement that starts at idx[start]

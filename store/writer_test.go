@@ -1149,10 +1149,12 @@ func TestWriterKeepsRepeatedRequestIDs(t *testing.T) {
 	}
 }
 
-// Spool records written by the version-1 codec (no row id) still decode.
+// Spool records written by the version-1 codec (no row id) and the
+// version-2 one (no upstream, no attempts) still decode.
 func TestLogRecordCodecReadsVersion1(t *testing.T) {
 	r := rec(uuid.New(), "v1", 7)
-	v2 := store.AppendLogRecord(nil, &r)
+	v3 := store.AppendLogRecord(nil, &r) // zero attempts and no upstream: a 2-byte tail
+	v2 := append([]byte{2}, v3[1:len(v3)-2]...)
 	v1 := append([]byte{1}, v2[17:]...) // version 1: no id after the version byte
 	got, err := store.DecodeLogRecord(v1)
 	if err != nil {
@@ -1163,5 +1165,37 @@ func TestLogRecordCodecReadsVersion1(t *testing.T) {
 	}
 	if back, err := store.DecodeLogRecord(v2); err != nil || back.ID != r.ID {
 		t.Errorf("version 2: %v, id %s want %s", err, back.ID, r.ID)
+	}
+	r.Upstream, r.Attempts = "azure-east", 3
+	if back, err := store.DecodeLogRecord(store.AppendLogRecord(nil, &r)); err != nil || back.Upstream != "azure-east" || back.Attempts != 3 {
+		t.Errorf("version 3: %v, upstream %q, attempts %d", err, back.Upstream, back.Attempts)
+	}
+}
+
+// The upstream that answered and the attempts it took are stored with the
+// row and read back by the tenant's read API, by no other tenant.
+func TestWriterRecordsUpstreamAndAttempts(t *testing.T) {
+	st := storetest.Open(t, store.Options{})
+	owner := storetest.OwnerPool(t)
+	orgs := newOrgs(t, owner, 2)
+	w := startWriter(t, st, store.WriterOptions{})
+	r := rec(orgs[0], "up"+uuid.NewString()[:8], 1)
+	r.Upstream, r.Attempts = "fallback-b", 2
+	plain := rec(orgs[0], "up"+uuid.NewString()[:8], 2) // a refused request: no attempt
+	w.Record(r)
+	w.Record(plain)
+	if err := w.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	got, err := st.GetPrompt(ctx, orgs[0], r.ID)
+	if err != nil || got.Upstream == nil || *got.Upstream != "fallback-b" || got.Attempts != 2 {
+		t.Fatalf("read back %+v, %v", got, err)
+	}
+	if got, err := st.GetPrompt(ctx, orgs[0], plain.ID); err != nil || got.Upstream != nil || got.Attempts != 0 {
+		t.Errorf("no attempt: %+v, %v", got, err)
+	}
+	if _, err := st.GetPrompt(ctx, orgs[1], r.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("another tenant read the row: %v", err)
 	}
 }
