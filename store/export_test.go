@@ -48,3 +48,11 @@ func AdminIdleConnsForTest(ctx context.Context, a *Admin) ([]*pgxpool.Conn, int3
 func MigrateToForTest(ctx context.Context, ownerDSN string, version int64) ([]int64, error) {
 	return migrateTo(ctx, ownerDSN, version)
 }
+
+// UsageQueryForTest is usageQuery, for EXPLAIN.
+func UsageQueryForTest(groupBy string) string { q, _ := usageQuery(groupBy); return q }
+
+// UsageArgsForTest is usageArgs.
+func UsageArgsForTest(org uuid.UUID, since, until time.Time) []any {
+	return usageArgs(org, since, until)
+}

@@ -15,7 +15,7 @@ import (
 )
 
 // latestVersion is the newest migration in store/migrations.
-const latestVersion = 10
+const latestVersion = 11
 
 // Two `bulkhead migrate` at once on an empty database (two replicas'
 // init containers, say): both succeed, every migration is applied exactly
@@ -37,11 +37,7 @@ func TestMigrateConcurrently(t *testing.T) {
 		}
 	}
 	all := slices.Sorted(slices.Values(append(slices.Clone(applied[0]), applied[1]...)))
-	want := make([]int64, latestVersion)
-	for i := range want {
-		want[i] = int64(i + 1)
-	}
-	if !slices.Equal(all, want) {
+	if want := versions(1, latestVersion); !slices.Equal(all, want) {
 		t.Errorf("applied %v and %v; want each of 1..%d once in all", applied[0], applied[1], latestVersion)
 	}
 	again, err := store.Migrate(ctx, ownerDSN)
@@ -83,8 +79,8 @@ func TestMigrateUpgradesPopulatedDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(applied, []int64{8, 9, 10}) {
-		t.Fatalf("applied %v, want [8 9 10]", applied)
+	if want := versions(8, latestVersion); !slices.Equal(applied, want) {
+		t.Fatalf("applied %v, want %v", applied, want)
 	}
 	var rows, distinct, untimed int
 	if err := owner.QueryRow(ctx, `SELECT count(*), count(DISTINCT (organization_id, request_id)),
@@ -127,4 +123,13 @@ func TestMigrateUpgradesPopulatedDatabase(t *testing.T) {
 			t.Errorf("A's row %s found under B after the upgrade", id)
 		}
 	}
+}
+
+// versions is the migration versions from, from+1, ... to.
+func versions(from, to int64) []int64 {
+	var v []int64
+	for i := from; i <= to; i++ {
+		v = append(v, i)
+	}
+	return v
 }

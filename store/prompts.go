@@ -186,10 +186,11 @@ type UsageRow struct {
 	TotalTokens      int64  `json:"total_tokens"`
 }
 
-// usageGroups maps group_by values to SQL expressions: a fixed allowlist,
-// never text from the request.
+// usageGroups maps group_by values to SQL expressions over a column t (the
+// row's time: created_at, or a rollup's hour) and the columns model and
+// api_key_id: a fixed allowlist, never text from the request.
 var usageGroups = map[string]string{
-	"day":   "to_char(date_trunc('day', created_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD')",
+	"day":   "to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
 	"model": "model",
 	"key":   "coalesce(api_key_id::text, 'jwt')",
 }
@@ -198,18 +199,19 @@ var usageGroups = map[string]string{
 func ValidUsageGroup(groupBy string) bool { _, ok := usageGroups[groupBy]; return ok }
 
 // Usage sums org's requests and tokens in [since, until), grouped by day
-// (UTC), model or key.
+// (UTC), model or key. Whole hours come from usage_hourly, which the
+// writes keep (migration 00011): a 30-day report reads at most 720 rollup
+// rows per model and key, whatever the tenant's traffic. Only the partial
+// hours at either end of the window are summed from prompts, each a range
+// of its primary key under one hour long.
 func (s *Store) Usage(ctx context.Context, org uuid.UUID, since, until time.Time, groupBy string) ([]UsageRow, error) {
-	expr, ok := usageGroups[groupBy]
+	q, ok := usageQuery(groupBy)
 	if !ok {
 		return nil, fmt.Errorf("usage: unknown grouping %q", groupBy)
 	}
-	q := `SELECT ` + expr + ` AS g, count(*), coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0),
-		coalesce(sum(usage_tokens), 0) FROM prompts
-		WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY g ORDER BY g`
 	var out []UsageRow
 	err := s.inTenantRead(ctx, org, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, q, org, since, until)
+		rows, err := tx.Query(ctx, q, usageArgs(org, since, until)...)
 		if err != nil {
 			return err
 		}
@@ -220,4 +222,37 @@ func (s *Store) Usage(ctx context.Context, org uuid.UUID, since, until time.Time
 		return nil, fmt.Errorf("usage: %w", err)
 	}
 	return out, nil
+}
+
+// usageQuery is Usage's statement for groupBy; its parameters are
+// usageArgs.
+func usageQuery(groupBy string) (string, bool) {
+	expr, ok := usageGroups[groupBy]
+	if !ok {
+		return "", false
+	}
+	return `SELECT g, sum(n)::bigint, sum(p)::bigint, sum(c)::bigint, sum(u)::bigint FROM (
+		SELECT ` + expr + ` AS g, requests AS n, prompt_tokens AS p, completion_tokens AS c, usage_tokens AS u
+		FROM (SELECT hour AS t, * FROM usage_hourly WHERE organization_id = $1 AND hour >= $3 AND hour < $4) r
+		UNION ALL
+		SELECT ` + expr + `, 1, prompt_tokens, completion_tokens, usage_tokens
+		FROM (SELECT created_at AS t, * FROM prompts WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3) a
+		UNION ALL
+		SELECT ` + expr + `, 1, prompt_tokens, completion_tokens, usage_tokens
+		FROM (SELECT created_at AS t, * FROM prompts WHERE organization_id = $1 AND created_at >= $4 AND created_at < $5) b
+	) x GROUP BY g ORDER BY g`, true
+}
+
+// usageArgs cuts [since, until) into [since, lo) + [lo, hi) + [hi, until),
+// [lo, hi) the whole hours inside (empty if there are none), and returns
+// usageQuery's parameters: org, since, lo, hi, until.
+func usageArgs(org uuid.UUID, since, until time.Time) []any {
+	lo, hi := since.Truncate(time.Hour), until.Truncate(time.Hour)
+	if lo.Before(since) {
+		lo = lo.Add(time.Hour)
+	}
+	if !lo.Before(hi) { // no whole hour inside: all of it from prompts
+		lo, hi = until, until
+	}
+	return []any{org, since, lo, hi, until}
 }
