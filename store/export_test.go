@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -55,4 +56,9 @@ func UsageQueryForTest(groupBy string) string { q, _ := usageQuery(groupBy); ret
 // UsageArgsForTest is usageArgs.
 func UsageArgsForTest(org uuid.UUID, since, until time.Time) []any {
 	return usageArgs(org, since, until)
+}
+
+// InTenantReportForTest is inTenantReport: Usage's transaction.
+func InTenantReportForTest(ctx context.Context, s *Store, org uuid.UUID, fn func(pgx.Tx) error) error {
+	return s.inTenantReport(ctx, org, fn)
 }
