@@ -62,3 +62,6 @@ func UsageArgsForTest(org uuid.UUID, since, until time.Time) []any {
 func InTenantReportForTest(ctx context.Context, s *Store, org uuid.UUID, fn func(pgx.Tx) error) error {
 	return s.inTenantReport(ctx, org, fn)
 }
+
+// NewConnsForTest is the number of connections s's pool has opened.
+func NewConnsForTest(s *Store) int64 { return s.pool.Stat().NewConnsCount() }
