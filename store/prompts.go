@@ -203,7 +203,7 @@ func ValidUsageGroup(groupBy string) bool { _, ok := usageGroups[groupBy]; retur
 
 // Usage sums org's requests and tokens in [since, until), grouped by day
 // (UTC), model or key. Whole hours come from usage_hourly, which the
-// writes keep (migration 00011): a 30-day report reads at most 720 rollup
+// writes keep (migration 00015): a 30-day report reads at most 720 rollup
 // rows per model and key, whatever the tenant's traffic. Only the partial
 // hours at either end of the window are summed from prompts, each a range
 // of its primary key under one hour long.

@@ -96,7 +96,7 @@ func ownerCount(t *testing.T, owner *pgxpool.Pool, table string, org uuid.UUID) 
 // apply the retentions the operator set (00010: it reads them from the
 // database, takes only a batch size, and refuses a tenant context).
 // usage_hourly is read-only to it: the prompts_rollup trigger writes it
-// from the rows an insert added (00011), so no gateway writes usage that no
+// from the rows an insert added (00015), so no gateway writes usage that no
 // request made. Anything more is a new way to reach
 // tenant data and must be added here, on purpose, with its reason.
 var appPrivileges = []string{

@@ -17,7 +17,7 @@ import (
 )
 
 // usageFromRows is the usage report summed from prompts alone, as the
-// owner: what Usage answered before the rollups (migration 00011), and
+// owner: what Usage answered before the rollups (migration 00015), and
 // what it must still answer.
 func usageFromRows(t *testing.T, owner *pgxpool.Pool, org uuid.UUID, since, until time.Time, groupBy string) []store.UsageRow {
 	t.Helper()

@@ -116,7 +116,7 @@ func (rs *runState) chunks(n int) [][]int {
 		gs[g] = g
 	}
 	// In organization order: each tenant's statement locks that tenant's
-	// rows of usage_hourly (the prompts_rollup trigger, migration 00011)
+	// rows of usage_hourly (the prompts_rollup trigger, migration 00015)
 	// until the commit, so every transaction, on every replica, takes
 	// them in one order and two cannot wait for each other.
 	slices.SortFunc(gs, func(a, b int) int { return bytes.Compare(rs.orgs[a][:], rs.orgs[b][:]) })
