@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -124,5 +125,85 @@ func BenchmarkUsageSeriesMillionRows(b *testing.B) {
 		if _, err := s.UsageSeries(ctx, org, since, until, "model"); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkUsageFiveMillionRows seeds (once per database) a tenant with
+// 5,000,000 prompts over 30 days, three models and ten keys, prints the
+// EXPLAIN of a 30-day usage report as the app role, fails unless it reads
+// usage_hourly and only ranges of the partitions' primary keys for the
+// partial hours at either end, and measures the report by day, model and
+// key (p50 and p99 per grouping as metrics).
+func BenchmarkUsageFiveMillionRows(b *testing.B) {
+	owner := storetest.OwnerPool(b)
+	s := storetest.Open(b, store.Options{})
+	ctx := context.Background()
+	var org uuid.UUID
+	err := owner.QueryRow(ctx, `SELECT id FROM organizations WHERE name = 'usage-5m'`).Scan(&org)
+	if err != nil {
+		org = uuid.New()
+		start := time.Now()
+		err = pgx.BeginFunc(ctx, owner, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `INSERT INTO organizations (id, name) VALUES ($1, 'usage-5m')`, org); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO api_keys (organization_id, id, key_hash, display_prefix, name, rate_limit_per_minute)
+				SELECT $1::uuid, gen_random_uuid(), sha256(($1::uuid::text || k)::bytea), 'sk_b', 'k' || k, 60 FROM generate_series(1, 10) k`, org)
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		// 5M rows over the last 30 days (one every 0.52 s), in steps of
+		// 500,000 so the rollup trigger's transition table stays small.
+		const rows, step = 5_000_000, 500_000
+		for lo := 0; lo < rows; lo += step {
+			_, err := owner.Exec(ctx, `INSERT INTO prompts (organization_id, id, request_id, api_key_id, model, prompt_text, response,
+					status, prompt_tokens, completion_tokens, usage_tokens, created_at)
+				SELECT $1, prompts_row_id(t, gen_random_uuid()), 'r' || g, k.id, 'm' || (g % 3), 'prompt', 'answer', 200, 10, 20, 30, t
+				FROM generate_series($2::int, $3::int) g
+				CROSS JOIN LATERAL (SELECT now() - make_interval(secs => g * 0.5184) AS t) c
+				CROSS JOIN LATERAL (SELECT id FROM api_keys WHERE organization_id = $1 ORDER BY id OFFSET g % 10 LIMIT 1) k`,
+				org, lo, lo+step-1)
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := owner.Exec(ctx, `ANALYZE prompts; ANALYZE usage_hourly`); err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("seeded 5,000,000 rows in %s", time.Since(start))
+	}
+	until := time.Now()
+	since := until.Add(-30 * 24 * time.Hour)
+	var plan []string
+	err = store.InTenantReportForTest(ctx, s, org, func(tx pgx.Tx) error {
+		rows, _ := tx.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "+store.UsageQueryForTest("model"), store.UsageArgsForTest(org, since, until)...)
+		var err error
+		plan, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	text := strings.Join(plan, "\n")
+	b.Logf("EXPLAIN ANALYZE of a 30-day usage report by model:\n%s", text)
+	if !strings.Contains(text, "usage_hourly_key") || strings.Contains(text, "Seq Scan") || strings.Contains(text, "JIT") {
+		b.Fatalf("the usage report does not read usage_hourly by its key, scans a table, or compiles")
+	}
+	for _, g := range []string{"day", "model", "key"} {
+		b.Run(g, func(b *testing.B) {
+			var took []time.Duration
+			for b.Loop() {
+				t0 := time.Now()
+				if _, err := s.Usage(ctx, org, since, until, g); err != nil {
+					b.Fatal(err)
+				}
+				took = append(took, time.Since(t0))
+			}
+			slices.Sort(took)
+			b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-ms")
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/bulkheadhq/bulkhead/store/seal"
@@ -59,3 +60,19 @@ func ForgetSealKeyForTest(s *Store, org uuid.UUID) { s.keys.forget(org) }
 func (a *Admin) RewrapAllForTest(ctx context.Context, kek seal.KEK, orgs []uuid.UUID) (int, error) {
 	return a.rewrap(ctx, kek, orgs)
 }
+
+// UsageQueryForTest is usageQuery, for EXPLAIN.
+func UsageQueryForTest(groupBy string) string { q, _ := usageQuery(groupBy); return q }
+
+// UsageArgsForTest is usageArgs.
+func UsageArgsForTest(org uuid.UUID, since, until time.Time) []any {
+	return usageArgs(org, since, until)
+}
+
+// InTenantReportForTest is inTenantReport: Usage's transaction.
+func InTenantReportForTest(ctx context.Context, s *Store, org uuid.UUID, fn func(pgx.Tx) error) error {
+	return s.inTenantReport(ctx, org, fn)
+}
+
+// NewConnsForTest is the number of connections s's pool has opened.
+func NewConnsForTest(s *Store) int64 { return s.pool.Stat().NewConnsCount() }

@@ -31,6 +31,8 @@ var tenantTables = map[string]string{
 	"organization_keys": "organization_id",
 	// The control plane's idempotency records (00013).
 	"control_idempotency": "organization_id",
+	// The hourly usage rollups (00015), written by a trigger only.
+	"usage_hourly": "organization_id",
 }
 
 // seeded is what seedTenant wrote for one organization.
@@ -108,7 +110,9 @@ func ownerCount(t *testing.T, owner *pgxpool.Pool, table string, org uuid.UUID) 
 // the app role inside its own tenant context, so it inserts keys and
 // updates their limits, expiry and revocation (never their hash or
 // organization), and reads and appends its idempotency records.
-// Anything more is a new way to reach
+// usage_hourly is read-only to it: the prompts_rollup trigger writes it
+// from the rows an insert added (00015), so no gateway writes usage that no
+// request made. Anything more is a new way to reach
 // tenant data and must be added here, on purpose, with its reason.
 var appPrivileges = []string{
 	"column api_keys.display_prefix: INSERT",
@@ -133,6 +137,7 @@ var appPrivileges = []string{
 	"table organizations: SELECT",
 	"table prompts: INSERT, SELECT",
 	"table seal_kek_check: SELECT",
+	"table usage_hourly: SELECT",
 }
 
 // appPrivilegesSQL lists the current role's effective privileges, one row
@@ -435,13 +440,14 @@ func TestTenantSeesOnlyItsRows(t *testing.T) {
 
 	for _, tenant := range []seeded{a, b} {
 		err := s.InTenant(ctx, tenant.org, func(tx pgx.Tx) error {
-			for table, col := range map[string]string{"organizations": "id", "api_keys": "organization_id", "prompts": "organization_id"} {
+			for table, col := range map[string]string{"organizations": "id", "api_keys": "organization_id", "prompts": "organization_id", "usage_hourly": "organization_id"} {
 				rows, _ := tx.Query(ctx, "SELECT "+col+" FROM "+table) // deliberately no WHERE
 				orgs, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 				if err != nil {
 					return err
 				}
-				want := map[string]int{"organizations": 1, "api_keys": 1, "prompts": tenant.prompts}[table]
+				// usage_hourly: the seeded prompts' one hour.
+				want := map[string]int{"organizations": 1, "api_keys": 1, "prompts": tenant.prompts, "usage_hourly": 1}[table]
 				if len(orgs) != want {
 					t.Errorf("%s as %s: %d rows, want %d", table, tenant.org, len(orgs), want)
 				}
@@ -571,6 +577,12 @@ func TestCrossTenantWritesRejected(t *testing.T) {
 		{"move A's key to B", `UPDATE api_keys SET organization_id = $1`, []any{b.org}, store.ErrForbidden, noPrivilege},
 		{"rename A's organization id to B", `UPDATE organizations SET id = $1`, []any{b.org}, store.ErrForbidden, noPrivilege},
 		{"delete B's prompts", `DELETE FROM prompts WHERE organization_id = $1`, []any{b.org}, store.ErrForbidden, noPrivilege},
+		// Usage is written by the prompts_rollup trigger alone, never by
+		// the gateway, not even its own tenant's.
+		{"insert usage for A", `INSERT INTO usage_hourly (organization_id, hour, model, requests, errors, prompt_tokens, completion_tokens, usage_tokens, latency_ms)
+			VALUES ($1, now(), 'm', 1, 0, 0, 0, 0, 0)`, []any{a.org}, store.ErrForbidden, noPrivilege},
+		{"inflate B's usage", `UPDATE usage_hourly SET requests = requests + 1 WHERE organization_id = $1`, []any{b.org}, store.ErrForbidden, noPrivilege},
+		{"erase A's usage", `DELETE FROM usage_hourly WHERE organization_id = $1`, []any{a.org}, store.ErrForbidden, noPrivilege},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -584,10 +596,10 @@ func TestCrossTenantWritesRejected(t *testing.T) {
 		})
 	}
 	for table := range tenantTables {
-		if got := ownerCount(t, owner, table, b.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": b.prompts, "audit_log": 1}[table] {
+		if got := ownerCount(t, owner, table, b.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": b.prompts, "audit_log": 1, "usage_hourly": 1}[table] {
 			t.Errorf("B's %s rows = %d after A's attempts", table, got)
 		}
-		if got := ownerCount(t, owner, table, a.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": a.prompts, "audit_log": 1}[table] {
+		if got := ownerCount(t, owner, table, a.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": a.prompts, "audit_log": 1, "usage_hourly": 1}[table] {
 			t.Errorf("A's %s rows = %d after the rejected writes", table, got)
 		}
 	}

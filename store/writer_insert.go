@@ -1,10 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,11 +22,11 @@ import (
 // source counters: written (from the queue) or replayed (from the spool).
 type counter = atomic.Int64
 
-// writeRecords writes recs, one transaction per organization in the order
-// organizations first appear, and marks done[i] for every record committed
-// or dead-lettered. It stops at the first error that is not a refusal of
-// the data (PostgreSQL unreachable, timed out, shutting down, ...) and
-// returns it; the records of that tenant and of later ones stay not done.
+// writeRecords writes recs grouped by organization (writeGroups), and
+// marks done[i] for every record committed or dead-lettered. It stops at
+// the first error that is not a refusal of the data (PostgreSQL
+// unreachable, timed out, shutting down, ...) and returns it; the records
+// not committed by then stay not done.
 func (w *Writer) writeRecords(ctx context.Context, recs []LogRecord, done []bool, src *counter) error {
 	rs := &w.rs
 	clear(rs.groups)
@@ -100,8 +102,9 @@ func (w *Writer) writeGroups(ctx context.Context, recs []LogRecord, done []bool,
 	return firstErr
 }
 
-// chunks cuts rs.orgs into at most n runs of groups with about the same
-// number of records each, as the group numbers of each run (rs.gs, reused).
+// chunks cuts rs.orgs, in organization order, into at most n runs of
+// groups with about the same number of records each, as the group numbers
+// of each run (rs.gs, reused).
 func (rs *runState) chunks(n int) [][]int {
 	total := 0
 	for _, idx := range rs.groupIdx {
@@ -115,13 +118,18 @@ func (rs *runState) chunks(n int) [][]int {
 	for g := range gs {
 		gs[g] = g
 	}
+	// In organization order: each tenant's statement locks that tenant's
+	// rows of usage_hourly (the prompts_rollup trigger, migration 00015)
+	// until the commit, so every transaction, on every replica, takes
+	// them in one order and two cannot wait for each other.
+	slices.SortFunc(gs, func(a, b int) int { return bytes.Compare(rs.orgs[a][:], rs.orgs[b][:]) })
 	out := rs.chunkList[:0]
 	target, acc, from := (total+n-1)/n, 0, 0
-	for g, idx := range rs.groupIdx {
-		acc += len(idx)
+	for k, g := range gs {
+		acc += len(rs.groupIdx[g])
 		if acc >= target*(len(out)+1) && len(out) < n-1 {
-			out = append(out, gs[from:g+1])
-			from = g + 1
+			out = append(out, gs[from:k+1])
+			from = k + 1
 		}
 	}
 	if from < len(gs) {

@@ -774,6 +774,7 @@ func TestWriterReplayIdempotent(t *testing.T) {
 	if dups != 0 {
 		t.Errorf("%d request ids stored more than once", dups)
 	}
+	rollupsMatchRows(t, owner, orgs)
 }
 
 // THREATS 53: the spool at SpoolMaxBytes turns requests away (Admit), the

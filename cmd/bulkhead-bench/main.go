@@ -6,7 +6,7 @@
 //
 //	bulkhead-bench run [flags]          the whole picture (make bench)
 //	bulkhead-bench forward -listen A -upstream B   the floor forwarder
-//	bulkhead-bench load -url U [-key K] [-duration D] [-conns N] [-rate R]
+//	bulkhead-bench load -url U [-key K | -keys-file F [-zipf S]] [-metrics U] [-duration D] [-conns N] [-rate R]
 //	                                    load on one target (for profiling)
 //	bulkhead-bench pairs -key K [-on U] [-off U] [-pairs N] [-pair-duration D]
 //	                                    request log on vs off, in alternating pairs

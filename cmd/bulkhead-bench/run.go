@@ -6,6 +6,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -432,7 +433,10 @@ func headers(key string) http.Header {
 }
 
 func attack(url string, h http.Header, rate vegeta.Rate, d time.Duration, conns int) *vegeta.Metrics {
-	tr := vegeta.NewStaticTargeter(vegeta.Target{Method: "POST", URL: url, Body: []byte(chatBody), Header: h})
+	return attackWith(vegeta.NewStaticTargeter(vegeta.Target{Method: "POST", URL: url, Body: []byte(chatBody), Header: h}), rate, d, conns)
+}
+
+func attackWith(tr vegeta.Targeter, rate vegeta.Rate, d time.Duration, conns int) *vegeta.Metrics {
 	opts := []func(*vegeta.Attacker){vegeta.KeepAlive(true), vegeta.Connections(conns), vegeta.MaxConnections(conns), vegeta.Timeout(10 * time.Second)}
 	if rate.Freq == 0 {
 		opts = append(opts, vegeta.Workers(uint64(conns)), vegeta.MaxWorkers(uint64(conns)))
@@ -538,13 +542,106 @@ func load(args []string) error {
 	fs := flag.NewFlagSet("load", flag.ContinueOnError)
 	url := fs.String("url", "", "target URL (POST, a chat completion)")
 	key := fs.String("key", "", "API key, if any")
+	keysFile := fs.String("keys-file", "", "API keys, one per line (bulkhead-bench seed -keys-file): each request takes one, drawn by -zipf")
+	zipf := fs.Float64("zipf", 1.1, "with -keys-file, the Zipf exponent s of the key drawn (rank k drawn in proportion to k^-s, the ranks shuffled over the file); 1.1 over 500,000 keys sends 80% of the requests from 1% of the keys")
+	metrics := fs.String("metrics", "", "the gateway's metrics URL (http://127.0.0.1:9090/metrics): print where its API keys were found (in process, Redis, PostgreSQL) during the load")
 	d := fs.Duration("duration", 10*time.Second, "how long")
 	conns := fs.Int("conns", 50, "connections")
 	rate := fs.Int("rate", 0, "requests per second; 0: closed loop")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	m := attack(*url, headers(*key), vegeta.Rate{Freq: *rate, Per: time.Second}, *d, *conns)
+	tr := vegeta.NewStaticTargeter(vegeta.Target{Method: "POST", URL: *url, Body: []byte(chatBody), Header: headers(*key)})
+	if *keysFile != "" {
+		keys, err := readKeys(*keysFile)
+		if err != nil {
+			return err
+		}
+		if *zipf <= 1 {
+			return fmt.Errorf("-zipf must be above 1, got %g", *zipf)
+		}
+		tr = zipfTargeter(*url, keys, *zipf)
+	}
+	before, err := authSources(*metrics)
+	if err != nil {
+		return err
+	}
+	m := attackWith(tr, vegeta.Rate{Freq: *rate, Per: time.Second}, *d, *conns)
 	fmt.Printf("requests %d  rps %.0f  p50 %s  p99 %s  errors %s\n", m.Requests, m.Throughput, ms(m.Latencies.P50), ms(m.Latencies.P99), errs(m))
+	if *metrics == "" {
+		return nil
+	}
+	after, err := authSources(*metrics)
+	if err != nil {
+		return err
+	}
+	var total float64
+	for i := range after {
+		after[i] -= before[i]
+		total += after[i]
+	}
+	if total > 0 {
+		fmt.Printf("keys found: in process %.1f%%  Redis %.1f%%  PostgreSQL %.1f%%  (%.0f look-ups)\n",
+			100*after[0]/total, 100*after[1]/total, 100*after[2]/total, total)
+	}
 	return nil
+}
+
+// readKeys reads a keys file of bulkhead-bench seed.
+func readKeys(name string) ([]string, error) {
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil, err
+	}
+	keys := strings.Fields(string(b))
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s holds no keys", name)
+	}
+	return keys, nil
+}
+
+// zipfTargeter sends each request with a key drawn by Zipf's law over
+// keys: rank k with probability in proportion to k^-s, the ranks assigned
+// to the keys in a fixed random order (the seed writes keys organization
+// by organization; the hot ones must not all be one tenant's).
+func zipfTargeter(url string, keys []string, s float64) vegeta.Targeter {
+	r := rand.New(rand.NewPCG(17, 17))
+	perm := r.Perm(len(keys))
+	z := rand.NewZipf(r, s, 1, uint64(len(keys)-1))
+	var mu sync.Mutex
+	return func(t *vegeta.Target) error {
+		mu.Lock()
+		k := keys[perm[z.Uint64()]]
+		mu.Unlock()
+		*t = vegeta.Target{Method: "POST", URL: url, Body: []byte(chatBody), Header: headers(k)}
+		return nil
+	}
+}
+
+// authSources reads the gateway's counters of API keys found in process
+// (L1), in Redis (L2) and looked up in PostgreSQL (L3); zeros without a
+// URL.
+func authSources(url string) ([3]float64, error) {
+	var out [3]float64
+	if url == "" {
+		return out, nil
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	names := []string{"bulkhead_auth_l1_hits_total", "bulkhead_auth_l2_hits_total", "bulkhead_auth_l3_lookups_total"}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), " ")
+		i := slices.Index(names, name)
+		if !ok || i < 0 {
+			continue
+		}
+		if out[i], err = strconv.ParseFloat(value, 64); err != nil {
+			return out, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return out, sc.Err()
 }
