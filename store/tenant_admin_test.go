@@ -127,7 +127,9 @@ func TestCreateOrgIdempotent(t *testing.T) {
 	replays := make([]bool, 4)
 	errs := make([]error, 4)
 	for i := range orgs {
-		wg.Go(func() { orgs[i], replays[i], errs[i] = admin.CreateOrgOnce(ctx, "idem", store.CaptureFull, false, idem) })
+		wg.Go(func() {
+			orgs[i], replays[i], errs[i] = admin.CreateOrgOnce(ctx, "idem", store.CaptureFull, false, idem)
+		})
 	}
 	wg.Wait()
 	fresh := 0
