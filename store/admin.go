@@ -201,7 +201,7 @@ func (a *Admin) Org(ctx context.Context, id uuid.UUID) (Organization, error) {
 func orgByID(ctx context.Context, q querier, id uuid.UUID) (Organization, error) {
 	var o Organization
 	err := q.QueryRow(ctx, `SELECT `+orgColumns+` FROM organizations WHERE id = $1`, id).
-		Scan(&o.ID, &o.Name, &o.CaptureMode, &o.RetentionDays, &o.CreatedAt)
+		Scan(&o.ID, &o.Name, &o.CaptureMode, &o.RetentionDays, &o.CreatedAt, &o.Sealed)
 	if err != nil {
 		return Organization{}, fmt.Errorf("reading organization %s: %w", id, classify(err))
 	}
@@ -210,7 +210,7 @@ func orgByID(ctx context.Context, q querier, id uuid.UUID) (Organization, error)
 
 // As returns an Admin that shares a's connections and names actor in the
 // audit log: the control plane acts for many callers through one pool.
-func (a *Admin) As(actor string) *Admin { return &Admin{pool: a.pool, actor: actor} }
+func (a *Admin) As(actor string) *Admin { return &Admin{pool: a.pool, actor: actor, kek: a.kek} }
 
 // OrgChanges are the changes UpdateOrg makes; zero fields keep what is.
 type OrgChanges struct {

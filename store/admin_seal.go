@@ -19,6 +19,10 @@ var ErrNoKEK = errors.New("no key-encryption key is configured (BULKHEAD_SEAL_KE
 // data keys (sealing on, rekey, key-encryption rotate).
 func (a *Admin) UseKEK(k seal.KEK) { a.kek = k }
 
+// HasKEK reports whether the Admin holds a key-encryption key (UseKEK):
+// whether it can seal an organization.
+func (a *Admin) HasKEK() bool { return a.kek != nil }
+
 // newOrgKeys creates org's data keyset, wrapped, inside tx (org's tenant
 // context), unless it has one.
 func (a *Admin) newOrgKeys(ctx context.Context, tx pgx.Tx, org uuid.UUID) error {

@@ -215,6 +215,24 @@ func controlPlane(ctx context.Context, cfg config.Config, st *store.Store, ao au
 	if err != nil {
 		return nil, nil, fmt.Errorf("control plane (BULKHEAD_ADMIN_DATABASE_URL): %w", err)
 	}
+	// Organizations created over HTTP are sealed by default when a KEK is
+	// configured, as with org create, once it matches the database's
+	// record: a wrong one refuses to start, and one that cannot be checked
+	// yet (PostgreSQL down) is not used: organizations are then created
+	// unsealed and asking for sealing is refused.
+	kek, err := cfg.SealKEK()
+	if err == nil && kek != nil {
+		if err = admin.VerifyKEK(ctx, kek); err == nil {
+			admin.UseKEK(kek)
+		} else if !errors.Is(err, store.ErrKEKWrong) {
+			log.Warn("control plane: the key-encryption key could not be checked; creating organizations unsealed", zap.Error(err))
+			err = nil
+		}
+	}
+	if err != nil {
+		admin.Close()
+		return nil, nil, err
+	}
 	opts := control.Options{Admin: admin, Store: st, JWT: ao.JWT, SessionTTL: cfg.ControlSessionTTL, Log: log.Named("control")}
 	if ao.Redis != nil {
 		opts.Notify = control.RedisNotifier(ao.Redis, cfg.AuthRedisTTL)

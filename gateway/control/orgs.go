@@ -16,6 +16,9 @@ import (
 type createOrgRequest struct {
 	Name        string `json:"name"`
 	CaptureMode string `json:"capture_mode,omitempty"` // full (default) or metadata
+	// Sealed: its text stored encrypted under its own data key; default
+	// true when the control plane holds a key-encryption key.
+	Sealed *bool `json:"sealed,omitempty"`
 }
 
 type updateOrgRequest struct {
@@ -136,7 +139,14 @@ func (s *Server) createOrg(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	org, replayed, err := s.opts.Admin.As(c.p.actor).CreateOrgOnce(c.ctx, req.Name, req.CaptureMode, false, idem)
+	sealed := s.opts.Admin.HasKEK()
+	if req.Sealed != nil {
+		if *req.Sealed && !sealed {
+			return nil, badBody("sealed", "Field 'sealed' cannot be true: no key-encryption key is configured (BULKHEAD_SEAL_KEYSET_FILE or BULKHEAD_SEAL_KEYSET).")
+		}
+		sealed = *req.Sealed
+	}
+	org, replayed, err := s.opts.Admin.As(c.p.actor).CreateOrgOnce(c.ctx, req.Name, req.CaptureMode, sealed, idem)
 	if errors.Is(err, store.ErrIdempotencyMismatch) {
 		return nil, errIdempotencyMismatch
 	}
