@@ -48,3 +48,6 @@ func AdminIdleConnsForTest(ctx context.Context, a *Admin) ([]*pgxpool.Conn, int3
 func MigrateToForTest(ctx context.Context, ownerDSN string, version int64) ([]int64, error) {
 	return migrateTo(ctx, ownerDSN, version)
 }
+
+// SeriesQueryForTest is UsageSeries' query, for its EXPLAIN.
+func SeriesQueryForTest(by string) string { q, _ := seriesQuery(by); return q }
