@@ -100,8 +100,7 @@ func BenchmarkUsageSeriesMillionRows(b *testing.B) {
 		if _, err := tx.Exec(ctx, `SET LOCAL plan_cache_mode = force_custom_plan`); err != nil {
 			return err
 		}
-		rows, _ := tx.Query(ctx, `EXPLAIN SELECT to_char(date_trunc('day', created_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD') AS d, model AS g, count(*)
-			FROM prompts WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY d, g`, org, since, until)
+		rows, _ := tx.Query(ctx, "EXPLAIN "+store.SeriesQueryForTest("model"), org, since, until)
 		var err error
 		plan, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		return err
@@ -205,5 +204,18 @@ func BenchmarkUsageFiveMillionRows(b *testing.B) {
 			b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-ms")
 		})
+	}
+}
+
+// BenchmarkUsageMillionRows: the read API's Usage (group_by=day) over the
+// same 30 days of the 1,000,000-row tenant, beside UsageSeries' figure.
+func BenchmarkUsageMillionRows(b *testing.B) {
+	s, org := millionRows(b)
+	ctx := context.Background()
+	until := time.Now()
+	for b.Loop() {
+		if _, err := s.Usage(ctx, org, until.Add(-30*24*time.Hour), until, "day"); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

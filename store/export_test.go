@@ -76,3 +76,6 @@ func InTenantReportForTest(ctx context.Context, s *Store, org uuid.UUID, fn func
 
 // NewConnsForTest is the number of connections s's pool has opened.
 func NewConnsForTest(s *Store) int64 { return s.pool.Stat().NewConnsCount() }
+
+// SeriesQueryForTest is UsageSeries' query, for its EXPLAIN.
+func SeriesQueryForTest(by string) string { q, _ := seriesQuery(by); return q }

@@ -275,6 +275,20 @@ var seriesGroups = map[string]string{
 	"status": "status::text",
 }
 
+// seriesQuery is UsageSeries' query grouped by by ($1 the organization,
+// [$2, $3) the range).
+func seriesQuery(by string) (string, bool) {
+	expr, ok := seriesGroups[by]
+	if !ok {
+		return "", false
+	}
+	return `SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS d, ` + expr + ` AS g, count(*), coalesce(sum(prompt_tokens), 0),
+		coalesce(sum(completion_tokens), 0), coalesce(sum(usage_tokens), 0), count(*) FILTER (WHERE status >= 400),
+		coalesce(percentile_disc(0.5) WITHIN GROUP (ORDER BY latency_ms), 0)::bigint,
+		coalesce(percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_ms), 0)::bigint
+		FROM prompts WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY d, g ORDER BY d, g`, true
+}
+
 // ValidSeriesGroup reports whether UsageSeries accepts by.
 func ValidSeriesGroup(by string) bool { _, ok := seriesGroups[by]; return ok }
 
@@ -283,15 +297,10 @@ func ValidSeriesGroup(by string) bool { _, ok := seriesGroups[by]; return ok }
 // scan of org's rows in [since, until) on the primary key
 // (organization_id, created_at, id), within its tenant context.
 func (s *Store) UsageSeries(ctx context.Context, org uuid.UUID, since, until time.Time, by string) ([]SeriesRow, error) {
-	expr, ok := seriesGroups[by]
+	q, ok := seriesQuery(by)
 	if !ok {
 		return nil, fmt.Errorf("usage series: unknown grouping %q", by)
 	}
-	q := `SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS d, ` + expr + ` AS g, count(*), coalesce(sum(prompt_tokens), 0),
-		coalesce(sum(completion_tokens), 0), coalesce(sum(usage_tokens), 0), count(*) FILTER (WHERE status >= 400),
-		coalesce(percentile_disc(0.5) WITHIN GROUP (ORDER BY latency_ms), 0)::bigint,
-		coalesce(percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_ms), 0)::bigint
-		FROM prompts WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY d, g ORDER BY d, g`
 	var out []SeriesRow
 	err := s.inTenantRead(ctx, org, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, q, org, since, until)

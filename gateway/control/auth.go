@@ -29,11 +29,11 @@ type principal struct {
 // bearer returns the request's one Bearer credential ("" if none).
 func bearer(rc *fasthttp.RequestCtx) string {
 	var vals [][]byte
-	rc.Request.Header.VisitAll(func(k, v []byte) {
+	for k, v := range rc.Request.Header.All() {
 		if bytes.EqualFold(k, []byte("Authorization")) {
 			vals = append(vals, v)
 		}
-	})
+	}
 	if len(vals) != 1 {
 		return ""
 	}

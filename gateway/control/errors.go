@@ -33,8 +33,6 @@ var (
 		Msg: "No such key, or it is revoked or expired."}
 	errPromptNotFound = &gateway.HTTPError{Code: fasthttp.StatusNotFound, Type: "invalid_request_error", ErrCode: "not_found",
 		Msg: "No such prompt."}
-	errTokenNotFound = &gateway.HTTPError{Code: fasthttp.StatusNotFound, Type: "invalid_request_error", ErrCode: "not_found",
-		Msg: "No such admin token."}
 
 	errIdempotencyMismatch = &gateway.HTTPError{Code: fasthttp.StatusConflict, Type: "invalid_request_error", ErrCode: "idempotency_key_reused",
 		Msg: "This Idempotency-Key was used before with a different request."}
