@@ -27,7 +27,15 @@ var tenantTables = map[string]string{
 	"api_keys":      "organization_id",
 	"prompts":       "organization_id",
 	"audit_log":     "organization_id",
+	"models":        "organization_id",
+	"model_access":  "organization_id",
 }
+
+// sharedTables are the tenant tables that also hold shared rows
+// (organization_id NULL, readable in every tenant context; 00011): their
+// one policy reads them through sharedPolicy and writes like
+// tenantPolicy.
+var sharedTables = map[string]bool{"models": true}
 
 // seeded is what seedTenant wrote for one organization.
 type seeded struct {
@@ -93,7 +101,9 @@ func ownerCount(t *testing.T, owner *pgxpool.Pool, table string, org uuid.UUID) 
 // it takes no tenant input and creates only the next days' empty
 // partitions); and prompts_apply_retention, which the gateway runs to
 // apply the retentions the operator set (00010: it reads them from the
-// database, takes only a batch size, and refuses a tenant context).
+// database, takes only a batch size, and refuses a tenant context); and
+// SELECT on the model catalog and its access rules (00011: the gateway
+// reads what its tenant may use; the operator alone writes them).
 // Anything more is a new way to reach
 // tenant data and must be added here, on purpose, with its reason.
 var appPrivileges = []string{
@@ -106,6 +116,8 @@ var appPrivileges = []string{
 	"schema public: USAGE",
 	"table api_keys: SELECT",
 	"table audit_log: INSERT",
+	"table model_access: SELECT",
+	"table models: SELECT",
 	"table organizations: SELECT",
 	"table prompts: INSERT, SELECT",
 }
@@ -148,6 +160,12 @@ GROUP BY obj ORDER BY 1`
 // 00001 writes it for a tenant column col.
 func tenantPolicy(col string) string {
 	return col + ` = (SELECT NULLIF(current_setting('app.current_tenant_id', true), '')::uuid)`
+}
+
+// sharedPolicy is the read side of the policy of a table with shared
+// rows: its own rows, and the shared ones, only in a tenant context.
+func sharedPolicy(col string) string {
+	return `coalesce(` + col + `, (SELECT NULLIF(current_setting('app.current_tenant_id', true), '')::uuid)) = (SELECT NULLIF(current_setting('app.current_tenant_id', true), '')::uuid)`
 }
 
 // Test 1: the catalog is what the isolation model assumes.
@@ -268,6 +286,9 @@ func TestCatalog(t *testing.T) {
 					return err
 				}
 			}
+			if _, err := tx.Exec(ctx, `CREATE POLICY shared ON pg_temp.policy_reference USING (`+sharedPolicy("organization_id")+`)`); err != nil {
+				return err
+			}
 			type policy struct {
 				Table, Name, Permissive, Cmd, Roles string
 				Qual, WithCheck                     *string
@@ -311,8 +332,12 @@ func TestCatalog(t *testing.T) {
 					if p.Permissive != "PERMISSIVE" || p.Cmd != "ALL" || p.Roles != "public" {
 						t.Errorf("%s policy %s: %s FOR %s TO %s, want PERMISSIVE FOR ALL TO public", table, p.Name, p.Permissive, p.Cmd, p.Roles)
 					}
-					if p.Qual == nil || *p.Qual != want[col] {
-						t.Errorf("%s policy %s: USING %s, want %s", table, p.Name, deref(p.Qual), want[col])
+					using := want[col]
+					if sharedTables[table] {
+						using = want["shared"]
+					}
+					if p.Qual == nil || *p.Qual != using {
+						t.Errorf("%s policy %s: USING %s, want %s", table, p.Name, deref(p.Qual), using)
 					}
 					if p.WithCheck == nil || *p.WithCheck != want[col] {
 						t.Errorf("%s policy %s: WITH CHECK %s, want %s", table, p.Name, deref(p.WithCheck), want[col])
