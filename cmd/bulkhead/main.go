@@ -60,6 +60,7 @@ func commands() []command {
 		{"migrate", "apply database migrations as the owner role", migrateCmd},
 		{"org", "manage organizations: create, list, update, delete", orgCmd},
 		{"key", "manage API keys: create, list, update, revoke, rotate", keyCmd},
+		{"model", "manage the model catalog: add, list, update, remove; grant, revoke (an organization's access)", modelCmd},
 		{"retention", "run: record BULKHEAD_RETENTION as the default and remove the request log's rows past their retention", retentionCmd},
 		{"demo", "ensure the demo organization exists and print how to use it", demoCmd},
 		{"config", "print the effective configuration (secrets redacted), or --markdown the settings table", configCmd},
