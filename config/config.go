@@ -92,7 +92,7 @@ type Config struct {
 	// api_key_env names.
 	Upstreams []Upstream `yaml:"upstreams"`
 
-	ModelAccessDefault string        `yaml:"model_access_default" env:"BULKHEAD_MODEL_ACCESS_DEFAULT" help:"which shared models of the catalog (bulkhead model add) an organization may use without a grant or revocation of its own (bulkhead model grant|revoke): all, or none (then only granted shared models and its own are served, and models outside the catalog are not)"`
+	ModelAccessDefault string        `yaml:"model_access_default" env:"BULKHEAD_MODEL_ACCESS_DEFAULT" help:"which shared models of the catalog (bulkhead model add) an organization may use without a grant or revocation of its own (bulkhead model grant, model revoke): all, or none (then only granted shared models and its own are served, and models outside the catalog are not)"`
 	ModelCacheTTL      time.Duration `yaml:"model_cache_ttl" env:"BULKHEAD_MODEL_CACHE_TTL" help:"how long a gateway reuses what it read of an organization's models and access before reading them again: the bound on staleness when a catalog change's Redis event is missed (changes are otherwise applied at once)"`
 
 	RequestLog    bool   `yaml:"request_log" env:"BULKHEAD_REQUEST_LOG" help:"write every request to the prompts table; false keeps only the access log line (for benchmarks and debugging, not for production)"`
