@@ -45,7 +45,7 @@ func (s *Server) resolve(p *auth.Principal, model string, now time.Time) (*upstr
 	if m == nil {
 		return nil, nil, errModelNotFound
 	}
-	up := s.router.byName[m.Upstream]
+	up := s.router.byName[m.Upstream] // the catalog's upstream, whatever the routes say
 	if up == nil {
 		// The configuration lost the upstream the catalog names (model
 		// add checks it, a later configuration may not have it).

@@ -15,11 +15,13 @@ import (
 )
 
 // catalogConfig serves the mock as the named upstream "mock" for
-// gpt-4o-mini only, without a default upstream: a model no route serves
-// is then the gateway's own 404, the answer a hidden model must match.
+// gpt-4o-mini and the prefix shared-*, without a default upstream: a
+// model no route serves is then the gateway's own 404, the answer a
+// hidden model must match; and a shared model revoked for a tenant is
+// one the configured routes would serve, so only the catalog refuses it.
 func catalogConfig(access string) func(*config.Config) {
 	return func(cfg *config.Config) {
-		cfg.Upstreams = []config.Upstream{{Name: "mock", Kind: "openai", URL: cfg.UpstreamURL, Models: []string{"gpt-4o-mini"}}}
+		cfg.Upstreams = []config.Upstream{{Name: "mock", Kind: "openai", URL: cfg.UpstreamURL, Models: []string{"gpt-4o-mini", "shared-*"}}}
 		cfg.UpstreamURL = ""
 		cfg.ModelAccessDefault = access
 	}
