@@ -106,6 +106,9 @@ type Config struct {
 	// the same name. YAML only.
 	AzureDeployments map[string]string `yaml:"azure_deployments"`
 
+	ModelAccessDefault string        `yaml:"model_access_default" env:"BULKHEAD_MODEL_ACCESS_DEFAULT" help:"which shared models of the catalog (bulkhead model add) an organization may use without a grant or revocation of its own (bulkhead model grant, model revoke): all, or none (then only granted shared models and its own are served, and models outside the catalog are not)"`
+	ModelCacheTTL      time.Duration `yaml:"model_cache_ttl" env:"BULKHEAD_MODEL_CACHE_TTL" help:"how long a gateway reuses what it read of an organization's models and access before reading them again: the bound on staleness when a catalog change's Redis event is missed (changes are otherwise applied at once)"`
+
 	RequestLog    bool   `yaml:"request_log" env:"BULKHEAD_REQUEST_LOG" help:"write every request to the prompts table; false keeps only the access log line (for benchmarks and debugging, not for production)"`
 	SpoolDir      string `yaml:"spool_dir" env:"BULKHEAD_SPOOL_DIR" help:"directory of the request log's disk spool, which keeps every record through a PostgreSQL outage or a restart; one per replica; empty disables it (records then wait in memory)"`
 	SpoolMaxBytes int64  `yaml:"spool_max_bytes" env:"BULKHEAD_SPOOL_MAX_BYTES" help:"spool size at which new requests get 503 rather than risk a record"`
@@ -161,6 +164,32 @@ type Upstream struct {
 	// the routed upstream's own list is used (a fallback's fallbacks are
 	// not followed), so lists cannot chain into loops.
 	Fallbacks []string `yaml:"fallbacks"`
+}
+
+// Values of ModelAccessDefault.
+const (
+	ModelAccessAll  = "all"  // every shared model unless revoked
+	ModelAccessNone = "none" // only granted shared models
+)
+
+// DefaultUpstreamName is the name of the upstream BULKHEAD_UPSTREAM_URL
+// configures, as the model catalog names it.
+const DefaultUpstreamName = "default"
+
+// UpstreamNames lists the names the model catalog may route to: each of
+// Upstreams, and DefaultUpstreamName when UpstreamURL is set (an upstream
+// of Upstreams so named takes precedence over it).
+func (c Config) UpstreamNames() []string {
+	var names []string
+	if c.UpstreamURL != "" {
+		names = append(names, DefaultUpstreamName)
+	}
+	for _, u := range c.Upstreams {
+		if u.Name != DefaultUpstreamName || c.UpstreamURL == "" {
+			names = append(names, u.Name)
+		}
+	}
+	return names
 }
 
 // Default returns the configuration made of the defaults alone. Every
@@ -219,6 +248,9 @@ func Default() Config {
 		UpstreamBreakerFailures:  5,
 		UpstreamBreakerCooldown:  30 * time.Second,
 		CaptureMaxBytes:          1 << 20,
+
+		ModelAccessDefault: ModelAccessAll,
+		ModelCacheTTL:      30 * time.Second,
 
 		RequestLog:    true,
 		SpoolDir:      ".run/spool",
@@ -573,6 +605,10 @@ func (c Config) Validate() error {
 	if c.CaptureMaxBytes < 0 {
 		bad("BULKHEAD_CAPTURE_MAX_BYTES", "must not be negative, got %d", c.CaptureMaxBytes)
 	}
+	if c.ModelAccessDefault != ModelAccessAll && c.ModelAccessDefault != ModelAccessNone {
+		bad("BULKHEAD_MODEL_ACCESS_DEFAULT", "want all or none, got %q", c.ModelAccessDefault)
+	}
+	positive("BULKHEAD_MODEL_CACHE_TTL", c.ModelCacheTTL)
 	names, models := map[string]bool{}, map[string]string{}
 	for i, u := range c.Upstreams {
 		at := func(field string) string { return fmt.Sprintf("upstreams[%d].%s", i, field) }

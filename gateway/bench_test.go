@@ -1,11 +1,15 @@
 package gateway
 
 import (
+	"context"
 	"net"
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/valyala/fasthttp"
+
+	"github.com/bulkheadhq/bulkhead/store"
 )
 
 // BenchmarkProxyChat measures one proxied non-streaming chat completion
@@ -18,6 +22,22 @@ func BenchmarkProxyChat(b *testing.B) {
 }
 
 func BenchmarkDirectChat(b *testing.B) { benchChat(b, false) }
+
+// BenchmarkProxyChatCatalog is BenchmarkProxyChat with the model catalog
+// on, the request naming a shared catalog model: the catalog's decision
+// comes from the in-process view, so it should cost no round trip
+// (compare with BenchmarkProxyChat in the same run).
+func BenchmarkProxyChatCatalog(b *testing.B) {
+	h := newBenchHarness(b)
+	h.withCatalog()
+	_, key, _ := h.tenant(1_000_000_000)
+	model := "bench-" + uuid.NewString()[:8]
+	if _, err := h.admin.AddModel(context.Background(), store.Model{Name: model, Upstream: "default", InputPrice: 150_000, OutputPrice: 600_000, Enabled: true}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { h.admin.RemoveModel(context.Background(), store.ModelRef{Name: model}) }) //nolint:errcheck // best effort
+	run(b, h.url, key, strings.Replace(chatBody, "gpt-4o-mini", model, 1))
+}
 
 func BenchmarkProxyChatStream(b *testing.B) {
 	h := newBenchHarness(b)

@@ -59,26 +59,36 @@ func (m *modelSnapshot) has(id string) bool {
 // upstream's own list (fetched at most once a minute; if it cannot be
 // fetched, the routed models alone).
 func (s *Server) models(rc *fasthttp.RequestCtx) error {
-	if _, err := s.authenticate(s.base, rc); err != nil { // each look-up has its own timeout
+	p, err := s.authenticate(s.base, rc) // each look-up has its own timeout
+	if err != nil {
+		return err
+	}
+	list, err := s.modelsFor(p)
+	if err != nil {
 		return err
 	}
 	return writeJSON(rc, struct {
 		Object string       `json:"object"`
 		Data   []modelEntry `json:"data"`
-	}{Object: "list", Data: s.listModels()})
+	}{Object: "list", Data: list})
 }
 
 // model answers GET /v1/models/{id} (the SDKs' models.retrieve) for any id
 // GET /v1/models lists. id is the request path after "/v1/models/",
 // already percent-decoded.
 func (s *Server) model(rc *fasthttp.RequestCtx, id string) error {
-	if _, err := s.authenticate(s.base, rc); err != nil {
+	p, err := s.authenticate(s.base, rc)
+	if err != nil {
 		return err
 	}
 	if !validModelID(id) {
 		return errModelNotFound
 	}
-	for _, m := range s.listModels() {
+	list, err := s.modelsFor(p)
+	if err != nil {
+		return err
+	}
+	for _, m := range list {
 		if m.ID == id {
 			return writeJSON(rc, m)
 		}

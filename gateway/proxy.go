@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/gateway/catalog"
 	"github.com/bulkheadhq/bulkhead/gateway/openai"
 	"github.com/bulkheadhq/bulkhead/ratelimit"
 	"github.com/bulkheadhq/bulkhead/store"
@@ -45,6 +46,9 @@ type exchange struct {
 	dropUsage bool
 	upstream  string // the name of the upstream that answered (else the last tried)
 	attempts  int    // upstream attempts made (attempts.go)
+	// catalog is the catalog model served (its prices), nil for a model
+	// only the configured routes name.
+	catalog *catalog.Model
 	// reservation is the tokens set aside for the request, settled in
 	// record.
 	reservation ratelimit.Reservation
@@ -147,11 +151,12 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 	}
 	x.model, x.prompt, x.stream = r.Model, r.Prompt, r.Stream
 
-	up := s.router.route(r.Model)
-	if up == nil {
-		x.record(s, fasthttp.StatusNotFound, openai.Result{})
-		return errModelNotFound
+	up, cm, he := s.resolve(p, r.Model, x.start)
+	if he != nil {
+		x.record(s, he.Code, openai.Result{})
+		return he
 	}
+	x.catalog = cm
 	if err := s.rec.Admit(); err != nil {
 		return withCause(errLogFull, err) // nothing accepted is ever dropped: refuse instead
 	}

@@ -135,6 +135,9 @@ type router struct {
 	prefixes []prefixRoute // longest first
 	def      *upstream     // nil: unrouted models are 404
 	all      []*upstream
+	// byName: the upstreams the model catalog may name
+	// (config.UpstreamNames; a named upstream wins over the default's name).
+	byName map[string]*upstream
 }
 
 type prefixRoute struct {
@@ -144,8 +147,7 @@ type prefixRoute struct {
 
 // newRouter builds the upstreams of cfg; dial is newUpstream's.
 func newRouter(cfg config.Config, dial func(addr string) (net.Conn, error)) (*router, error) {
-	r := &router{exact: map[string]*upstream{}}
-	byName := map[string]*upstream{}
+	r := &router{exact: map[string]*upstream{}, byName: map[string]*upstream{}}
 	if cfg.UpstreamURL != "" {
 		def, err := newUpstream("default", "openai", cfg.UpstreamURL, cfg.UpstreamAPIKey.Reveal(), "", nil, cfg, dial)
 		if err != nil {
@@ -153,7 +155,7 @@ func newRouter(cfg config.Config, dial func(addr string) (net.Conn, error)) (*ro
 		}
 		r.def = def
 		r.all = append(r.all, def)
-		byName[def.name] = def
+		r.byName[config.DefaultUpstreamName] = def
 	}
 	for _, u := range cfg.Upstreams {
 		up, err := newUpstream(u.Name, u.Kind, u.URL, u.APIKey.Reveal(), u.APIVersion, u.Deployments, cfg, dial)
@@ -161,7 +163,7 @@ func newRouter(cfg config.Config, dial func(addr string) (net.Conn, error)) (*ro
 			return nil, err
 		}
 		r.all = append(r.all, up)
-		byName[up.name] = up
+		r.byName[u.Name] = up
 		for _, m := range u.Models {
 			if p, ok := strings.CutSuffix(m, "*"); ok {
 				r.prefixes = append(r.prefixes, prefixRoute{p, up})
@@ -174,9 +176,9 @@ func newRouter(cfg config.Config, dial func(addr string) (net.Conn, error)) (*ro
 		up.chain = []*upstream{up}
 	}
 	for _, u := range cfg.Upstreams {
-		up := byName[u.Name]
+		up := r.byName[u.Name]
 		for _, f := range u.Fallbacks {
-			fb, ok := byName[f]
+			fb, ok := r.byName[f]
 			if !ok || fb == up {
 				return nil, fmt.Errorf("upstream %s: fallback %q is not another upstream", u.Name, f)
 			}

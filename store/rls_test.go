@@ -33,7 +33,16 @@ var tenantTables = map[string]string{
 	"control_idempotency": "organization_id",
 	// The hourly usage rollups (00015), written by a trigger only.
 	"usage_hourly": "organization_id",
+	// The model catalog and its access rules (00011).
+	"models":       "organization_id",
+	"model_access": "organization_id",
 }
+
+// sharedTables are the tenant tables that also hold shared rows
+// (organization_id NULL, readable in every tenant context; 00011): their
+// one policy reads them through sharedPolicy and writes like
+// tenantPolicy.
+var sharedTables = map[string]bool{"models": true}
 
 // seeded is what seedTenant wrote for one organization.
 type seeded struct {
@@ -112,7 +121,9 @@ func ownerCount(t *testing.T, owner *pgxpool.Pool, table string, org uuid.UUID) 
 // organization), and reads and appends its idempotency records.
 // usage_hourly is read-only to it: the prompts_rollup trigger writes it
 // from the rows an insert added (00015), so no gateway writes usage that no
-// request made. Anything more is a new way to reach
+// request made. SELECT on the model catalog and its access rules (00011:
+// the gateway reads what its tenant may use; the operator alone writes
+// them). Anything more is a new way to reach
 // tenant data and must be added here, on purpose, with its reason.
 var appPrivileges = []string{
 	"column api_keys.display_prefix: INSERT",
@@ -133,6 +144,8 @@ var appPrivileges = []string{
 	"table api_keys: SELECT",
 	"table audit_log: INSERT",
 	"table control_idempotency: INSERT, SELECT",
+	"table model_access: SELECT",
+	"table models: SELECT",
 	"table organization_keys: SELECT",
 	"table organizations: SELECT",
 	"table prompts: INSERT, SELECT",
@@ -178,6 +191,12 @@ GROUP BY obj ORDER BY 1`
 // 00001 writes it for a tenant column col.
 func tenantPolicy(col string) string {
 	return col + ` = (SELECT NULLIF(current_setting('app.current_tenant_id', true), '')::uuid)`
+}
+
+// sharedPolicy is the read side of the policy of a table with shared
+// rows: its own rows, and the shared ones, only in a tenant context.
+func sharedPolicy(col string) string {
+	return `coalesce(` + col + `, (SELECT NULLIF(current_setting('app.current_tenant_id', true), '')::uuid)) = (SELECT NULLIF(current_setting('app.current_tenant_id', true), '')::uuid)`
 }
 
 // Test 1: the catalog is what the isolation model assumes.
@@ -298,6 +317,9 @@ func TestCatalog(t *testing.T) {
 					return err
 				}
 			}
+			if _, err := tx.Exec(ctx, `CREATE POLICY shared ON pg_temp.policy_reference USING (`+sharedPolicy("organization_id")+`)`); err != nil {
+				return err
+			}
 			type policy struct {
 				Table, Name, Permissive, Cmd, Roles string
 				Qual, WithCheck                     *string
@@ -341,8 +363,12 @@ func TestCatalog(t *testing.T) {
 					if p.Permissive != "PERMISSIVE" || p.Cmd != "ALL" || p.Roles != "public" {
 						t.Errorf("%s policy %s: %s FOR %s TO %s, want PERMISSIVE FOR ALL TO public", table, p.Name, p.Permissive, p.Cmd, p.Roles)
 					}
-					if p.Qual == nil || *p.Qual != want[col] {
-						t.Errorf("%s policy %s: USING %s, want %s", table, p.Name, deref(p.Qual), want[col])
+					using := want[col]
+					if sharedTables[table] {
+						using = want["shared"]
+					}
+					if p.Qual == nil || *p.Qual != using {
+						t.Errorf("%s policy %s: USING %s, want %s", table, p.Name, deref(p.Qual), using)
 					}
 					if p.WithCheck == nil || *p.WithCheck != want[col] {
 						t.Errorf("%s policy %s: WITH CHECK %s, want %s", table, p.Name, deref(p.WithCheck), want[col])

@@ -19,6 +19,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/config"
 	"github.com/bulkheadhq/bulkhead/gateway"
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/gateway/catalog"
 	"github.com/bulkheadhq/bulkhead/gateway/control"
 	"github.com/bulkheadhq/bulkhead/gateway/memory"
 	"github.com/bulkheadhq/bulkhead/ratelimit"
@@ -139,7 +140,12 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		lim = ratelimit.New(nil, limOpts)
 	}
 
-	srv, err := gateway.New(cfg, log, gateway.Deps{Auth: authn, Recorder: rec, Prompts: st, Limiter: lim, Metrics: reg})
+	models, err := catalog.New(catalog.Options{Source: st, Redis: authOpts.Redis, TTL: cfg.ModelCacheTTL,
+		DefaultAllow: cfg.ModelAccessDefault == config.ModelAccessAll, Log: log})
+	if err != nil {
+		return err
+	}
+	srv, err := gateway.New(cfg, log, gateway.Deps{Auth: authn, Recorder: rec, Prompts: st, Limiter: lim, Catalog: models, Metrics: reg})
 	if err != nil {
 		return err
 	}
@@ -167,7 +173,8 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		zap.String("upstream", cfg.UpstreamURL), zap.Int("routes", len(cfg.Upstreams)))
 
 	loops := []gateway.Loop{
-		{Name: "auth", Run: authn.Run}, // invalidation events
+		{Name: "auth", Run: authn.Run},     // invalidation events
+		{Name: "catalog", Run: models.Run}, // the model catalog's invalidation events
 		{Name: "health", Run: health.Run},
 		{Name: "ratelimit", Run: lim.Run}, // heartbeats count the replicas that share the fallback
 	}
