@@ -350,7 +350,9 @@ type scratch struct {
 // sub-select m, in the same transaction and snapshot, so a
 // switch to 'metadata' applies to every row written after it commits; a
 // missing organization reads as no text (and the references trigger then
-// refuses the rows). The arrays are unnested in the select list, which
+// refuses the rows). So is its sealed flag: a sealed organization's clear
+// text is dropped, whatever the writer sent (sealing.go), so that it is
+// never stored in clear. The arrays are unnested in the select list, which
 // PostgreSQL streams; unnest in FROM would first copy every row into a
 // tuplestore (BenchmarkWriterRLS; README, Performance).
 //

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -43,7 +44,10 @@ func TestSealingCLI(t *testing.T) {
 	run1 := func(env map[string]string, args ...string) (string, error) {
 		t.Helper()
 		var out, errOut bytes.Buffer
-		err := run(ctx, args, lookupFrom(env), &out, &errOut)
+		// Bounded: a serve that wrongly starts returns when this ends.
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		err := run(rctx, args, lookupFrom(env), &out, &errOut)
 		return out.String() + errOut.String(), err
 	}
 	mustRun := func(env map[string]string, args ...string) string {
