@@ -152,6 +152,11 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		x.record(s, fasthttp.StatusNotFound, openai.Result{})
 		return errModelNotFound
 	}
+	if !up.serves(ep) {
+		he := wrongDialect(ep, r.Model)
+		x.record(s, he.Code, openai.Result{})
+		return he
+	}
 	if err := s.rec.Admit(); err != nil {
 		return withCause(errLogFull, err) // nothing accepted is ever dropped: refuse instead
 	}
@@ -354,12 +359,12 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 	if b.readErr != nil {
 		if errors.Is(b.readErr, openai.ErrSecret) {
 			b.s.credentialWithheld(b.x, leakStream)
-			b.out = append(b.out, streamErrorEvent(b.x.reqID, errCredentialInStream)...)
+			b.out = append(b.out, streamError(b.x, errCredentialInStream)...)
 		} else if b.cut.Load() {
-			b.out = append(b.out, streamErrorEvent(b.x.reqID, errShutdownCut)...)
+			b.out = append(b.out, streamError(b.x, errShutdownCut)...)
 		} else {
 			b.s.log.Warn("upstream stream broke", zap.String("request_id", b.x.reqID), zap.Error(b.readErr))
-			b.out = append(b.out, streamErrorEvent(b.x.reqID, errStreamBroke)...)
+			b.out = append(b.out, streamError(b.x, errStreamBroke)...)
 		}
 	}
 	b.recordOnce() // before the last bytes and the end of the body leave
@@ -406,6 +411,14 @@ func (b *sseBody) Close() error {
 	sseBodyPool.Put(b)
 	s.streams.Done()
 	return nil
+}
+
+// streamError ends x's stream with an error event in its API's shape.
+func streamError(x *exchange, he *HTTPError) []byte {
+	if x.ep == openai.Messages {
+		return anthropicStreamErrorEvent(x.reqID, he)
+	}
+	return streamErrorEvent(x.reqID, he)
 }
 
 // streamErrorEvent ends a stream with an error event, in the shape the
