@@ -94,7 +94,7 @@ func TestAnthropicGoSDK(t *testing.T) {
 			typ      string
 			contains string
 		}{
-			"401": {func() error { _, err := bad.Messages.New(ctx, params); return err }, 401, "authentication_error", ""},
+			"401":                    {func() error { _, err := bad.Messages.New(ctx, params); return err }, 401, "authentication_error", ""},
 			"not an Anthropic model": {func() error { _, err := client.Messages.New(ctx, openaiModel); return err }, 404, "not_found_error", "not an Anthropic model"},
 			"OpenAI-only member": {func() error {
 				_, err := client.Messages.New(ctx, params, aoption.WithJSONSet("n", 2))

@@ -57,7 +57,7 @@ type StreamTee struct {
 	usage Usage
 	fin   string
 	stats StreamStats
-	ended bool // the stream's terminal event has been seen (see Ended)
+	ended bool           // the stream's terminal event has been seen (see Ended)
 	anth  anthropicUsage // Messages: the usage seen so far
 
 	pending  []byte // the start of an event not yet complete, at most MaxEventBytes
