@@ -372,6 +372,9 @@ func checkPrompt(ep Endpoint, f *requestFields) error {
 		if p.val[0] != '[' {
 			return &RequestError{Param: "messages", Msg: "'messages' must be an array"}
 		}
+		if in := f.instructions; ep == Messages && in.seen && in.val[0] != '"' && in.val[0] != '[' && string(in.val) != "null" {
+			return &RequestError{Param: "system", Msg: "'system' must be a string or an array of content blocks"}
+		}
 		return nil
 	}
 	if p.seen && p.val[0] != '"' && p.val[0] != '[' && string(p.val) != "null" {
@@ -381,10 +384,7 @@ func checkPrompt(ep Endpoint, f *requestFields) error {
 		}
 		return &RequestError{Param: name, Msg: "'" + name + "' must be a string or an array"}
 	}
-	if in := f.instructions; ep == Messages && in.seen && in.val[0] != '"' && in.val[0] != '[' {
-		return &RequestError{Param: "system", Msg: "'system' must be a string or an array of content blocks"}
-	}
-	if in := f.instructions; ep != Messages && in.seen && in.val[0] != '"' && string(in.val) != "null" {
+	if in := f.instructions; in.seen && in.val[0] != '"' && string(in.val) != "null" {
 		return &RequestError{Param: "instructions", Msg: "'instructions' must be a string"}
 	}
 	return nil
