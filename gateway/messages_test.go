@@ -55,6 +55,7 @@ func TestAnthropicGoSDK(t *testing.T) {
 		if rec.OrgID != org || rec.Endpoint != "/v1/messages" || rec.Model != "claude-sonnet-4-5" || rec.Status != 200 ||
 			rec.PromptTokens != in || rec.CompletionTokens != int(m.Usage.OutputTokens) || rec.UsageSource != "upstream" ||
 			rec.Response != m.Content[0].Text || rec.Upstream != "anthropic" || rec.Attempts != 1 ||
+			rec.CacheReadTokens != int(m.Usage.CacheReadInputTokens) || rec.CacheReadTokens == 0 ||
 			!strings.Contains(rec.Prompt, `"system"`) || !strings.Contains(rec.Prompt, "Say hi") {
 			t.Errorf("record %+v, usage %+v", rec, m.Usage)
 		}
@@ -78,7 +79,7 @@ func TestAnthropicGoSDK(t *testing.T) {
 		}
 		rec := h.rec.find(t, "msgs-"+org.String())
 		in := int(m.Usage.InputTokens + m.Usage.CacheReadInputTokens + m.Usage.CacheCreationInputTokens)
-		if !rec.Stream || rec.Status != 200 || rec.PromptTokens != in || rec.CompletionTokens != int(m.Usage.OutputTokens) ||
+		if !rec.Stream || rec.Status != 200 || rec.PromptTokens != in || rec.CacheReadTokens != int(m.Usage.CacheReadInputTokens) || rec.CompletionTokens != int(m.Usage.OutputTokens) ||
 			rec.Response != m.Content[0].Text || rec.UsageSource != "upstream" {
 			t.Errorf("record %+v, usage %+v", rec, m.Usage)
 		}

@@ -70,6 +70,7 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 		TotalTokens: res.Usage.TotalTokens, UsageSource: string(res.Usage.Source),
 		Status: status, Latency: latency, Stream: x.stream, CreatedAt: x.start,
 		Upstream: x.upstream, Attempts: x.attempts,
+		CacheCreationTokens: res.Usage.CacheCreationTokens, CacheReadTokens: res.Usage.CacheReadTokens,
 	})
 	s.metrics.observe(x, status, latency, res.Usage.PromptTokens, res.Usage.CompletionTokens)
 	s.settle(x, res.Usage.TotalTokens)

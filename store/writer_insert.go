@@ -355,18 +355,19 @@ type scratch struct {
 // runs on either schema (gateways are upgraded before the migration).
 const insertSQL = `INSERT INTO prompts (organization_id, id, request_id, api_key_id, endpoint, model,
 	prompt_text, response, prompt_tokens, completion_tokens, usage_tokens, usage_source,
-	status, latency_ms, stream, created_at, upstream, attempts)
+	status, latency_ms, stream, created_at, upstream, attempts, cache_creation_tokens, cache_read_tokens)
 SELECT $1::uuid, r.id, r.request_id, r.api_key_id, r.endpoint, r.model,
 	CASE WHEN m.full_text THEN r.prompt_text END,
 	CASE WHEN m.full_text THEN r.response END,
 	r.prompt_tokens, r.completion_tokens, r.usage_tokens, r.usage_source,
-	r.status, r.latency_ms, r.stream, r.created_at, r.upstream, r.attempts
+	r.status, r.latency_ms, r.stream, r.created_at, r.upstream, r.attempts, r.cache_creation_tokens, r.cache_read_tokens
 FROM (SELECT unnest($2::text[]) AS request_id, unnest($3::uuid[]) AS api_key_id, unnest($4::text[]) AS endpoint,
 	unnest($5::text[]) AS model, unnest($6::text[]) AS prompt_text, unnest($7::text[]) AS response,
 	unnest($8::int[]) AS prompt_tokens, unnest($9::int[]) AS completion_tokens, unnest($10::int[]) AS usage_tokens,
 	unnest($11::text[]) AS usage_source, unnest($12::int[]) AS status, unnest($13::int[]) AS latency_ms,
 	unnest($14::bool[]) AS stream, unnest($15::timestamptz[]) AS created_at, unnest($16::uuid[]) AS id,
-	unnest($17::text[]) AS upstream, unnest($18::int[]) AS attempts) r,
+	unnest($17::text[]) AS upstream, unnest($18::int[]) AS attempts,
+	unnest($19::int[]) AS cache_creation_tokens, unnest($20::int[]) AS cache_read_tokens) r,
 	(SELECT coalesce((SELECT o.capture_mode = 'full' FROM organizations o WHERE o.id = $1::uuid), false) AS full_text) m`
 
 // insertStmt is one of the writer's statements: its text, the name it is
@@ -399,8 +400,8 @@ var insertOIDs = func() []uint32 {
 // (see binArray), reused between statements.
 type columns struct {
 	org    [16]byte
-	arrays [17]binArray
-	params [18][]byte
+	arrays [19]binArray
+	params [20][]byte
 }
 
 // The arrays, in the order of insertSQL's $2..$16.
@@ -422,13 +423,15 @@ const (
 	colID
 	colUpstream
 	colAttempts
+	colCacheCreation
+	colCacheRead
 )
 
-var columnOIDs = [17]uint32{oidText, oidUUID, oidText, oidText, oidText, oidText,
-	oidInt4, oidInt4, oidInt4, oidText, oidInt4, oidInt4, oidBool, oidTimestamptz, oidUUID, oidText, oidInt4}
+var columnOIDs = [19]uint32{oidText, oidUUID, oidText, oidText, oidText, oidText,
+	oidInt4, oidInt4, oidInt4, oidText, oidInt4, oidInt4, oidBool, oidTimestamptz, oidUUID, oidText, oidInt4, oidInt4, oidInt4}
 
 // binaryFormats: every parameter of insertSQL is sent in binary.
-var binaryFormats = []int16{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}
+var binaryFormats = []int16{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}
 
 func (c *columns) fill(recs []LogRecord, idx []int) {
 	a := &c.arrays
@@ -466,6 +469,8 @@ func (c *columns) fill(recs []LogRecord, idx []int) {
 			a[colUpstream].text(r.Upstream)
 		}
 		a[colAttempts].int4(int32(min(max(r.Attempts, 0), 1<<15-1))) // a smallint column
+		a[colCacheCreation].int4(clamp32(int64(r.CacheCreationTokens)))
+		a[colCacheRead].int4(clamp32(int64(r.CacheReadTokens)))
 	}
 }
 
@@ -526,7 +531,7 @@ const maxRecordBytes = spool.MaxPayload - 4096
 
 // recordBytes approximates the size of a record's row.
 func recordBytes(r *LogRecord) int {
-	return 100 + len(r.Upstream) + len(r.RequestID) + len(r.Endpoint) + len(r.Model) + len(r.Prompt) + len(r.Response) + len(r.UsageSource)
+	return 108 + len(r.Upstream) + len(r.RequestID) + len(r.Endpoint) + len(r.Model) + len(r.Prompt) + len(r.Response) + len(r.UsageSource)
 }
 
 // statementEnd returns where the statement that starts at idx[start]
