@@ -578,9 +578,19 @@ func (c Config) Validate() error {
 			models[m] = u.Name
 		}
 	}
+	anthropic := map[string]bool{} // name -> speaks Anthropic's API, not OpenAI's
+	for _, u := range c.Upstreams {
+		anthropic[u.Name] = u.Kind == "anthropic"
+	}
 	for i, u := range c.Upstreams {
 		seen := map[string]bool{}
 		for _, f := range u.Fallbacks {
+			if names[f] && anthropic[f] != anthropic[u.Name] {
+				bad(fmt.Sprintf("upstreams[%d].fallbacks", i), "%q speaks another API than %s (anthropic and OpenAI's do not mix)", f, u.Name)
+			}
+			if f == "default" && !names[f] && anthropic[u.Name] {
+				bad(fmt.Sprintf("upstreams[%d].fallbacks", i), "\"default\" speaks OpenAI's API, %s Anthropic's", u.Name)
+			}
 			switch {
 			case f == u.Name:
 				bad(fmt.Sprintf("upstreams[%d].fallbacks", i), "%q names the upstream itself (a loop)", f)
