@@ -139,18 +139,22 @@ type Config struct {
 type Upstream struct {
 	Name string `yaml:"name"`
 	// Kind is "openai" (any OpenAI-compatible server: OpenAI, vLLM,
-	// Ollama, ...) or "azure" (Azure OpenAI: deployment paths, api-version,
-	// api-key header).
+	// Ollama, ...), "azure" (Azure OpenAI: deployment paths, api-version,
+	// api-key header) or "anthropic" (Anthropic's Messages API, served on
+	// /v1/messages: x-api-key header, anthropic-version).
 	Kind string `yaml:"kind"`
 	// URL is the base URL: for openai as an SDK's base URL
 	// ("https://api.openai.com/v1"), for azure the resource endpoint
-	// ("https://NAME.openai.azure.com").
+	// ("https://NAME.openai.azure.com"), for anthropic as its SDK's base
+	// URL, without /v1 ("https://api.anthropic.com").
 	URL string `yaml:"url"`
 	// APIKeyEnv names the environment variable holding the credential.
 	APIKeyEnv string `yaml:"api_key_env"`
 	// APIKey is resolved from APIKeyEnv by Load.
 	APIKey Secret `yaml:"-"`
-	// APIVersion is Azure's api-version query parameter.
+	// APIVersion is Azure's api-version query parameter; for anthropic the
+	// anthropic-version header sent when the caller sends none
+	// (2023-06-01 by default).
 	APIVersion string `yaml:"api_version"`
 	// Models this upstream serves: exact names, or prefixes ending in "*".
 	Models []string `yaml:"models"`
@@ -619,8 +623,8 @@ func (c Config) Validate() error {
 			bad(at("name"), "\"default\" is BULKHEAD_UPSTREAM_URL's name")
 		}
 		names[u.Name] = true
-		if u.Kind != "openai" && u.Kind != "azure" {
-			bad(at("kind"), "want openai or azure, got %q", u.Kind)
+		if u.Kind != "openai" && u.Kind != "azure" && u.Kind != "anthropic" {
+			bad(at("kind"), "want openai, azure or anthropic, got %q", u.Kind)
 		}
 		checkURL(at("url"), u.URL, "http", "https")
 		if u.Kind == "azure" && u.APIVersion == "" {
@@ -638,9 +642,19 @@ func (c Config) Validate() error {
 			models[m] = u.Name
 		}
 	}
+	anthropic := map[string]bool{} // name -> speaks Anthropic's API, not OpenAI's
+	for _, u := range c.Upstreams {
+		anthropic[u.Name] = u.Kind == "anthropic"
+	}
 	for i, u := range c.Upstreams {
 		seen := map[string]bool{}
 		for _, f := range u.Fallbacks {
+			if names[f] && anthropic[f] != anthropic[u.Name] {
+				bad(fmt.Sprintf("upstreams[%d].fallbacks", i), "%q speaks another API than %s (anthropic and OpenAI's do not mix)", f, u.Name)
+			}
+			if f == "default" && !names[f] && anthropic[u.Name] {
+				bad(fmt.Sprintf("upstreams[%d].fallbacks", i), "\"default\" speaks OpenAI's API, %s Anthropic's", u.Name)
+			}
 			switch {
 			case f == u.Name:
 				bad(fmt.Sprintf("upstreams[%d].fallbacks", i), "%q names the upstream itself (a loop)", f)

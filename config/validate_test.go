@@ -78,6 +78,7 @@ func TestValidateRejects(t *testing.T) {
 		{"fallback to itself", up(func(u *Upstream) { u.Fallbacks = []string{"a"} }), "upstreams[0].fallbacks:"},
 		{"fallback twice", up(func(u *Upstream) { u.Fallbacks = []string{"default", "default"} }), "upstreams[0].fallbacks:"},
 		{"upstream named default", up(func(u *Upstream) { u.Name = "default" }), "upstreams[0].name:"},
+		{"anthropic falling back to OpenAI", up(func(u *Upstream) { u.Kind, u.Fallbacks = "anthropic", []string{"default"} }), "upstreams[0].fallbacks:"},
 		{"azure deployment without model", func(c *Config) { c.AzureDeployments = map[string]string{"d": ""} }, "azure_deployments:"},
 		{"max attempts 0", func(c *Config) { c.UpstreamMaxAttempts = 0 }, "BULKHEAD_UPSTREAM_MAX_ATTEMPTS:"},
 		{"max attempts 11", func(c *Config) { c.UpstreamMaxAttempts = 11 }, "BULKHEAD_UPSTREAM_MAX_ATTEMPTS:"},
@@ -120,6 +121,10 @@ func TestValidateRejects(t *testing.T) {
 	}
 	if err := c0.Validate(); err != nil {
 		t.Errorf("mutual fallbacks: %v", err)
+	}
+	c0.Upstreams[1].Kind = "anthropic"
+	if err := c0.Validate(); err == nil || !strings.Contains(err.Error(), "upstreams[0].fallbacks:") || !strings.Contains(err.Error(), "upstreams[1].fallbacks:") {
+		t.Errorf("fallbacks across APIs: %v", err)
 	}
 
 	// Two upstreams routing one model: the second names the first.

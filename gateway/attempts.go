@@ -50,6 +50,9 @@ func (s *Server) forward(rc *fasthttp.RequestCtx, x *exchange, primary *upstream
 	var lastErr error
 	for i := 0; x.attempts < s.cfg.UpstreamMaxAttempts && i < s.cfg.UpstreamMaxAttempts*len(chain); i++ {
 		up := chain[i%len(chain)]
+		if !up.serves(x.ep) { // a fallback of another dialect
+			continue
+		}
 		if i >= len(chain) { // a round again: back off first, unless the circuit is open anyway
 			if up.breaker.state() == gobreaker.StateOpen {
 				up.metrics.skipped.Inc()

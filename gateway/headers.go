@@ -21,6 +21,8 @@ var forwardRequestHeaders = []string{
 	fasthttp.HeaderUserAgent,
 	"OpenAI-Beta",
 	"Idempotency-Key",
+	"Anthropic-Version", // Anthropic's API version and beta features, as the caller's SDK asks
+	"Anthropic-Beta",
 }
 
 // forwardRequestPrefix: the OpenAI SDKs' own telemetry headers.

@@ -74,6 +74,7 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 		TotalTokens: res.Usage.TotalTokens, UsageSource: string(res.Usage.Source),
 		Status: status, Latency: latency, Stream: x.stream, CreatedAt: x.start,
 		Upstream: x.upstream, Attempts: x.attempts,
+		CacheCreationTokens: res.Usage.CacheCreationTokens, CacheReadTokens: res.Usage.CacheReadTokens,
 	})
 	s.metrics.observe(x, status, latency, res.Usage.PromptTokens, res.Usage.CompletionTokens)
 	s.settle(x, res.Usage.TotalTokens)
@@ -153,6 +154,11 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 
 	up, cm, he := s.resolve(p, r.Model, x.start)
 	if he != nil {
+		x.record(s, he.Code, openai.Result{})
+		return he
+	}
+	if !up.serves(ep) {
+		he := wrongDialect(ep, r.Model)
 		x.record(s, he.Code, openai.Result{})
 		return he
 	}
@@ -359,12 +365,12 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 	if b.readErr != nil {
 		if errors.Is(b.readErr, openai.ErrSecret) {
 			b.s.credentialWithheld(b.x, leakStream)
-			b.out = append(b.out, streamErrorEvent(b.x.reqID, errCredentialInStream)...)
+			b.out = append(b.out, streamError(b.x, errCredentialInStream)...)
 		} else if b.cut.Load() {
-			b.out = append(b.out, streamErrorEvent(b.x.reqID, errShutdownCut)...)
+			b.out = append(b.out, streamError(b.x, errShutdownCut)...)
 		} else {
 			b.s.log.Warn("upstream stream broke", zap.String("request_id", b.x.reqID), zap.Error(b.readErr))
-			b.out = append(b.out, streamErrorEvent(b.x.reqID, errStreamBroke)...)
+			b.out = append(b.out, streamError(b.x, errStreamBroke)...)
 		}
 	}
 	b.recordOnce() // before the last bytes and the end of the body leave
@@ -411,6 +417,14 @@ func (b *sseBody) Close() error {
 	sseBodyPool.Put(b)
 	s.streams.Done()
 	return nil
+}
+
+// streamError ends x's stream with an error event in its API's shape.
+func streamError(x *exchange, he *HTTPError) []byte {
+	if x.ep == openai.Messages {
+		return anthropicStreamErrorEvent(x.reqID, he)
+	}
+	return streamErrorEvent(x.reqID, he)
 }
 
 // streamErrorEvent ends a stream with an error event, in the shape the

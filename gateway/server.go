@@ -155,6 +155,10 @@ func (s *Server) handle(rc *fasthttp.RequestCtx) {
 	reqID := s.reqs.from(rc.Request.Header.Peek("X-Request-Id"))
 	rc.Response.Header.Set("X-Request-Id", reqID)
 	if err := s.route(rc, reqID); err != nil {
+		if string(rc.Path()) == "/v1/messages" {
+			s.writeAnthropicError(rc, reqID, err)
+			return
+		}
 		s.writeError(rc, reqID, err)
 	}
 }

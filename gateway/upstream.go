@@ -22,6 +22,7 @@ import (
 type upstream struct {
 	name        string
 	azure       bool
+	anthropic   bool // Anthropic's Messages API (messages.go), not OpenAI's
 	scheme      string
 	host        string // Host header and dial address
 	basePath    string // openai: the base URL's path ("/v1"); azure: ""
@@ -31,7 +32,7 @@ type upstream struct {
 	client      *fasthttp.HostClient
 	// openai kind, computed once so that target does not allocate: each
 	// endpoint's upstream path, and the Authorization header's value.
-	paths  [openai.Responses + 1]string
+	paths  [openai.Messages + 1]string
 	bearer string
 	// chain is where this upstream's requests go, in order: itself, then
 	// its fallbacks (attempts.go).
@@ -52,7 +53,7 @@ func newUpstream(name, kind, rawURL, apiKey, apiVersion string, deployments map[
 		addr = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
 	}
 	up := &upstream{
-		name: name, azure: kind == "azure", scheme: u.Scheme, host: u.Host,
+		name: name, azure: kind == "azure", anthropic: kind == "anthropic", scheme: u.Scheme, host: u.Host,
 		basePath: strings.TrimRight(u.Path, "/"), apiKey: apiKey, apiVersion: apiVersion, deployments: deployments,
 	}
 	for ep := range up.paths {
@@ -60,6 +61,14 @@ func newUpstream(name, kind, rawURL, apiKey, apiVersion string, deployments map[
 	}
 	if apiKey != "" {
 		up.bearer = "Bearer " + apiKey
+	}
+	if up.anthropic {
+		// Its base URL is the SDK's, without the version: Messages is
+		// BASE/v1/messages.
+		up.paths[openai.Messages] = up.basePath + openai.Messages.Path()
+		if up.apiVersion == "" {
+			up.apiVersion = defaultAnthropicVersion
+		}
 	}
 	if dial == nil {
 		dialer := &net.Dialer{Timeout: cfg.UpstreamConnectTimeout, KeepAlive: 30 * time.Second}
@@ -95,6 +104,16 @@ func newUpstream(name, kind, rawURL, apiKey, apiVersion string, deployments map[
 	return up, nil
 }
 
+// defaultAnthropicVersion is the anthropic-version header sent to an
+// Anthropic upstream when neither the caller nor its api_version names one.
+const defaultAnthropicVersion = "2023-06-01"
+
+// serves reports whether up speaks ep's dialect: Anthropic upstreams the
+// Messages API, the others OpenAI's.
+func (up *upstream) serves(ep openai.Endpoint) bool {
+	return (ep == openai.Messages) == up.anthropic
+}
+
 // maxUpstreamBody caps a buffered (non-streaming) upstream response.
 const maxUpstreamBody = 64 << 20
 
@@ -105,6 +124,17 @@ func (up *upstream) target(req *fasthttp.Request, ep openai.Endpoint, model stri
 	uri.SetScheme(up.scheme)
 	uri.SetHost(up.host)
 	req.Header.SetHost(up.host)
+	if up.anthropic {
+		uri.SetPath(up.paths[openai.Messages])
+		uri.SetQueryString("")
+		if up.apiKey != "" {
+			req.Header.Set("X-Api-Key", up.apiKey)
+		}
+		if len(req.Header.Peek("Anthropic-Version")) == 0 {
+			req.Header.Set("Anthropic-Version", up.apiVersion)
+		}
+		return
+	}
 	if !up.azure {
 		uri.SetPath(up.paths[ep])
 		uri.SetQueryString("")

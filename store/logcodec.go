@@ -24,7 +24,7 @@ import (
 //	         Latency (ns), CreatedAt (Unix ns; 0 for the zero time)
 //	string×6 RequestID, Endpoint, Model, UsageSource, Prompt, Response,
 //	         each a uvarint length and the bytes
-//	varint   Attempts (version 3 only)
+//	varint   Attempts, CacheCreationTokens, CacheReadTokens (version 3 only)
 //	string   Upstream (version 3 only)
 //
 // A newer binary must keep decoding every version an older one may have
@@ -62,6 +62,8 @@ func AppendLogRecord(dst []byte, r *LogRecord) []byte {
 		dst = append(dst, s...)
 	}
 	dst = binary.AppendVarint(dst, int64(r.Attempts))
+	dst = binary.AppendVarint(dst, int64(r.CacheCreationTokens))
+	dst = binary.AppendVarint(dst, int64(r.CacheReadTokens))
 	dst = binary.AppendUvarint(dst, uint64(len(r.Upstream)))
 	return append(dst, r.Upstream...)
 }
@@ -114,11 +116,13 @@ func DecodeLogRecord(b []byte) (LogRecord, error) {
 		*dst, b = string(b[n:n+int(l)]), b[n+int(l):]
 	}
 	if version >= logRecordV3 {
-		v, n := binary.Varint(b)
-		if n <= 0 {
-			return LogRecord{}, fmt.Errorf("%w: bad integer", ErrBadRecord)
+		for _, dst := range [...]*int{&r.Attempts, &r.CacheCreationTokens, &r.CacheReadTokens} {
+			v, n := binary.Varint(b)
+			if n <= 0 {
+				return LogRecord{}, fmt.Errorf("%w: bad integer", ErrBadRecord)
+			}
+			*dst, b = int(v), b[n:]
 		}
-		r.Attempts, b = int(v), b[n:]
 		l, n := binary.Uvarint(b)
 		if n <= 0 || l > uint64(len(b)-n) {
 			return LogRecord{}, fmt.Errorf("%w: bad string", ErrBadRecord)

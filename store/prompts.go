@@ -30,6 +30,10 @@ type Prompt struct {
 	CreatedAt        time.Time  `json:"created_at"`
 	Upstream         *string    `json:"upstream"` // the configured upstream that answered (else the last tried); null: none was
 	Attempts         int        `json:"attempts"` // upstream attempts, fallbacks and retries included
+	// Anthropic's prompt tokens written to and read from its prompt cache,
+	// counted in prompt_tokens too; 0 for OpenAI's APIs.
+	CacheCreationTokens int `json:"cache_creation_tokens"`
+	CacheReadTokens     int `json:"cache_read_tokens"`
 	// Error: the row's text is sealed and could not be decrypted (its
 	// prompt and response are then null); nil otherwise.
 	Error *RowError `json:"error,omitempty"`
@@ -39,13 +43,13 @@ type Prompt struct {
 
 const promptColumns = `id, request_id, api_key_id, endpoint, model, prompt_text, response, prompt_tokens,
 	completion_tokens, usage_tokens, usage_source, status, latency_ms, stream, created_at, upstream, attempts,
-	prompt_sealed, response_sealed`
+	cache_creation_tokens, cache_read_tokens, prompt_sealed, response_sealed`
 
 func scanPrompt(row pgx.Row) (Prompt, error) {
 	var p Prompt
 	err := row.Scan(&p.ID, &p.RequestID, &p.APIKeyID, &p.Endpoint, &p.Model, &p.Prompt, &p.Response, &p.PromptTokens,
 		&p.CompletionTokens, &p.TotalTokens, &p.UsageSource, &p.Status, &p.LatencyMS, &p.Stream, &p.CreatedAt,
-		&p.Upstream, &p.Attempts, &p.promptSealed, &p.responseSealed)
+		&p.Upstream, &p.Attempts, &p.CacheCreationTokens, &p.CacheReadTokens, &p.promptSealed, &p.responseSealed)
 	return p, err
 }
 

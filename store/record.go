@@ -34,6 +34,9 @@ type LogRecord struct {
 	CreatedAt        time.Time
 	Upstream         string // the configured upstream that answered, else the last one tried; "" if none was
 	Attempts         int    // upstream attempts made (fallbacks and retries included); 0 if none was
+	// CacheCreationTokens and CacheReadTokens: Anthropic's prompt tokens
+	// written to and read from its prompt cache, inside PromptTokens.
+	CacheCreationTokens, CacheReadTokens int
 
 	jseq uint64 // the journal segment holding the record (0: none); see journal
 }

@@ -370,12 +370,13 @@ type scratch struct {
 // runs on either schema (gateways are upgraded before the migration).
 const insertSQL = `INSERT INTO prompts (organization_id, id, request_id, api_key_id, endpoint, model,
 	prompt_text, response, prompt_tokens, completion_tokens, usage_tokens, usage_source,
-	status, latency_ms, stream, created_at, upstream, attempts, prompt_sealed, response_sealed)
+	status, latency_ms, stream, created_at, upstream, attempts, cache_creation_tokens, cache_read_tokens,
+	prompt_sealed, response_sealed)
 SELECT $1::uuid, r.id, r.request_id, r.api_key_id, r.endpoint, r.model,
 	CASE WHEN m.full_text AND NOT m.sealed THEN r.prompt_text END,
 	CASE WHEN m.full_text AND NOT m.sealed THEN r.response END,
 	r.prompt_tokens, r.completion_tokens, r.usage_tokens, r.usage_source,
-	r.status, r.latency_ms, r.stream, r.created_at, r.upstream, r.attempts,
+	r.status, r.latency_ms, r.stream, r.created_at, r.upstream, r.attempts, r.cache_creation_tokens, r.cache_read_tokens,
 	CASE WHEN m.full_text THEN r.prompt_sealed END,
 	CASE WHEN m.full_text THEN r.response_sealed END
 FROM (SELECT unnest($2::text[]) AS request_id, unnest($3::uuid[]) AS api_key_id, unnest($4::text[]) AS endpoint,
@@ -384,7 +385,8 @@ FROM (SELECT unnest($2::text[]) AS request_id, unnest($3::uuid[]) AS api_key_id,
 	unnest($11::text[]) AS usage_source, unnest($12::int[]) AS status, unnest($13::int[]) AS latency_ms,
 	unnest($14::bool[]) AS stream, unnest($15::timestamptz[]) AS created_at, unnest($16::uuid[]) AS id,
 	unnest($17::text[]) AS upstream, unnest($18::int[]) AS attempts,
-	unnest($19::bytea[]) AS prompt_sealed, unnest($20::bytea[]) AS response_sealed) r,
+	unnest($19::int[]) AS cache_creation_tokens, unnest($20::int[]) AS cache_read_tokens,
+	unnest($21::bytea[]) AS prompt_sealed, unnest($22::bytea[]) AS response_sealed) r,
 	(SELECT coalesce(bool_or(o.capture_mode = 'full'), false) AS full_text, coalesce(bool_or(o.sealed), false) AS sealed
 		FROM organizations o WHERE o.id = $1::uuid) m`
 
@@ -422,7 +424,7 @@ type columns struct {
 	params [len(columnOIDs) + 1][]byte
 }
 
-// The arrays, in the order of insertSQL's $2..$20.
+// The arrays, in the order of insertSQL's $2..$22.
 const (
 	colRequestID = iota
 	colKeyID
@@ -441,12 +443,14 @@ const (
 	colID
 	colUpstream
 	colAttempts
+	colCacheCreation
+	colCacheRead
 	colPromptSealed   // sealing.go
 	colResponseSealed // sealing.go
 )
 
 var columnOIDs = [...]uint32{oidText, oidUUID, oidText, oidText, oidText, oidText,
-	oidInt4, oidInt4, oidInt4, oidText, oidInt4, oidInt4, oidBool, oidTimestamptz, oidUUID, oidText, oidInt4, oidBytea, oidBytea}
+	oidInt4, oidInt4, oidInt4, oidText, oidInt4, oidInt4, oidBool, oidTimestamptz, oidUUID, oidText, oidInt4, oidInt4, oidInt4, oidBytea, oidBytea}
 
 // binaryFormats: every parameter of insertSQL is sent in binary.
 var binaryFormats = func() []int16 {
@@ -496,6 +500,8 @@ func (c *columns) fill(recs []LogRecord, idx []int, sl *rowSealer) error {
 			a[colUpstream].text(r.Upstream)
 		}
 		a[colAttempts].int4(int32(min(max(r.Attempts, 0), 1<<15-1))) // a smallint column
+		a[colCacheCreation].int4(clamp32(int64(r.CacheCreationTokens)))
+		a[colCacheRead].int4(clamp32(int64(r.CacheReadTokens)))
 	}
 	return nil
 }
@@ -557,7 +563,7 @@ const maxRecordBytes = spool.MaxPayload - 4096
 
 // recordBytes approximates the size of a record's row.
 func recordBytes(r *LogRecord) int {
-	return 100 + len(r.Upstream) + len(r.RequestID) + len(r.Endpoint) + len(r.Model) + len(r.Prompt) + len(r.Response) + len(r.UsageSource)
+	return 108 + len(r.Upstream) + len(r.RequestID) + len(r.Endpoint) + len(r.Model) + len(r.Prompt) + len(r.Response) + len(r.UsageSource)
 }
 
 // statementEnd returns where the statement that starts at idx[start]

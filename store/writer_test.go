@@ -1154,9 +1154,9 @@ func TestWriterKeepsRepeatedRequestIDs(t *testing.T) {
 // version-2 one (no upstream, no attempts) still decode.
 func TestLogRecordCodecReadsVersion1(t *testing.T) {
 	r := rec(uuid.New(), "v1", 7)
-	v3 := store.AppendLogRecord(nil, &r) // zero attempts and no upstream: a 2-byte tail
-	v2 := append([]byte{2}, v3[1:len(v3)-2]...)
-	v1 := append([]byte{1}, v2[17:]...) // version 1: no id after the version byte
+	v3 := store.AppendLogRecord(nil, &r)
+	v2 := append([]byte{2}, v3[1:len(v3)-4]...) // zero attempts and cache counts, no upstream: a 4-byte tail
+	v1 := append([]byte{1}, v2[17:]...)         // version 1: no id after the version byte
 	got, err := store.DecodeLogRecord(v1)
 	if err != nil {
 		t.Fatal(err)
@@ -1167,8 +1167,9 @@ func TestLogRecordCodecReadsVersion1(t *testing.T) {
 	if back, err := store.DecodeLogRecord(v2); err != nil || back.ID != r.ID {
 		t.Errorf("version 2: %v, id %s want %s", err, back.ID, r.ID)
 	}
-	r.Upstream, r.Attempts = "azure-east", 3
-	if back, err := store.DecodeLogRecord(store.AppendLogRecord(nil, &r)); err != nil || back.Upstream != "azure-east" || back.Attempts != 3 {
+	r.Upstream, r.Attempts, r.CacheCreationTokens, r.CacheReadTokens = "azure-east", 3, 4, 5
+	if back, err := store.DecodeLogRecord(store.AppendLogRecord(nil, &r)); err != nil || back.Upstream != "azure-east" || back.Attempts != 3 ||
+		back.CacheCreationTokens != 4 || back.CacheReadTokens != 5 {
 		t.Errorf("version 3: %v, upstream %q, attempts %d", err, back.Upstream, back.Attempts)
 	}
 }
@@ -1181,7 +1182,7 @@ func TestWriterRecordsUpstreamAndAttempts(t *testing.T) {
 	orgs := newOrgs(t, owner, 2)
 	w := startWriter(t, st, store.WriterOptions{})
 	r := rec(orgs[0], "up"+uuid.NewString()[:8], 1)
-	r.Upstream, r.Attempts = "fallback-b", 2
+	r.Upstream, r.Attempts, r.CacheCreationTokens, r.CacheReadTokens = "fallback-b", 2, 3, 4
 	plain := rec(orgs[0], "up"+uuid.NewString()[:8], 2) // a refused request: no attempt
 	w.Record(r)
 	w.Record(plain)
@@ -1190,7 +1191,7 @@ func TestWriterRecordsUpstreamAndAttempts(t *testing.T) {
 	}
 	ctx := context.Background()
 	got, err := st.GetPrompt(ctx, orgs[0], r.ID)
-	if err != nil || got.Upstream == nil || *got.Upstream != "fallback-b" || got.Attempts != 2 {
+	if err != nil || got.Upstream == nil || *got.Upstream != "fallback-b" || got.Attempts != 2 || got.CacheCreationTokens != 3 || got.CacheReadTokens != 4 {
 		t.Fatalf("read back %+v, %v", got, err)
 	}
 	if got, err := st.GetPrompt(ctx, orgs[0], plain.ID); err != nil || got.Upstream != nil || got.Attempts != 0 {

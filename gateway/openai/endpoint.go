@@ -10,6 +10,9 @@ const (
 	Completions                         // POST /v1/completions (legacy)
 	Embeddings                          // POST /v1/embeddings
 	Responses                           // POST /v1/responses
+	// Messages is Anthropic's Messages API, which the gateway serves for
+	// models routed to Anthropic upstreams (messages.go).
+	Messages // POST /v1/messages
 )
 
 var endpointPaths = [...]string{
@@ -17,13 +20,14 @@ var endpointPaths = [...]string{
 	Completions:     "/v1/completions",
 	Embeddings:      "/v1/embeddings",
 	Responses:       "/v1/responses",
+	Messages:        "/v1/messages",
 }
 
 // EndpointForPath returns the Endpoint served at path, which must match
 // exactly (no query string, no trailing slash), and false for any other
 // path. It does not allocate.
 func EndpointForPath(path []byte) (Endpoint, bool) {
-	for ep := ChatCompletions; ep <= Responses; ep++ {
+	for ep := ChatCompletions; ep <= Messages; ep++ {
 		if string(path) == endpointPaths[ep] {
 			return ep, true
 		}
@@ -57,4 +61,4 @@ func (e Endpoint) StreamUsageOptIn() bool {
 	return e == ChatCompletions || e == Completions
 }
 
-func (e Endpoint) valid() bool { return e >= ChatCompletions && e <= Responses }
+func (e Endpoint) valid() bool { return e >= ChatCompletions && e <= Messages }

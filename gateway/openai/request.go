@@ -107,12 +107,16 @@ func (f *requestFields) slot(ep Endpoint, name []byte) *field {
 			return &f.stream
 		}
 	case "stream_options":
-		if ep != Embeddings {
+		if ep != Embeddings && ep != Messages {
 			return &f.streamOptions
 		}
 	case "messages":
-		if ep == ChatCompletions {
+		if ep == ChatCompletions || ep == Messages {
 			return &f.prompt
+		}
+	case "system":
+		if ep == Messages {
+			return &f.instructions
 		}
 	case "prompt":
 		if ep == Completions {
@@ -127,7 +131,7 @@ func (f *requestFields) slot(ep Endpoint, name []byte) *field {
 			return &f.instructions
 		}
 	case "max_tokens":
-		if ep == ChatCompletions || ep == Completions {
+		if ep == ChatCompletions || ep == Completions || ep == Messages {
 			return &f.maxTokens
 		}
 	case "max_completion_tokens":
@@ -183,6 +187,11 @@ func ParseRequest(ep Endpoint, body []byte) (Request, error) {
 			break
 		}
 		name := keyName(k)
+		if ep == Messages {
+			if err := anthropicOnly(name); err != nil {
+				return Request{}, err
+			}
+		}
 		slot := f.slot(ep, name)
 		if slot == nil {
 			if canon := misspelled(name); canon != "" {
@@ -356,12 +365,15 @@ func parseStreamOptions(v []byte) (includeUsage bool, err error) {
 // checkPrompt validates the type of the member that becomes Prompt.
 func checkPrompt(ep Endpoint, f *requestFields) error {
 	p := f.prompt
-	if ep == ChatCompletions {
+	if ep == ChatCompletions || ep == Messages {
 		if !p.seen || string(p.val) == "null" {
 			return &RequestError{Param: "messages", Msg: "'messages' is required"}
 		}
 		if p.val[0] != '[' {
 			return &RequestError{Param: "messages", Msg: "'messages' must be an array"}
+		}
+		if in := f.instructions; ep == Messages && in.seen && in.val[0] != '"' && in.val[0] != '[' && string(in.val) != "null" {
+			return &RequestError{Param: "system", Msg: "'system' must be a string or an array of content blocks"}
 		}
 		return nil
 	}
@@ -384,13 +396,13 @@ func promptText(ep Endpoint, f *requestFields) string {
 	if string(input) == "null" {
 		input = nil
 	}
-	if ep != Responses || !f.instructions.seen || f.instructions.val[0] != '"' {
+	pre, mid := `{"instructions":`, `,"input":`
+	switch {
+	case ep == Messages && f.instructions.seen && string(f.instructions.val) != "null":
+		pre, mid = `{"system":`, `,"messages":`
+	case ep != Responses || !f.instructions.seen || f.instructions.val[0] != '"':
 		return string(input)
 	}
-	const (
-		pre = `{"instructions":`
-		mid = `,"input":`
-	)
 	var b strings.Builder
 	b.Grow(len(pre) + len(f.instructions.val) + len(mid) + len(input) + 1)
 	b.WriteString(pre)

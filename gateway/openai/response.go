@@ -32,7 +32,11 @@ type Usage struct {
 	// ReportedTotal is that claim, kept only to flag it.
 	Discrepant    bool
 	ReportedTotal int
-	Source        UsageSource
+	// CacheCreationTokens and CacheReadTokens are Anthropic's prompt
+	// tokens written to and read from its prompt cache, counted inside
+	// PromptTokens too; 0 for OpenAI's APIs.
+	CacheCreationTokens, CacheReadTokens int
+	Source                               UsageSource
 }
 
 // Result is what the gateway records about an answer.
@@ -651,6 +655,14 @@ func ParseResponse(ep Endpoint, body []byte, maxText int) Result {
 		if it.err != nil || skipWS(body, it.i) != len(body) {
 			return none
 		}
+	case Messages:
+		it := newObjIter(body, open, 1)
+		var u anthropicUsage
+		scanMessage(&it, &res, &text, &u)
+		if it.err != nil || skipWS(body, it.i) != len(body) {
+			return none
+		}
+		res.Usage = u.usage()
 	}
 	res.Text, res.Truncated, res.TextBytes = text.String(), text.truncated, text.total
 	return res

@@ -57,7 +57,8 @@ type StreamTee struct {
 	usage Usage
 	fin   string
 	stats StreamStats
-	ended bool // the stream's terminal event has been seen (see Ended)
+	ended bool           // the stream's terminal event has been seen (see Ended)
+	anth  anthropicUsage // Messages: the usage seen so far
 
 	pending  []byte // the start of an event not yet complete, at most MaxEventBytes
 	skipping bool   // the current event outgrew MaxEventBytes; forward it as it comes
@@ -98,7 +99,7 @@ func NewStreamTee(ep Endpoint, dropUsageChunk bool, maxText int) *StreamTee {
 func (t *StreamTee) Reset(ep Endpoint, dropUsageChunk bool, maxText int) {
 	t.ep, t.drop = ep, dropUsageChunk
 	t.text.reset(maxText)
-	t.usage, t.fin, t.stats, t.ended = Usage{Source: UsageNone}, "", StreamStats{}, false
+	t.usage, t.fin, t.stats, t.ended, t.anth = Usage{Source: UsageNone}, "", StreamStats{}, false, anthropicUsage{}
 	t.pending, t.skipping = t.pending[:0], false
 	t.atLineStart, t.cr, t.lastCRLF, t.held = true, false, false, false
 	t.scratch = t.scratch[:0]
@@ -411,7 +412,7 @@ func (t *StreamTee) learn(ev []byte, mayDrop bool) verdict {
 		return pass
 	}
 	if string(data) == "[DONE]" {
-		t.ended = t.ended || t.ep != Responses
+		t.ended = t.ended || t.ep != Responses && t.ep != Messages
 		return pass
 	}
 	switch t.ep {
@@ -422,6 +423,8 @@ func (t *StreamTee) learn(ev []byte, mayDrop bool) verdict {
 		}
 	case Responses:
 		t.learnResponses(event, data)
+	case Messages:
+		t.learnMessages(event, data)
 	}
 	return pass
 }

@@ -94,6 +94,14 @@ func writeError(rc *fasthttp.RequestCtx, err error) {
 	if ae.Status == fasthttp.StatusTooManyRequests {
 		rc.Response.Header.Set("Retry-After", "1")
 	}
+	if string(rc.Path()) == "/v1/messages" { // Anthropic's shape
+		b := append([]byte(nil), `{"type":"error","error":{"type":`...)
+		b = appendJSONString(b, anthropicType(ae.Status))
+		b = append(b, `,"message":`...)
+		b = appendJSONString(b, ae.Msg)
+		rc.SetBody(append(b, "}}"...))
+		return
+	}
 	b := append([]byte(nil), `{"error":{"message":`...)
 	b = appendJSONString(b, ae.Msg)
 	b = append(b, `,"type":`...)
@@ -102,4 +110,23 @@ func writeError(rc *fasthttp.RequestCtx, err error) {
 	b = appendJSONString(b, ae.Code)
 	b = append(b, "}}"...)
 	rc.SetBody(b)
+}
+
+// anthropicType is the Anthropic error type of status.
+func anthropicType(status int) string {
+	switch status {
+	case 400:
+		return "invalid_request_error"
+	case 401:
+		return "authentication_error"
+	case 403:
+		return "permission_error"
+	case 404:
+		return "not_found_error"
+	case 429:
+		return "rate_limit_error"
+	case 529, 503:
+		return "overloaded_error"
+	}
+	return "api_error"
 }

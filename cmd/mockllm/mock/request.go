@@ -32,6 +32,11 @@ type request struct {
 	// Instructions is the Responses API system prompt.
 	Instructions textSum `json:"instructions"`
 
+	// System and MaxTokens are the Messages API's system prompt (a string
+	// or text blocks) and its required output bound.
+	System    textSum `json:"system"`
+	MaxTokens *int    `json:"max_tokens"`
+
 	Stream        bool `json:"stream"`
 	StreamOptions struct {
 		IncludeUsage bool `json:"include_usage"`

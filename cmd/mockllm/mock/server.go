@@ -97,6 +97,8 @@ func (s *Server) route(rc *fasthttp.RequestCtx) error {
 		return s.serve(rc, "POST", true, (*Server).embeddings)
 	case "/v1/responses":
 		return s.serve(rc, "POST", true, (*Server).responses)
+	case "/v1/messages":
+		return s.serve(rc, "POST", true, (*Server).messages)
 	case "/v1/models":
 		return s.serve(rc, "GET", false, (*Server).listModels)
 	case "/v1/_echo/headers":

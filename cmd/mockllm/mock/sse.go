@@ -21,6 +21,7 @@ type reply struct {
 	text         completionText
 	chunks       int // content chunks in a stream; 1 <= chunks <= text.words()
 	prompt       int // prompt (input) tokens
+	cached       int // Messages: prompt tokens read from the cache, beyond prompt
 	includeUsage bool
 }
 
