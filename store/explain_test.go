@@ -3,7 +3,6 @@ package store_test
 import (
 	"context"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -200,9 +199,7 @@ func BenchmarkUsageFiveMillionRows(b *testing.B) {
 				}
 				took = append(took, time.Since(t0))
 			}
-			slices.Sort(took)
-			b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
-			b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-ms")
+			reportPercentiles(b, took)
 		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -627,20 +628,28 @@ func BenchmarkSealedRead(b *testing.B) {
 		for k, name := range []string{"sealed", "clear"} {
 			org := orgs[k]
 			b.Run(name+"/list20/"+string(rune('a'+round)), func(b *testing.B) {
+				var took []time.Duration
 				for range b.N {
+					t0 := time.Now()
 					ps, err := st.ListPrompts(ctx, org, store.PromptFilter{Limit: 20})
 					if err != nil || len(ps) != 20 || ps[0].Prompt == nil {
 						b.Fatal(len(ps), err)
 					}
+					took = append(took, time.Since(t0))
 				}
+				reportPercentiles(b, took)
 			})
 			b.Run(name+"/get/"+string(rune('a'+round)), func(b *testing.B) {
+				var took []time.Duration
 				for i := range b.N {
+					t0 := time.Now()
 					p, err := st.GetPrompt(ctx, org, ids[k][i%len(ids[k])])
 					if err != nil || p.Prompt == nil {
 						b.Fatal(err)
 					}
+					took = append(took, time.Since(t0))
 				}
+				reportPercentiles(b, took)
 			})
 		}
 	}
@@ -671,4 +680,12 @@ func BenchmarkWriterSealed(b *testing.B) {
 			b.Run(c.name+"/tenants=100/"+string(rune('a'+round)), func(b *testing.B) { benchWriterOrgs(b, st, store.WriterOptions{}, c.orgs) })
 		}
 	}
+}
+
+// reportPercentiles reports the median and the 99th percentile of took,
+// in milliseconds.
+func reportPercentiles(b *testing.B, took []time.Duration) {
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-ms")
 }
