@@ -219,11 +219,13 @@ type UsageRow struct {
 // usageGroups maps group_by values to SQL: the expression rows are grouped
 // by, over a column t (the row's time: created_at, or a rollup's hour) and
 // the columns model and api_key_id, and the group's label, over the
-// grouped value g. Grouping by the plain value and formatting only the
-// groups costs a 30-day report by day a third less. A fixed allowlist,
+// grouped value g. Grouping by a plain value and formatting only the
+// groups costs a 30-day report by day a third less; the UTC day as a
+// number of days since 1970 (float arithmetic) half as much again as
+// date_trunc in a time zone (BenchmarkUsageFiveMillionRows). A fixed allowlist,
 // never text from the request.
 var usageGroups = map[string]struct{ by, label string }{
-	"day":   {"date_trunc('day', t, 'UTC')", "to_char(g AT TIME ZONE 'UTC', 'YYYY-MM-DD')"},
+	"day":   {"floor(date_part('epoch', t) / 86400)::int", "to_char(to_timestamp(g * 86400) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"},
 	"model": {"model", "g"},
 	"key":   {"api_key_id", "coalesce(g::text, 'jwt')"},
 }
