@@ -10,6 +10,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/bulkheadhq/bulkhead/gateway/internal/follow"
 )
 
 // InvalidationChannel is the Redis pub/sub channel on which instances learn
@@ -68,31 +70,7 @@ func publish(ctx context.Context, rdb redis.UniversalClient, hashes [][32]byte, 
 // L1, since events may have been missed while it was down. Without Redis
 // it just waits for ctx. It returns nil when ctx ends.
 func (a *Authenticator) Run(ctx context.Context) error {
-	if a.opts.Redis == nil {
-		<-ctx.Done()
-		return nil
-	}
-	ps := a.opts.Redis.Subscribe(ctx, InvalidationChannel)
-	defer ps.Close()
-	ch := ps.ChannelWithSubscriptions()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case msg, ok := <-ch:
-			if !ok {
-				return nil
-			}
-			switch m := msg.(type) {
-			case *redis.Subscription:
-				if m.Kind == "subscribe" {
-					a.purge()
-				}
-			case *redis.Message:
-				a.apply(m.Payload)
-			}
-		}
-	}
+	return follow.Channel(ctx, a.opts.Redis, InvalidationChannel, a.purge, a.apply)
 }
 
 // purge empties every L1 cache.

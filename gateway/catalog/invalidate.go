@@ -6,6 +6,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/bulkheadhq/bulkhead/gateway/internal/follow"
 )
 
 // InvalidationChannel is the Redis pub/sub channel on which instances
@@ -37,31 +39,7 @@ func publish(ctx context.Context, rdb redis.UniversalClient, msg string) error {
 // have been missed while it was down. Without Redis it waits for ctx. It
 // returns nil when ctx ends.
 func (c *Catalog) Run(ctx context.Context) error {
-	if c.opts.Redis == nil {
-		<-ctx.Done()
-		return nil
-	}
-	ps := c.opts.Redis.Subscribe(ctx, InvalidationChannel)
-	defer ps.Close()
-	ch := ps.ChannelWithSubscriptions()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case msg, ok := <-ch:
-			if !ok {
-				return nil
-			}
-			switch m := msg.(type) {
-			case *redis.Subscription:
-				if m.Kind == "subscribe" {
-					c.InvalidateAll()
-				}
-			case *redis.Message:
-				c.apply(m.Payload)
-			}
-		}
-	}
+	return follow.Channel(ctx, c.opts.Redis, InvalidationChannel, c.InvalidateAll, c.apply)
 }
 
 func (c *Catalog) apply(payload string) {
