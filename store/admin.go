@@ -80,17 +80,10 @@ const (
 // ValidCaptureMode reports whether m is a capture mode.
 func ValidCaptureMode(m string) bool { return m == CaptureFull || m == CaptureMetadata }
 
-// CreateOrg creates an organization with a fresh id and the default
-// capture mode (full).
+// CreateOrg creates an organization with a fresh id, the default capture
+// mode (full), not sealed.
 func (a *Admin) CreateOrg(ctx context.Context, name string) (Organization, error) {
-	return a.CreateOrgWith(ctx, name, CaptureFull)
-}
-
-// CreateOrgWith creates an organization with a fresh id and capture
-// mode, not sealed.
-func (a *Admin) CreateOrgWith(ctx context.Context, name, capture string) (Organization, error) {
-	org, _, err := a.CreateOrgOnce(ctx, name, capture, false, Idempotency{})
-	return org, err
+	return a.CreateOrgSealed(ctx, name, CaptureFull, false)
 }
 
 // CreateOrgSealed creates an organization with a fresh id, capture mode,
