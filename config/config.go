@@ -102,6 +102,10 @@ type Config struct {
 	// gateway routes; a deployment not named here is taken as a model of
 	// the same name. YAML only.
 	AzureDeployments map[string]string `yaml:"azure_deployments"`
+	// DatabaseTargets names the databases organizations may be placed on
+	// (placement database:NAME), each with the variables holding its
+	// DSNs. YAML only (targets.go).
+	DatabaseTargets map[string]DatabaseTarget `yaml:"database_targets"`
 
 	ModelAccessDefault string        `yaml:"model_access_default" env:"BULKHEAD_MODEL_ACCESS_DEFAULT" help:"which shared models of the catalog (bulkhead model add) an organization may use without a grant or revocation of its own (bulkhead model grant, model revoke): all, or none (then only granted shared models and its own are served, and models outside the catalog are not)"`
 	ModelCacheTTL      time.Duration `yaml:"model_cache_ttl" env:"BULKHEAD_MODEL_CACHE_TTL" help:"how long a gateway reuses what it read of an organization's models and access before reading them again: the bound on staleness when a catalog change's Redis event is missed (changes are otherwise applied at once)"`
@@ -376,6 +380,7 @@ func Load(path string, lookupEnv func(string) (string, bool)) (Config, error) {
 			u.APIKey = Secret(key)
 		}
 	}
+	errs = append(errs, c.resolveTargets(lookupEnv)...)
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, err
 	}

@@ -150,6 +150,7 @@ func (c Config) Validate() error {
 		bad("BULKHEAD_MODEL_ACCESS_DEFAULT", "want all or none, got %q", c.ModelAccessDefault)
 	}
 	positive("BULKHEAD_MODEL_CACHE_TTL", c.ModelCacheTTL)
+	c.validateTargets(bad)
 	names, models := map[string]bool{}, map[string]string{}
 	for i, u := range c.Upstreams {
 		at := func(field string) string { return fmt.Sprintf("upstreams[%d].%s", i, field) }

@@ -25,9 +25,10 @@ import (
 // same policies as the gateway's statements; only listings across
 // organizations rely on the owner's BYPASSRLS.
 type Admin struct {
-	pool  *pgxpool.Pool
-	actor string
-	kek   seal.KEK // UseKEK; nil: sealing cannot be turned on
+	pool    *pgxpool.Pool
+	actor   string
+	kek     seal.KEK  // UseKEK; nil: sealing cannot be turned on
+	targets targetSet // UseTargets; the database targets organizations may be placed on
 }
 
 // OpenAdmin connects as the owner role. actor names who acts in the audit
@@ -66,10 +67,13 @@ type Organization struct {
 	// Sealed: its prompt and response text is stored encrypted under its
 	// own data keys (admin_seal.go).
 	Sealed bool `json:"sealed"`
+	// Placement is where its data plane lives: shared, schema or
+	// database:NAME (placement.go).
+	Placement string `json:"placement"`
 }
 
 // orgColumns are Organization's columns, in its order.
-const orgColumns = `id, name, capture_mode, retention_days, created_at, sealed`
+const orgColumns = `id, name, capture_mode, retention_days, created_at, sealed, placement`
 
 // Capture modes of an organization's request log.
 const (
@@ -99,15 +103,44 @@ func (a *Admin) CreateOrgSealed(ctx context.Context, name, capture string, seale
 // organization created then, and replayed true (ErrIdempotencyMismatch if
 // that was another request). A zero idem creates one every time.
 func (a *Admin) CreateOrgOnce(ctx context.Context, name, capture string, sealed bool, idem Idempotency) (org Organization, replayed bool, err error) {
-	org = Organization{ID: uuid.New(), Name: name}
+	return a.CreateOrgPlaced(ctx, NewOrg{Name: name, Capture: capture, Sealed: sealed}, idem)
+}
+
+// NewOrg is what CreateOrgPlaced makes.
+type NewOrg struct {
+	Name    string
+	Capture string // CaptureFull or CaptureMetadata
+	Sealed  bool
+	// Placement of its data plane; the zero value is shared.
+	Placement Placement
+}
+
+// CreateOrgPlaced is CreateOrgOnce with a placement. The organization's
+// place is made ready first (its schema created and migrated, or its
+// database target checked and migrated); if that or the organization's
+// row fails, nothing is left: a schema made for it is dropped.
+func (a *Admin) CreateOrgPlaced(ctx context.Context, spec NewOrg, idem Idempotency) (org Organization, replayed bool, err error) {
+	id := uuid.New()
+	org = Organization{ID: id, Name: spec.Name}
+	placement := spec.Placement.String()
+	if err := a.preparePlace(ctx, id, spec.Placement); err != nil {
+		return Organization{}, false, fmt.Errorf("creating organization: %w", err)
+	}
+	used := false
+	defer func() {
+		if !used {
+			a.discardPlace(context.WithoutCancel(ctx), id, spec.Placement)
+		}
+	}()
 	err = a.inTenant(ctx, org.ID, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx,
-			`INSERT INTO organizations (id, name, capture_mode) VALUES ($1, $2, $3) RETURNING capture_mode, retention_days, created_at`,
-			org.ID, name, capture).Scan(&org.CaptureMode, &org.RetentionDays, &org.CreatedAt)
+			`INSERT INTO organizations (id, name, capture_mode, placement) VALUES ($1, $2, $3, $4)
+			RETURNING capture_mode, retention_days, created_at, placement`,
+			org.ID, spec.Name, spec.Capture, placement).Scan(&org.CaptureMode, &org.RetentionDays, &org.CreatedAt, &org.Placement)
 		if err != nil {
 			return err
 		}
-		if sealed {
+		if spec.Sealed {
 			if err := a.setSealed(ctx, tx, org.ID, true); err != nil {
 				return err
 			}
@@ -116,7 +149,8 @@ func (a *Admin) CreateOrgOnce(ctx context.Context, name, capture string, sealed 
 		if err := remember(ctx, tx, org.ID, a.actor, idem, org); err != nil {
 			return err
 		}
-		return audit(ctx, tx, org.ID, a.actor, "org.create", org.ID.String(), map[string]any{"name": name, "capture": capture, "sealed": sealed})
+		return audit(ctx, tx, org.ID, a.actor, "org.create", org.ID.String(), map[string]any{
+			"name": spec.Name, "capture": spec.Capture, "sealed": spec.Sealed, "placement": placement})
 	})
 	if errors.Is(err, errReplay) {
 		org = Organization{}
@@ -126,6 +160,7 @@ func (a *Admin) CreateOrgOnce(ctx context.Context, name, capture string, sealed 
 	if err != nil {
 		return Organization{}, false, fmt.Errorf("creating organization: %w", classify(err))
 	}
+	used = true
 	return org, false, nil
 }
 
@@ -194,7 +229,7 @@ func (a *Admin) Org(ctx context.Context, id uuid.UUID) (Organization, error) {
 func orgByID(ctx context.Context, q querier, id uuid.UUID) (Organization, error) {
 	var o Organization
 	err := q.QueryRow(ctx, `SELECT `+orgColumns+` FROM organizations WHERE id = $1`, id).
-		Scan(&o.ID, &o.Name, &o.CaptureMode, &o.RetentionDays, &o.CreatedAt, &o.Sealed)
+		Scan(&o.ID, &o.Name, &o.CaptureMode, &o.RetentionDays, &o.CreatedAt, &o.Sealed, &o.Placement)
 	if err != nil {
 		return Organization{}, fmt.Errorf("reading organization %s: %w", id, classify(err))
 	}
@@ -203,7 +238,9 @@ func orgByID(ctx context.Context, q querier, id uuid.UUID) (Organization, error)
 
 // As returns an Admin that shares a's connections and names actor in the
 // audit log: the control plane acts for many callers through one pool.
-func (a *Admin) As(actor string) *Admin { return &Admin{pool: a.pool, actor: actor, kek: a.kek} }
+func (a *Admin) As(actor string) *Admin {
+	return &Admin{pool: a.pool, actor: actor, kek: a.kek, targets: a.targets}
+}
 
 // OrgChanges are the changes UpdateOrg makes; zero fields keep what is.
 type OrgChanges struct {
@@ -248,7 +285,7 @@ func (a *Admin) UpdateOrg(ctx context.Context, id uuid.UUID, c OrgChanges) (Orga
 			retention_swept_until = CASE WHEN $4 THEN NULL ELSE retention_swept_until END
 			WHERE id = $1
 			RETURNING `+orgColumns, id, c.Name, c.Capture, setRetention, retention).
-			Scan(&o.ID, &o.Name, &o.CaptureMode, &o.RetentionDays, &o.CreatedAt, &o.Sealed)
+			Scan(&o.ID, &o.Name, &o.CaptureMode, &o.RetentionDays, &o.CreatedAt, &o.Sealed, &o.Placement)
 		if err != nil {
 			return err
 		}
@@ -265,7 +302,7 @@ func (a *Admin) OrgByName(ctx context.Context, name string) (Organization, error
 	var o Organization
 	err := a.pool.QueryRow(ctx,
 		`SELECT `+orgColumns+` FROM organizations WHERE name = $1 ORDER BY created_at, id LIMIT 1`,
-		name).Scan(&o.ID, &o.Name, &o.CaptureMode, &o.RetentionDays, &o.CreatedAt, &o.Sealed)
+		name).Scan(&o.ID, &o.Name, &o.CaptureMode, &o.RetentionDays, &o.CreatedAt, &o.Sealed, &o.Placement)
 	if err != nil {
 		return Organization{}, fmt.Errorf("finding organization %q: %w", name, classify(err))
 	}
@@ -282,10 +319,25 @@ func (a *Admin) OrgByName(ctx context.Context, name string) (Organization, error
 // caches.
 func (a *Admin) DeleteOrg(ctx context.Context, id uuid.UUID) ([][32]byte, error) {
 	var hashes [][32]byte
+	o, err := a.Org(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("deleting organization %s: %w", id, err)
+	}
+	placement, err := ParsePlacement(o.Placement)
+	if err != nil {
+		return nil, fmt.Errorf("deleting organization %s: %w", id, err)
+	}
 	if _, err := a.shredOrgKeys(ctx, id); err != nil {
 		return nil, err
 	}
-	err := a.inTenant(ctx, id, func(tx pgx.Tx) error {
+	// A database target's rows first: if the target cannot be reached,
+	// the organization stays, and deleting it again finishes the job.
+	if placement.Kind == PlaceDatabase {
+		if err := a.deleteTargetRows(ctx, id, placement); err != nil {
+			return nil, fmt.Errorf("deleting organization %s: %w", id, err)
+		}
+	}
+	err = a.inTenant(ctx, id, func(tx pgx.Tx) error {
 		// The lock first: it waits for request-log inserts in flight
 		// (their trigger holds FOR KEY SHARE on the organization), so the
 		// DELETE below sees their rows, and inserts after it are refused.
@@ -306,8 +358,13 @@ func (a *Admin) DeleteOrg(ctx context.Context, id uuid.UUID) ([][32]byte, error)
 		for _, h := range raw {
 			hashes = append(hashes, [32]byte(h))
 		}
-		if err := audit(ctx, tx, id, a.actor, "org.delete", id.String(), map[string]any{"keys": len(hashes)}); err != nil {
+		if err := audit(ctx, tx, id, a.actor, "org.delete", id.String(), map[string]any{"keys": len(hashes), "placement": o.Placement}); err != nil {
 			return err
+		}
+		if placement.Kind == PlaceSchema {
+			if err := dropSchema(ctx, tx, id); err != nil {
+				return err
+			}
 		}
 		tag, err := tx.Exec(ctx, `DELETE FROM organizations WHERE id = $1`, id)
 		if err != nil {

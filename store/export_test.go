@@ -79,3 +79,11 @@ func NewConnsForTest(s *Store) int64 { return s.pool.Stat().NewConnsCount() }
 
 // SeriesQueryForTest is UsageSeries' query, for its EXPLAIN.
 func SeriesQueryForTest(by string) string { q, _ := seriesQuery(by); return q }
+
+// EnsureSchemaForTest is ensureSchema, in its own transaction.
+func EnsureSchemaForTest(ctx context.Context, a *Admin, org uuid.UUID) error {
+	return pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error { return ensureSchema(ctx, tx, org) })
+}
+
+// IsolationPredicateForTest is the policy predicate of place p.
+func IsolationPredicateForTest(p Place) string { return isolationPredicate(p) }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -63,4 +64,36 @@ func migrateTo(ctx context.Context, ownerDSN string, version int64) ([]int64, er
 		applied = append(applied, r.Source.Version)
 	}
 	return applied, nil
+}
+
+// MainVersion is the main (control-plane) migration set's state.
+type MainVersion struct {
+	Version int64 `json:"version"`
+	Latest  int64 `json:"latest"`
+}
+
+// MigrationVersion reads the main set's version in the main database,
+// changing nothing.
+func MigrationVersion(ctx context.Context, ownerDSN string) (MainVersion, error) {
+	conn, err := pgx.Connect(ctx, ownerDSN)
+	if err != nil {
+		return MainVersion{}, fmt.Errorf("migrate status: connecting as the owner: %w", err)
+	}
+	defer conn.Close(ctx)
+	var v MainVersion
+	var exists bool
+	err = conn.QueryRow(ctx, `SELECT to_regclass('public.goose_db_version') IS NOT NULL`).Scan(&exists)
+	if err == nil && exists {
+		err = conn.QueryRow(ctx, `SELECT coalesce(max(version_id), 0) FROM public.goose_db_version WHERE is_applied`).Scan(&v.Version)
+	}
+	if err != nil {
+		return MainVersion{}, fmt.Errorf("migrate status: %w", err)
+	}
+	names, _ := fs.Glob(migrationFiles, "migrations/*.sql")
+	for _, n := range names {
+		if x, err := goose.NumericComponent(path.Base(n)); err == nil && x > v.Latest {
+			v.Latest = x
+		}
+	}
+	return v, nil
 }

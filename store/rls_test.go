@@ -163,7 +163,8 @@ WITH me AS (SELECT oid FROM pg_roles WHERE pg_has_role(current_user, oid, 'MEMBE
 user_ns AS (
 	SELECT oid, nspname FROM pg_namespace
 	WHERE nspname NOT IN ('pg_catalog', 'information_schema')
-	  AND nspname NOT LIKE 'pg\_toast%' AND nspname NOT LIKE 'pg\_temp\_%'),
+	  AND nspname NOT LIKE 'pg\_toast%' AND nspname NOT LIKE 'pg\_temp\_%'
+	  AND nspname !~ '^t_[0-9a-f]{32}$'), -- tenant schemas: TestPlaceCatalog
 acls AS (
 	SELECT 'database' AS obj, coalesce(datacl, acldefault('d'::"char", datdba)) AS acl
 	FROM pg_database WHERE datname = current_database()

@@ -24,6 +24,9 @@ import (
 const adminTimeout = 30 * time.Second
 
 func migrateCmd(ctx context.Context, e env, args []string) error {
+	if len(args) > 0 && args[0] == "status" {
+		return migrateStatus(ctx, e, args[1:])
+	}
 	fs, path := flags(e, "migrate")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -44,6 +47,17 @@ func migrateCmd(ctx context.Context, e env, args []string) error {
 	} else {
 		fmt.Fprintf(e.stdout, "applied migrations %v\n", applied)
 	}
+	// Then the data plane, in every place (each failure names its place;
+	// the other places are migrated all the same).
+	places, err := store.MigratePlaces(ctx, cfg.AdminDatabaseURL.Reveal(), cfg.Targets())
+	for _, p := range places {
+		if len(p.Applied) > 0 {
+			fmt.Fprintf(e.stdout, "data plane of %s: applied %v\n", p.Place, p.Applied)
+		}
+	}
+	if err != nil {
+		return err
+	}
 	a, err := store.OpenAdmin(ctx, cfg.AdminDatabaseURL.Reveal(), actor())
 	if err != nil {
 		return err
@@ -51,6 +65,42 @@ func migrateCmd(ctx context.Context, e env, args []string) error {
 	defer a.Close()
 	_, err = recordRetention(ctx, e, a, cfg)
 	return err
+}
+
+// migrateStatus prints each place's data-plane version.
+func migrateStatus(ctx context.Context, e env, args []string) error {
+	fs, path := flags(e, "migrate status")
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := parseNoArgs(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(e, *path)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, adminTimeout)
+	defer cancel()
+	main, err := store.MigrationVersion(ctx, cfg.AdminDatabaseURL.Reveal())
+	if err != nil {
+		return err
+	}
+	places, perr := store.PlacesStatus(ctx, cfg.AdminDatabaseURL.Reveal(), cfg.Targets())
+	if *asJSON {
+		if err := printJSON(e, map[string]any{"control_plane": main, "places": places}); err != nil {
+			return err
+		}
+		return perr
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PLACE\tVERSION\tLATEST\tERROR")
+	fmt.Fprintf(tw, "control plane\t%d\t%d\t\n", main.Version, main.Latest)
+	for _, p := range places {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", p.Place, p.Version, p.Latest, p.Error)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return perr
 }
 
 // withAdmin loads the configuration and runs fn with an owner connection.
@@ -71,6 +121,7 @@ func withAdminConfig(ctx context.Context, e env, path string, fn func(ctx contex
 		return err
 	}
 	defer a.Close()
+	a.UseTargets(cfg.Targets())
 	return fn(ctx, a, cfg)
 }
 
@@ -107,6 +158,7 @@ func orgCreate(ctx context.Context, e env, args []string) error {
 	name := fs.String("name", "", "organization name (required)")
 	capture := fs.String("capture", store.CaptureFull, "request log capture: full (prompt and response text) or metadata (no text)")
 	sealFlag := fs.String("seal", "", "on: store its prompt and response text encrypted under its own data key; off: in clear (default: on when a key-encryption key is configured)")
+	placementFlag := fs.String("placement", store.PlaceShared, "where its request log lives: shared (the shared tables), schema (a schema of its own in the main database) or database:NAME (a database target of database_targets)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := parseNoArgs(fs, args); err != nil {
 		return err
@@ -114,6 +166,10 @@ func orgCreate(ctx context.Context, e env, args []string) error {
 	sealed, err := parseSeal(*sealFlag)
 	if err != nil {
 		return fmt.Errorf("org create: %w", err)
+	}
+	placement, err := store.ParsePlacement(*placementFlag)
+	if err != nil {
+		return fmt.Errorf("org create: --placement: %w", err)
 	}
 	if strings.TrimSpace(*name) == "" {
 		return errors.New("org create: --name is required")
@@ -126,7 +182,8 @@ func orgCreate(ctx context.Context, e env, args []string) error {
 		if err != nil {
 			return fmt.Errorf("org create --seal on: %w", err)
 		}
-		org, err := a.CreateOrgSealed(ctx, *name, *capture, haveKEK && (sealed == nil || *sealed))
+		org, _, err := a.CreateOrgPlaced(ctx, store.NewOrg{Name: *name, Capture: *capture,
+			Sealed: haveKEK && (sealed == nil || *sealed), Placement: placement}, store.Idempotency{})
 		if err != nil {
 			return err
 		}
@@ -162,9 +219,9 @@ func orgList(ctx context.Context, e env, args []string) error {
 			return printJSON(e, orgs)
 		}
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tNAME\tCAPTURE\tRETENTION\tSEALED\tCREATED")
+		fmt.Fprintln(tw, "ID\tNAME\tCAPTURE\tRETENTION\tSEALED\tPLACEMENT\tCREATED")
 		for _, o := range orgs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\n", o.ID, o.Name, o.CaptureMode, retentionText(o.RetentionDays), o.Sealed, o.CreatedAt.UTC().Format(time.RFC3339))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\n", o.ID, o.Name, o.CaptureMode, retentionText(o.RetentionDays), o.Sealed, o.Placement, o.CreatedAt.UTC().Format(time.RFC3339))
 		}
 		return tw.Flush()
 	})

@@ -236,6 +236,7 @@ func controlPlane(ctx context.Context, cfg config.Config, st *store.Store, ao au
 	if err != nil {
 		return nil, nil, fmt.Errorf("control plane (BULKHEAD_ADMIN_DATABASE_URL): %w", err)
 	}
+	admin.UseTargets(cfg.Targets())
 	// Organizations created over HTTP are sealed by default when a KEK is
 	// configured, as with org create, once it matches the database's
 	// record: a wrong one refuses to start, and one that cannot be checked

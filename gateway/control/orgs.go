@@ -19,6 +19,9 @@ type createOrgRequest struct {
 	// Sealed: its text stored encrypted under its own data key; default
 	// true when the control plane holds a key-encryption key.
 	Sealed *bool `json:"sealed,omitempty"`
+	// Placement of its data plane: shared (default), schema or
+	// database:NAME.
+	Placement string `json:"placement,omitempty"`
 }
 
 type updateOrgRequest struct {
@@ -135,6 +138,10 @@ func (s *Server) createOrg(c *call) (any, error) {
 	if !store.ValidCaptureMode(req.CaptureMode) {
 		return nil, badBody("capture_mode", "Field 'capture_mode' must be full or metadata.")
 	}
+	placement, err := store.ParsePlacement(req.Placement)
+	if err != nil {
+		return nil, badBody("placement", "Field 'placement' must be shared, schema or database:NAME.")
+	}
 	idem, err := idempotency(c)
 	if err != nil {
 		return nil, err
@@ -146,9 +153,13 @@ func (s *Server) createOrg(c *call) (any, error) {
 		}
 		sealed = *req.Sealed
 	}
-	org, replayed, err := s.opts.Admin.As(c.p.actor).CreateOrgOnce(c.ctx, req.Name, req.CaptureMode, sealed, idem)
+	org, replayed, err := s.opts.Admin.As(c.p.actor).CreateOrgPlaced(c.ctx,
+		store.NewOrg{Name: req.Name, Capture: req.CaptureMode, Sealed: sealed, Placement: placement}, idem)
 	if errors.Is(err, store.ErrIdempotencyMismatch) {
 		return nil, errIdempotencyMismatch
+	}
+	if errors.Is(err, store.ErrUnknownTarget) {
+		return nil, badBody("placement", "Field 'placement' names a database target that the configuration does not name.")
 	}
 	c.replay = replayed
 	return org, err
