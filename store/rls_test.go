@@ -33,6 +33,8 @@ var tenantTables = map[string]string{
 	"control_idempotency": "organization_id",
 	// The hourly usage rollups (00015), written by a trigger only.
 	"usage_hourly": "organization_id",
+	// The hourly rollup by end user (00017), written by the same trigger.
+	"usage_hourly_user": "organization_id",
 	// The model catalog and its access rules (00011).
 	"models":       "organization_id",
 	"model_access": "organization_id",
@@ -151,6 +153,7 @@ var appPrivileges = []string{
 	"table prompts: INSERT, SELECT",
 	"table seal_kek_check: SELECT",
 	"table usage_hourly: SELECT",
+	"table usage_hourly_user: SELECT",
 }
 
 // appPrivilegesSQL lists the current role's effective privileges, one row
