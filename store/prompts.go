@@ -40,7 +40,7 @@ type Prompt struct {
 	// CostUSD: what the request cost at the catalog's prices in force when
 	// it was made (Prices), decimal text; null for a model the catalog
 	// does not name (and rows older than costs).
-	CostUSD *MicroUSD    `json:"cost_usd"`
+	CostUSD *MicroUSD      `json:"cost_usd"`
 	Prices  *PriceSnapshot `json:"prices"`
 	// Error: the row's text is sealed and could not be decrypted (its
 	// prompt and response are then null); nil otherwise.
