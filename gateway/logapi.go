@@ -203,7 +203,7 @@ func parseUsageParams(args *fasthttp.Args, now time.Time) (usageParams, error) {
 		u.groupBy = "day"
 	}
 	if !store.ValidUsageGroup(u.groupBy) {
-		return u, badParam("group_by", "want day, model or key")
+		return u, badParam("group_by", "want day, model, key or user")
 	}
 	return u, nil
 }

@@ -31,6 +31,7 @@ type metrics struct {
 	discrepant        *prometheus.CounterVec // endpoint: upstream total_tokens that did not add up
 	models            boundedLabels          // the upstream-listed models given their own label
 	modelLabel        func(string) string    // model name -> label value
+	cost              *costMetrics           // cost.go
 }
 
 // maxModelLabels caps the distinct label values of upstream-listed models.
@@ -73,6 +74,7 @@ func newMetrics(reg prometheus.Registerer, perTenant bool, modelLabel func(strin
 		modelLabel: modelLabel,
 	}
 	reg.MustRegister(m.requests, m.latency, m.upstream, m.overhead, m.ttfb, m.tokens, m.rateLimited, m.credentialBlocked, m.discrepant)
+	m.cost = newCostMetrics(reg)
 	if perTenant {
 		m.tenantReqs = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bulkhead_tenant_requests_total", Help: "Proxied requests by organization (enabled by BULKHEAD_METRICS_PER_TENANT).",

@@ -49,6 +49,9 @@ type exchange struct {
 	// catalog is the catalog model served (its prices), nil for a model
 	// only the configured routes name.
 	catalog *catalog.Model
+	// endUser is the caller's end user: the JWT's user_id claim, else the
+	// body's "user" (enduser.go); "" for none.
+	endUser string
 	// reservation is the tokens set aside for the request, settled in
 	// record.
 	reservation ratelimit.Reservation
@@ -70,6 +73,11 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 		s.traceRecord(x, res)
 	}
 	latency := time.Since(x.start)
+	prices, priced := priceOf(x)
+	var cost store.MicroUSD
+	if priced {
+		cost = costOf(prices, res.Usage)
+	}
 	s.rec.Record(store.LogRecord{
 		OrgID: x.principal.Org, KeyID: x.principal.KeyID, RequestID: x.reqID,
 		Endpoint: x.ep.Path(), Model: x.model,
@@ -79,8 +87,12 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 		Status: status, Latency: latency, Stream: x.stream, CreatedAt: x.start,
 		Upstream: x.upstream, Attempts: x.attempts,
 		CacheCreationTokens: res.Usage.CacheCreationTokens, CacheReadTokens: res.Usage.CacheReadTokens,
+		EndUser: x.endUser, Priced: priced, Prices: prices, Cost: cost,
 	})
 	s.metrics.observe(x, status, latency, res.Usage.PromptTokens, res.Usage.CompletionTokens)
+	if priced {
+		s.metrics.cost.add(x, cost)
+	}
 	s.settle(x, res.Usage.TotalTokens)
 	if ce := s.access.Check(zap.InfoLevel, "request"); ce != nil {
 		ce.Write(
@@ -136,6 +148,7 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		return err
 	}
 	x.principal = p
+	x.endUser = p.EndUser
 	// Limits apply before any work, malformed requests included: a key
 	// cannot fill the request log faster than its limit allows. A refused
 	// request is not a request of the log.
@@ -163,6 +176,9 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		return err
 	}
 	x.model, x.prompt, x.stream = r.Model, r.Prompt, r.Stream
+	if x.endUser == "" { // the token's user_id claim first: the body is the caller's word
+		x.endUser = r.User
+	}
 
 	up, cm, he := s.resolve(p, r.Model, x.start)
 	if he != nil {

@@ -344,8 +344,10 @@ func (a *Admin) DeleteOrg(ctx context.Context, id uuid.UUID) ([][32]byte, error)
 		if err := tx.QueryRow(ctx, `SELECT id FROM organizations WHERE id = $1 FOR UPDATE`, id).Scan(new(uuid.UUID)); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM prompts WHERE organization_id = $1`, id); err != nil {
-			return err
+		for _, table := range dataTables { // the shared place's; a schema is dropped below
+			if _, err := tx.Exec(ctx, `DELETE FROM public.`+table+` WHERE organization_id = $1`, id); err != nil {
+				return err
+			}
 		}
 		rows, err := tx.Query(ctx, `SELECT key_hash FROM api_keys WHERE organization_id = $1`, id)
 		if err != nil {

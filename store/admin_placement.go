@@ -86,7 +86,7 @@ func (a *Admin) deleteTargetRows(ctx context.Context, org uuid.UUID, p Placement
 	}
 	defer conn.Close(ctx)
 	return inTenant(ctx, conn, org, func(tx pgx.Tx) error {
-		for _, table := range []string{"prompts", "usage_hourly"} {
+		for _, table := range dataTables {
 			if _, err := tx.Exec(ctx, `DELETE FROM public.`+table+` WHERE organization_id = $1`, org); err != nil {
 				return fmt.Errorf("database target %s: deleting %s: %w", t.Name, table, err)
 			}

@@ -11,21 +11,24 @@ import (
 
 // The spool's payload: one LogRecord, binary, versioned by its first byte.
 //
-// Version 3, in order (version 1 lacked the ID, which decodes as zero and
+// Version 4, in order (version 1 lacked the ID, which decodes as zero and
 // is then assigned anew; versions 1 and 2 lacked Attempts and Upstream,
-// which decode as zero):
+// which decode as zero; versions 1 to 3 lacked the end user and the
+// cost, which decode as none):
 //
-//	byte     version (3)
-//	[16]byte ID (versions 2 and 3)
+//	byte     version (4)
+//	[16]byte ID (versions 2 and later)
 //	[16]byte OrgID
 //	[16]byte KeyID
-//	byte     flags (bit 0: Stream)
+//	byte     flags (bit 0: Stream; bit 1: Priced, version 4)
 //	varint   PromptTokens, CompletionTokens, TotalTokens, Status,
 //	         Latency (ns), CreatedAt (Unix ns; 0 for the zero time)
 //	string×6 RequestID, Endpoint, Model, UsageSource, Prompt, Response,
 //	         each a uvarint length and the bytes
 //	varint   Attempts, CacheCreationTokens, CacheReadTokens (version 3 only)
-//	string   Upstream (version 3 only)
+//	string   Upstream (version 3 and later)
+//	varint   Prices.Input, Prices.CachedInput, Prices.Output, Cost (version 4)
+//	string   EndUser (version 4)
 //
 // A newer binary must keep decoding every version an older one may have
 // left in a spool.
@@ -33,6 +36,7 @@ const (
 	logRecordV1 = 1
 	logRecordV2 = 2
 	logRecordV3 = 3
+	logRecordV4 = 4
 )
 
 // ErrBadRecord: a spool payload does not decode as a LogRecord.
@@ -40,13 +44,16 @@ var ErrBadRecord = errors.New("store: undecodable log record")
 
 // AppendLogRecord appends r's spool encoding to dst.
 func AppendLogRecord(dst []byte, r *LogRecord) []byte {
-	dst = append(dst, logRecordV3)
+	dst = append(dst, logRecordV4)
 	dst = append(dst, r.ID[:]...)
 	dst = append(dst, r.OrgID[:]...)
 	dst = append(dst, r.KeyID[:]...)
 	var flags byte
 	if r.Stream {
 		flags |= 1
+	}
+	if r.Priced {
+		flags |= 2
 	}
 	dst = append(dst, flags)
 	var created int64
@@ -65,7 +72,12 @@ func AppendLogRecord(dst []byte, r *LogRecord) []byte {
 	dst = binary.AppendVarint(dst, int64(r.CacheCreationTokens))
 	dst = binary.AppendVarint(dst, int64(r.CacheReadTokens))
 	dst = binary.AppendUvarint(dst, uint64(len(r.Upstream)))
-	return append(dst, r.Upstream...)
+	dst = append(dst, r.Upstream...)
+	for _, v := range [...]MicroUSD{r.Prices.Input, r.Prices.CachedInput, r.Prices.Output, r.Cost} {
+		dst = binary.AppendVarint(dst, int64(v))
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(r.EndUser)))
+	return append(dst, r.EndUser...)
 }
 
 // DecodeLogRecord decodes what AppendLogRecord wrote. The strings are
@@ -79,7 +91,7 @@ func DecodeLogRecord(b []byte) (LogRecord, error) {
 	switch version {
 	case logRecordV1:
 		b = b[1:]
-	case logRecordV2, logRecordV3:
+	case logRecordV2, logRecordV3, logRecordV4:
 		if len(b) < 17 {
 			return r, fmt.Errorf("%w: short", ErrBadRecord)
 		}
@@ -94,6 +106,7 @@ func DecodeLogRecord(b []byte) (LogRecord, error) {
 	r.OrgID = uuid.UUID(b[:16])
 	r.KeyID = uuid.UUID(b[16:32])
 	r.Stream = b[32]&1 != 0
+	r.Priced = version >= logRecordV4 && b[32]&2 != 0
 	b = b[33:]
 	var ints [6]int64
 	for i := range ints {
@@ -128,6 +141,20 @@ func DecodeLogRecord(b []byte) (LogRecord, error) {
 			return LogRecord{}, fmt.Errorf("%w: bad string", ErrBadRecord)
 		}
 		r.Upstream, b = string(b[n:n+int(l)]), b[n+int(l):]
+	}
+	if version >= logRecordV4 {
+		for _, dst := range [...]*MicroUSD{&r.Prices.Input, &r.Prices.CachedInput, &r.Prices.Output, &r.Cost} {
+			v, n := binary.Varint(b)
+			if n <= 0 {
+				return LogRecord{}, fmt.Errorf("%w: bad integer", ErrBadRecord)
+			}
+			*dst, b = MicroUSD(v), b[n:]
+		}
+		l, n := binary.Uvarint(b)
+		if n <= 0 || l > uint64(len(b)-n) {
+			return LogRecord{}, fmt.Errorf("%w: bad string", ErrBadRecord)
+		}
+		r.EndUser, b = string(b[n:n+int(l)]), b[n+int(l):]
 	}
 	if len(b) != 0 {
 		return LogRecord{}, fmt.Errorf("%w: %d trailing bytes", ErrBadRecord, len(b))

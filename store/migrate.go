@@ -18,8 +18,9 @@ import (
 var migrationFiles embed.FS
 
 // Migrate applies every embedded migration not yet applied, as the owner
-// role named by ownerDSN, and returns the versions it applied (none when
-// the schema is current). It is idempotent and safe to run from several
+// role named by ownerDSN, and returns the versions of the main set it
+// applied (none when the schema is current); it also brings the shared
+// place's data plane up to date (store/migrations/data). It is idempotent and safe to run from several
 // processes at once: a PostgreSQL advisory lock serializes them.
 //
 // The migrations are plain SQL files in store/migrations, applied by goose
@@ -62,6 +63,15 @@ func migrateTo(ctx context.Context, ownerDSN string, version int64) ([]int64, er
 	applied := make([]int64, 0, len(results))
 	for _, r := range results {
 		applied = append(applied, r.Source.Version)
+	}
+	if version == 0 {
+		// The shared place's data plane (store/migrations/data) is part of
+		// the main database's schema: the request log's tables there must
+		// be current whenever the main set is. Tenant schemas and database
+		// targets are MigratePlaces'.
+		if _, err := migrateData(ctx, db, SharedPlace, mainAppRole); err != nil {
+			return nil, fmt.Errorf("migrate: data plane of %s: %w", SharedPlace, err)
+		}
 	}
 	return applied, nil
 }

@@ -30,6 +30,7 @@ const (
 	oidBool        = 16
 	oidBytea       = 17
 	oidInt4        = 23
+	oidInt8        = 20
 	oidText        = 25
 	oidTimestamptz = 1184
 	oidUUID        = 2950
@@ -74,6 +75,12 @@ func (a *binArray) null() {
 func (a *binArray) int4(v int32) {
 	a.buf = be.AppendUint32(a.buf, 4)
 	a.buf = be.AppendUint32(a.buf, uint32(v))
+	a.n++
+}
+
+func (a *binArray) int8(v int64) {
+	a.buf = be.AppendUint32(a.buf, 8)
+	a.buf = be.AppendUint64(a.buf, uint64(v))
 	a.n++
 }
 

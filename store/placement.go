@@ -24,6 +24,12 @@ type Placement struct {
 	Target string
 }
 
+// dataTables are the data plane's tables of tenant content, in the order
+// deleting an organization empties them where it is placed. They have no
+// foreign key to the control plane, which may be in another database: a
+// new one is added here as well as to store/migrations/data.
+var dataTables = []string{"prompts", "usage_hourly", "usage_hourly_user"}
+
 // Placement kinds.
 const (
 	// PlaceShared: the shared tables of the main database's public

@@ -17,7 +17,7 @@ import (
 // placeTables are the data-plane tables of every place, as the data set's
 // baseline makes them (prompts' day partitions and default partition carry
 // prompts' policy).
-var placeTables = map[string]bool{"prompts": true, "usage_hourly": true}
+var placeTables = map[string]bool{"prompts": true, "usage_hourly": true, "usage_hourly_user": true}
 
 // placeAppPrivileges is everything the app role may do inside one place's
 // schema: the grants of the data set's baseline and EXECUTE on the two
@@ -29,6 +29,7 @@ var placeAppPrivileges = []string{
 	"schema: USAGE",
 	"table prompts: INSERT, SELECT",
 	"table usage_hourly: SELECT",
+	"table usage_hourly_user: SELECT",
 }
 
 // placePrivilegesSQL is appPrivilegesSQL confined to one schema ($1).

@@ -34,6 +34,14 @@ type Prompt struct {
 	// counted in prompt_tokens too; 0 for OpenAI's APIs.
 	CacheCreationTokens int `json:"cache_creation_tokens"`
 	CacheReadTokens     int `json:"cache_read_tokens"`
+	// EndUser: the caller's end user (JWT user_id, else the body's
+	// "user"); null if none was given.
+	EndUser *string `json:"end_user"`
+	// CostUSD: what the request cost at the catalog's prices in force when
+	// it was made (Prices), decimal text; null for a model the catalog
+	// does not name (and rows older than costs).
+	CostUSD *MicroUSD      `json:"cost_usd"`
+	Prices  *PriceSnapshot `json:"prices"`
 	// Error: the row's text is sealed and could not be decrypted (its
 	// prompt and response are then null); nil otherwise.
 	Error *RowError `json:"error,omitempty"`
@@ -43,14 +51,28 @@ type Prompt struct {
 
 const promptColumns = `id, request_id, api_key_id, endpoint, model, prompt_text, response, prompt_tokens,
 	completion_tokens, usage_tokens, usage_source, status, latency_ms, stream, created_at, upstream, attempts,
-	cache_creation_tokens, cache_read_tokens, prompt_sealed, response_sealed`
+	cache_creation_tokens, cache_read_tokens, prompt_sealed, response_sealed, end_user, cost_micros,
+	input_price_micros, cached_input_price_micros, output_price_micros`
 
 func scanPrompt(row pgx.Row) (Prompt, error) {
 	var p Prompt
+	var in, cached, out *MicroUSD
 	err := row.Scan(&p.ID, &p.RequestID, &p.APIKeyID, &p.Endpoint, &p.Model, &p.Prompt, &p.Response, &p.PromptTokens,
 		&p.CompletionTokens, &p.TotalTokens, &p.UsageSource, &p.Status, &p.LatencyMS, &p.Stream, &p.CreatedAt,
-		&p.Upstream, &p.Attempts, &p.CacheCreationTokens, &p.CacheReadTokens, &p.promptSealed, &p.responseSealed)
+		&p.Upstream, &p.Attempts, &p.CacheCreationTokens, &p.CacheReadTokens, &p.promptSealed, &p.responseSealed,
+		&p.EndUser, &p.CostUSD, &in, &cached, &out)
+	if in != nil && cached != nil && out != nil {
+		p.Prices = &PriceSnapshot{Input: *in, CachedInput: *cached, Output: *out}
+	}
 	return p, err
+}
+
+// PriceSnapshot is the prices (per million tokens) a row's cost was
+// computed with, as the read API shows them.
+type PriceSnapshot struct {
+	Input       MicroUSD `json:"input_usd_per_million"`
+	CachedInput MicroUSD `json:"cached_input_usd_per_million"`
+	Output      MicroUSD `json:"output_usd_per_million"`
 }
 
 // Cursor is a position in the newest-first order (created_at, id).
@@ -214,6 +236,9 @@ type UsageRow struct {
 	PromptTokens     int64  `json:"prompt_tokens"`
 	CompletionTokens int64  `json:"completion_tokens"`
 	TotalTokens      int64  `json:"total_tokens"`
+	// CostUSD sums the group's priced requests (decimal text); null when
+	// none was priced (models the catalog does not name have no cost).
+	CostUSD *MicroUSD `json:"cost_usd"`
 }
 
 // usageGroups maps group_by values to SQL: the expression rows are grouped
@@ -224,17 +249,23 @@ type UsageRow struct {
 // number of days since 1970 (float arithmetic) half as much again as
 // date_trunc in a time zone (BenchmarkUsageFiveMillionRows). A fixed allowlist,
 // never text from the request.
-var usageGroups = map[string]struct{ by, label string }{
-	"day":   {"floor(date_part('epoch', t) / 86400)::int", "to_char(to_timestamp(g * 86400) AT TIME ZONE 'UTC', 'YYYY-MM-DD')"},
-	"model": {"model", "g"},
-	"key":   {"api_key_id", "coalesce(g::text, 'jwt')"},
+//
+// rollup is the hourly table the whole hours come from: end users have
+// their own (usage_hourly_user, data-plane migration 00002), so that many end users
+// do not multiply the rows of every other report. Rows without an end
+// user form the group "".
+var usageGroups = map[string]struct{ by, label, rollup string }{
+	"day":   {"floor(date_part('epoch', t) / 86400)::int", "to_char(to_timestamp(g * 86400) AT TIME ZONE 'UTC', 'YYYY-MM-DD')", "usage_hourly"},
+	"model": {"model", "g", "usage_hourly"},
+	"key":   {"api_key_id", "coalesce(g::text, 'jwt')", "usage_hourly"},
+	"user":  {"end_user", "coalesce(g, '')", "usage_hourly_user"},
 }
 
 // ValidUsageGroup reports whether Usage accepts groupBy.
 func ValidUsageGroup(groupBy string) bool { _, ok := usageGroups[groupBy]; return ok }
 
-// Usage sums org's requests and tokens in [since, until), grouped by day
-// (UTC), model or key. Whole hours come from usage_hourly, which the
+// Usage sums org's requests, tokens and cost in [since, until), grouped
+// by day (UTC), model, key or end user. Whole hours come from usage_hourly, which the
 // writes keep (migration 00015): a 30-day report reads at most 720 rollup
 // rows per model and key, whatever the tenant's traffic. Only the partial
 // hours at either end of the window are summed from prompts, each a range
@@ -330,14 +361,14 @@ func usageQuery(groupBy string) (string, bool) {
 		return "", false
 	}
 	expr := grp.by
-	return `SELECT ` + grp.label + ` AS label, sum(n)::bigint, sum(p)::bigint, sum(c)::bigint, sum(u)::bigint FROM (
-		SELECT ` + expr + ` AS g, requests AS n, prompt_tokens AS p, completion_tokens AS c, usage_tokens AS u
-		FROM (SELECT hour AS t, * FROM usage_hourly WHERE organization_id = $1 AND hour >= $3 AND hour < $4) r
+	return `SELECT ` + grp.label + ` AS label, sum(n)::bigint, sum(p)::bigint, sum(c)::bigint, sum(u)::bigint, sum(m)::bigint FROM (
+		SELECT ` + expr + ` AS g, requests AS n, prompt_tokens AS p, completion_tokens AS c, usage_tokens AS u, cost_micros AS m
+		FROM (SELECT hour AS t, * FROM ` + grp.rollup + ` WHERE organization_id = $1 AND hour >= $3 AND hour < $4) r
 		UNION ALL
-		SELECT ` + expr + `, 1, prompt_tokens, completion_tokens, usage_tokens
+		SELECT ` + expr + `, 1, prompt_tokens, completion_tokens, usage_tokens, cost_micros
 		FROM (SELECT created_at AS t, * FROM prompts WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3) a
 		UNION ALL
-		SELECT ` + expr + `, 1, prompt_tokens, completion_tokens, usage_tokens
+		SELECT ` + expr + `, 1, prompt_tokens, completion_tokens, usage_tokens, cost_micros
 		FROM (SELECT created_at AS t, * FROM prompts WHERE organization_id = $1 AND created_at >= $4 AND created_at < $5) b
 	) x GROUP BY g ORDER BY label`, true
 }

@@ -37,6 +37,15 @@ type LogRecord struct {
 	// CacheCreationTokens and CacheReadTokens: Anthropic's prompt tokens
 	// written to and read from its prompt cache, inside PromptTokens.
 	CacheCreationTokens, CacheReadTokens int
+	// EndUser is the caller's end user (the JWT's user_id claim, else the
+	// body's "user"), "" for none; the gateway bounds it (MaxEndUserBytes).
+	EndUser string
+	// Priced: the model was a catalog model, Prices the prices in force
+	// when the request was made and Cost what it cost at them
+	// (Prices.Cost). Unpriced requests have no cost (NULL), not a zero one.
+	Priced bool
+	Prices Prices
+	Cost   MicroUSD
 
 	jseq uint64 // the journal segment holding the record (0: none); see journal
 }

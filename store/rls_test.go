@@ -33,6 +33,11 @@ var tenantTables = map[string]string{
 	"control_idempotency": "organization_id",
 	// The hourly usage rollups (00015), written by a trigger only.
 	"usage_hourly": "organization_id",
+	// The hourly rollup by end user (data-plane 00002), written by the same trigger.
+	"usage_hourly_user": "organization_id",
+	// Budgets and the alerts already sent (00017).
+	"budgets":       "organization_id",
+	"budget_alerts": "organization_id",
 	// The model catalog and its access rules (00011).
 	"models":       "organization_id",
 	"model_access": "organization_id",
@@ -143,6 +148,8 @@ var appPrivileges = []string{
 	"schema public: USAGE",
 	"table api_keys: SELECT",
 	"table audit_log: INSERT",
+	"table budget_alerts: INSERT, SELECT",
+	"table budgets: SELECT",
 	"table control_idempotency: INSERT, SELECT",
 	"table model_access: SELECT",
 	"table models: SELECT",
@@ -151,6 +158,7 @@ var appPrivileges = []string{
 	"table prompts: INSERT, SELECT",
 	"table seal_kek_check: SELECT",
 	"table usage_hourly: SELECT",
+	"table usage_hourly_user: SELECT",
 }
 
 // appPrivilegesSQL lists the current role's effective privileges, one row
@@ -623,10 +631,10 @@ func TestCrossTenantWritesRejected(t *testing.T) {
 		})
 	}
 	for table := range tenantTables {
-		if got := ownerCount(t, owner, table, b.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": b.prompts, "audit_log": 1, "usage_hourly": 1}[table] {
+		if got := ownerCount(t, owner, table, b.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": b.prompts, "audit_log": 1, "usage_hourly": 1, "usage_hourly_user": 1}[table] {
 			t.Errorf("B's %s rows = %d after A's attempts", table, got)
 		}
-		if got := ownerCount(t, owner, table, a.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": a.prompts, "audit_log": 1, "usage_hourly": 1}[table] {
+		if got := ownerCount(t, owner, table, a.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": a.prompts, "audit_log": 1, "usage_hourly": 1, "usage_hourly_user": 1}[table] {
 			t.Errorf("A's %s rows = %d after the rejected writes", table, got)
 		}
 	}

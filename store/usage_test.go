@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"slices"
+	"reflect"
 	"testing"
 	"time"
 
@@ -25,9 +25,10 @@ func usageFromRows(t *testing.T, owner *pgxpool.Pool, org uuid.UUID, since, unti
 		"day":   "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
 		"model": "model",
 		"key":   "coalesce(api_key_id::text, 'jwt')",
+		"user":  "coalesce(end_user, '')",
 	}[groupBy]
 	rows, err := owner.Query(context.Background(), `SELECT `+expr+` AS g, count(*), coalesce(sum(prompt_tokens), 0),
-		coalesce(sum(completion_tokens), 0), coalesce(sum(usage_tokens), 0) FROM prompts
+		coalesce(sum(completion_tokens), 0), coalesce(sum(usage_tokens), 0), sum(cost_micros) FROM prompts
 		WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY g ORDER BY g`, org, since, until)
 	if err != nil {
 		t.Fatal(err)
@@ -58,15 +59,17 @@ func TestUsageMatchesRows(t *testing.T) {
 		}
 	}
 	// Three days of rows every 7m13s, starting off the hour, over three
-	// models, two keys and JWT callers (no key); errors now and then. The
-	// other tenant gets rows at the same times.
+	// models, two keys and JWT callers (no key); errors now and then; four
+	// end users and none, a cost on two rows of three. The other tenant
+	// gets rows at the same times.
 	base := time.Now().UTC().Add(-80 * time.Hour).Truncate(time.Hour).Add(17*time.Minute + 3*time.Second)
 	for _, o := range orgs {
 		if _, err := owner.Exec(ctx, `INSERT INTO prompts (organization_id, id, request_id, api_key_id, model, status,
-				prompt_tokens, completion_tokens, usage_tokens, latency_ms, created_at)
+				prompt_tokens, completion_tokens, usage_tokens, latency_ms, created_at, end_user, cost_micros)
 			SELECT $1, prompts_row_id(t, gen_random_uuid()), 'u-' || g,
 				CASE WHEN $1 = $3::uuid THEN ($4::uuid[])[g % 3 + 1] END, 'm' || (g % 5 % 3),
-				CASE WHEN g % 11 = 0 THEN 500 ELSE 200 END, g % 13, g % 17, g % 13 + g % 17, g % 900, t
+				CASE WHEN g % 11 = 0 THEN 500 ELSE 200 END, g % 13, g % 17, g % 13 + g % 17, g % 900, t,
+				CASE WHEN g % 5 <> 0 THEN 'user-' || (g % 4) END, CASE WHEN g % 3 <> 0 THEN g * 7 END
 			FROM generate_series(0, 72 * 60 / 7) g, LATERAL (SELECT $2::timestamptz + g * interval '433 seconds' AS t) c`,
 			o, base, org, keys); err != nil {
 			t.Fatal(err)
@@ -90,13 +93,13 @@ func TestUsageMatchesRows(t *testing.T) {
 	check := func(t *testing.T) {
 		t.Helper()
 		for _, w := range windows {
-			for _, g := range []string{"day", "model", "key"} {
+			for _, g := range []string{"day", "model", "key", "user"} {
 				got, err := st.Usage(ctx, org, w[0], w[1], g)
 				if err != nil {
 					t.Fatal(err)
 				}
 				want := usageFromRows(t, owner, org, w[0], w[1], g)
-				if !slices.Equal(got, want) && !(len(got) == 0 && len(want) == 0) {
+				if !reflect.DeepEqual(got, want) && !(len(got) == 0 && len(want) == 0) {
 					t.Errorf("group_by=%s [%s, %s):\n got %v\nwant %v", g, w[0].Format(time.RFC3339Nano), w[1].Format(time.RFC3339Nano), got, want)
 				}
 			}
@@ -131,12 +134,22 @@ func rollupsMatchRows(t *testing.T, owner *pgxpool.Pool, orgs []uuid.UUID) {
 	var bad int
 	err := owner.QueryRow(context.Background(), `
 		WITH r AS (
-			SELECT organization_id, hour, model, api_key_id, requests, errors, prompt_tokens, completion_tokens, usage_tokens, latency_ms
-			FROM usage_hourly WHERE organization_id = ANY($1)),
+			SELECT organization_id, hour, model, api_key_id::text AS dim, requests, errors, prompt_tokens, completion_tokens, usage_tokens, latency_ms, cost_micros
+			FROM usage_hourly WHERE organization_id = ANY($1)
+			UNION ALL
+			SELECT organization_id, hour, 'user', end_user, requests, errors, prompt_tokens, completion_tokens, usage_tokens, latency_ms, cost_micros
+			FROM usage_hourly_user WHERE organization_id = ANY($1)),
 		p AS (
-			SELECT organization_id, date_trunc('hour', created_at, 'UTC') AS hour, model, api_key_id, count(*) AS requests,
+			SELECT organization_id, date_trunc('hour', created_at, 'UTC') AS hour, model, api_key_id::text AS dim, count(*) AS requests,
 				count(*) FILTER (WHERE status >= 400) AS errors, sum(prompt_tokens) AS prompt_tokens,
-				sum(completion_tokens) AS completion_tokens, sum(usage_tokens) AS usage_tokens, sum(greatest(latency_ms, 0)) AS latency_ms
+				sum(completion_tokens) AS completion_tokens, sum(usage_tokens) AS usage_tokens, sum(greatest(latency_ms, 0)) AS latency_ms,
+				sum(cost_micros) AS cost_micros
+			FROM prompts WHERE organization_id = ANY($1) GROUP BY 1, 2, 3, 4
+			UNION ALL
+			SELECT organization_id, date_trunc('hour', created_at, 'UTC') AS hour, 'user', end_user, count(*) AS requests,
+				count(*) FILTER (WHERE status >= 400) AS errors, sum(prompt_tokens) AS prompt_tokens,
+				sum(completion_tokens) AS completion_tokens, sum(usage_tokens) AS usage_tokens, sum(greatest(latency_ms, 0)) AS latency_ms,
+				sum(cost_micros) AS cost_micros
 			FROM prompts WHERE organization_id = ANY($1) GROUP BY 1, 2, 3, 4)
 		SELECT count(*) FROM ((TABLE r EXCEPT ALL TABLE p) UNION ALL (TABLE p EXCEPT ALL TABLE r)) d`, orgs).Scan(&bad)
 	if err != nil {

@@ -371,14 +371,16 @@ type scratch struct {
 const insertSQL = `INSERT INTO prompts (organization_id, id, request_id, api_key_id, endpoint, model,
 	prompt_text, response, prompt_tokens, completion_tokens, usage_tokens, usage_source,
 	status, latency_ms, stream, created_at, upstream, attempts, cache_creation_tokens, cache_read_tokens,
-	prompt_sealed, response_sealed)
+	prompt_sealed, response_sealed, end_user, cost_micros, input_price_micros, cached_input_price_micros,
+	output_price_micros)
 SELECT $1::uuid, r.id, r.request_id, r.api_key_id, r.endpoint, r.model,
 	CASE WHEN m.full_text AND NOT m.sealed THEN r.prompt_text END,
 	CASE WHEN m.full_text AND NOT m.sealed THEN r.response END,
 	r.prompt_tokens, r.completion_tokens, r.usage_tokens, r.usage_source,
 	r.status, r.latency_ms, r.stream, r.created_at, r.upstream, r.attempts, r.cache_creation_tokens, r.cache_read_tokens,
 	CASE WHEN m.full_text THEN r.prompt_sealed END,
-	CASE WHEN m.full_text THEN r.response_sealed END
+	CASE WHEN m.full_text THEN r.response_sealed END,
+	r.end_user, r.cost_micros, r.input_price_micros, r.cached_input_price_micros, r.output_price_micros
 FROM (SELECT unnest($2::text[]) AS request_id, unnest($3::uuid[]) AS api_key_id, unnest($4::text[]) AS endpoint,
 	unnest($5::text[]) AS model, unnest($6::text[]) AS prompt_text, unnest($7::text[]) AS response,
 	unnest($8::int[]) AS prompt_tokens, unnest($9::int[]) AS completion_tokens, unnest($10::int[]) AS usage_tokens,
@@ -386,7 +388,9 @@ FROM (SELECT unnest($2::text[]) AS request_id, unnest($3::uuid[]) AS api_key_id,
 	unnest($14::bool[]) AS stream, unnest($15::timestamptz[]) AS created_at, unnest($16::uuid[]) AS id,
 	unnest($17::text[]) AS upstream, unnest($18::int[]) AS attempts,
 	unnest($19::int[]) AS cache_creation_tokens, unnest($20::int[]) AS cache_read_tokens,
-	unnest($21::bytea[]) AS prompt_sealed, unnest($22::bytea[]) AS response_sealed) r,
+	unnest($21::bytea[]) AS prompt_sealed, unnest($22::bytea[]) AS response_sealed,
+	unnest($23::text[]) AS end_user, unnest($24::int8[]) AS cost_micros, unnest($25::int8[]) AS input_price_micros,
+	unnest($26::int8[]) AS cached_input_price_micros, unnest($27::int8[]) AS output_price_micros) r,
 	(SELECT coalesce(bool_or(o.capture_mode = 'full'), false) AS full_text, coalesce(bool_or(o.sealed), false) AS sealed
 		FROM organizations o WHERE o.id = $1::uuid) m`
 
@@ -408,7 +412,7 @@ ON CONFLICT ON CONSTRAINT prompts_pkey DO NOTHING`, insertOIDs}
 // insertOIDs are the types of insertSQL's parameters: the organization,
 // then an array of each column's type.
 var insertOIDs = func() []uint32 {
-	arrayOf := map[uint32]uint32{oidBool: 1000, oidBytea: 1001, oidInt4: 1007, oidText: 1009, oidTimestamptz: 1185, oidUUID: 2951}
+	arrayOf := map[uint32]uint32{oidBool: 1000, oidBytea: 1001, oidInt4: 1007, oidInt8: 1016, oidText: 1009, oidTimestamptz: 1185, oidUUID: 2951}
 	oids := []uint32{oidUUID}
 	for _, elem := range columnOIDs {
 		oids = append(oids, arrayOf[elem])
@@ -424,7 +428,7 @@ type columns struct {
 	params [len(columnOIDs) + 1][]byte
 }
 
-// The arrays, in the order of insertSQL's $2..$22.
+// The arrays, in the order of insertSQL's $2..$27.
 const (
 	colRequestID = iota
 	colKeyID
@@ -447,10 +451,16 @@ const (
 	colCacheRead
 	colPromptSealed   // sealing.go
 	colResponseSealed // sealing.go
+	colEndUser
+	colCost // NULL, like the prices, for an unpriced request
+	colInputPrice
+	colCachedInputPrice
+	colOutputPrice
 )
 
 var columnOIDs = [...]uint32{oidText, oidUUID, oidText, oidText, oidText, oidText,
-	oidInt4, oidInt4, oidInt4, oidText, oidInt4, oidInt4, oidBool, oidTimestamptz, oidUUID, oidText, oidInt4, oidInt4, oidInt4, oidBytea, oidBytea}
+	oidInt4, oidInt4, oidInt4, oidText, oidInt4, oidInt4, oidBool, oidTimestamptz, oidUUID, oidText, oidInt4, oidInt4, oidInt4, oidBytea, oidBytea,
+	oidText, oidInt8, oidInt8, oidInt8, oidInt8}
 
 // binaryFormats: every parameter of insertSQL is sent in binary.
 var binaryFormats = func() []int16 {
@@ -502,6 +512,7 @@ func (c *columns) fill(recs []LogRecord, idx []int, sl *rowSealer) error {
 		a[colAttempts].int4(int32(min(max(r.Attempts, 0), 1<<15-1))) // a smallint column
 		a[colCacheCreation].int4(clamp32(int64(r.CacheCreationTokens)))
 		a[colCacheRead].int4(clamp32(int64(r.CacheReadTokens)))
+		fillMoney(a, r)
 	}
 	return nil
 }
@@ -543,6 +554,23 @@ func (c *columns) clear() {
 	}
 }
 
+// fillMoney sets r's end user and, for a priced request, its cost and
+// price snapshot; NULL otherwise.
+func fillMoney(a *[len(columnOIDs)]binArray, r *LogRecord) {
+	if r.EndUser == "" {
+		a[colEndUser].null()
+	} else {
+		a[colEndUser].text(r.EndUser)
+	}
+	for i, v := range [...]MicroUSD{r.Cost, r.Prices.Input, r.Prices.CachedInput, r.Prices.Output} {
+		if r.Priced {
+			a[colCost+i].int8(int64(v))
+		} else {
+			a[colCost+i].null()
+		}
+	}
+}
+
 func clamp32(v int64) int32 {
 	return int32(min(max(v, math.MinInt32), math.MaxInt32))
 }
@@ -563,7 +591,7 @@ const maxRecordBytes = spool.MaxPayload - 4096
 
 // recordBytes approximates the size of a record's row.
 func recordBytes(r *LogRecord) int {
-	return 108 + len(r.Upstream) + len(r.RequestID) + len(r.Endpoint) + len(r.Model) + len(r.Prompt) + len(r.Response) + len(r.UsageSource)
+	return 148 + len(r.EndUser) + len(r.Upstream) + len(r.RequestID) + len(r.Endpoint) + len(r.Model) + len(r.Prompt) + len(r.Response) + len(r.UsageSource)
 }
 
 // statementEnd returns where the statement that starts at idx[start]

@@ -72,6 +72,9 @@ type Principal struct {
 	RateLimitPerMinute int // 0: no request limit of its own
 	TokensPerMinute    int // 0: no token limit
 	Subject            string
+	// EndUser is a JWT's user_id claim ("" for none and for API keys,
+	// whose callers name their end user in the body's "user").
+	EndUser string
 	// LimitKey names the principal's rate-limit budget: the key id for an
 	// API key, "org:<id>" for a JWT (all of an organization's tokens share
 	// one budget). Computed once, so admission does not allocate.

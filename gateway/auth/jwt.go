@@ -9,7 +9,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
@@ -120,6 +125,38 @@ type claims struct {
 	jwt.RegisteredClaims
 	OrganizationID any `json:"organization_id"`
 	Role           any `json:"role"` // "admin": a tenant administrator (VerifyAdmin)
+	// UserID is the design's end user beside the tenant: a string (or a
+	// whole number, as some identity providers issue), at most
+	// MaxEndUserBytes; it goes on every row of the request log.
+	UserID any `json:"user_id"`
+}
+
+// MaxEndUserBytes bounds an end user, from the JWT's user_id claim or the
+// body's "user" (openai.MaxUserBytes, the same bound).
+const MaxEndUserBytes = 256
+
+// endUser reads the user_id claim: "" when absent or null; an error for
+// any other type, an empty or over-long string, or control characters,
+// which refuse the token (an end user is recorded, so it must be sane).
+func endUser(v any) (string, error) {
+	var s string
+	switch u := v.(type) {
+	case nil:
+		return "", nil
+	case string:
+		s = u
+	case float64: // encoding/json's number
+		if u != math.Trunc(u) || math.Abs(u) > 1<<53 {
+			return "", errors.New("user_id is not a whole number")
+		}
+		s = strconv.FormatInt(int64(u), 10)
+	default:
+		return "", errors.New("user_id is not a string")
+	}
+	if s == "" || len(s) > MaxEndUserBytes || !utf8.ValidString(s) || strings.ContainsFunc(s, unicode.IsControl) {
+		return "", errors.New("user_id is empty, longer than 256 bytes or has control characters")
+	}
+	return s, nil
 }
 
 // ErrNotAdmin: a valid token whose role claim is not "admin".
@@ -171,7 +208,12 @@ func (v *JWTVerifier) verify(token string, c *claims) (org uuid.UUID, subject st
 }
 
 func (a *Authenticator) authenticateJWT(ctx context.Context, cred []byte) (*Principal, error) {
-	org, sub, err := a.opts.JWT.Verify(string(cred))
+	var c claims
+	org, sub, err := a.opts.JWT.verify(string(cred), &c)
+	var user string
+	if err == nil {
+		user, err = endUser(c.UserID)
+	}
 	if err != nil {
 		a.n.malformed.Add(1)
 		a.log.Debug("jwt rejected", zap.Error(err))
@@ -195,6 +237,6 @@ func (a *Authenticator) authenticateJWT(ctx context.Context, cred []byte) (*Prin
 	if !exists {
 		return nil, ErrUnauthenticated
 	}
-	return &Principal{Org: org, Kind: KindJWT, Subject: sub, LimitKey: "org:" + org.String(), OrgText: org.String(),
+	return &Principal{Org: org, Kind: KindJWT, Subject: sub, EndUser: user, LimitKey: "org:" + org.String(), OrgText: org.String(),
 		RateLimitPerMinute: a.opts.JWTRateLimitPerMinute, TokensPerMinute: a.opts.JWTTokensPerMinute}, nil
 }

@@ -10,7 +10,7 @@ import (
 var (
 	qSince   = param{"since", "string", "RFC 3339 time, inclusive (default: 30 days before until)"}
 	qUntil   = param{"until", "string", "RFC 3339 time, exclusive (default: now)"}
-	qGroupBy = param{"group_by", "string", "day, model or key (default day)"}
+	qGroupBy = param{"group_by", "string", "day, model, key or user (default day)"}
 )
 
 // routeTable is the admin API. The OpenAPI document is generated from it.

@@ -51,7 +51,15 @@ type Request struct {
 	// up and capped at MaxOutputTokensCap. 0 when absent, null, negative or
 	// not a number (the upstream judges those); Embeddings have none.
 	MaxOutputTokens int
+	// User is OpenAI's "user" member: the caller's own end user, decoded;
+	// "" when absent, null or empty. At most MaxUserBytes of valid UTF-8
+	// without control characters, else the request is refused.
+	User string
 }
+
+// MaxUserBytes bounds Request.User: the end user is recorded on every
+// row and is a group of the usage report, not free text.
+const MaxUserBytes = 256
 
 // MaxOutputTokensCap bounds Request.MaxOutputTokens, far above any model's
 // output, so that estimates built on it cannot overflow.
@@ -94,6 +102,7 @@ type field struct {
 type requestFields struct {
 	model, stream, streamOptions, prompt, instructions field
 	maxTokens, maxCompletionTokens                     field
+	user                                               field
 }
 
 // slot returns where to keep the member named name for ep, and the name of
@@ -141,6 +150,10 @@ func (f *requestFields) slot(ep Endpoint, name []byte) *field {
 	case "max_output_tokens":
 		if ep == Responses {
 			return &f.maxTokens
+		}
+	case "user":
+		if ep != Messages { // Anthropic's end user is metadata.user_id
+			return &f.user
 		}
 	}
 	return nil
@@ -245,7 +258,29 @@ func ParseRequest(ep Endpoint, body []byte) (Request, error) {
 	req.Model = model
 	req.Prompt = promptText(ep, &f)
 	req.MaxOutputTokens = max(outputCap(f.maxTokens), outputCap(f.maxCompletionTokens))
+	if req.User, err = parseUser(f.user); err != nil {
+		return Request{}, err
+	}
 	return req, nil
+}
+
+// parseUser validates and decodes the "user" member (a string or null).
+func parseUser(f field) (string, error) {
+	const param = "user"
+	if !f.seen || string(f.val) == "null" {
+		return "", nil
+	}
+	if f.val[0] != '"' {
+		return "", &RequestError{Param: param, Msg: "'user' must be a string"}
+	}
+	name, exact := unquote(f.val[1 : len(f.val)-1])
+	switch {
+	case len(name) > MaxUserBytes:
+		return "", &RequestError{Param: param, Msg: "'user' is longer than " + strconv.Itoa(MaxUserBytes) + " bytes"}
+	case !exact || !printable(name):
+		return "", &RequestError{Param: param, Msg: "'user' must be valid UTF-8 without control characters"}
+	}
+	return string(name), nil
 }
 
 // outputCap reads an output token limit: a JSON number rounded up and

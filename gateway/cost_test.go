@@ -1,0 +1,94 @@
+package gateway
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/bulkheadhq/bulkhead/config"
+	"github.com/bulkheadhq/bulkhead/store"
+)
+
+// A request to a catalog model carries its cost at the prices in force and
+// their snapshot; a request to a model only the configured routes name has
+// no cost. The cost is counted per model in Prometheus.
+func TestCostPerRequest(t *testing.T) {
+	h := newHarness(t, catalogConfig(config.ModelAccessAll))
+	h.withCatalog()
+	ctx := context.Background()
+	_, key, _ := h.tenant(1000)
+	shared := "shared-" + uuid.NewString()[:8]
+	prices := store.Prices{Input: 150_000, CachedInput: 75_000, Output: 600_000}
+	if _, err := h.admin.AddModel(ctx, store.Model{Name: shared, Upstream: "mock", InputPrice: prices.Input,
+		CachedInputPrice: prices.CachedInput, OutputPrice: prices.Output, Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	auth := []string{"Authorization", "Bearer " + key}
+	r := h.do("POST", "/v1/chat/completions", chatWith(shared), auth...)
+	if r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	rec := h.rec.find(t, r.headers["x-request-id"])
+	if !rec.Priced || rec.Prices != prices || rec.PromptTokens == 0 {
+		t.Fatalf("record %+v: want priced at %+v", rec, prices)
+	}
+	if want := prices.Cost(rec.PromptTokens, rec.CacheReadTokens, rec.CompletionTokens); rec.Cost != want || want == 0 {
+		t.Errorf("cost %d, want %d", rec.Cost, want)
+	}
+	if got := testutil.ToFloat64(h.srv.metrics.cost.usd.WithLabelValues(shared)); got != float64(rec.Cost)/1e6 {
+		t.Errorf("bulkhead_cost_usd_total{model=%q} = %v, want %v", shared, got, float64(rec.Cost)/1e6)
+	}
+
+	r = h.do("POST", "/v1/chat/completions", chatWith("gpt-4o-mini"), auth...)
+	if rec := h.rec.find(t, r.headers["x-request-id"]); r.status != 200 || rec.Priced || rec.Cost != 0 {
+		t.Errorf("a model outside the catalog: %d, record %+v: want no cost", r.status, rec)
+	}
+}
+
+// The end user of a row: the body's "user" for key callers; the JWT's
+// user_id claim, which wins over the body, for token callers. Over-long or
+// malformed ones are refused.
+func TestEndUser(t *testing.T) {
+	secret := config.Secret(strings.Repeat("s", 32))
+	h := newHarness(t, func(c *config.Config) { c.JWTHS256Secret = secret })
+	org, key, _ := h.tenant(1000)
+	body := func(user string) string {
+		return `{"model":"gpt-4o-mini","user":` + user + `,"messages":[{"role":"user","content":"hi"}]}`
+	}
+	r := h.do("POST", "/v1/chat/completions", body(`"alice"`), "Authorization", "Bearer "+key)
+	if rec := h.rec.find(t, r.headers["x-request-id"]); r.status != 200 || rec.EndUser != "alice" {
+		t.Errorf("key caller: %d, end user %q, want alice", r.status, rec.EndUser)
+	}
+	token := func(user any) string {
+		c := jwt.MapClaims{"organization_id": org.String(), "exp": time.Now().Add(time.Hour).Unix()}
+		if user != nil {
+			c["user_id"] = user
+		}
+		s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(secret.Reveal()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	r = h.do("POST", "/v1/chat/completions", body(`"mallory"`), "Authorization", "Bearer "+token("bob"))
+	if rec := h.rec.find(t, r.headers["x-request-id"]); r.status != 200 || rec.EndUser != "bob" {
+		t.Errorf("JWT caller: %d, end user %q, want bob (the claim wins)", r.status, rec.EndUser)
+	}
+	r = h.do("POST", "/v1/chat/completions", body(`"carol"`), "Authorization", "Bearer "+token(nil))
+	if rec := h.rec.find(t, r.headers["x-request-id"]); r.status != 200 || rec.EndUser != "carol" {
+		t.Errorf("JWT without user_id: %d, end user %q, want carol", r.status, rec.EndUser)
+	}
+	for name, user := range map[string]string{"too long": `"` + strings.Repeat("u", 257) + `"`, "number": `42`, "control": `"a\u0001b"`} {
+		if r := h.do("POST", "/v1/chat/completions", body(user), "Authorization", "Bearer "+key); r.status != 400 || !strings.Contains(string(r.body), `"param":"user"`) {
+			t.Errorf("%s user: %d %s, want 400 on param user", name, r.status, r.body)
+		}
+	}
+	if r := h.do("POST", "/v1/chat/completions", body(`null`), "Authorization", "Bearer "+token(strings.Repeat("u", 257))); r.status != 401 {
+		t.Errorf("over-long user_id claim: %d %s, want 401", r.status, r.body)
+	}
+}
