@@ -79,3 +79,14 @@ func NewConnsForTest(s *Store) int64 { return s.pool.Stat().NewConnsCount() }
 
 // SeriesQueryForTest is UsageSeries' query, for its EXPLAIN.
 func SeriesQueryForTest(by string) string { q, _ := seriesQuery(by); return q }
+
+// LatencyBucketForTest is the latency bucket of ms, computed in Go from
+// latencyBounds (as width_bucket does), and the figure a series reports
+// for it.
+func LatencyBucketForTest(ms int64) int64 {
+	i := 0
+	for i < len(latencyBounds) && latencyBounds[i] <= max(ms, 0) {
+		i++
+	}
+	return latencyBucketBound(i)
+}

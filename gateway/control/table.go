@@ -53,7 +53,7 @@ func (s *Server) routeTable() []route {
 			access: tenantRead, status: ok, resp: usageReport{}, handle: s.orgUsage, query: []param{qSince, qUntil, qGroupBy}},
 		{method: "GET", pattern: "/admin/v1/organizations/{id}/usage/series", summary: "An organization's usage per day and model, key or status, with errors and latency percentiles",
 			access: tenantRead, status: ok, resp: seriesReport{}, handle: s.orgSeries,
-			query: []param{qSince, qUntil, {"by", "string", "model, key or status (default model)"}}},
+			query: []param{qSince, qUntil, {"by", "string", "model, key or status (classes ok, 4xx, 5xx; each with the day's latency) (default model)"}}},
 		{method: "GET", pattern: "/admin/v1/organizations/{id}/prompts", summary: "An organization's request log, newest first, paged and filtered",
 			access: tenantRead, status: ok, resp: promptList{}, handle: s.listPrompts,
 			query: []param{qSince, qUntil, {"model", "string", "only this model"}, {"key", "string", "only this key id"},
