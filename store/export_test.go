@@ -83,10 +83,14 @@ func SeriesQueryForTest(by string) string { q, _ := seriesQuery(by); return q }
 // LatencyBucketForTest is the latency bucket of ms, computed in Go from
 // latencyBounds (as width_bucket does), and the figure a series reports
 // for it.
-func LatencyBucketForTest(ms int64) int64 {
+func LatencyBucketForTest(ms int64) int64 { return latencyBucketBound(LatencyBucketIndexForTest(ms)) }
+
+// LatencyBucketIndexForTest is the index of ms's latency bucket, computed
+// in Go from latencyBounds.
+func LatencyBucketIndexForTest(ms int64) int {
 	i := 0
 	for i < len(latencyBounds) && latencyBounds[i] <= max(ms, 0) {
 		i++
 	}
-	return latencyBucketBound(i)
+	return i
 }

@@ -78,10 +78,11 @@ func TestUsageSeriesMatchesRows(t *testing.T) {
 	// Three days of rows every 6m37s, off the hour, over three models, two
 	// keys and JWT callers; 4xx and 5xx now and then; latencies from
 	// negative (a clock step) to beyond the last bucket. Two statements,
-	// so that rollup rows are both inserted and updated.
+	// the even rows and the odd, so that most rollup rows are inserted by
+	// one and updated by the other.
 	base := time.Now().UTC().Add(-80 * time.Hour).Truncate(time.Hour).Add(11*time.Minute + 7*time.Second)
 	for _, o := range orgs {
-		for _, part := range [][2]int{{0, 300}, {301, 72 * 60 / 6}} {
+		for _, first := range []int{0, 1} {
 			if _, err := owner.Exec(ctx, `INSERT INTO prompts (organization_id, id, request_id, api_key_id, model, status,
 					prompt_tokens, completion_tokens, usage_tokens, latency_ms, created_at)
 				SELECT $1, prompts_row_id(t, gen_random_uuid()), 's-' || g,
@@ -89,8 +90,8 @@ func TestUsageSeriesMatchesRows(t *testing.T) {
 					CASE WHEN g % 13 = 0 THEN 500 WHEN g % 7 = 0 THEN 429 WHEN g % 19 = 0 THEN 404 ELSE 200 END,
 					g % 13, g % 17, g % 13 + g % 17,
 					CASE WHEN g % 97 = 0 THEN -3 WHEN g % 89 = 0 THEN 400000 ELSE (g * g * 31) % 25000 END, t
-				FROM generate_series($5::int, $6::int) g, LATERAL (SELECT $2::timestamptz + g * interval '397 seconds' AS t) c`,
-				o, base, org, keys, part[0], part[1]); err != nil {
+				FROM generate_series($5::int, 72 * 60 / 6, 2) g, LATERAL (SELECT $2::timestamptz + g * interval '397 seconds' AS t) c`,
+				o, base, org, keys, first); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -124,6 +125,7 @@ func TestUsageSeriesMatchesRows(t *testing.T) {
 		}
 	}
 	check(t)
+	rollupHistogramsMatchRows(t, owner, orgs)
 	err := st.InTenant(ctx, org, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO prompts (organization_id, id, created_at, request_id, api_key_id, model, status, latency_ms)
 			SELECT organization_id, id, created_at, request_id, api_key_id, model, status, latency_ms
@@ -135,6 +137,7 @@ func TestUsageSeriesMatchesRows(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(t)
+	rollupHistogramsMatchRows(t, owner, orgs)
 
 	// B's series holds only B's rows.
 	got, err := st.UsageSeries(ctx, orgs[1], base.Add(-time.Hour), time.Now(), "key")
@@ -145,5 +148,70 @@ func TestUsageSeriesMatchesRows(t *testing.T) {
 		if row.Group != "jwt" {
 			t.Errorf("B's series names %q, a key of A's", row.Group)
 		}
+	}
+}
+
+// rollupHistogramsMatchRows checks, as the owner, that every rollup row of
+// orgs holds the client errors and the latency histogram of its prompts
+// rows, bucketed in Go by the bounds the series reads them by.
+func rollupHistogramsMatchRows(t *testing.T, owner *pgxpool.Pool, orgs []uuid.UUID) {
+	t.Helper()
+	ctx := context.Background()
+	type cell struct {
+		clientErrors int64
+		histogram    [31]int64
+	}
+	key := func(org uuid.UUID, hour time.Time, model string, k *uuid.UUID) string {
+		return fmt.Sprint(org, hour.UTC().Unix(), model, k)
+	}
+	want := map[string]*cell{}
+	rows, _ := owner.Query(ctx, `SELECT organization_id, date_trunc('hour', created_at, 'UTC'), model, api_key_id, status, latency_ms
+		FROM prompts WHERE organization_id = ANY($1)`, orgs)
+	for rows.Next() {
+		var org uuid.UUID
+		var hour time.Time
+		var model string
+		var k *uuid.UUID
+		var status, latency int64
+		if err := rows.Scan(&org, &hour, &model, &k, &status, &latency); err != nil {
+			t.Fatal(err)
+		}
+		c := want[key(org, hour, model, k)]
+		if c == nil {
+			c = &cell{}
+			want[key(org, hour, model, k)] = c
+		}
+		if status >= 400 && status < 500 {
+			c.clientErrors++
+		}
+		c.histogram[store.LatencyBucketIndexForTest(latency)]++
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	rows, _ = owner.Query(ctx, `SELECT organization_id, hour, model, api_key_id, client_errors, latency_histogram
+		FROM usage_hourly WHERE organization_id = ANY($1)`, orgs)
+	n := 0
+	for rows.Next() {
+		var org uuid.UUID
+		var hour time.Time
+		var model string
+		var k *uuid.UUID
+		var got cell
+		var h []int64
+		if err := rows.Scan(&org, &hour, &model, &k, &got.clientErrors, &h); err != nil {
+			t.Fatal(err)
+		}
+		copy(got.histogram[:], h)
+		if w := want[key(org, hour, model, k)]; w == nil || *w != got || len(h) != 31 {
+			t.Errorf("rollup %s %s %s %v: %v (%d buckets), want %v", org, hour, model, k, got, len(h), w)
+		}
+		n++
+	}
+	if rows.Err() != nil {
+		t.Fatal(rows.Err())
+	}
+	if n != len(want) {
+		t.Errorf("%d rollup rows, want %d", n, len(want))
 	}
 }
