@@ -240,7 +240,8 @@ func controlPlane(ctx context.Context, cfg config.Config, st *store.Store, ao au
 		admin.Close()
 		return nil, nil, err
 	}
-	opts := control.Options{Admin: admin, Store: st, JWT: ao.JWT, SessionTTL: cfg.ControlSessionTTL, Log: log.Named("control")}
+	opts := control.Options{Admin: admin, Store: st, JWT: ao.JWT, Upstreams: cfg.UpstreamNames(),
+		SessionTTL: cfg.ControlSessionTTL, Log: log.Named("control")}
 	if ao.Redis != nil {
 		opts.Notify = control.RedisNotifier(ao.Redis, cfg.AuthRedisTTL)
 	}

@@ -260,6 +260,7 @@ func TestTenantAdminCannotReachAnotherOrganization(t *testing.T) {
 			{"POST", "/admin/v1/organizations/" + org + "/keys", map[string]any{"name": "intruder", "rate_limit_per_minute": 1}},
 			{"GET", "/admin/v1/organizations/" + org + "/usage", nil},
 			{"GET", "/admin/v1/organizations/" + org + "/usage/series", nil},
+			{"GET", "/admin/v1/organizations/" + org + "/models", nil},
 			{"GET", "/admin/v1/organizations/" + org + "/prompts", nil},
 			{"GET", "/admin/v1/organizations/" + org + "/prompts/" + prompt, nil},
 			{"PATCH", "/admin/v1/keys/" + key, map[string]any{"rate_limit_per_minute": 100000}},

@@ -37,6 +37,7 @@ type recordingNotifier struct {
 	revoked  [][32]byte
 	changed  [][32]byte
 	orgsGone []uuid.UUID
+	catalogs []*uuid.UUID // nil: the shared catalog
 }
 
 func (n *recordingNotifier) Revoke(_ context.Context, h ...[32]byte) error {
@@ -60,6 +61,13 @@ func (n *recordingNotifier) InvalidateOrg(_ context.Context, org uuid.UUID) erro
 	return nil
 }
 
+func (n *recordingNotifier) InvalidateCatalog(_ context.Context, org *uuid.UUID) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.catalogs = append(n.catalogs, org)
+	return nil
+}
+
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	h := &harness{t: t, admin: storetest.Admin(t), st: storetest.Open(t, store.Options{}), notify: &recordingNotifier{}}
@@ -67,7 +75,8 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Options{Admin: h.admin, Store: h.st, JWT: v, Notify: h.notify, SessionTTL: time.Minute})
+	srv, err := New(Options{Admin: h.admin, Store: h.st, JWT: v, Notify: h.notify, SessionTTL: time.Minute,
+		Upstreams: []string{"default", "second"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,6 +48,10 @@ type Options struct {
 	// Notify tells running gateways of key changes; nil tells none (a
 	// single instance then sees them within BULKHEAD_AUTH_CACHE_TTL).
 	Notify Notifier
+	// Upstreams are the configured upstreams' names, which a catalog model
+	// may name (config.Config.UpstreamNames); nil: none, and adding a
+	// model is refused.
+	Upstreams []string
 	// SessionTTL is a console session's lifetime; 0: 30 minutes.
 	SessionTTL time.Duration
 	Log        *zap.Logger // nil: none
