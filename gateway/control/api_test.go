@@ -269,10 +269,14 @@ func TestTenantAdminCannotReachAnotherOrganization(t *testing.T) {
 		}
 	}
 	theirs, nobody := probes(a.ID.String(), ka.ID, promptA.String()), probes(missingOrg, missingKey, uuid.NewString())
-	// B's session too, not only its JWT.
-	var s struct{ Token string }
+	// B's session too, not only its JWT, and B's organization admin key
+	// and its session.
+	var s, ks struct{ Token string }
 	h.must(201, "POST", "/admin/v1/session", "", map[string]any{"credential": bAdmin}).json(t, &s)
-	for _, cred := range []string{bAdmin, s.Token} {
+	var bKey struct{ Key string }
+	h.must(201, "POST", "/admin/v1/organizations/"+b.ID.String()+"/admin-keys", write, map[string]any{"name": "b's backend"}).json(t, &bKey)
+	h.must(201, "POST", "/admin/v1/session", "", map[string]any{"credential": bKey.Key}).json(t, &ks)
+	for _, cred := range []string{bAdmin, s.Token, bKey.Key, ks.Token} {
 		for i := range theirs {
 			got, want := h.do(theirs[i].method, theirs[i].path, cred, theirs[i].body), h.do(nobody[i].method, nobody[i].path, cred, nobody[i].body)
 			gc, gp, gm := got.errorParts(t)

@@ -47,6 +47,13 @@ func (s *Server) routeTable() []route {
 		{method: "POST", pattern: "/admin/v1/keys/{id}/revoke", summary: "Revoke a key; every running gateway refuses it within a second",
 			access: tenantWrite, status: ok, resp: store.Key{}, handle: s.revokeKey},
 
+		{method: "POST", pattern: "/admin/v1/organizations/{id}/admin-keys", summary: "Make an organization admin key: a tenant administrator's credential (shown once) with exactly a tenant administrator's JWT's rights",
+			access: operatorWrite, status: created, body: createAdminKeyRequest{}, resp: createdAdminKey{}, handle: s.createAdminKey},
+		{method: "GET", pattern: "/admin/v1/organizations/{id}/admin-keys", summary: "List an organization's admin keys (never the keys)",
+			access: operatorRead, status: ok, resp: adminKeyList{}, handle: s.listAdminKeys},
+		{method: "POST", pattern: "/admin/v1/admin-keys/{id}/revoke", summary: "Revoke an organization admin key; its console sessions end at their next use",
+			access: operatorWrite, status: ok, resp: store.OrgAdminKey{}, handle: s.revokeAdminKey},
+
 		{method: "GET", pattern: "/admin/v1/models", summary: "The whole model catalog: shared models, then each organization's own (operators)",
 			access: operatorRead, status: ok, resp: modelList{}, handle: s.listModels},
 		{method: "POST", pattern: "/admin/v1/models", summary: "Add a model, shared or an organization's own; running gateways route it at once",
