@@ -50,6 +50,16 @@ func bearer(rc *fasthttp.RequestCtx) string {
 // same 401.
 func (s *Server) authenticate(ctx context.Context, rc *fasthttp.RequestCtx) (principal, error) {
 	cred := bearer(rc)
+	var p principal
+	err := s.guard(ctx, rc, cred, func() (err error) {
+		p, err = s.resolve(ctx, cred)
+		return err
+	})
+	return p, err
+}
+
+// resolve is authenticate's look-up of cred.
+func (s *Server) resolve(ctx context.Context, cred string) (principal, error) {
 	if strings.HasPrefix(cred, sessionTokenPrefix) {
 		p, _, ok := s.sessions.get(cred)
 		if !ok {

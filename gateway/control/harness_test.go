@@ -68,15 +68,20 @@ func (n *recordingNotifier) InvalidateCatalog(_ context.Context, org *uuid.UUID)
 	return nil
 }
 
-func newHarness(t *testing.T) *harness {
+// newHarness starts a Server; each of with may change its Options first.
+func newHarness(t *testing.T, with ...func(*Options)) *harness {
 	t.Helper()
 	h := &harness{t: t, admin: storetest.Admin(t), st: storetest.Open(t, store.Options{}), notify: &recordingNotifier{}}
 	v, err := auth.NewJWTVerifier(auth.JWTConfig{HS256Secret: jwtSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Options{Admin: h.admin, Store: h.st, JWT: v, Notify: h.notify, SessionTTL: time.Minute,
-		Upstreams: []string{"default", "second"}})
+	opts := Options{Admin: h.admin, Store: h.st, JWT: v, Notify: h.notify, SessionTTL: time.Minute,
+		Upstreams: []string{"default", "second"}}
+	for _, w := range with {
+		w(&opts)
+	}
+	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,6 +52,13 @@ type Options struct {
 	// may name (config.Config.UpstreamNames); nil: none, and adding a
 	// model is refused.
 	Upstreams []string
+	// Failures holds the failure budgets of refused credentials
+	// (throttle.go), shared by the replicas through its Redis; nil: no
+	// throttling. FailuresPerMinutePerAddress and
+	// FailuresPerMinutePerPrefix are the budgets (0: that one is not
+	// kept).
+	Failures                                                auth.FailureLimiter
+	FailuresPerMinutePerAddress, FailuresPerMinutePerPrefix int
 	// SessionTTL is a console session's lifetime; 0: 30 minutes.
 	SessionTTL time.Duration
 	Log        *zap.Logger // nil: none
@@ -66,6 +73,7 @@ type Server struct {
 	routes   []route
 	openapi  []byte
 	sessions *sessions
+	throttle throttle
 	assets   assets
 
 	base   context.Context // parent of every request's context (not the RequestCtx)
@@ -87,6 +95,7 @@ func New(opts Options) (*Server, error) {
 		opts.Notify = nopNotifier{}
 	}
 	s := &Server{opts: opts, log: opts.Log, reqs: gateway.NewRequestIDs(), sessions: newSessions(opts.SessionTTL, time.Now)}
+	s.throttle = newThrottle(opts)
 	s.routes = s.routeTable()
 	var err error
 	if s.openapi, err = openAPIDocument(s.routes); err != nil {
