@@ -46,6 +46,9 @@ type Config struct {
 	// connection.
 	ControlListen     string        `yaml:"control_listen" env:"BULKHEAD_CONTROL_LISTEN" help:"address of the control plane: the admin API under /admin/v1/ and the web console at /, authenticated by operator tokens (bulkhead admin-token) and tenant administrators' JWTs; it connects as the owner role (BULKHEAD_ADMIN_DATABASE_URL); keep it private; empty disables it"`
 	ControlSessionTTL time.Duration `yaml:"control_session_ttl" env:"BULKHEAD_CONTROL_SESSION_TTL" help:"lifetime of a console session from its login (never beyond a tenant administrator's JWT expiry); sessions live in the serving process's memory"`
+	// The control listener's failure budgets (gateway/control/throttle.go).
+	ControlFailuresPerMinutePerAddress int `yaml:"control_failures_per_minute_per_address" env:"BULKHEAD_CONTROL_FAILURES_PER_MINUTE_PER_ADDRESS" help:"refused credentials (logins and bearers: operator tokens, admin keys, JWTs, sessions) per minute per client address on the control listener, a minute's worth at once; past it that address gets 429 with Retry-After before any check. Counted in Redis across replicas when there is one (0: no limit)"`
+	ControlFailuresPerMinutePerPrefix  int `yaml:"control_failures_per_minute_per_prefix" env:"BULKHEAD_CONTROL_FAILURES_PER_MINUTE_PER_PREFIX" help:"the same per credential prefix, all addresses together: an operator token's first 16 characters, an admin key's organization; while it is spent, credentials with that prefix get 429 (0: no limit)"`
 
 	DatabaseURL      Secret `yaml:"database_url" env:"BULKHEAD_DATABASE_URL" help:"PostgreSQL DSN of the runtime app role (no superuser, no BYPASSRLS, owns nothing)"`
 	AdminDatabaseURL Secret `yaml:"admin_database_url" env:"BULKHEAD_ADMIN_DATABASE_URL" help:"PostgreSQL DSN of the owner role, used only by migrate and the admin subcommands"`
@@ -211,6 +214,9 @@ func Default() Config {
 
 		ControlListen:     "127.0.0.1:9091",
 		ControlSessionTTL: 30 * time.Minute,
+
+		ControlFailuresPerMinutePerAddress: 30,
+		ControlFailuresPerMinutePerPrefix:  10,
 
 		DatabaseURL:      "postgres://bulkhead_app:bulkhead@127.0.0.1:5432/bulkhead?sslmode=disable",
 		AdminDatabaseURL: "postgres://bulkhead_owner:bulkhead@127.0.0.1:5432/bulkhead?sslmode=disable",

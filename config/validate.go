@@ -81,6 +81,12 @@ func (c Config) Validate() error {
 	if c.AuthNegativeCacheSize < 1 {
 		bad("BULKHEAD_AUTH_NEGATIVE_CACHE_SIZE", "must be at least 1, got %d", c.AuthNegativeCacheSize)
 	}
+	if c.ControlFailuresPerMinutePerAddress < 0 {
+		bad("BULKHEAD_CONTROL_FAILURES_PER_MINUTE_PER_ADDRESS", "must not be negative, got %d", c.ControlFailuresPerMinutePerAddress)
+	}
+	if c.ControlFailuresPerMinutePerPrefix < 0 {
+		bad("BULKHEAD_CONTROL_FAILURES_PER_MINUTE_PER_PREFIX", "must not be negative, got %d", c.ControlFailuresPerMinutePerPrefix)
+	}
 	if c.AuthFailuresPerMinutePerAddress < 0 {
 		bad("BULKHEAD_AUTH_FAILURES_PER_MINUTE_PER_ADDRESS", "must not be negative, got %d", c.AuthFailuresPerMinutePerAddress)
 	}

@@ -151,6 +151,31 @@ func (a *Admin) Models(ctx context.Context, org *uuid.UUID) ([]Model, error) {
 	return ms, nil
 }
 
+// ModelByID returns the catalog row id (shared or any organization's). A
+// missing one is ErrNotFound.
+func (a *Admin) ModelByID(ctx context.Context, id uuid.UUID) (Model, error) {
+	m, err := scanModel(a.pool.QueryRow(ctx, `SELECT `+modelColumns+` FROM models WHERE id = $1`, id))
+	if err != nil {
+		return Model{}, fmt.Errorf("reading model %s: %w", id, classify(err))
+	}
+	return m, nil
+}
+
+// ValidModelName reports whether s may name a model: what the gateway
+// accepts as a model id (gateway.validModelID), 1 to 256 bytes without
+// control characters.
+func ValidModelName(s string) bool {
+	if s == "" || len(s) > 256 {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0xfffd {
+			return false
+		}
+	}
+	return true
+}
+
 // UpdateModel changes ref's upstream, prices or enabled flag. A missing
 // model is ErrNotFound.
 func (a *Admin) UpdateModel(ctx context.Context, ref ModelRef, c ModelChanges) (Model, error) {
@@ -225,15 +250,15 @@ func (a *Admin) SetModelAccess(ctx context.Context, org uuid.UUID, name string, 
 // CatalogEntry is a catalog row as one tenant sees it: a shared model or
 // its own, with its own access rule for a shared one.
 type CatalogEntry struct {
-	Name             string
-	Upstream         string
-	InputPrice       MicroUSD
-	CachedInputPrice MicroUSD
-	OutputPrice      MicroUSD
-	Enabled          bool
-	Own              bool  // the tenant's private model
-	Access           *bool // shared models: the tenant's grant (true) or revocation (false); nil: the default
-	CreatedAt        time.Time
+	Name             string    `json:"name"`
+	Upstream         string    `json:"upstream"`
+	InputPrice       MicroUSD  `json:"input_price_usd"`
+	CachedInputPrice MicroUSD  `json:"cached_input_price_usd"`
+	OutputPrice      MicroUSD  `json:"output_price_usd"`
+	Enabled          bool      `json:"enabled"`
+	Own              bool      `json:"own"`    // the tenant's private model
+	Access           *bool     `json:"access"` // shared models: the tenant's grant (true) or revocation (false); nil: the default
+	CreatedAt        time.Time `json:"created_at"`
 }
 
 // CatalogFor returns the catalog as org sees it, read as the app role

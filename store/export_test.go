@@ -87,3 +87,18 @@ func EnsureSchemaForTest(ctx context.Context, a *Admin, org uuid.UUID) error {
 
 // IsolationPredicateForTest is the policy predicate of place p.
 func IsolationPredicateForTest(p Place) string { return isolationPredicate(p) }
+
+// LatencyBucketForTest is the latency bucket of ms, computed in Go from
+// latencyBounds (as width_bucket does), and the figure a series reports
+// for it.
+func LatencyBucketForTest(ms int64) int64 { return latencyBucketBound(LatencyBucketIndexForTest(ms)) }
+
+// LatencyBucketIndexForTest is the index of ms's latency bucket, computed
+// in Go from latencyBounds.
+func LatencyBucketIndexForTest(ms int64) int {
+	i := 0
+	for i < len(latencyBounds) && latencyBounds[i] <= max(ms, 0) {
+		i++
+	}
+	return i
+}

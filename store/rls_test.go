@@ -41,6 +41,8 @@ var tenantTables = map[string]string{
 	// The model catalog and its access rules (00011).
 	"models":       "organization_id",
 	"model_access": "organization_id",
+	// Organization-scoped admin keys (00018), read by the app role only.
+	"org_admin_keys": "organization_id",
 }
 
 // sharedTables are the tenant tables that also hold shared rows
@@ -153,6 +155,7 @@ var appPrivileges = []string{
 	"table control_idempotency: INSERT, SELECT",
 	"table model_access: SELECT",
 	"table models: SELECT",
+	"table org_admin_keys: SELECT",
 	"table organization_keys: SELECT",
 	"table organizations: SELECT",
 	"table prompts: INSERT, SELECT",

@@ -104,7 +104,7 @@ func modelAdd(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	var problems []string
-	if !validName(*name) {
+	if !store.ValidModelName(*name) {
 		problems = append(problems, fmt.Sprintf("--name must be 1 to 256 bytes without control characters, got %q", *name))
 	}
 	if *upstream == "" {
@@ -135,19 +135,6 @@ func modelAdd(ctx context.Context, e env, args []string) error {
 		}
 		return tellCatalog(ctx, cfg, orgID)
 	})
-}
-
-// validName: what the gateway accepts as a model id (gateway.validModelID).
-func validName(s string) bool {
-	if s == "" || len(s) > 256 {
-		return false
-	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || r == 0xfffd {
-			return false
-		}
-	}
-	return true
 }
 
 // modelError turns the store's sentinels into one line for the operator.

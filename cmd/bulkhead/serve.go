@@ -255,10 +255,16 @@ func controlPlane(ctx context.Context, cfg config.Config, st *store.Store, ao au
 		admin.Close()
 		return nil, nil, err
 	}
-	opts := control.Options{Admin: admin, Store: st, JWT: ao.JWT, SessionTTL: cfg.ControlSessionTTL, Log: log.Named("control")}
+	opts := control.Options{Admin: admin, Store: st, JWT: ao.JWT, Upstreams: cfg.UpstreamNames(),
+		SessionTTL: cfg.ControlSessionTTL, Log: log.Named("control")}
 	if ao.Redis != nil {
 		opts.Notify = control.RedisNotifier(ao.Redis, cfg.AuthRedisTTL)
 	}
+	// Refused credentials are counted apart from the data plane's failed
+	// API keys, in Redis when there is one (ao.Redis nil: in process).
+	opts.Failures = ratelimit.New(ao.Redis, ratelimit.Options{Prefix: controlFailurePrefix, Timeout: cfg.RedisTimeout,
+		FailMode: ratelimit.FailLocal, Log: log.Named("controlfail")})
+	opts.FailuresPerMinutePerAddress, opts.FailuresPerMinutePerPrefix = cfg.ControlFailuresPerMinutePerAddress, cfg.ControlFailuresPerMinutePerPrefix
 	srv, err := control.New(opts)
 	if err == nil {
 		var ln net.Listener
@@ -274,6 +280,10 @@ func controlPlane(ctx context.Context, cfg config.Config, st *store.Store, ao au
 // authFailurePrefix starts the Redis keys of the failed-authentication
 // budgets, apart from the per-key limits'.
 const authFailurePrefix = "bulkhead:authfail"
+
+// controlFailurePrefix starts the Redis keys of the control listener's
+// failure budgets.
+const controlFailurePrefix = "bulkhead:ctlfail"
 
 // failureLimiter holds the budgets of failed API-key look-ups, shared
 // through rdb (nil: in process). It always falls back to the local

@@ -260,6 +260,7 @@ func TestTenantAdminCannotReachAnotherOrganization(t *testing.T) {
 			{"POST", "/admin/v1/organizations/" + org + "/keys", map[string]any{"name": "intruder", "rate_limit_per_minute": 1}},
 			{"GET", "/admin/v1/organizations/" + org + "/usage", nil},
 			{"GET", "/admin/v1/organizations/" + org + "/usage/series", nil},
+			{"GET", "/admin/v1/organizations/" + org + "/models", nil},
 			{"GET", "/admin/v1/organizations/" + org + "/prompts", nil},
 			{"GET", "/admin/v1/organizations/" + org + "/prompts/" + prompt, nil},
 			{"PATCH", "/admin/v1/keys/" + key, map[string]any{"rate_limit_per_minute": 100000}},
@@ -268,10 +269,14 @@ func TestTenantAdminCannotReachAnotherOrganization(t *testing.T) {
 		}
 	}
 	theirs, nobody := probes(a.ID.String(), ka.ID, promptA.String()), probes(missingOrg, missingKey, uuid.NewString())
-	// B's session too, not only its JWT.
-	var s struct{ Token string }
+	// B's session too, not only its JWT, and B's organization admin key
+	// and its session.
+	var s, ks struct{ Token string }
 	h.must(201, "POST", "/admin/v1/session", "", map[string]any{"credential": bAdmin}).json(t, &s)
-	for _, cred := range []string{bAdmin, s.Token} {
+	var bKey struct{ Key string }
+	h.must(201, "POST", "/admin/v1/organizations/"+b.ID.String()+"/admin-keys", write, map[string]any{"name": "b's backend"}).json(t, &bKey)
+	h.must(201, "POST", "/admin/v1/session", "", map[string]any{"credential": bKey.Key}).json(t, &ks)
+	for _, cred := range []string{bAdmin, s.Token, bKey.Key, ks.Token} {
 		for i := range theirs {
 			got, want := h.do(theirs[i].method, theirs[i].path, cred, theirs[i].body), h.do(nobody[i].method, nobody[i].path, cred, nobody[i].body)
 			gc, gp, gm := got.errorParts(t)

@@ -22,8 +22,9 @@ type principal struct {
 	write    bool      // may change things (operators with the write scope; tenant administrators, their keys)
 	org      uuid.UUID // a tenant administrator's organization
 	session  bool      // came through a console session
+	orgKey   bool      // a tenant administrator holding an organization admin key
 
-	tokenHash [32]byte // an operator's token, re-checked at every session use
+	tokenHash [32]byte // an operator's token or an admin key, re-checked at every session use
 }
 
 // bearer returns the request's one Bearer credential ("" if none).
@@ -49,17 +50,36 @@ func bearer(rc *fasthttp.RequestCtx) string {
 // same 401.
 func (s *Server) authenticate(ctx context.Context, rc *fasthttp.RequestCtx) (principal, error) {
 	cred := bearer(rc)
+	var p principal
+	err := s.guard(ctx, rc, cred, func() (err error) {
+		p, err = s.resolve(ctx, cred)
+		return err
+	})
+	return p, err
+}
+
+// resolve is authenticate's look-up of cred.
+func (s *Server) resolve(ctx context.Context, cred string) (principal, error) {
 	if strings.HasPrefix(cred, sessionTokenPrefix) {
 		p, _, ok := s.sessions.get(cred)
 		if !ok {
 			return principal{}, errUnauthenticated
 		}
-		if p.operator {
-			// Revoking the token ends its sessions at their next use.
-			if _, err := s.operatorToken(ctx, p.tokenHash); err != nil {
-				s.sessions.end(cred)
-				return principal{}, err
+		// Revoking the token or admin key ends its sessions at their next use.
+		var err error
+		switch {
+		case p.operator:
+			_, err = s.operatorToken(ctx, p.tokenHash)
+		case p.orgKey:
+			var k store.OrgAdminKey
+			k, err = s.opts.Store.OrgAdminKeyByHash(ctx, p.org, p.tokenHash)
+			if errors.Is(err, store.ErrNotFound) || err == nil && !k.Usable(time.Now()) {
+				err = errUnauthenticated
 			}
+		}
+		if err != nil {
+			s.sessions.end(cred)
+			return principal{}, err
 		}
 		return p, nil
 	}
@@ -82,6 +102,16 @@ func (s *Server) verifyCredential(ctx context.Context, cred string) (principal, 
 			notAfter = *t.ExpiresAt
 		}
 		return principal{actor: "token:" + t.ID.String(), operator: true, write: t.Scope == store.ScopeWrite, tokenHash: h}, notAfter, nil
+	case strings.HasPrefix(cred, orgAdminKeyPrefix):
+		k, h, err := s.orgAdminKey(ctx, cred)
+		if err != nil {
+			return principal{}, time.Time{}, err
+		}
+		var notAfter time.Time
+		if k.ExpiresAt != nil {
+			notAfter = *k.ExpiresAt
+		}
+		return principal{actor: "adminkey:" + k.ID.String(), write: true, org: k.OrgID, tokenHash: h, orgKey: true}, notAfter, nil
 	case s.opts.JWT != nil && strings.Count(cred, ".") == 2:
 		ta, err := s.opts.JWT.VerifyAdmin(cred)
 		if err != nil {
@@ -91,6 +121,21 @@ func (s *Server) verifyCredential(ctx context.Context, cred string) (principal, 
 		return principal{actor: "jwt:" + ta.Subject, write: true, org: ta.Org}, ta.ExpiresAt, nil
 	}
 	return principal{}, time.Time{}, errUnauthenticated
+}
+
+// orgAdminKey finds a usable organization admin key, looked up as the app
+// role inside the tenant context of the organization it names.
+func (s *Server) orgAdminKey(ctx context.Context, cred string) (store.OrgAdminKey, [32]byte, error) {
+	org, ok := orgAdminKeyOrg(cred)
+	if !ok {
+		return store.OrgAdminKey{}, [32]byte{}, errUnauthenticated
+	}
+	h := sha256.Sum256([]byte(cred))
+	k, err := s.opts.Store.OrgAdminKeyByHash(ctx, org, h)
+	if errors.Is(err, store.ErrNotFound) || err == nil && (!k.Usable(time.Now()) || k.OrgID != org) {
+		return store.OrgAdminKey{}, h, errUnauthenticated
+	}
+	return k, h, err
 }
 
 // operatorToken finds a usable operator token by hash.

@@ -37,6 +37,7 @@ type recordingNotifier struct {
 	revoked  [][32]byte
 	changed  [][32]byte
 	orgsGone []uuid.UUID
+	catalogs []*uuid.UUID // nil: the shared catalog
 }
 
 func (n *recordingNotifier) Revoke(_ context.Context, h ...[32]byte) error {
@@ -60,14 +61,27 @@ func (n *recordingNotifier) InvalidateOrg(_ context.Context, org uuid.UUID) erro
 	return nil
 }
 
-func newHarness(t *testing.T) *harness {
+func (n *recordingNotifier) InvalidateCatalog(_ context.Context, org *uuid.UUID) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.catalogs = append(n.catalogs, org)
+	return nil
+}
+
+// newHarness starts a Server; each of with may change its Options first.
+func newHarness(t *testing.T, with ...func(*Options)) *harness {
 	t.Helper()
 	h := &harness{t: t, admin: storetest.Admin(t), st: storetest.Open(t, store.Options{}), notify: &recordingNotifier{}}
 	v, err := auth.NewJWTVerifier(auth.JWTConfig{HS256Secret: jwtSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Options{Admin: h.admin, Store: h.st, JWT: v, Notify: h.notify, SessionTTL: time.Minute})
+	opts := Options{Admin: h.admin, Store: h.st, JWT: v, Notify: h.notify, SessionTTL: time.Minute,
+		Upstreams: []string{"default", "second"}}
+	for _, w := range with {
+		w(&opts)
+	}
+	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/gateway/catalog"
 )
 
 // Notifier tells running gateways that keys changed, so that a revoked
@@ -16,6 +17,9 @@ type Notifier interface {
 	Revoke(ctx context.Context, hashes ...[32]byte) error
 	Invalidate(ctx context.Context, hashes ...[32]byte) error
 	InvalidateOrg(ctx context.Context, org uuid.UUID) error
+	// InvalidateCatalog: org's model catalog or access rules changed (nil:
+	// the shared catalog, every organization's).
+	InvalidateCatalog(ctx context.Context, org *uuid.UUID) error
 }
 
 // RedisNotifier publishes through the gateways' shared Redis (auth's
@@ -41,8 +45,16 @@ func (n redisNotifier) InvalidateOrg(ctx context.Context, org uuid.UUID) error {
 	return auth.InvalidateOrg(ctx, n.rdb, org)
 }
 
+func (n redisNotifier) InvalidateCatalog(ctx context.Context, org *uuid.UUID) error {
+	if org == nil {
+		return catalog.InvalidateShared(ctx, n.rdb)
+	}
+	return catalog.InvalidateOrg(ctx, n.rdb, *org)
+}
+
 type nopNotifier struct{}
 
-func (nopNotifier) Revoke(context.Context, ...[32]byte) error      { return nil }
-func (nopNotifier) Invalidate(context.Context, ...[32]byte) error  { return nil }
-func (nopNotifier) InvalidateOrg(context.Context, uuid.UUID) error { return nil }
+func (nopNotifier) Revoke(context.Context, ...[32]byte) error           { return nil }
+func (nopNotifier) Invalidate(context.Context, ...[32]byte) error       { return nil }
+func (nopNotifier) InvalidateOrg(context.Context, uuid.UUID) error      { return nil }
+func (nopNotifier) InvalidateCatalog(context.Context, *uuid.UUID) error { return nil }

@@ -9,6 +9,8 @@ import (
 	"unicode"
 
 	"github.com/google/uuid"
+
+	"github.com/bulkheadhq/bulkhead/store"
 )
 
 // openAPIDocument generates the OpenAPI 3.1 document of routes: paths,
@@ -106,6 +108,8 @@ type schemaGen struct{ defs map[string]any }
 var (
 	timeType = reflect.TypeOf(time.Time{})
 	uuidType = reflect.TypeOf(uuid.UUID{})
+	// Amounts of dollars marshal as exact decimal strings (MicroUSD.MarshalJSON).
+	usdType = reflect.TypeOf(store.MicroUSD(0))
 )
 
 func (g *schemaGen) schema(t reflect.Type) map[string]any {
@@ -114,6 +118,8 @@ func (g *schemaGen) schema(t reflect.Type) map[string]any {
 		return map[string]any{"type": "string", "format": "date-time"}
 	case uuidType:
 		return map[string]any{"type": "string", "format": "uuid"}
+	case usdType:
+		return map[string]any{"type": "string", "pattern": `^[0-9]+(\.[0-9]{1,6})?$`}
 	}
 	switch t.Kind() {
 	case reflect.Pointer:

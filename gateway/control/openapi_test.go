@@ -36,6 +36,7 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 	// succeed.
 	org, _ := h.admin.CreateOrg(context.Background(), "openapi")
 	ids := map[string]string{"org": org.ID.String()}
+	model := "openapi-" + uuid.NewString()[:8] // shared models are the installation's
 	var s struct{ Token string }
 	steps := []struct {
 		method, pattern, path string
@@ -66,6 +67,20 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 		{"GET", "/admin/v1/organizations/{id}/usage/series", "/admin/v1/organizations/{org}/usage/series?by=key", nil, nil},
 		{"GET", "/admin/v1/organizations/{id}/prompts", "/admin/v1/organizations/{org}/prompts?status=200", nil, nil},
 		{"GET", "/admin/v1/organizations/{id}/prompts/{prompt}", "/admin/v1/organizations/{org}/prompts/{prompt}", nil, nil},
+		{"POST", "/admin/v1/organizations/{id}/admin-keys", "/admin/v1/organizations/{org}/admin-keys", map[string]any{"name": "backend", "expires_in_seconds": 60},
+			func(b []byte) { var k struct{ ID string }; json.Unmarshal(b, &k); ids["adminkey"] = k.ID }},
+		{"GET", "/admin/v1/organizations/{id}/admin-keys", "/admin/v1/organizations/{org}/admin-keys", nil, nil},
+		{"POST", "/admin/v1/admin-keys/{id}/revoke", "/admin/v1/admin-keys/{adminkey}/revoke", nil, nil},
+		{"POST", "/admin/v1/models", "/admin/v1/models", map[string]any{"name": model, "upstream": "default", "organization_id": nil,
+			"input_price_usd": "0.1", "cached_input_price_usd": "0.05", "output_price_usd": "0.2", "enabled": true},
+			func(b []byte) { var m struct{ ID string }; json.Unmarshal(b, &m); ids["model"] = m.ID }},
+		{"GET", "/admin/v1/models", "/admin/v1/models", nil, nil},
+		{"PATCH", "/admin/v1/models/{id}", "/admin/v1/models/{model}", map[string]any{"upstream": "second", "input_price_usd": "0.2",
+			"cached_input_price_usd": "0.1", "output_price_usd": "0.3", "enabled": false}, nil},
+		{"GET", "/admin/v1/organizations/{id}/models", "/admin/v1/organizations/{org}/models", nil, nil},
+		{"POST", "/admin/v1/organizations/{id}/models/grant", "/admin/v1/organizations/{org}/models/grant", map[string]any{"model": model}, nil},
+		{"POST", "/admin/v1/organizations/{id}/models/revoke", "/admin/v1/organizations/{org}/models/revoke", map[string]any{"model": model}, nil},
+		{"DELETE", "/admin/v1/models/{id}", "/admin/v1/models/{model}", nil, nil},
 		{"DELETE", "/admin/v1/session", "/admin/v1/session", nil, nil},
 		{"DELETE", "/admin/v1/organizations/{id}", "/admin/v1/organizations/{org}", nil, nil},
 	}

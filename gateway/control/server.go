@@ -48,6 +48,17 @@ type Options struct {
 	// Notify tells running gateways of key changes; nil tells none (a
 	// single instance then sees them within BULKHEAD_AUTH_CACHE_TTL).
 	Notify Notifier
+	// Upstreams are the configured upstreams' names, which a catalog model
+	// may name (config.Config.UpstreamNames); nil: none, and adding a
+	// model is refused.
+	Upstreams []string
+	// Failures holds the failure budgets of refused credentials
+	// (throttle.go), shared by the replicas through its Redis; nil: no
+	// throttling. FailuresPerMinutePerAddress and
+	// FailuresPerMinutePerPrefix are the budgets (0: that one is not
+	// kept).
+	Failures                                                auth.FailureLimiter
+	FailuresPerMinutePerAddress, FailuresPerMinutePerPrefix int
 	// SessionTTL is a console session's lifetime; 0: 30 minutes.
 	SessionTTL time.Duration
 	Log        *zap.Logger // nil: none
@@ -62,6 +73,7 @@ type Server struct {
 	routes   []route
 	openapi  []byte
 	sessions *sessions
+	throttle throttle
 	assets   assets
 
 	base   context.Context // parent of every request's context (not the RequestCtx)
@@ -83,6 +95,7 @@ func New(opts Options) (*Server, error) {
 		opts.Notify = nopNotifier{}
 	}
 	s := &Server{opts: opts, log: opts.Log, reqs: gateway.NewRequestIDs(), sessions: newSessions(opts.SessionTTL, time.Now)}
+	s.throttle = newThrottle(opts)
 	s.routes = s.routeTable()
 	var err error
 	if s.openapi, err = openAPIDocument(s.routes); err != nil {

@@ -51,7 +51,12 @@ func (s *Server) login(c *call) (any, error) {
 	if req.Credential == "" {
 		return nil, badBody("credential", "Field 'credential' is required: an operator token or a tenant administrator's JWT.")
 	}
-	p, notAfter, err := s.verifyCredential(c.ctx, req.Credential)
+	var p principal
+	var notAfter time.Time
+	err := s.guard(c.ctx, c.rc, req.Credential, func() (err error) {
+		p, notAfter, err = s.verifyCredential(c.ctx, req.Credential)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}

@@ -16,8 +16,9 @@ import (
 // store functions (store/prompts.go: Usage, UsageSeries, ListPrompts,
 // GetPrompt), as the app role inside the organization's context; the
 // organization is first read through the caller's actions, so a tenant
-// administrator reaches only its own. They scan the request log's primary
-// key for the range asked; per-tenant rollups are later work.
+// administrator reaches only its own. Usage and series read the hourly
+// rollups (usage_hourly) and only the partial hours at the ends of the
+// range from the request log.
 
 type usageReport struct {
 	Object  string           `json:"object"`
