@@ -135,9 +135,6 @@ type Config struct {
 	ShutdownGrace    time.Duration `yaml:"shutdown_grace" env:"BULKHEAD_SHUTDOWN_GRACE" help:"after SIGTERM, how long the gateway keeps accepting connections while reporting not ready, so load balancers stop sending first (5s behind a Kubernetes Service)"`
 	MetricsPerTenant bool          `yaml:"metrics_per_tenant" env:"BULKHEAD_METRICS_PER_TENANT" help:"add a per-organization request counter (one series per tenant: mind the cardinality)"`
 
-	OTelEndpoint        string `yaml:"otel_exporter_otlp_endpoint" env:"BULKHEAD_OTEL_EXPORTER_OTLP_ENDPOINT" help:"base URL of an OpenTelemetry collector's OTLP/HTTP receiver (http://collector:4318; spans go to its /v1/traces): a trace per API request, with spans for authentication, admission and each upstream attempt, GenAI attributes and no request text. The standard OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, _HEADERS, OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER and OTEL_SDK_DISABLED apply too (protocol http/protobuf only). Empty, and no OTEL endpoint: no tracing, at no cost"`
-	OTelTenantAttribute bool   `yaml:"otel_tenant_attribute" env:"BULKHEAD_OTEL_TENANT_ATTRIBUTE" help:"put the organization id on request spans (bulkhead.organization.id); off by default, so traces leaving for a shared collector do not name tenants"`
-
 	LogLevel  string `yaml:"log_level" env:"BULKHEAD_LOG_LEVEL" help:"debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" env:"BULKHEAD_LOG_FORMAT" help:"json or console; logs go to stderr, json buffered (256 KiB, written at least every second and at exit), console line by line"`
 }
@@ -285,9 +282,6 @@ func Default() Config {
 
 		ShutdownGrace:    0,
 		MetricsPerTenant: false,
-
-		OTelEndpoint:        "",
-		OTelTenantAttribute: false,
 
 		LogLevel:  "info",
 		LogFormat: "json",

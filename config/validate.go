@@ -113,9 +113,6 @@ func (c Config) Validate() error {
 	positive("BULKHEAD_UPSTREAM_FIRST_BYTE_TIMEOUT", c.UpstreamFirstByteTimeout)
 	positive("BULKHEAD_UPSTREAM_IDLE_TIMEOUT", c.UpstreamIdleTimeout)
 	positive("BULKHEAD_UPSTREAM_TIMEOUT", c.UpstreamTimeout)
-	if c.OTelEndpoint != "" {
-		checkURL("BULKHEAD_OTEL_EXPORTER_OTLP_ENDPOINT", c.OTelEndpoint, "http", "https")
-	}
 	if c.UpstreamMaxAttempts < 1 || c.UpstreamMaxAttempts > 10 {
 		bad("BULKHEAD_UPSTREAM_MAX_ATTEMPTS", "must be 1 to 10, got %d", c.UpstreamMaxAttempts)
 	}

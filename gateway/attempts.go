@@ -81,12 +81,10 @@ func (s *Server) forward(rc *fasthttp.RequestCtx, x *exchange, primary *upstream
 		req.SetTimeout(remaining)
 		resp.StreamBody = stream
 
-		sp := s.startAttempt(x, up, req)
 		sent := time.Now()
 		err := up.client.Do(req, resp)
 		s.metrics.upstream.WithLabelValues(x.ep.Path()).Observe(time.Since(sent).Seconds())
 		status := resp.StatusCode()
-		endAttempt(sp, status, err)
 		if !attemptFailed(err, status) {
 			done(nil)
 			up.metrics.ok.Inc()

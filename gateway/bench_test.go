@@ -8,8 +8,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/valyala/fasthttp"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/bulkheadhq/bulkhead/store"
 )
@@ -39,19 +37,6 @@ func BenchmarkProxyChatCatalog(b *testing.B) {
 	}
 	b.Cleanup(func() { h.admin.RemoveModel(context.Background(), store.ModelRef{Name: model}) }) //nolint:errcheck // best effort
 	run(b, h.url, key, strings.Replace(chatBody, "gpt-4o-mini", model, 1))
-}
-
-// BenchmarkProxyChatTraced is BenchmarkProxyChat with tracing on: every
-// request sampled, its spans batched to an exporter that drops them (the
-// cost of the spans, not of a collector). Compare with BenchmarkProxyChat
-// in the same run; tracing off costs nothing by construction (a nil check).
-func BenchmarkProxyChatTraced(b *testing.B) {
-	h := newBenchHarness(b)
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
-	b.Cleanup(func() { tp.Shutdown(context.Background()) }) //nolint:errcheck // drops spans
-	h.start(Deps{Auth: h.auth, Recorder: h.rec, Prompts: h.st, Limiter: h.limiter, Tracer: tp})
-	_, key, _ := h.tenant(1_000_000_000)
-	run(b, h.url, key, chatBody)
 }
 
 func BenchmarkProxyChatStream(b *testing.B) {

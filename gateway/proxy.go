@@ -55,7 +55,6 @@ type exchange struct {
 	// reservation is the tokens set aside for the request, settled in
 	// record.
 	reservation ratelimit.Reservation
-	span        *reqSpan // nil: not traced
 }
 
 // record hands the finished request to the request log and writes the
@@ -69,9 +68,6 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 		res.Usage = openai.Usage{Source: openai.UsageNone} // nothing was generated
 	}
 	s.flagDiscrepancy(x, res.Usage)
-	if x.span != nil {
-		s.traceRecord(x, res)
-	}
 	latency := time.Since(x.start)
 	prices, priced := priceOf(x)
 	var cost store.MicroUSD
@@ -134,16 +130,11 @@ func capText(s string, limit int) string {
 // path named (azure.go), "" on the /v1 paths.
 func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint, dep string) error {
 	x := &exchange{start: time.Now(), reqID: reqID, ep: ep}
-	if s.tracer != nil {
-		x.span = spanOf(rc)
-	}
 	// No per-request deadline here or in admit: each look-up below them is
 	// bounded by its own timeout (the auth cache's Redis and database
 	// timeouts, the limiter's BULKHEAD_REDIS_TIMEOUT), and a deadline
 	// context costs every request a timer and a registration on s.base.
-	sp := s.child(x, "bulkhead.auth")
 	p, err := s.authenticate(s.base, rc)
-	endChild(sp, err)
 	if err != nil {
 		return err
 	}
@@ -152,10 +143,7 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 	// Limits apply before any work, malformed requests included: a key
 	// cannot fill the request log faster than its limit allows. A refused
 	// request is not a request of the log.
-	sp = s.child(x, "bulkhead.admission")
-	err = s.admit(rc, p)
-	endChild(sp, err)
-	if err != nil {
+	if err := s.admit(rc, p); err != nil {
 		return err
 	}
 
@@ -195,10 +183,7 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		return withCause(errLogFull, err) // nothing accepted is ever dropped: refuse instead
 	}
 	// From here on every path records, which settles the reservation.
-	sp = s.child(x, "bulkhead.admission.tokens")
-	err = s.reserve(rc, x, r)
-	endChild(sp, err)
-	if err != nil {
+	if err := s.reserve(rc, x, r); err != nil {
 		return err
 	}
 
@@ -308,9 +293,6 @@ func (s *Server) stream(rc *fasthttp.RequestCtx, x *exchange, resp *fasthttp.Res
 	b.tee = openai.AcquireStreamTee(x.ep, x.dropUsage, s.cfg.CaptureMaxBytes)
 	b.tee.SetSecrets(s.redact.secrets)
 	s.scrubStreamHeaders(x, &rc.Response.Header)
-	if x.span != nil {
-		x.span.streaming = true // Close ends the span, after the last byte
-	}
 	s.streams.Add(1)
 	b.stopCut = context.AfterFunc(s.base, func() {
 		b.cut.Store(true)
@@ -357,9 +339,7 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 		b.conn.SetWriteDeadline(time.Now().Add(b.s.cfg.UpstreamIdleTimeout)) //nolint:errcheck // a dead conn fails the write
 		n, err := w.Write(p)
 		if total == 0 && err == nil {
-			now := time.Now()
-			b.s.metrics.ttfb.Observe(now.Sub(b.x.start).Seconds())
-			b.x.firstByte(now)
+			b.s.metrics.ttfb.Observe(time.Since(b.x.start).Seconds())
 		}
 		total += int64(n)
 		return err
@@ -445,9 +425,6 @@ func (b *sseBody) Close() error {
 		b.upstream.CloseWithError(cerr) //nolint:errcheck // releasing the upstream connection
 	}
 	b.recordOnce()
-	if b.x.span != nil {
-		b.x.span.end(b.status)
-	}
 	b.stopCut()
 	openai.ReleaseStreamTee(b.tee)
 	b.release()

@@ -19,7 +19,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
-	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/bulkheadhq/bulkhead/config"
@@ -62,7 +61,6 @@ type Server struct {
 	metrics    *metrics
 	// upstreamSeries are the upstreams' attempts and circuit states.
 	upstreamSeries *upstreamSeries
-	tracer         *tracer // nil: no tracing (tracing.go)
 }
 
 // Deps are the Server's collaborators.
@@ -84,9 +82,6 @@ type Deps struct {
 	// TCP within BULKHEAD_UPSTREAM_CONNECT_TIMEOUT. Tests serve upstreams
 	// in memory through it.
 	UpstreamDial func(addr string) (net.Conn, error)
-	// Tracer receives a span per request (tracing.go); nil traces nothing
-	// and costs nothing.
-	Tracer trace.TracerProvider
 }
 
 // New builds a Server from cfg. log must not be nil.
@@ -102,7 +97,6 @@ func New(cfg config.Config, log *zap.Logger, deps Deps) (*Server, error) {
 	// finding it shows in the CPU profile under make bench's load.
 	s := &Server{cfg: cfg, log: log.Named("gateway"), access: log.Named("access").WithOptions(zap.WithCaller(false)), reqs: newRequestIDs(), auth: deps.Auth, rec: deps.Recorder, prompts: deps.Prompts, limiter: deps.Limiter, catalog: deps.Catalog, router: r}
 	s.redact = newRedactor(r.all)
-	s.tracer = newTracer(deps.Tracer, cfg.OTelTenantAttribute)
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	reg := deps.Metrics
 	if reg == nil {
@@ -160,19 +154,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) handle(rc *fasthttp.RequestCtx) {
 	reqID := s.reqs.from(rc.Request.Header.Peek("X-Request-Id"))
 	rc.Response.Header.Set("X-Request-Id", reqID)
-	var rs *reqSpan
-	if s.tracer != nil {
-		rs = s.tracer.startRequest(rc, reqID)
-	}
 	if err := s.route(rc, reqID); err != nil {
 		if string(rc.Path()) == "/v1/messages" {
 			s.writeAnthropicError(rc, reqID, err)
-		} else {
-			s.writeError(rc, reqID, err)
+			return
 		}
-	}
-	if rs != nil && !rs.streaming {
-		rs.end(rc.Response.StatusCode())
+		s.writeError(rc, reqID, err)
 	}
 }
 

@@ -145,21 +145,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	tp, err := newTracing(ctx, cfg, e.lookup, log)
-	if err != nil {
-		return err
-	}
-	deps := gateway.Deps{Auth: authn, Recorder: rec, Prompts: st, Limiter: lim, Catalog: models, Metrics: reg}
-	if tp != nil {
-		deps.Tracer = tp
-		defer func() { // after Run: the last streams' spans are ended
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			tp.Shutdown(sctx) //nolint:errcheck // the error handler has logged a failed export
-		}()
-		log.Info("tracing on", zap.Bool("tenant_attribute", cfg.OTelTenantAttribute))
-	}
-	srv, err := gateway.New(cfg, log, deps)
+	srv, err := gateway.New(cfg, log, gateway.Deps{Auth: authn, Recorder: rec, Prompts: st, Limiter: lim, Catalog: models, Metrics: reg})
 	if err != nil {
 		return err
 	}
