@@ -82,16 +82,17 @@ type Config struct {
 	UpstreamURL    string `yaml:"upstream_url" env:"BULKHEAD_UPSTREAM_URL" help:"base URL of the default OpenAI-compatible upstream, as an SDK's base URL (the dev default is the mock upstream)"`
 	UpstreamAPIKey Secret `yaml:"upstream_api_key" env:"BULKHEAD_UPSTREAM_API_KEY" help:"provider credential sent to the default upstream; never shown to callers"`
 
-	UpstreamConnectTimeout   time.Duration `yaml:"upstream_connect_timeout" env:"BULKHEAD_UPSTREAM_CONNECT_TIMEOUT" help:"deadline for dialling an upstream"`
-	UpstreamFirstByteTimeout time.Duration `yaml:"upstream_first_byte_timeout" env:"BULKHEAD_UPSTREAM_FIRST_BYTE_TIMEOUT" help:"deadline for the upstream's first response byte after the request is sent (a non-streaming completion must be generated within it)"`
-	UpstreamIdleTimeout      time.Duration `yaml:"upstream_idle_timeout" env:"BULKHEAD_UPSTREAM_IDLE_TIMEOUT" help:"longest silence between two reads of an upstream response, e.g. between stream events"`
-	UpstreamTimeout          time.Duration `yaml:"upstream_timeout" env:"BULKHEAD_UPSTREAM_TIMEOUT" help:"deadline for a whole upstream exchange, stream included"`
-	UpstreamMaxConns         int           `yaml:"upstream_max_conns" env:"BULKHEAD_UPSTREAM_MAX_CONNS" help:"open connections per upstream host; further requests wait up to the first-byte timeout"`
-	UpstreamMaxAttempts      int           `yaml:"upstream_max_attempts" env:"BULKHEAD_UPSTREAM_MAX_ATTEMPTS" help:"most upstream attempts per request, the first included: before the first byte of an answer reaches the caller, a connect error, a timeout, a 429 or a 5xx moves the request to the route's next upstream (its fallbacks, then round again); 1 never retries"`
-	UpstreamRetryBackoff     time.Duration `yaml:"upstream_retry_backoff" env:"BULKHEAD_UPSTREAM_RETRY_BACKOFF" help:"wait before trying an upstream again that this request already tried, doubled at each round and jittered (50% to 150%); never past BULKHEAD_UPSTREAM_TIMEOUT, which bounds all attempts together; a fallback not yet tried is called at once"`
-	UpstreamBreakerFailures  int           `yaml:"upstream_breaker_failures" env:"BULKHEAD_UPSTREAM_BREAKER_FAILURES" help:"consecutive failures (connect errors, timeouts, 429, 5xx) after which an upstream's circuit opens: it gets no requests (its fallbacks do) until BULKHEAD_UPSTREAM_BREAKER_COOLDOWN has passed, then one probe at a time until one succeeds; 0 never opens"`
-	UpstreamBreakerCooldown  time.Duration `yaml:"upstream_breaker_cooldown" env:"BULKHEAD_UPSTREAM_BREAKER_COOLDOWN" help:"how long an upstream's open circuit stays open before it lets a probe request through"`
-	CaptureMaxBytes          int           `yaml:"capture_max_bytes" env:"BULKHEAD_CAPTURE_MAX_BYTES" help:"most response text kept per request for the request log; longer text is truncated, usage is still exact"`
+	UpstreamConnectTimeout    time.Duration `yaml:"upstream_connect_timeout" env:"BULKHEAD_UPSTREAM_CONNECT_TIMEOUT" help:"deadline for dialling an upstream"`
+	UpstreamFirstByteTimeout  time.Duration `yaml:"upstream_first_byte_timeout" env:"BULKHEAD_UPSTREAM_FIRST_BYTE_TIMEOUT" help:"deadline for the upstream's first response byte after the request is sent (a non-streaming completion must be generated within it)"`
+	UpstreamIdleTimeout       time.Duration `yaml:"upstream_idle_timeout" env:"BULKHEAD_UPSTREAM_IDLE_TIMEOUT" help:"longest silence between two reads of an upstream response, e.g. between stream events"`
+	UpstreamTimeout           time.Duration `yaml:"upstream_timeout" env:"BULKHEAD_UPSTREAM_TIMEOUT" help:"deadline for a whole upstream exchange, stream included"`
+	UpstreamMaxConns          int           `yaml:"upstream_max_conns" env:"BULKHEAD_UPSTREAM_MAX_CONNS" help:"open connections per upstream host; further requests wait up to the first-byte timeout"`
+	UpstreamMaxAttempts       int           `yaml:"upstream_max_attempts" env:"BULKHEAD_UPSTREAM_MAX_ATTEMPTS" help:"most upstream attempts per request, the first included: before the first byte of an answer reaches the caller, a connect error, a timeout, a 429 or a 5xx moves the request to the route's next upstream (its fallbacks, then round again); 1 never retries"`
+	UpstreamRetryBackoff      time.Duration `yaml:"upstream_retry_backoff" env:"BULKHEAD_UPSTREAM_RETRY_BACKOFF" help:"wait before trying an upstream again that this request already tried, doubled at each round and jittered (50% to 150%); never past BULKHEAD_UPSTREAM_TIMEOUT, which bounds all attempts together; a fallback not yet tried is called at once"`
+	UpstreamBreakerFailures   int           `yaml:"upstream_breaker_failures" env:"BULKHEAD_UPSTREAM_BREAKER_FAILURES" help:"consecutive failures (connect errors, timeouts, 429, 5xx) after which an upstream's circuit opens: it gets no requests (its fallbacks do) until BULKHEAD_UPSTREAM_BREAKER_COOLDOWN has passed, then one probe at a time until one succeeds; 0 never opens"`
+	UpstreamBreakerCooldown   time.Duration `yaml:"upstream_breaker_cooldown" env:"BULKHEAD_UPSTREAM_BREAKER_COOLDOWN" help:"how long an upstream's open circuit stays open before it lets a probe request through"`
+	AnthropicDefaultMaxTokens int           `yaml:"anthropic_default_max_tokens" env:"BULKHEAD_ANTHROPIC_DEFAULT_MAX_TOKENS" help:"max_tokens sent to an Anthropic model for a chat completions request that sets neither max_tokens nor max_completion_tokens (Anthropic requires one; OpenAI does not)"`
+	CaptureMaxBytes           int           `yaml:"capture_max_bytes" env:"BULKHEAD_CAPTURE_MAX_BYTES" help:"most response text kept per request for the request log; longer text is truncated, usage is still exact"`
 
 	// Upstreams routes models to providers other than the default upstream.
 	// YAML only; each credential comes from the environment variable its
@@ -249,6 +250,8 @@ func Default() Config {
 		UpstreamBreakerFailures:  5,
 		UpstreamBreakerCooldown:  30 * time.Second,
 		CaptureMaxBytes:          1 << 20,
+
+		AnthropicDefaultMaxTokens: 4096,
 
 		ModelAccessDefault: ModelAccessAll,
 		ModelCacheTTL:      30 * time.Second,

@@ -110,6 +110,9 @@ func (c Config) Validate() error {
 	if c.UpstreamMaxAttempts < 1 || c.UpstreamMaxAttempts > 10 {
 		bad("BULKHEAD_UPSTREAM_MAX_ATTEMPTS", "must be 1 to 10, got %d", c.UpstreamMaxAttempts)
 	}
+	if c.AnthropicDefaultMaxTokens < 1 {
+		bad("BULKHEAD_ANTHROPIC_DEFAULT_MAX_TOKENS", "must be at least 1, got %d", c.AnthropicDefaultMaxTokens)
+	}
 	if c.UpstreamRetryBackoff < 0 {
 		bad("BULKHEAD_UPSTREAM_RETRY_BACKOFF", "must not be negative, got %s", c.UpstreamRetryBackoff)
 	}

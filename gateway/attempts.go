@@ -50,7 +50,7 @@ func (s *Server) forward(rc *fasthttp.RequestCtx, x *exchange, primary *upstream
 	var lastErr error
 	for i := 0; x.attempts < s.cfg.UpstreamMaxAttempts && i < s.cfg.UpstreamMaxAttempts*len(chain); i++ {
 		up := chain[i%len(chain)]
-		if !up.serves(x.ep) { // a fallback of another dialect
+		if !up.serves(x.wire) { // a fallback of another dialect
 			continue
 		}
 		if i >= len(chain) { // a round again: back off first, unless the circuit is open anyway
@@ -127,7 +127,7 @@ func (s *Server) buildRequest(rc *fasthttp.RequestCtx, x *exchange, up *upstream
 	req.Header.SetMethod(fasthttp.MethodPost)
 	copyRequestHeaders(&req.Header, &rc.Request.Header)
 	req.Header.Set("X-Request-Id", x.reqID)
-	up.target(req, x.ep, x.model)
+	up.target(req, x.wire, x.model)
 	req.SetBodyRaw(body)
 }
 

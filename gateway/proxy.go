@@ -18,6 +18,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
 	"github.com/bulkheadhq/bulkhead/gateway/catalog"
 	"github.com/bulkheadhq/bulkhead/gateway/openai"
+	"github.com/bulkheadhq/bulkhead/gateway/translate"
 	"github.com/bulkheadhq/bulkhead/ratelimit"
 	"github.com/bulkheadhq/bulkhead/store"
 )
@@ -40,6 +41,9 @@ type exchange struct {
 	reqID     string
 	principal *auth.Principal
 	ep        openai.Endpoint
+	// wire is the API spoken to the upstream: ep, or Messages for a chat
+	// completion translated for an Anthropic model (chatmessages.go).
+	wire      openai.Endpoint
 	model     string
 	prompt    string
 	stream    bool
@@ -117,7 +121,7 @@ func capText(s string, limit int) string {
 // answer (streaming as it arrives), record. dep is the Azure deployment the
 // path named (azure.go), "" on the /v1 paths.
 func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint, dep string) error {
-	x := &exchange{start: time.Now(), reqID: reqID, ep: ep}
+	x := &exchange{start: time.Now(), reqID: reqID, ep: ep, wire: ep}
 	// No per-request deadline here or in admit: each look-up below them is
 	// bounded by its own timeout (the auth cache's Redis and database
 	// timeouts, the limiter's BULKHEAD_REDIS_TIMEOUT), and a deadline
@@ -157,10 +161,13 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		x.record(s, he.Code, openai.Result{})
 		return he
 	}
+	var conv *translated
 	if !up.serves(ep) {
-		he := wrongDialect(ep, r.Model)
-		x.record(s, he.Code, openai.Result{})
-		return he
+		if conv, body, err = s.translateRequest(x, up, body); err != nil {
+			he := toHTTPError(err)
+			x.record(s, he.Code, openai.Result{})
+			return he
+		}
 	}
 	x.catalog = cm
 	if err := s.rec.Admit(); err != nil {
@@ -171,7 +178,7 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		return err
 	}
 
-	if r.Stream && ep.StreamUsageOptIn() && !r.IncludeUsage {
+	if r.Stream && ep.StreamUsageOptIn() && !r.IncludeUsage && conv == nil {
 		if b, injected, err := openai.WithStreamUsage(body); err == nil {
 			body, x.dropUsage = b, injected
 		}
@@ -191,10 +198,13 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 	}
 	status := resp.StatusCode()
 	if r.Stream && status == fasthttp.StatusOK && bytes.HasPrefix(resp.Header.ContentType(), []byte("text/event-stream")) && decodable(resp) {
-		s.stream(rc, x, resp, release)
+		s.stream(rc, x, resp, release, conv)
 		return nil
 	}
 	defer release()
+	if conv != nil {
+		return s.respondTranslated(rc, x, up, resp)
+	}
 	return s.respond(rc, x, up, resp)
 }
 
@@ -265,7 +275,9 @@ var errShuttingDown = errors.New("gateway shutting down")
 
 // stream answers with an SSE body that fasthttp pulls through sseBody on
 // the connection's own goroutine, after the handler has returned.
-func (s *Server) stream(rc *fasthttp.RequestCtx, x *exchange, resp *fasthttp.Response, release func()) {
+// conv, when set, translates a Messages stream into chat chunks
+// (chatmessages.go).
+func (s *Server) stream(rc *fasthttp.RequestCtx, x *exchange, resp *fasthttp.Response, release func(), conv *translated) {
 	copyResponseHeaders(&rc.Response.Header, &resp.Header)
 	rc.Response.Header.Set(fasthttp.HeaderCacheControl, "no-cache")
 	rc.Response.Header.Set("X-Accel-Buffering", "no")
@@ -274,7 +286,14 @@ func (s *Server) stream(rc *fasthttp.RequestCtx, x *exchange, resp *fasthttp.Res
 	b := sseBodyPool.Get().(*sseBody)
 	b.s, b.x, b.release, b.conn, b.status = s, x, release, rc.Conn(), fasthttp.StatusOK
 	b.upstream = upstreamStream(resp, maxUpstreamBody)
-	b.tee = openai.AcquireStreamTee(x.ep, x.dropUsage, s.cfg.CaptureMaxBytes)
+	b.tee = openai.AcquireStreamTee(x.wire, x.dropUsage, s.cfg.CaptureMaxBytes)
+	if conv != nil {
+		if b.conv == nil {
+			b.conv = new(translate.Stream)
+		}
+		b.conv.Reset(conv.includeUsage, x.start.Unix())
+		b.translating = true
+	}
 	b.tee.SetSecrets(s.redact.secrets)
 	s.scrubStreamHeaders(x, &rc.Response.Header)
 	s.streams.Add(1)
@@ -304,8 +323,13 @@ type sseBody struct {
 	status   int
 	recorded bool // the request's record is made (see recordOnce)
 	readErr  error
-	buf      [streamBufSize]byte
-	out      []byte // forwarded bytes of one upstream read
+	// conv translates the stream (a chat completion of an Anthropic model,
+	// chatmessages.go) when translating is set; convErr is its first error.
+	conv        *translate.Stream
+	translating bool
+	convErr     error
+	buf         [streamBufSize]byte
+	out         []byte // forwarded bytes of one upstream read
 }
 
 var sseBodyPool = sync.Pool{New: func() any { return &sseBody{out: make([]byte, 0, streamBufSize)} }}
@@ -328,15 +352,23 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 		total += int64(n)
 		return err
 	}
-	collect := func(ev []byte) error { b.out = append(b.out, ev...); return nil }
+	collect := func(ev []byte) error {
+		if b.translating {
+			return b.translateEvents(ev)
+		}
+		b.out = append(b.out, ev...)
+		return nil
+	}
 	for b.upstream != nil {
 		n, err := b.upstream.Read(b.buf[:])
 		if n > 0 {
 			b.out = b.out[:0]
-			// Only openai.ErrSecret: collect cannot fail. (Keeping the error
-			// itself would move collect to the heap: it may be forward's.)
-			secret := b.tee.Write(b.buf[:n], collect) != nil
-			if b.tee.Ended() && !secret {
+			// openai.ErrSecret, or a translation's error (b.convErr).
+			// (Keeping the error itself would move collect to the heap: it
+			// may be forward's.)
+			failed := b.tee.Write(b.buf[:n], collect) != nil
+			secret := failed && b.convErr == nil
+			if b.tee.Ended() && !failed {
 				b.recordOnce() // before the terminal event leaves
 			}
 			if werr := write(b.out); werr != nil {
@@ -345,6 +377,10 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 			}
 			if secret {
 				b.readErr, b.status = openai.ErrSecret, fasthttp.StatusBadGateway
+				break
+			}
+			if b.convErr != nil {
+				b.readErr, b.status = b.convErr, fasthttp.StatusBadGateway
 				break
 			}
 		}
@@ -359,11 +395,24 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 		}
 	}
 	b.out = b.out[:0]
-	if b.tee.Flush(collect) != nil { // as Write
+	if b.convErr == nil && b.tee.Flush(collect) != nil { // as Write
 		b.readErr, b.status = openai.ErrSecret, fasthttp.StatusBadGateway
+		if b.convErr != nil {
+			b.readErr = b.convErr
+		}
+	}
+	if b.readErr == nil && b.translating && !b.conv.Done() {
+		b.readErr, b.status = errStreamTruncated, fasthttp.StatusBadGateway
 	}
 	if b.readErr != nil {
-		if errors.Is(b.readErr, openai.ErrSecret) {
+		if b.convErr != nil || errors.Is(b.readErr, errStreamTruncated) {
+			b.s.log.Warn("upstream stream not translatable", zap.String("request_id", b.x.reqID), zap.Error(b.readErr))
+			he := errStreamUntranslatable
+			if errors.Is(b.readErr, errStreamTruncated) {
+				he = errStreamTruncated
+			}
+			b.out = append(b.out, streamError(b.x, he)...)
+		} else if errors.Is(b.readErr, openai.ErrSecret) {
 			b.s.credentialWithheld(b.x, leakStream)
 			b.out = append(b.out, streamError(b.x, errCredentialInStream)...)
 		} else if b.cut.Load() {
@@ -413,7 +462,7 @@ func (b *sseBody) Close() error {
 	openai.ReleaseStreamTee(b.tee)
 	b.release()
 	s := b.s
-	*b = sseBody{out: b.out[:0]}
+	*b = sseBody{out: b.out[:0], conv: b.conv}
 	sseBodyPool.Put(b)
 	s.streams.Done()
 	return nil
