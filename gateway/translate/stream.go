@@ -42,7 +42,7 @@ type event struct {
 	Message      *msgResponse `json:"message"`
 	Index        int          `json:"index"`
 	ContentBlock *respBlock   `json:"content_block"`
-	Delta        *struct {
+	Delta        struct {
 		Type        string `json:"type"`
 		Text        string `json:"text"`
 		PartialJSON string `json:"partial_json"`
@@ -137,7 +137,7 @@ func (s *Stream) event(dst, data []byte) ([]byte, error) {
 		return s.blockDelta(dst, e)
 	case "message_delta":
 		s.readUsage(e)
-		if e.Delta != nil && e.Delta.StopReason != "" {
+		if e.Delta.StopReason != "" {
 			dst = s.chunk(dst, `{}`, FinishReason(e.Delta.StopReason), nil)
 		}
 	case "message_stop":
@@ -219,8 +219,8 @@ func (s *Stream) blockStart(dst []byte, e *event) ([]byte, error) {
 // tool call argument deltas; thinking and signature deltas are not part
 // of the chat API and are skipped.
 func (s *Stream) blockDelta(dst []byte, e *event) ([]byte, error) {
-	d := e.Delta
-	if d == nil || e.Index < 0 || e.Index >= maxBlocks {
+	d := &e.Delta
+	if e.Index < 0 || e.Index >= maxBlocks {
 		return dst, ErrMalformed
 	}
 	switch d.Type {
