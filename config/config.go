@@ -129,6 +129,14 @@ type Config struct {
 	ShutdownGrace    time.Duration `yaml:"shutdown_grace" env:"BULKHEAD_SHUTDOWN_GRACE" help:"after SIGTERM, how long the gateway keeps accepting connections while reporting not ready, so load balancers stop sending first (5s behind a Kubernetes Service)"`
 	MetricsPerTenant bool          `yaml:"metrics_per_tenant" env:"BULKHEAD_METRICS_PER_TENANT" help:"add a per-organization request counter (one series per tenant: mind the cardinality)"`
 
+	OTelExporterOTLPEndpoint string `yaml:"otel_exporter_otlp_endpoint" env:"BULKHEAD_OTEL_EXPORTER_OTLP_ENDPOINT" help:"OTLP/HTTP base URL of an OpenTelemetry collector (http://collector:4318; spans go to its /v1/traces): every request then has a trace (server span; auth, admission and upstream attempt spans; GenAI attributes; a caller's traceparent continued). Empty: tracing is on only when the standard OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set (the exporter reads the other OTEL_EXPORTER_OTLP_* variables, the SDK OTEL_TRACES_SAMPLER and OTEL_SERVICE_NAME); off, it costs nothing. OTEL_SDK_DISABLED=true turns it off"`
+	OTelTenantAttribute      bool   `yaml:"otel_tenant_attribute" env:"BULKHEAD_OTEL_TENANT_ATTRIBUTE" help:"put the organization id on each request's server span (bulkhead.tenant.id); off by default, since traces often leave the installation's trust boundary. Prompt text, keys and tokens are never on spans"`
+	// OTelStandardEnv is set by Load when the standard OTEL_* variables
+	// ask for trace export (see OTelExporterOTLPEndpoint).
+	OTelStandardEnv bool `yaml:"-"`
+	// OTelDisabled is set by Load from OTEL_SDK_DISABLED=true.
+	OTelDisabled bool `yaml:"-"`
+
 	LogLevel  string `yaml:"log_level" env:"BULKHEAD_LOG_LEVEL" help:"debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" env:"BULKHEAD_LOG_FORMAT" help:"json or console; logs go to stderr, json buffered (256 KiB, written at least every second and at exit), console line by line"`
 }
@@ -373,6 +381,7 @@ func Load(path string, lookupEnv func(string) (string, bool)) (Config, error) {
 			u.APIKey = Secret(key)
 		}
 	}
+	c.readOTelEnv(lookupEnv)
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, err
 	}
@@ -380,6 +389,24 @@ func Load(path string, lookupEnv func(string) (string, bool)) (Config, error) {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// readOTelEnv notes whether the standard OpenTelemetry variables ask for
+// trace export, or turn the SDK off.
+func (c *Config) readOTelEnv(lookupEnv func(string) (string, bool)) {
+	set := func(name string) bool { v, ok := lookupEnv(name); return ok && v != "" }
+	c.OTelStandardEnv = set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+	if v, ok := lookupEnv("OTEL_TRACES_EXPORTER"); ok && strings.TrimSpace(v) == "none" {
+		c.OTelStandardEnv = false
+	}
+	if v, ok := lookupEnv("OTEL_SDK_DISABLED"); ok && strings.EqualFold(strings.TrimSpace(v), "true") {
+		c.OTelDisabled = true
+	}
+}
+
+// Tracing reports whether requests are traced and exported by OTLP.
+func (c Config) Tracing() bool {
+	return !c.OTelDisabled && (c.OTelExporterOTLPEndpoint != "" || c.OTelStandardEnv)
 }
 
 func (c *Config) loadFile(path string) error {

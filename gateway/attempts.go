@@ -7,6 +7,7 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Fallbacks and retries. A request goes to its route's upstream, then, if
@@ -69,6 +70,9 @@ func (s *Server) forward(rc *fasthttp.RequestCtx, x *exchange, primary *upstream
 		done, ok := up.breaker.allow()
 		if !ok {
 			up.metrics.skipped.Inc()
+			if x.span != nil {
+				x.span.AddEvent(eventCircuitOpen, trace.WithAttributes(keyUpstream.String(up.name)))
+			}
 			continue
 		}
 		if x.attempts > 0 {
@@ -81,10 +85,18 @@ func (s *Server) forward(rc *fasthttp.RequestCtx, x *exchange, primary *upstream
 		req.SetTimeout(remaining)
 		resp.StreamBody = stream
 
+		var sp trace.Span
+		if x.span != nil {
+			x.provider = provider(up)
+			sp = s.trace.attempt(x, up, req)
+		}
 		sent := time.Now()
 		err := up.client.Do(req, resp)
 		s.metrics.upstream.WithLabelValues(x.ep.Path()).Observe(time.Since(sent).Seconds())
 		status := resp.StatusCode()
+		if sp != nil {
+			attemptDone(sp, err, status)
+		}
 		if !attemptFailed(err, status) {
 			done(nil)
 			up.metrics.ok.Inc()

@@ -8,6 +8,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/valyala/fasthttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.uber.org/zap"
 
 	"github.com/bulkheadhq/bulkhead/cmd/mockllm/mock"
 	"github.com/bulkheadhq/bulkhead/config"
@@ -119,4 +122,24 @@ func anthropicBenchHarness(b *testing.B) *harness {
 	})
 	h.rec.discard = true
 	return h
+}
+
+// BenchmarkProxyChatTracing is BenchmarkProxyChat with tracing off and on,
+// in the same run on one harness (two gateways): "on" has the SDK's
+// tracer provider with its batch processor, every request sampled, the
+// spans handed to an exporter that drops them (the OTLP export itself runs
+// off the request path, in the batcher's goroutine). Compare ns/op and
+// allocs/op between the two.
+func BenchmarkProxyChatTracing(b *testing.B) {
+	h := newBenchHarness(b)
+	_, key, _ := h.tenant(1_000_000_000)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	b.Cleanup(func() { tp.Shutdown(context.Background()) }) //nolint:errcheck // nothing to flush
+	srv, err := New(h.cfg, zap.NewNop(), h.deps(Deps{Auth: h.auth, Recorder: h.rec, Prompts: h.st, Limiter: h.limiter, Tracer: tp}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	traced := h.serve(srv)
+	b.Run("off", func(b *testing.B) { run(b, h.url, key, chatBody) })
+	b.Run("on", func(b *testing.B) { run(b, traced.url, key, chatBody) })
 }

@@ -13,6 +13,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
@@ -56,6 +57,12 @@ type exchange struct {
 	// reservation is the tokens set aside for the request, settled in
 	// record.
 	reservation ratelimit.Reservation
+	// span is the request's server span and tctx its context, nil without
+	// tracing (tracing.go); record ends it. provider is the GenAI
+	// provider of the last upstream tried.
+	span     trace.Span
+	tctx     context.Context
+	provider string
 }
 
 // record hands the finished request to the request log and writes the
@@ -69,6 +76,9 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 		res.Usage = openai.Usage{Source: openai.UsageNone} // nothing was generated
 	}
 	s.flagDiscrepancy(x, res.Usage)
+	if x.span != nil {
+		s.trace.finish(x, status, &res)
+	}
 	latency := time.Since(x.start)
 	s.rec.Record(store.LogRecord{
 		OrgID: x.principal.Org, KeyID: x.principal.KeyID, RequestID: x.reqID,
@@ -120,21 +130,44 @@ func capText(s string, limit int) string {
 // proxy serves one OpenAI API call: authenticate, parse, route, forward,
 // answer (streaming as it arrives), record. dep is the Azure deployment the
 // path named (azure.go), "" on the /v1 paths.
-func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint, dep string) error {
+func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint, dep string) (err error) {
 	x := &exchange{start: time.Now(), reqID: reqID, ep: ep, wire: ep}
+	if s.trace != nil {
+		s.trace.start(rc, x)
+		defer func() {
+			if err != nil && x.span != nil { // refused before it was recorded
+				s.trace.abandon(x, err)
+			}
+		}()
+	}
 	// No per-request deadline here or in admit: each look-up below them is
 	// bounded by its own timeout (the auth cache's Redis and database
 	// timeouts, the limiter's BULKHEAD_REDIS_TIMEOUT), and a deadline
 	// context costs every request a timer and a registration on s.base.
+	var sp trace.Span
+	if x.span != nil {
+		sp = s.trace.child(x, "auth")
+	}
 	p, err := s.authenticate(s.base, rc)
+	if sp != nil {
+		endChild(sp, err)
+	}
 	if err != nil {
 		return err
 	}
 	x.principal = p
+	if x.span != nil {
+		s.trace.authenticated(x)
+		sp = s.trace.child(x, "admission")
+	}
 	// Limits apply before any work, malformed requests included: a key
 	// cannot fill the request log faster than its limit allows. A refused
 	// request is not a request of the log.
-	if err := s.admit(rc, p); err != nil {
+	err = s.admit(rc, p)
+	if sp != nil {
+		endChild(sp, err)
+	}
+	if err != nil {
 		return err
 	}
 
@@ -155,6 +188,9 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		return err
 	}
 	x.model, x.prompt, x.stream = r.Model, r.Prompt, r.Stream
+	if x.span != nil {
+		s.trace.parsed(x)
+	}
 
 	up, cm, he := s.resolve(p, r.Model, x.start)
 	if he != nil {
@@ -174,7 +210,14 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		return withCause(errLogFull, err) // nothing accepted is ever dropped: refuse instead
 	}
 	// From here on every path records, which settles the reservation.
-	if err := s.reserve(rc, x, r); err != nil {
+	if x.span != nil {
+		sp = s.trace.child(x, "admission.tokens")
+	}
+	err = s.reserve(rc, x, r)
+	if sp != nil {
+		endChild(sp, err)
+	}
+	if err != nil {
 		return err
 	}
 
@@ -363,6 +406,9 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 		n, err := b.upstream.Read(b.buf[:])
 		if n > 0 {
 			b.out = b.out[:0]
+			if total == 0 && b.x.span != nil {
+				b.x.span.AddEvent(eventFirstByte) // before the first bytes leave (and the span ends with a short stream's record)
+			}
 			// openai.ErrSecret, or a translation's error (b.convErr).
 			// (Keeping the error itself would move collect to the heap: it
 			// may be forward's.)
