@@ -85,16 +85,17 @@ type Config struct {
 	UpstreamURL    string `yaml:"upstream_url" env:"BULKHEAD_UPSTREAM_URL" help:"base URL of the default OpenAI-compatible upstream, as an SDK's base URL (the dev default is the mock upstream)"`
 	UpstreamAPIKey Secret `yaml:"upstream_api_key" env:"BULKHEAD_UPSTREAM_API_KEY" help:"provider credential sent to the default upstream; never shown to callers"`
 
-	UpstreamConnectTimeout   time.Duration `yaml:"upstream_connect_timeout" env:"BULKHEAD_UPSTREAM_CONNECT_TIMEOUT" help:"deadline for dialling an upstream"`
-	UpstreamFirstByteTimeout time.Duration `yaml:"upstream_first_byte_timeout" env:"BULKHEAD_UPSTREAM_FIRST_BYTE_TIMEOUT" help:"deadline for the upstream's first response byte after the request is sent (a non-streaming completion must be generated within it)"`
-	UpstreamIdleTimeout      time.Duration `yaml:"upstream_idle_timeout" env:"BULKHEAD_UPSTREAM_IDLE_TIMEOUT" help:"longest silence between two reads of an upstream response, e.g. between stream events"`
-	UpstreamTimeout          time.Duration `yaml:"upstream_timeout" env:"BULKHEAD_UPSTREAM_TIMEOUT" help:"deadline for a whole upstream exchange, stream included"`
-	UpstreamMaxConns         int           `yaml:"upstream_max_conns" env:"BULKHEAD_UPSTREAM_MAX_CONNS" help:"open connections per upstream host; further requests wait up to the first-byte timeout"`
-	UpstreamMaxAttempts      int           `yaml:"upstream_max_attempts" env:"BULKHEAD_UPSTREAM_MAX_ATTEMPTS" help:"most upstream attempts per request, the first included: before the first byte of an answer reaches the caller, a connect error, a timeout, a 429 or a 5xx moves the request to the route's next upstream (its fallbacks, then round again); 1 never retries"`
-	UpstreamRetryBackoff     time.Duration `yaml:"upstream_retry_backoff" env:"BULKHEAD_UPSTREAM_RETRY_BACKOFF" help:"wait before trying an upstream again that this request already tried, doubled at each round and jittered (50% to 150%); never past BULKHEAD_UPSTREAM_TIMEOUT, which bounds all attempts together; a fallback not yet tried is called at once"`
-	UpstreamBreakerFailures  int           `yaml:"upstream_breaker_failures" env:"BULKHEAD_UPSTREAM_BREAKER_FAILURES" help:"consecutive failures (connect errors, timeouts, 429, 5xx) after which an upstream's circuit opens: it gets no requests (its fallbacks do) until BULKHEAD_UPSTREAM_BREAKER_COOLDOWN has passed, then one probe at a time until one succeeds; 0 never opens"`
-	UpstreamBreakerCooldown  time.Duration `yaml:"upstream_breaker_cooldown" env:"BULKHEAD_UPSTREAM_BREAKER_COOLDOWN" help:"how long an upstream's open circuit stays open before it lets a probe request through"`
-	CaptureMaxBytes          int           `yaml:"capture_max_bytes" env:"BULKHEAD_CAPTURE_MAX_BYTES" help:"most response text kept per request for the request log; longer text is truncated, usage is still exact"`
+	UpstreamConnectTimeout    time.Duration `yaml:"upstream_connect_timeout" env:"BULKHEAD_UPSTREAM_CONNECT_TIMEOUT" help:"deadline for dialling an upstream"`
+	UpstreamFirstByteTimeout  time.Duration `yaml:"upstream_first_byte_timeout" env:"BULKHEAD_UPSTREAM_FIRST_BYTE_TIMEOUT" help:"deadline for the upstream's first response byte after the request is sent (a non-streaming completion must be generated within it)"`
+	UpstreamIdleTimeout       time.Duration `yaml:"upstream_idle_timeout" env:"BULKHEAD_UPSTREAM_IDLE_TIMEOUT" help:"longest silence between two reads of an upstream response, e.g. between stream events"`
+	UpstreamTimeout           time.Duration `yaml:"upstream_timeout" env:"BULKHEAD_UPSTREAM_TIMEOUT" help:"deadline for a whole upstream exchange, stream included"`
+	UpstreamMaxConns          int           `yaml:"upstream_max_conns" env:"BULKHEAD_UPSTREAM_MAX_CONNS" help:"open connections per upstream host; further requests wait up to the first-byte timeout"`
+	UpstreamMaxAttempts       int           `yaml:"upstream_max_attempts" env:"BULKHEAD_UPSTREAM_MAX_ATTEMPTS" help:"most upstream attempts per request, the first included: before the first byte of an answer reaches the caller, a connect error, a timeout, a 429 or a 5xx moves the request to the route's next upstream (its fallbacks, then round again); 1 never retries"`
+	UpstreamRetryBackoff      time.Duration `yaml:"upstream_retry_backoff" env:"BULKHEAD_UPSTREAM_RETRY_BACKOFF" help:"wait before trying an upstream again that this request already tried, doubled at each round and jittered (50% to 150%); never past BULKHEAD_UPSTREAM_TIMEOUT, which bounds all attempts together; a fallback not yet tried is called at once"`
+	UpstreamBreakerFailures   int           `yaml:"upstream_breaker_failures" env:"BULKHEAD_UPSTREAM_BREAKER_FAILURES" help:"consecutive failures (connect errors, timeouts, 429, 5xx) after which an upstream's circuit opens: it gets no requests (its fallbacks do) until BULKHEAD_UPSTREAM_BREAKER_COOLDOWN has passed, then one probe at a time until one succeeds; 0 never opens"`
+	UpstreamBreakerCooldown   time.Duration `yaml:"upstream_breaker_cooldown" env:"BULKHEAD_UPSTREAM_BREAKER_COOLDOWN" help:"how long an upstream's open circuit stays open before it lets a probe request through"`
+	AnthropicDefaultMaxTokens int           `yaml:"anthropic_default_max_tokens" env:"BULKHEAD_ANTHROPIC_DEFAULT_MAX_TOKENS" help:"max_tokens sent to an Anthropic model for a chat completions request that sets neither max_tokens nor max_completion_tokens (Anthropic requires one; OpenAI does not)"`
+	CaptureMaxBytes           int           `yaml:"capture_max_bytes" env:"BULKHEAD_CAPTURE_MAX_BYTES" help:"most response text kept per request for the request log; longer text is truncated, usage is still exact"`
 
 	// Upstreams routes models to providers other than the default upstream.
 	// YAML only; each credential comes from the environment variable its
@@ -134,6 +135,14 @@ type Config struct {
 
 	ShutdownGrace    time.Duration `yaml:"shutdown_grace" env:"BULKHEAD_SHUTDOWN_GRACE" help:"after SIGTERM, how long the gateway keeps accepting connections while reporting not ready, so load balancers stop sending first (5s behind a Kubernetes Service)"`
 	MetricsPerTenant bool          `yaml:"metrics_per_tenant" env:"BULKHEAD_METRICS_PER_TENANT" help:"add a per-organization request counter (one series per tenant: mind the cardinality)"`
+
+	OTelExporterOTLPEndpoint string `yaml:"otel_exporter_otlp_endpoint" env:"BULKHEAD_OTEL_EXPORTER_OTLP_ENDPOINT" help:"OTLP/HTTP base URL of an OpenTelemetry collector (http://collector:4318; spans go to its /v1/traces): every request then has a trace (server span; auth, admission and upstream attempt spans; GenAI attributes; a caller's traceparent continued). Empty: tracing is on only when the standard OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set (the exporter reads the other OTEL_EXPORTER_OTLP_* variables, the SDK OTEL_TRACES_SAMPLER and OTEL_SERVICE_NAME); off, it costs nothing. OTEL_SDK_DISABLED=true turns it off"`
+	OTelTenantAttribute      bool   `yaml:"otel_tenant_attribute" env:"BULKHEAD_OTEL_TENANT_ATTRIBUTE" help:"put the organization id on each request's server span (bulkhead.tenant.id); off by default, since traces often leave the installation's trust boundary. Prompt text, keys and tokens are never on spans"`
+	// OTelStandardEnv is set by Load when the standard OTEL_* variables
+	// ask for trace export (see OTelExporterOTLPEndpoint).
+	OTelStandardEnv bool `yaml:"-"`
+	// OTelDisabled is set by Load from OTEL_SDK_DISABLED=true.
+	OTelDisabled bool `yaml:"-"`
 
 	LogLevel  string `yaml:"log_level" env:"BULKHEAD_LOG_LEVEL" help:"debug, info, warn or error"`
 	LogFormat string `yaml:"log_format" env:"BULKHEAD_LOG_FORMAT" help:"json or console; logs go to stderr, json buffered (256 KiB, written at least every second and at exit), console line by line"`
@@ -260,6 +269,8 @@ func Default() Config {
 		UpstreamBreakerCooldown:  30 * time.Second,
 		CaptureMaxBytes:          1 << 20,
 
+		AnthropicDefaultMaxTokens: 4096,
+
 		ModelAccessDefault: ModelAccessAll,
 		ModelCacheTTL:      30 * time.Second,
 
@@ -381,6 +392,7 @@ func Load(path string, lookupEnv func(string) (string, bool)) (Config, error) {
 		}
 	}
 	errs = append(errs, c.resolveTargets(lookupEnv)...)
+	c.readOTelEnv(lookupEnv)
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, err
 	}
@@ -388,6 +400,24 @@ func Load(path string, lookupEnv func(string) (string, bool)) (Config, error) {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// readOTelEnv notes whether the standard OpenTelemetry variables ask for
+// trace export, or turn the SDK off.
+func (c *Config) readOTelEnv(lookupEnv func(string) (string, bool)) {
+	set := func(name string) bool { v, ok := lookupEnv(name); return ok && v != "" }
+	c.OTelStandardEnv = set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+	if v, ok := lookupEnv("OTEL_TRACES_EXPORTER"); ok && strings.TrimSpace(v) == "none" {
+		c.OTelStandardEnv = false
+	}
+	if v, ok := lookupEnv("OTEL_SDK_DISABLED"); ok && strings.EqualFold(strings.TrimSpace(v), "true") {
+		c.OTelDisabled = true
+	}
+}
+
+// Tracing reports whether requests are traced and exported by OTLP.
+func (c Config) Tracing() bool {
+	return !c.OTelDisabled && (c.OTelExporterOTLPEndpoint != "" || c.OTelStandardEnv)
 }
 
 func (c *Config) loadFile(path string) error {

@@ -347,3 +347,28 @@ func TestMemoryLimit(t *testing.T) {
 		t.Errorf("the default limit is %d bytes, want none (0)", n)
 	}
 }
+
+// Tracing is on with Bulkhead's endpoint or the standard OTEL_* ones,
+// off without, and off whatever they say with OTEL_SDK_DISABLED=true.
+func TestTracingFromEnv(t *testing.T) {
+	for name, tc := range map[string]struct {
+		env  map[string]string
+		want bool
+	}{
+		"nothing":              {map[string]string{}, false},
+		"bulkhead endpoint":    {map[string]string{"BULKHEAD_OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, true},
+		"standard endpoint":    {map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, true},
+		"standard traces":      {map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://c:4318/v1/traces"}, true},
+		"exporter none":        {map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_TRACES_EXPORTER": "none"}, false},
+		"sdk disabled":         {map[string]string{"BULKHEAD_OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "true"}, false},
+		"empty standard value": {map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": ""}, false},
+	} {
+		c, err := Load("", func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok })
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if c.Tracing() != tc.want {
+			t.Errorf("%s: Tracing() = %v", name, c.Tracing())
+		}
+	}
+}

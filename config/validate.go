@@ -116,6 +116,14 @@ func (c Config) Validate() error {
 	if c.UpstreamMaxAttempts < 1 || c.UpstreamMaxAttempts > 10 {
 		bad("BULKHEAD_UPSTREAM_MAX_ATTEMPTS", "must be 1 to 10, got %d", c.UpstreamMaxAttempts)
 	}
+	if e := c.OTelExporterOTLPEndpoint; e != "" {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("BULKHEAD_OTEL_EXPORTER_OTLP_ENDPOINT", "must be an http or https URL such as http://collector:4318")
+		}
+	}
+	if c.AnthropicDefaultMaxTokens < 1 {
+		bad("BULKHEAD_ANTHROPIC_DEFAULT_MAX_TOKENS", "must be at least 1, got %d", c.AnthropicDefaultMaxTokens)
+	}
 	if c.UpstreamRetryBackoff < 0 {
 		bad("BULKHEAD_UPSTREAM_RETRY_BACKOFF", "must not be negative, got %s", c.UpstreamRetryBackoff)
 	}

@@ -82,6 +82,8 @@ func TestValidateRejects(t *testing.T) {
 		{"azure deployment without model", func(c *Config) { c.AzureDeployments = map[string]string{"d": ""} }, "azure_deployments:"},
 		{"max attempts 0", func(c *Config) { c.UpstreamMaxAttempts = 0 }, "BULKHEAD_UPSTREAM_MAX_ATTEMPTS:"},
 		{"max attempts 11", func(c *Config) { c.UpstreamMaxAttempts = 11 }, "BULKHEAD_UPSTREAM_MAX_ATTEMPTS:"},
+		{"otel endpoint not a URL", func(c *Config) { c.OTelExporterOTLPEndpoint = "collector:4318" }, "BULKHEAD_OTEL_EXPORTER_OTLP_ENDPOINT:"},
+		{"anthropic max tokens 0", func(c *Config) { c.AnthropicDefaultMaxTokens = 0 }, "BULKHEAD_ANTHROPIC_DEFAULT_MAX_TOKENS:"},
 		{"negative backoff", func(c *Config) { c.UpstreamRetryBackoff = -1 }, "BULKHEAD_UPSTREAM_RETRY_BACKOFF:"},
 		{"negative breaker failures", func(c *Config) { c.UpstreamBreakerFailures = -1 }, "BULKHEAD_UPSTREAM_BREAKER_FAILURES:"},
 		{"breaker cooldown 0", func(c *Config) { c.UpstreamBreakerCooldown = 0 }, "BULKHEAD_UPSTREAM_BREAKER_COOLDOWN:"},

@@ -7,6 +7,7 @@ import (
 
 	"github.com/sony/gobreaker/v2"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Fallbacks and retries. A request goes to its route's upstream, then, if
@@ -50,7 +51,7 @@ func (s *Server) forward(rc *fasthttp.RequestCtx, x *exchange, primary *upstream
 	var lastErr error
 	for i := 0; x.attempts < s.cfg.UpstreamMaxAttempts && i < s.cfg.UpstreamMaxAttempts*len(chain); i++ {
 		up := chain[i%len(chain)]
-		if !up.serves(x.ep) { // a fallback of another dialect
+		if !up.serves(x.wire) { // a fallback of another dialect
 			continue
 		}
 		if i >= len(chain) { // a round again: back off first, unless the circuit is open anyway
@@ -69,6 +70,9 @@ func (s *Server) forward(rc *fasthttp.RequestCtx, x *exchange, primary *upstream
 		done, ok := up.breaker.allow()
 		if !ok {
 			up.metrics.skipped.Inc()
+			if x.span != nil {
+				x.span.AddEvent(eventCircuitOpen, trace.WithAttributes(keyUpstream.String(up.name)))
+			}
 			continue
 		}
 		if x.attempts > 0 {
@@ -81,10 +85,18 @@ func (s *Server) forward(rc *fasthttp.RequestCtx, x *exchange, primary *upstream
 		req.SetTimeout(remaining)
 		resp.StreamBody = stream
 
+		var sp trace.Span
+		if x.span != nil {
+			x.provider = provider(up)
+			sp = s.trace.attempt(x, up, req)
+		}
 		sent := time.Now()
 		err := up.client.Do(req, resp)
 		s.metrics.upstream.WithLabelValues(x.ep.Path()).Observe(time.Since(sent).Seconds())
 		status := resp.StatusCode()
+		if sp != nil {
+			attemptDone(sp, err, status)
+		}
 		if !attemptFailed(err, status) {
 			done(nil)
 			up.metrics.ok.Inc()
@@ -127,7 +139,7 @@ func (s *Server) buildRequest(rc *fasthttp.RequestCtx, x *exchange, up *upstream
 	req.Header.SetMethod(fasthttp.MethodPost)
 	copyRequestHeaders(&req.Header, &rc.Request.Header)
 	req.Header.Set("X-Request-Id", x.reqID)
-	up.target(req, x.ep, x.model)
+	up.target(req, x.wire, x.model)
 	req.SetBodyRaw(body)
 }
 

@@ -8,7 +8,12 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/valyala/fasthttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.uber.org/zap"
 
+	"github.com/bulkheadhq/bulkhead/cmd/mockllm/mock"
+	"github.com/bulkheadhq/bulkhead/config"
 	"github.com/bulkheadhq/bulkhead/store"
 )
 
@@ -56,11 +61,13 @@ func benchChat(b *testing.B, viaGateway bool) {
 	run(b, url, key, chatBody)
 }
 
-func run(b *testing.B, url, key, body string) {
+func run(b *testing.B, url, key, body string) { runPath(b, url, "/v1/chat/completions", key, body) }
+
+func runPath(b *testing.B, url, path, key, body string) {
 	addr := strings.TrimPrefix(url, "http://")
 	c := &fasthttp.HostClient{Addr: addr, Dial: func(a string) (net.Conn, error) { return net.Dial("tcp", a) }}
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	req.SetRequestURI(url + "/v1/chat/completions")
+	req.SetRequestURI(url + path)
 	req.Header.SetMethod("POST")
 	req.Header.SetContentType("application/json")
 	if key != "" {
@@ -74,4 +81,65 @@ func run(b *testing.B, url, key, body string) {
 			b.Fatalf("%v %d %s", err, resp.StatusCode(), resp.Body())
 		}
 	}
+}
+
+// BenchmarkProxyChatAnthropic is BenchmarkProxyChat for an Anthropic
+// model: the chat body translated to a Messages body, the answer back
+// (chatmessages.go). Compare with BenchmarkProxyMessages, the same
+// conversation sent natively to /v1/messages and passed through, in the
+// same run.
+func BenchmarkProxyChatAnthropic(b *testing.B) {
+	h := anthropicBenchHarness(b)
+	_, key, _ := h.tenant(1_000_000_000)
+	runPath(b, h.url, "/v1/chat/completions", key, `{"model":"claude-x","max_tokens":256,"messages":[{"role":"user","content":"Say hi"}]}`)
+}
+
+// BenchmarkProxyMessages is the native passthrough of the same request.
+func BenchmarkProxyMessages(b *testing.B) {
+	h := anthropicBenchHarness(b)
+	_, key, _ := h.tenant(1_000_000_000)
+	runPath(b, h.url, "/v1/messages", key, `{"model":"claude-x","max_tokens":256,"messages":[{"role":"user","content":"Say hi"}]}`)
+}
+
+// BenchmarkProxyChatAnthropicStream and BenchmarkProxyMessagesStream are
+// the streamed pair.
+func BenchmarkProxyChatAnthropicStream(b *testing.B) {
+	h := anthropicBenchHarness(b)
+	_, key, _ := h.tenant(1_000_000_000)
+	runPath(b, h.url, "/v1/chat/completions", key, `{"model":"claude-x","max_tokens":256,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Say hi"}]}`)
+}
+
+func BenchmarkProxyMessagesStream(b *testing.B) {
+	h := anthropicBenchHarness(b)
+	_, key, _ := h.tenant(1_000_000_000)
+	runPath(b, h.url, "/v1/messages", key, `{"model":"claude-x","max_tokens":256,"stream":true,"messages":[{"role":"user","content":"Say hi"}]}`)
+}
+
+// anthropicBenchHarness routes claude-* to the mock's Messages API.
+func anthropicBenchHarness(b *testing.B) *harness {
+	h := newHarnessWith(b, mock.Options{}, func(c *config.Config) {
+		c.Upstreams = []config.Upstream{{Name: "anthropic", Kind: "anthropic", URL: strings.TrimSuffix(c.UpstreamURL, "/v1"), APIKey: anthropicKey, Models: []string{"claude-*"}}}
+	})
+	h.rec.discard = true
+	return h
+}
+
+// BenchmarkProxyChatTracing is BenchmarkProxyChat with tracing off and on,
+// in the same run on one harness (two gateways): "on" has the SDK's
+// tracer provider with its batch processor, every request sampled, the
+// spans handed to an exporter that drops them (the OTLP export itself runs
+// off the request path, in the batcher's goroutine). Compare ns/op and
+// allocs/op between the two.
+func BenchmarkProxyChatTracing(b *testing.B) {
+	h := newBenchHarness(b)
+	_, key, _ := h.tenant(1_000_000_000)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	b.Cleanup(func() { tp.Shutdown(context.Background()) }) //nolint:errcheck // nothing to flush
+	srv, err := New(h.cfg, zap.NewNop(), h.deps(Deps{Auth: h.auth, Recorder: h.rec, Prompts: h.st, Limiter: h.limiter, Tracer: tp}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	traced := h.serve(srv)
+	b.Run("off", func(b *testing.B) { run(b, h.url, key, chatBody) })
+	b.Run("on", func(b *testing.B) { run(b, traced.url, key, chatBody) })
 }

@@ -119,8 +119,8 @@ func TestAnthropicGoSDK(t *testing.T) {
 		}
 	})
 
-	t.Run("chat completions to an Anthropic model", func(t *testing.T) {
-		r := h.do("POST", "/v1/chat/completions", `{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"x"}]}`, "Authorization", "Bearer "+key)
+	t.Run("embeddings to an Anthropic model", func(t *testing.T) {
+		r := h.do("POST", "/v1/embeddings", `{"model":"claude-sonnet-4-5","input":"x"}`, "Authorization", "Bearer "+key)
 		if r.status != 404 || !strings.Contains(string(r.body), "/v1/messages") || !strings.Contains(string(r.body), `"code":"model_not_found"`) {
 			t.Errorf("%d %s", r.status, r.body)
 		}

@@ -13,11 +13,13 @@ import (
 	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
 	"github.com/bulkheadhq/bulkhead/gateway/catalog"
 	"github.com/bulkheadhq/bulkhead/gateway/openai"
+	"github.com/bulkheadhq/bulkhead/gateway/translate"
 	"github.com/bulkheadhq/bulkhead/ratelimit"
 	"github.com/bulkheadhq/bulkhead/store"
 )
@@ -40,6 +42,9 @@ type exchange struct {
 	reqID     string
 	principal *auth.Principal
 	ep        openai.Endpoint
+	// wire is the API spoken to the upstream: ep, or Messages for a chat
+	// completion translated for an Anthropic model (chatmessages.go).
+	wire      openai.Endpoint
 	model     string
 	prompt    string
 	stream    bool
@@ -55,6 +60,12 @@ type exchange struct {
 	// reservation is the tokens set aside for the request, settled in
 	// record.
 	reservation ratelimit.Reservation
+	// span is the request's server span and tctx its context, nil without
+	// tracing (tracing.go); record ends it. provider is the GenAI
+	// provider of the last upstream tried.
+	span     trace.Span
+	tctx     context.Context
+	provider string
 }
 
 // record hands the finished request to the request log and writes the
@@ -68,6 +79,9 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 		res.Usage = openai.Usage{Source: openai.UsageNone} // nothing was generated
 	}
 	s.flagDiscrepancy(x, res.Usage)
+	if x.span != nil {
+		s.trace.finish(x, status, &res)
+	}
 	latency := time.Since(x.start)
 	prices, priced := priceOf(x)
 	var cost store.MicroUSD
@@ -128,22 +142,45 @@ func capText(s string, limit int) string {
 // proxy serves one OpenAI API call: authenticate, parse, route, forward,
 // answer (streaming as it arrives), record. dep is the Azure deployment the
 // path named (azure.go), "" on the /v1 paths.
-func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint, dep string) error {
-	x := &exchange{start: time.Now(), reqID: reqID, ep: ep}
+func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint, dep string) (err error) {
+	x := &exchange{start: time.Now(), reqID: reqID, ep: ep, wire: ep}
+	if s.trace != nil {
+		s.trace.start(rc, x)
+		defer func() {
+			if err != nil && x.span != nil { // refused before it was recorded
+				s.trace.abandon(x, err)
+			}
+		}()
+	}
 	// No per-request deadline here or in admit: each look-up below them is
 	// bounded by its own timeout (the auth cache's Redis and database
 	// timeouts, the limiter's BULKHEAD_REDIS_TIMEOUT), and a deadline
 	// context costs every request a timer and a registration on s.base.
+	var sp trace.Span
+	if x.span != nil {
+		sp = s.trace.child(x, "auth")
+	}
 	p, err := s.authenticate(s.base, rc)
+	if sp != nil {
+		endChild(sp, err)
+	}
 	if err != nil {
 		return err
 	}
 	x.principal = p
 	x.endUser = p.EndUser
+	if x.span != nil {
+		s.trace.authenticated(x)
+		sp = s.trace.child(x, "admission")
+	}
 	// Limits apply before any work, malformed requests included: a key
 	// cannot fill the request log faster than its limit allows. A refused
 	// request is not a request of the log.
-	if err := s.admit(rc, p); err != nil {
+	err = s.admit(rc, p)
+	if sp != nil {
+		endChild(sp, err)
+	}
+	if err != nil {
 		return err
 	}
 
@@ -167,27 +204,40 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 	if x.endUser == "" { // the token's user_id claim first: the body is the caller's word
 		x.endUser = r.User
 	}
+	if x.span != nil {
+		s.trace.parsed(x)
+	}
 
 	up, cm, he := s.resolve(p, r.Model, x.start)
 	if he != nil {
 		x.record(s, he.Code, openai.Result{})
 		return he
 	}
+	var conv *translated
 	if !up.serves(ep) {
-		he := wrongDialect(ep, r.Model)
-		x.record(s, he.Code, openai.Result{})
-		return he
+		if conv, body, err = s.translateRequest(x, up, body); err != nil {
+			he := toHTTPError(err)
+			x.record(s, he.Code, openai.Result{})
+			return he
+		}
 	}
 	x.catalog = cm
 	if err := s.rec.Admit(); err != nil {
 		return withCause(errLogFull, err) // nothing accepted is ever dropped: refuse instead
 	}
 	// From here on every path records, which settles the reservation.
-	if err := s.reserve(rc, x, r); err != nil {
+	if x.span != nil {
+		sp = s.trace.child(x, "admission.tokens")
+	}
+	err = s.reserve(rc, x, r)
+	if sp != nil {
+		endChild(sp, err)
+	}
+	if err != nil {
 		return err
 	}
 
-	if r.Stream && ep.StreamUsageOptIn() && !r.IncludeUsage {
+	if r.Stream && ep.StreamUsageOptIn() && !r.IncludeUsage && conv == nil {
 		if b, injected, err := openai.WithStreamUsage(body); err == nil {
 			body, x.dropUsage = b, injected
 		}
@@ -207,10 +257,13 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 	}
 	status := resp.StatusCode()
 	if r.Stream && status == fasthttp.StatusOK && bytes.HasPrefix(resp.Header.ContentType(), []byte("text/event-stream")) && decodable(resp) {
-		s.stream(rc, x, resp, release)
+		s.stream(rc, x, resp, release, conv)
 		return nil
 	}
 	defer release()
+	if conv != nil {
+		return s.respondTranslated(rc, x, up, resp)
+	}
 	return s.respond(rc, x, up, resp)
 }
 
@@ -281,7 +334,9 @@ var errShuttingDown = errors.New("gateway shutting down")
 
 // stream answers with an SSE body that fasthttp pulls through sseBody on
 // the connection's own goroutine, after the handler has returned.
-func (s *Server) stream(rc *fasthttp.RequestCtx, x *exchange, resp *fasthttp.Response, release func()) {
+// conv, when set, translates a Messages stream into chat chunks
+// (chatmessages.go).
+func (s *Server) stream(rc *fasthttp.RequestCtx, x *exchange, resp *fasthttp.Response, release func(), conv *translated) {
 	copyResponseHeaders(&rc.Response.Header, &resp.Header)
 	rc.Response.Header.Set(fasthttp.HeaderCacheControl, "no-cache")
 	rc.Response.Header.Set("X-Accel-Buffering", "no")
@@ -290,7 +345,14 @@ func (s *Server) stream(rc *fasthttp.RequestCtx, x *exchange, resp *fasthttp.Res
 	b := sseBodyPool.Get().(*sseBody)
 	b.s, b.x, b.release, b.conn, b.status = s, x, release, rc.Conn(), fasthttp.StatusOK
 	b.upstream = upstreamStream(resp, maxUpstreamBody)
-	b.tee = openai.AcquireStreamTee(x.ep, x.dropUsage, s.cfg.CaptureMaxBytes)
+	b.tee = openai.AcquireStreamTee(x.wire, x.dropUsage, s.cfg.CaptureMaxBytes)
+	if conv != nil {
+		if b.conv == nil {
+			b.conv = new(translate.Stream)
+		}
+		b.conv.Reset(conv.includeUsage, x.start.Unix())
+		b.translating = true
+	}
 	b.tee.SetSecrets(s.redact.secrets)
 	s.scrubStreamHeaders(x, &rc.Response.Header)
 	s.streams.Add(1)
@@ -320,8 +382,13 @@ type sseBody struct {
 	status   int
 	recorded bool // the request's record is made (see recordOnce)
 	readErr  error
-	buf      [streamBufSize]byte
-	out      []byte // forwarded bytes of one upstream read
+	// conv translates the stream (a chat completion of an Anthropic model,
+	// chatmessages.go) when translating is set; convErr is its first error.
+	conv        *translate.Stream
+	translating bool
+	convErr     error
+	buf         [streamBufSize]byte
+	out         []byte // forwarded bytes of one upstream read
 }
 
 var sseBodyPool = sync.Pool{New: func() any { return &sseBody{out: make([]byte, 0, streamBufSize)} }}
@@ -344,15 +411,26 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 		total += int64(n)
 		return err
 	}
-	collect := func(ev []byte) error { b.out = append(b.out, ev...); return nil }
+	collect := func(ev []byte) error {
+		if b.translating {
+			return b.translateEvents(ev)
+		}
+		b.out = append(b.out, ev...)
+		return nil
+	}
 	for b.upstream != nil {
 		n, err := b.upstream.Read(b.buf[:])
 		if n > 0 {
 			b.out = b.out[:0]
-			// Only openai.ErrSecret: collect cannot fail. (Keeping the error
-			// itself would move collect to the heap: it may be forward's.)
-			secret := b.tee.Write(b.buf[:n], collect) != nil
-			if b.tee.Ended() && !secret {
+			if total == 0 && b.x.span != nil {
+				b.x.span.AddEvent(eventFirstByte) // before the first bytes leave (and the span ends with a short stream's record)
+			}
+			// openai.ErrSecret, or a translation's error (b.convErr).
+			// (Keeping the error itself would move collect to the heap: it
+			// may be forward's.)
+			failed := b.tee.Write(b.buf[:n], collect) != nil
+			secret := failed && b.convErr == nil
+			if b.tee.Ended() && !failed {
 				b.recordOnce() // before the terminal event leaves
 			}
 			if werr := write(b.out); werr != nil {
@@ -361,6 +439,10 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 			}
 			if secret {
 				b.readErr, b.status = openai.ErrSecret, fasthttp.StatusBadGateway
+				break
+			}
+			if b.convErr != nil {
+				b.readErr, b.status = b.convErr, fasthttp.StatusBadGateway
 				break
 			}
 		}
@@ -375,11 +457,24 @@ func (b *sseBody) WriteTo(w io.Writer) (int64, error) {
 		}
 	}
 	b.out = b.out[:0]
-	if b.tee.Flush(collect) != nil { // as Write
+	if b.convErr == nil && b.tee.Flush(collect) != nil { // as Write
 		b.readErr, b.status = openai.ErrSecret, fasthttp.StatusBadGateway
+		if b.convErr != nil {
+			b.readErr = b.convErr
+		}
+	}
+	if b.readErr == nil && b.translating && !b.conv.Done() {
+		b.readErr, b.status = errStreamTruncated, fasthttp.StatusBadGateway
 	}
 	if b.readErr != nil {
-		if errors.Is(b.readErr, openai.ErrSecret) {
+		if b.convErr != nil || errors.Is(b.readErr, errStreamTruncated) {
+			b.s.log.Warn("upstream stream not translatable", zap.String("request_id", b.x.reqID), zap.Error(b.readErr))
+			he := errStreamUntranslatable
+			if errors.Is(b.readErr, errStreamTruncated) {
+				he = errStreamTruncated
+			}
+			b.out = append(b.out, streamError(b.x, he)...)
+		} else if errors.Is(b.readErr, openai.ErrSecret) {
 			b.s.credentialWithheld(b.x, leakStream)
 			b.out = append(b.out, streamError(b.x, errCredentialInStream)...)
 		} else if b.cut.Load() {
@@ -429,7 +524,7 @@ func (b *sseBody) Close() error {
 	openai.ReleaseStreamTee(b.tee)
 	b.release()
 	s := b.s
-	*b = sseBody{out: b.out[:0]}
+	*b = sseBody{out: b.out[:0], conv: b.conv}
 	sseBodyPool.Put(b)
 	s.streams.Done()
 	return nil

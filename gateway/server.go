@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/bulkheadhq/bulkhead/config"
@@ -61,6 +62,8 @@ type Server struct {
 	metrics    *metrics
 	// upstreamSeries are the upstreams' attempts and circuit states.
 	upstreamSeries *upstreamSeries
+	// trace makes the requests' spans; nil: tracing off (tracing.go).
+	trace *tracing
 }
 
 // Deps are the Server's collaborators.
@@ -82,6 +85,9 @@ type Deps struct {
 	// TCP within BULKHEAD_UPSTREAM_CONNECT_TIMEOUT. Tests serve upstreams
 	// in memory through it.
 	UpstreamDial func(addr string) (net.Conn, error)
+	// Tracer exports each request's trace (tracing.go); nil: no tracing,
+	// at no cost.
+	Tracer trace.TracerProvider
 }
 
 // New builds a Server from cfg. log must not be nil.
@@ -97,6 +103,7 @@ func New(cfg config.Config, log *zap.Logger, deps Deps) (*Server, error) {
 	// finding it shows in the CPU profile under make bench's load.
 	s := &Server{cfg: cfg, log: log.Named("gateway"), access: log.Named("access").WithOptions(zap.WithCaller(false)), reqs: newRequestIDs(), auth: deps.Auth, rec: deps.Recorder, prompts: deps.Prompts, limiter: deps.Limiter, catalog: deps.Catalog, router: r}
 	s.redact = newRedactor(r.all)
+	s.trace = newTracing(deps.Tracer, cfg.OTelTenantAttribute)
 	s.base, s.cancelBase = context.WithCancel(context.Background())
 	reg := deps.Metrics
 	if reg == nil {

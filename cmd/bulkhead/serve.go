@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/gateway/catalog"
 	"github.com/bulkheadhq/bulkhead/gateway/control"
 	"github.com/bulkheadhq/bulkhead/gateway/memory"
+	"github.com/bulkheadhq/bulkhead/gateway/telemetry"
 	"github.com/bulkheadhq/bulkhead/ratelimit"
 	"github.com/bulkheadhq/bulkhead/store"
 )
@@ -145,7 +147,26 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := gateway.New(cfg, log, gateway.Deps{Auth: authn, Recorder: rec, Prompts: st, Limiter: lim, Catalog: models, Metrics: reg})
+	deps := gateway.Deps{Auth: authn, Recorder: rec, Prompts: st, Limiter: lim, Catalog: models, Metrics: reg}
+	tp, err := telemetry.New(ctx, cfg, buildVersion())
+	if err != nil {
+		return err
+	}
+	if tp != nil {
+		// The SDK's export errors (a collector down) go to our log, once
+		// each, not to the standard logger.
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("opentelemetry", zap.Error(err)) }))
+		deps.Tracer = tp
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if err := tp.Shutdown(sctx); err != nil { // flushes the batched spans
+				log.Warn("opentelemetry shutdown", zap.Error(err))
+			}
+		}()
+		log.Info("tracing on: spans exported by OTLP", zap.Bool("tenant_attribute", cfg.OTelTenantAttribute))
+	}
+	srv, err := gateway.New(cfg, log, deps)
 	if err != nil {
 		return err
 	}
@@ -337,3 +358,12 @@ type noLog struct{}
 
 func (noLog) Record(store.LogRecord) {}
 func (noLog) Admit() error           { return nil }
+
+// buildVersion is the module version the binary was built from, for the
+// traces' service.version ("(devel)" in a work tree).
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.Main.Version
+	}
+	return "unknown"
+}

@@ -47,3 +47,40 @@ func TestMessages(t *testing.T) {
 		t.Errorf("error %s", e.body)
 	}
 }
+
+// A request with tools is answered with a call of its first tool (its
+// input whole, or in input_json_delta pieces when streamed); once the last
+// message carries the tool's result, with text.
+func TestMessagesToolUse(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	body := `{"model":"claude-x","max_tokens":50,"tools":[{"name":"get_weather","input_schema":{"type":"object"}}],"messages":[{"role":"user","content":"weather?"}]}`
+	r := ts.post("/v1/messages", body, 200)
+	if !strings.Contains(r.body, `"stop_reason":"tool_use"`) || !strings.Contains(r.body, `{"type":"tool_use","id":"toolu_mock`) ||
+		!strings.Contains(r.body, `"name":"get_weather","input":{"query":"mock"}}`) {
+		t.Errorf("answer %s", r.body)
+	}
+	s := ts.post("/v1/messages", strings.Replace(body, `"max_tokens":50`, `"max_tokens":50,"stream":true`, 1), 200)
+	var input strings.Builder
+	for _, line := range strings.Split(s.body, "\n") {
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			continue
+		}
+		var ev struct {
+			Delta struct {
+				PartialJSON string `json:"partial_json"`
+			} `json:"delta"`
+		}
+		if err := json.Unmarshal([]byte(data), &ev); err != nil {
+			t.Fatal(err)
+		}
+		input.WriteString(ev.Delta.PartialJSON)
+	}
+	if input.String() != mockToolInput || !strings.Contains(s.body, `"stop_reason":"tool_use"`) {
+		t.Errorf("stream %s", s.body)
+	}
+	done := strings.Replace(body, `"content":"weather?"}`, `"content":"weather?"},{"role":"assistant","content":[{"type":"tool_use","id":"t","name":"get_weather","input":{}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":"12C"}]}`, 1)
+	if r := ts.post("/v1/messages", done, 200); !strings.Contains(r.body, `"stop_reason":"end_turn"`) {
+		t.Errorf("after the result %s", r.body)
+	}
+}

@@ -19,9 +19,10 @@ type reply struct {
 	created      int64  // unix seconds
 	model        string // echoed model; owned by reply
 	text         completionText
-	chunks       int // content chunks in a stream; 1 <= chunks <= text.words()
-	prompt       int // prompt (input) tokens
-	cached       int // Messages: prompt tokens read from the cache, beyond prompt
+	chunks       int    // content chunks in a stream; 1 <= chunks <= text.words()
+	prompt       int    // prompt (input) tokens
+	cached       int    // Messages: prompt tokens read from the cache, beyond prompt
+	tool         string // Messages: the tool the answer calls ("": a text answer)
 	includeUsage bool
 }
 
