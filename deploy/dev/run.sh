@@ -15,8 +15,27 @@ if [ -z "${BULKHEAD_UPSTREAM_URL:-}" ]; then
 	for _ in $(seq 1 50); do grep -q listening .run/mockllm.log 2>/dev/null && break; sleep 0.1; done
 	grep -q listening .run/mockllm.log || { cat .run/mockllm.log >&2; echo "run: mockllm did not start (is 127.0.0.1:8081 taken?)" >&2; exit 1; }
 	echo "run: mock upstream on 127.0.0.1:8081 (set BULKHEAD_UPSTREAM_URL and BULKHEAD_UPSTREAM_API_KEY for a real provider)"
+	# The mock speaks Anthropic's Messages API too: claude-* models route
+	# to it as an Anthropic upstream, so /v1/messages and chat completions
+	# translated to Anthropic work out of the box (unless a config is set).
+	if [ -z "${BULKHEAD_CONFIG:-}" ]; then
+		cat >.run/bulkhead.yaml <<-YAML
+		upstreams:
+		  - name: anthropic-mock
+		    kind: anthropic
+		    url: http://127.0.0.1:8081
+		    api_key_env: BULKHEAD_DEMO_ANTHROPIC_KEY
+		    models: ["claude-*"]
+		YAML
+		export BULKHEAD_CONFIG=.run/bulkhead.yaml BULKHEAD_DEMO_ANTHROPIC_KEY=mock-anthropic-key
+	fi
 fi
 bin/bulkhead demo
+if [ "${BULKHEAD_CONFIG:-}" = .run/bulkhead.yaml ]; then
+	echo "  Anthropic (mock)    claude-* models: POST /v1/messages (Anthropic SDKs: base URL http://localhost:8080, the demo key as API key),"
+	echo "                      or the OpenAI SDK with model claude-3-5-haiku (translated to Anthropic and back)"
+	echo
+fi
 # The control plane (admin API and console) on BULKHEAD_CONTROL_LISTEN,
 # with an operator token of its own for each run (shown once, like the key).
 control=${BULKHEAD_CONTROL_LISTEN-127.0.0.1:9091}
