@@ -112,7 +112,9 @@ func (s *Store) listPrompts(ctx context.Context, org uuid.UUID, f PromptFilter, 
 		ref = time.Now()
 	}
 	var out []Prompt
-	err := s.inTenantRead(ctx, org, func(tx pgx.Tx) error {
+	var place Place
+	err := s.inPlaceRead(ctx, org, forceCustomPlans, func(tx pgx.Tx, p Place) error {
+		place = p
 		span := 24 * time.Hour
 		for {
 			lo := ref.Add(-span)
@@ -121,13 +123,13 @@ func (s *Store) listPrompts(ctx context.Context, org uuid.UUID, f PromptFilter, 
 				lo, last = f.Since, true // zero: no lower bound
 			}
 			q, args := listQuery(org, f, orgFilter, lo, hi, limit-len(out))
-			rows, err := tx.Query(ctx, q, args...)
+			rows, err := tx.Query(ctx, placeSQL(q, p), args...)
 			if err != nil {
 				return err
 			}
 			out, err = pgx.AppendRows(out, rows, func(r pgx.CollectableRow) (Prompt, error) { return scanPrompt(r) })
 			if err != nil || last || len(out) >= limit {
-				if err == nil {
+				if err == nil && p.Target == "" {
 					err = s.unseal(ctx, tx, org, out)
 				}
 				return err
@@ -135,6 +137,9 @@ func (s *Store) listPrompts(ctx context.Context, org uuid.UUID, f PromptFilter, 
 			hi, ref, span = lo, lo, span*4
 		}
 	})
+	if err == nil && place.Target != "" {
+		err = s.unsealFromMain(ctx, org, out)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listing prompts: %w", err)
 	}
@@ -188,19 +193,22 @@ func (s *Store) GetPrompt(ctx context.Context, org, id uuid.UUID) (Prompt, error
 	if !ok {
 		return Prompt{}, fmt.Errorf("reading prompt: %w", ErrNotFound)
 	}
-	var p Prompt
-	err := s.inTenantRead(ctx, org, func(tx pgx.Tx) error {
+	ps := make([]Prompt, 1)
+	var place Place
+	err := s.inPlaceRead(ctx, org, forceCustomPlans, func(tx pgx.Tx, pl Place) error {
+		place = pl
 		var err error
-		p, err = scanPrompt(tx.QueryRow(ctx, "SELECT "+promptColumns+
-			" FROM prompts WHERE organization_id = $1 AND created_at = $2 AND id = $3", org, created, id))
-		if err != nil {
-			return err
+		ps[0], err = scanPrompt(tx.QueryRow(ctx, placeSQL("SELECT "+promptColumns+
+			" FROM prompts WHERE organization_id = $1 AND created_at = $2 AND id = $3", pl), org, created, id))
+		if err == nil && pl.Target == "" {
+			err = s.unseal(ctx, tx, org, ps)
 		}
-		ps := []Prompt{p}
-		err = s.unseal(ctx, tx, org, ps)
-		p = ps[0]
 		return err
 	})
+	if err == nil && place.Target != "" {
+		err = s.unsealFromMain(ctx, org, ps)
+	}
+	p := ps[0]
 	if err != nil {
 		return Prompt{}, fmt.Errorf("reading prompt: %w", err)
 	}
@@ -245,8 +253,8 @@ func (s *Store) Usage(ctx context.Context, org uuid.UUID, since, until time.Time
 		return nil, fmt.Errorf("usage: unknown grouping %q", groupBy)
 	}
 	var out []UsageRow
-	err := s.inTenantReport(ctx, org, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, q, usageArgs(org, since, until)...)
+	err := s.inPlaceRead(ctx, org, reportSettings, func(tx pgx.Tx, p Place) error {
+		rows, err := tx.Query(ctx, placeSQL(q, p), usageArgs(org, since, until)...)
 		if err != nil {
 			return err
 		}
@@ -308,8 +316,8 @@ func (s *Store) UsageSeries(ctx context.Context, org uuid.UUID, since, until tim
 		return nil, fmt.Errorf("usage series: unknown grouping %q", by)
 	}
 	var out []SeriesRow
-	err := s.inTenantRead(ctx, org, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, q, org, since, until)
+	err := s.inPlaceRead(ctx, org, forceCustomPlans, func(tx pgx.Tx, p Place) error {
+		rows, err := tx.Query(ctx, placeSQL(q, p), org, since, until)
 		if err != nil {
 			return err
 		}

@@ -206,7 +206,8 @@ type Writer struct {
 	st    *Store
 	opts  WriterOptions
 	log   *zap.Logger
-	spool *spool.Spool // nil without SpoolDir
+	spool *spool.Spool     // nil without SpoolDir
+	lanes map[string]*lane // the database targets' (writer_places.go); Run's goroutine only
 	// journal holds every record from Record until PostgreSQL or the spool
 	// does (see journal); nil without SpoolDir.
 	journal *journal
@@ -337,6 +338,14 @@ func NewWriter(st *Store, opts WriterOptions) (*Writer, error) {
 	w.rs.groups = make(map[uuid.UUID]int)
 	w.rs.timer = time.NewTimer(time.Hour)
 	w.rs.timer.Stop()
+	// Every target's lane now, so that records an earlier run spooled for
+	// a target are written without waiting for a new one.
+	for _, name := range st.router.targetNames() {
+		if _, err := w.laneFor(name); err != nil {
+			w.closeLanes()
+			return nil, err
+		}
+	}
 	return w, nil
 }
 

@@ -74,6 +74,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		}
 	}
 	defer st.Close()
+	st.UseTargets(cfg.Targets(), store.TargetPoolOptions{MaxConns: max(cfg.DatabaseMaxConns/4, 2)})
 
 	authOpts := auth.Options{
 		Store: st, Log: log,
@@ -121,6 +122,11 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	}
 
 	checks := []gateway.Check{{Name: "postgres", Probe: st.Ping}, {Name: "log", Probe: func(context.Context) error { return writer.Admit() }}}
+	for _, name := range st.TargetNames() {
+		// Reported, not deciding readiness: a target down concerns its
+		// own tenants, whose records wait in its spool.
+		checks = append(checks, gateway.Check{Name: "database:" + name, Probe: func(ctx context.Context) error { return st.PingTarget(ctx, name) }})
+	}
 	if authOpts.Redis != nil {
 		rdb := authOpts.Redis
 		checks = append(checks, gateway.Check{Name: "redis", Probe: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
