@@ -207,7 +207,8 @@ type Writer struct {
 	opts  WriterOptions
 	log   *zap.Logger
 	spool *spool.Spool     // nil without SpoolDir
-	lanes map[string]*lane // the database targets' (writer_places.go); Run's goroutine only
+	lanesMu sync.Mutex
+	lanes   map[string]*lane // the database targets' (writer_places.go), under lanesMu
 	// journal holds every record from Record until PostgreSQL or the spool
 	// does (see journal); nil without SpoolDir.
 	journal *journal
@@ -440,7 +441,9 @@ func (w *Writer) Admit() error {
 	if w.degraded.Load() || w.journalDown.Load() {
 		return fmt.Errorf("%w: the spool cannot be written", ErrSpoolFull)
 	}
-	if w.spool.Size()+w.journal.size() >= w.opts.SpoolMaxBytes {
+	// The database targets' spools share the disk and the cap: a long
+	// outage of one target ends in 503 for everyone, as a full spool does.
+	if w.spool.Size()+w.journal.size()+w.lanesSize() >= w.opts.SpoolMaxBytes {
 		return ErrSpoolFull
 	}
 	return nil

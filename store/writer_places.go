@@ -52,6 +52,8 @@ const targetsSpoolDir = "targets"
 
 // laneFor returns target name's lane, opening its spool at first use.
 func (w *Writer) laneFor(name string) (*lane, error) {
+	w.lanesMu.Lock()
+	defer w.lanesMu.Unlock()
 	if l, ok := w.lanes[name]; ok {
 		return l, nil
 	}
@@ -72,8 +74,23 @@ func (w *Writer) laneFor(name string) (*lane, error) {
 	return l, nil
 }
 
+// lanesSize is what the lanes' spools hold, in bytes.
+func (w *Writer) lanesSize() int64 {
+	w.lanesMu.Lock()
+	defer w.lanesMu.Unlock()
+	var n int64
+	for _, l := range w.lanes {
+		if l.spool != nil {
+			n += l.spool.Size()
+		}
+	}
+	return n
+}
+
 // closeLanes closes the lanes' spools (Writer.Close).
 func (w *Writer) closeLanes() {
+	w.lanesMu.Lock()
+	defer w.lanesMu.Unlock()
 	for _, l := range w.lanes {
 		if l.spool != nil {
 			l.spool.Close()

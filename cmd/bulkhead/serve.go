@@ -75,6 +75,18 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	}
 	defer st.Close()
 	st.UseTargets(cfg.Targets(), store.TargetPoolOptions{MaxConns: max(cfg.DatabaseMaxConns/4, 2)})
+	for _, t := range cfg.Targets() {
+		// A target whose runtime role could escape RLS refuses the start;
+		// one that cannot be reached now only delays its tenants' records.
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := store.CheckTarget(cctx, t)
+		cancel()
+		if errors.Is(err, store.ErrTargetRole) {
+			return err
+		} else if err != nil {
+			log.Warn("a database target could not be checked; its tenants' records wait in its spool", zap.String("target", t.Name), zap.Error(err))
+		}
+	}
 
 	authOpts := auth.Options{
 		Store: st, Log: log,
