@@ -264,3 +264,28 @@ func TestRetentionEveryPlace(t *testing.T) {
 		}
 	}
 }
+
+// /readyz's probe of each target: a reachable one answers, an unreachable
+// one fails without touching the others; an unknown name is an error.
+func TestPingTarget(t *testing.T) {
+	ts := storetest.Targets(t)
+	st := storetest.Open(t, store.Options{})
+	down := store.Target{Name: "down", DSN: "postgres://bulkhead_app:x@127.0.0.1:1/x?sslmode=disable&connect_timeout=1", AdminDSN: "postgres://x@127.0.0.1:1/x"}
+	st.UseTargets(append([]store.Target{down}, ts...), store.TargetPoolOptions{})
+	ctx := context.Background()
+	if got := st.TargetNames(); len(got) != 3 || got[0] != "down" {
+		t.Errorf("TargetNames = %v", got)
+	}
+	if err := st.PingTarget(ctx, "t1"); err != nil {
+		t.Errorf("t1: %v", err)
+	}
+	if err := st.PingTarget(ctx, "down"); err == nil {
+		t.Error("an unreachable target answered")
+	}
+	if err := st.PingTarget(ctx, "t2"); err != nil {
+		t.Errorf("t2 after down's failure: %v", err)
+	}
+	if err := st.PingTarget(ctx, "nope"); !errors.Is(err, store.ErrUnknownTarget) {
+		t.Errorf("unknown target: %v", err)
+	}
+}

@@ -203,10 +203,10 @@ type WriterStats struct {
 // letters: logged at error level with organization, request id and
 // SQLSTATE (never text) and counted. That is the only sanctioned loss.
 type Writer struct {
-	st    *Store
-	opts  WriterOptions
-	log   *zap.Logger
-	spool *spool.Spool     // nil without SpoolDir
+	st      *Store
+	opts    WriterOptions
+	log     *zap.Logger
+	spool   *spool.Spool // nil without SpoolDir
 	lanesMu sync.Mutex
 	lanes   map[string]*lane // the database targets' (writer_places.go), under lanesMu
 	// journal holds every record from Record until PostgreSQL or the spool

@@ -236,10 +236,9 @@ func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, p Place, gr
 	sql := placedInsertSQL(p, src != &w.written)
 	var affected int64
 	n := 0
-	bad := -1
 	err := pgx.BeginTxFunc(cctx, pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
-		affected, n, bad = 0, 0, -1
-		for k, g := range groups {
+		affected, n = 0, 0
+		for _, g := range groups {
 			if _, err := tx.Exec(cctx, `SELECT set_config('`+TenantSetting+`', $1::text, true)`, g.org.String()); err != nil {
 				return err
 			}
@@ -248,7 +247,6 @@ func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, p Place, gr
 			}
 			tag, err := tx.Conn().PgConn().ExecParams(cctx, sql, placedParams(&sc.cols, g, p), placedOIDs(p), placedFormats(p), nil).Close()
 			if err != nil {
-				bad = k
 				return err
 			}
 			affected += tag.RowsAffected()
@@ -293,7 +291,6 @@ func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, p Place, gr
 			done[i] = true
 		}
 	}
-	_ = bad
 	return nil
 }
 
