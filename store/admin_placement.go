@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/google/uuid"
@@ -93,4 +94,80 @@ func (a *Admin) deleteTargetRows(ctx context.Context, org uuid.UUID, p Placement
 		}
 		return nil
 	})
+}
+
+// applyTargetRetention deletes, in each database target, the rows of the
+// organizations placed there that are past their retention (theirs, or
+// the installation's default), as the target's owner inside each
+// organization's tenant context, with an audit row per organization in
+// the main database. A target that cannot be reached is named in the
+// error; the others are done all the same.
+func (a *Admin) applyTargetRetention(ctx context.Context) (int64, error) {
+	rows, err := a.pool.Query(ctx, `SELECT o.id, o.placement, coalesce(o.retention_days, nullif(s.value, '')::integer, 0)
+		FROM organizations o LEFT JOIN settings s ON s.name = 'retention_days'
+		WHERE o.placement LIKE 'database:%' AND coalesce(o.retention_days, nullif(s.value, '')::integer, 0) > 0
+		ORDER BY o.placement, o.id`)
+	if err != nil {
+		return 0, fmt.Errorf("retention: %w", err)
+	}
+	type due struct {
+		Org       uuid.UUID
+		Placement string
+		Days      int
+	}
+	dues, err := pgx.CollectRows(rows, pgx.RowToStructByPos[due])
+	if err != nil {
+		return 0, fmt.Errorf("retention: %w", err)
+	}
+	var total int64
+	var errs []error
+	conns := map[string]*pgx.Conn{}
+	defer func() {
+		for _, c := range conns {
+			c.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	for _, d := range dues {
+		p, err := ParsePlacement(d.Placement)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		conn, ok := conns[p.Target]
+		if !ok {
+			t, err := a.targets.get(p.Target)
+			if err == nil {
+				conn, err = connectTarget(ctx, t.Name, "admin", t.AdminDSN)
+			}
+			if err != nil {
+				errs = append(errs, err)
+				conns[p.Target] = nil
+				continue
+			}
+			conns[p.Target] = conn
+		}
+		if conn == nil {
+			continue // already reported
+		}
+		var n int64
+		err = inTenant(ctx, conn, d.Org, func(tx pgx.Tx) error {
+			tag, err := tx.Exec(ctx, `DELETE FROM public.prompts WHERE organization_id = $1 AND created_at < now() - make_interval(days => $2)`, d.Org, d.Days)
+			n = tag.RowsAffected()
+			return err
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("database target %s: %w", p.Target, err))
+			continue
+		}
+		total += n
+		if n > 0 {
+			err = a.inTenant(ctx, d.Org, func(tx pgx.Tx) error {
+				return audit(ctx, tx, d.Org, "retention", "retention.delete", p.String()+" prompts", map[string]any{"rows_deleted": n})
+			})
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return total, errors.Join(errs...)
 }

@@ -296,8 +296,8 @@ func (s *Store) BudgetSpend(ctx context.Context, b Budget, since, until time.Tim
 			WHERE organization_id = $1 AND hour >= $3 AND hour < $4` + filter + `)`
 	}
 	var spent MicroUSD
-	err := s.inTenantReport(ctx, b.OrgID, func(tx pgx.Tx) error {
-		return tx.QueryRow(ctx, q, args...).Scan(&spent)
+	err := s.inPlaceRead(ctx, b.OrgID, reportSettings, func(tx pgx.Tx, p Place) error {
+		return tx.QueryRow(ctx, placeSQL(q, p), args...).Scan(&spent)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("summing a budget's spend: %w", classify(err))

@@ -3,8 +3,10 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 )
@@ -25,6 +27,11 @@ const (
 // created. It runs prompts_create_partitions, which the app role may
 // execute and which runs as the owner; concurrent callers take turns. On a
 // schema before migration 00009 it does nothing.
+//
+// It does the same in every other place (placement.go): each tenant
+// schema of the main database, and each database target; a target that
+// cannot be reached is reported in the error, the other places are done
+// all the same.
 func (s *Store) CreatePartitions(ctx context.Context, daysAhead int) (int, error) {
 	var n int
 	err := s.pool.QueryRow(ctx, `SELECT prompts_create_partitions($1)`, daysAhead).Scan(&n)
@@ -32,7 +39,59 @@ func (s *Store) CreatePartitions(ctx context.Context, daysAhead int) (int, error
 	if errors.As(err, &pgErr) && pgErr.Code == "42883" { // undefined_function: before 00009
 		return 0, nil
 	}
-	return n, err
+	if err != nil {
+		return n, err
+	}
+	m, err := s.createPlacedPartitions(ctx, daysAhead)
+	return n + m, err
+}
+
+// tenantSchemasSQL lists the tenant schemas whose partitions the app role
+// maintains: named as SchemaName names them and owned by the owner of the
+// shared place's function, so that a schema someone else made is never
+// entered.
+const tenantSchemasSQL = `SELECT n.nspname::text FROM pg_namespace n
+	WHERE n.nspname ~ '^t_[0-9a-f]{32}$'
+	  AND n.nspowner = (SELECT p.proowner FROM pg_proc p WHERE p.oid = 'public.prompts_create_partitions(integer)'::regprocedure)
+	ORDER BY 1`
+
+func (s *Store) createPlacedPartitions(ctx context.Context, daysAhead int) (int, error) {
+	rows, err := s.pool.Query(ctx, tenantSchemasSQL)
+	if err != nil {
+		return 0, err
+	}
+	schemas, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	var errs []error
+	for _, schema := range schemas {
+		if !tenantSchema.MatchString(schema) {
+			continue
+		}
+		var n int
+		err := s.pool.QueryRow(ctx, `SELECT `+schema+`.prompts_create_partitions($1)`, daysAhead).Scan(&n)
+		if err != nil && !errors.As(err, new(*pgconn.PgError)) {
+			return total, err // the main database itself
+		}
+		if err != nil { // a schema being dropped, or not yet migrated
+			errs = append(errs, fmt.Errorf("schema %s: %w", schema, err))
+		}
+		total += n
+	}
+	for _, name := range s.router.targetNames() {
+		pool, err := s.poolFor(ctx, Place{Target: name, Schema: "public"})
+		var n int
+		if err == nil {
+			err = pool.QueryRow(ctx, `SELECT public.prompts_create_partitions($1)`, daysAhead).Scan(&n)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("database target %s: %w", name, err))
+		}
+		total += n
+	}
+	return total, errors.Join(errs...)
 }
 
 // maintainPartitions runs CreatePartitions when it is due.

@@ -134,7 +134,9 @@ func (s *Store) listPrompts(ctx context.Context, org uuid.UUID, f PromptFilter, 
 		ref = time.Now()
 	}
 	var out []Prompt
-	err := s.inTenantRead(ctx, org, func(tx pgx.Tx) error {
+	var place Place
+	err := s.inPlaceRead(ctx, org, forceCustomPlans, func(tx pgx.Tx, p Place) error {
+		place = p
 		span := 24 * time.Hour
 		for {
 			lo := ref.Add(-span)
@@ -143,13 +145,13 @@ func (s *Store) listPrompts(ctx context.Context, org uuid.UUID, f PromptFilter, 
 				lo, last = f.Since, true // zero: no lower bound
 			}
 			q, args := listQuery(org, f, orgFilter, lo, hi, limit-len(out))
-			rows, err := tx.Query(ctx, q, args...)
+			rows, err := tx.Query(ctx, placeSQL(q, p), args...)
 			if err != nil {
 				return err
 			}
 			out, err = pgx.AppendRows(out, rows, func(r pgx.CollectableRow) (Prompt, error) { return scanPrompt(r) })
 			if err != nil || last || len(out) >= limit {
-				if err == nil {
+				if err == nil && p.Target == "" {
 					err = s.unseal(ctx, tx, org, out)
 				}
 				return err
@@ -157,6 +159,9 @@ func (s *Store) listPrompts(ctx context.Context, org uuid.UUID, f PromptFilter, 
 			hi, ref, span = lo, lo, span*4
 		}
 	})
+	if err == nil && place.Target != "" {
+		err = s.unsealFromMain(ctx, org, out)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listing prompts: %w", err)
 	}
@@ -210,19 +215,22 @@ func (s *Store) GetPrompt(ctx context.Context, org, id uuid.UUID) (Prompt, error
 	if !ok {
 		return Prompt{}, fmt.Errorf("reading prompt: %w", ErrNotFound)
 	}
-	var p Prompt
-	err := s.inTenantRead(ctx, org, func(tx pgx.Tx) error {
+	ps := make([]Prompt, 1)
+	var place Place
+	err := s.inPlaceRead(ctx, org, forceCustomPlans, func(tx pgx.Tx, pl Place) error {
+		place = pl
 		var err error
-		p, err = scanPrompt(tx.QueryRow(ctx, "SELECT "+promptColumns+
-			" FROM prompts WHERE organization_id = $1 AND created_at = $2 AND id = $3", org, created, id))
-		if err != nil {
-			return err
+		ps[0], err = scanPrompt(tx.QueryRow(ctx, placeSQL("SELECT "+promptColumns+
+			" FROM prompts WHERE organization_id = $1 AND created_at = $2 AND id = $3", pl), org, created, id))
+		if err == nil && pl.Target == "" {
+			err = s.unseal(ctx, tx, org, ps)
 		}
-		ps := []Prompt{p}
-		err = s.unseal(ctx, tx, org, ps)
-		p = ps[0]
 		return err
 	})
+	if err == nil && place.Target != "" {
+		err = s.unsealFromMain(ctx, org, ps)
+	}
+	p := ps[0]
 	if err != nil {
 		return Prompt{}, fmt.Errorf("reading prompt: %w", err)
 	}

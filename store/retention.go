@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 )
 
@@ -78,7 +80,9 @@ func applyRetention(ctx context.Context, db queryRower) (RetentionResult, error)
 		total.PartitionsDropped += dropped
 		total.RowsDeleted += deleted
 		if done {
-			return total, nil
+			n, err := applyPlacedRetention(ctx, db)
+			total.RowsDeleted += n
+			return total, err
 		}
 		select { // let the writer and the read API in between steps
 		case <-ctx.Done():
@@ -88,10 +92,47 @@ func applyRetention(ctx context.Context, db queryRower) (RetentionResult, error)
 	}
 }
 
+// applyPlacedRetention is applyRetention's loop for the organizations
+// placed in a schema (migration 00016); before 00016 it does nothing.
+func applyPlacedRetention(ctx context.Context, db queryRower) (int64, error) {
+	var total int64
+	for {
+		var deleted int64
+		var done bool
+		err := db.QueryRow(ctx, `SELECT * FROM prompts_apply_placed_retention($1)`, retentionBatch).Scan(&deleted, &done)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "42883" { // undefined_function: before 00016
+			return total, nil
+		}
+		if err != nil {
+			return total, fmt.Errorf("retention: %w", classify(err))
+		}
+		total += deleted
+		if done {
+			return total, nil
+		}
+		select {
+		case <-ctx.Done():
+			return total, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
 // ApplyRetention is Store.ApplyRetention as the owner: bulkhead retention
 // run.
+//
+// It also applies the retention of the organizations placed on database
+// targets, which hold no organizations table for the gateway's function
+// to read (applyTargetRetention).
 func (a *Admin) ApplyRetention(ctx context.Context) (RetentionResult, error) {
-	return applyRetention(ctx, a.pool)
+	res, err := applyRetention(ctx, a.pool)
+	if err != nil {
+		return res, err
+	}
+	n, err := a.applyTargetRetention(ctx)
+	res.RowsDeleted += n
+	return res, err
 }
 
 // SetDefaultRetention makes r the installation's default retention, with

@@ -121,7 +121,8 @@ func ownerCount(t *testing.T, owner *pgxpool.Pool, table string, org uuid.UUID) 
 // to the tenant in context; no INSERT, UPDATE or DELETE, so the gateway
 // can neither substitute a key nor destroy one); and SELECT on
 // seal_kek_check, a constant sealed under the KEK that serve verifies at
-// start (no tenant data).
+// start (no tenant data); prompts_apply_placed_retention, the same for the
+// organizations placed in a schema of their own (00016).
 // The control plane (00013): a tenant administrator's key actions run as
 // the app role inside its own tenant context, so it inserts keys and
 // updates their limits, expiry and revocation (never their hash or
@@ -144,6 +145,7 @@ var appPrivileges = []string{
 	"column api_keys.tokens_per_minute: INSERT, UPDATE",
 	"database: CONNECT, TEMPORARY",
 	"function audit_log_append_only(): EXECUTE",
+	"function prompts_apply_placed_retention(integer): EXECUTE",
 	"function prompts_apply_retention(integer): EXECUTE",
 	"function prompts_create_partitions(integer): EXECUTE",
 	"function prompts_row_id(timestamp with time zone,uuid): EXECUTE",

@@ -296,6 +296,17 @@ func (s *Store) unseal(ctx context.Context, tx pgx.Tx, org uuid.UUID, ps []Promp
 	return nil
 }
 
+// unsealFromMain is unseal for rows read from a database target: the data
+// keys are control-plane data, read in org's context in the main database.
+func (s *Store) unsealFromMain(ctx context.Context, org uuid.UUID, ps []Prompt) error {
+	for _, p := range ps {
+		if p.promptSealed != nil || p.responseSealed != nil {
+			return s.inTenantRead(ctx, org, func(tx pgx.Tx) error { return s.unseal(ctx, tx, org, ps) })
+		}
+	}
+	return nil
+}
+
 // sealMetrics are the data-key cache's series.
 var sealMetrics = [3]*prometheus.Desc{
 	prometheus.NewDesc("bulkhead_seal_key_cache_hits_total", "Look-ups of an organization's seal state and data keys served from the in-process cache.", nil, nil),

@@ -98,8 +98,8 @@ func (s *Store) UsageSeries(ctx context.Context, org uuid.UUID, since, until tim
 		return nil, fmt.Errorf("usage series: unknown grouping %q", by)
 	}
 	var out []SeriesRow
-	err := s.inTenantReport(ctx, org, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, q, usageArgs(org, since, until)...)
+	err := s.inPlaceRead(ctx, org, reportSettings, func(tx pgx.Tx, p Place) error {
+		rows, err := tx.Query(ctx, placeSQL(q, p), usageArgs(org, since, until)...)
 		if err != nil {
 			return err
 		}

@@ -42,6 +42,7 @@ type Store struct {
 	pool     *pgxpool.Pool
 	txScoped bool // Options.TransactionScopedStatements
 	keys     *keyring
+	router   router // the places of organizations not in the shared tables (router.go)
 }
 
 // Options tunes Open. The zero value keeps pgxpool's defaults.
@@ -126,7 +127,10 @@ func newPool(ctx context.Context, dsn string, opts Options) (*pgxpool.Pool, erro
 }
 
 // Close closes every connection. It is idempotent.
-func (s *Store) Close() { s.pool.Close() }
+func (s *Store) Close() {
+	s.router.closeTargets()
+	s.pool.Close()
+}
 
 // Ping checks that a connection can be had and used.
 func (s *Store) Ping(ctx context.Context) error { return s.pool.Ping(ctx) }
@@ -161,7 +165,7 @@ func inTenant(ctx context.Context, db beginner, tenant uuid.UUID, fn func(pgx.Tx
 // outside a query's time range are pruned while planning: a cached generic
 // plan would open and lock every day partition at each execution.
 func (s *Store) inTenantRead(ctx context.Context, tenant uuid.UUID, fn func(pgx.Tx) error) error {
-	return classify(beginTenant(ctx, s.pool, "BEGIN READ ONLY", tenant, "; SET LOCAL plan_cache_mode = force_custom_plan", fn))
+	return classify(beginTenant(ctx, s.pool, "BEGIN READ ONLY", tenant, forceCustomPlans, fn))
 }
 
 // inTenantReport is inTenantRead for Usage, whose every scan is a short
@@ -171,9 +175,14 @@ func (s *Store) inTenantRead(ctx context.Context, tenant uuid.UUID, fn func(pgx.
 // tenant with most of a partition's rows but few in its last hour got a
 // sequential scan of the whole partition (7.6 s on BenchmarkUsageFiveMillionRows).
 func (s *Store) inTenantReport(ctx context.Context, tenant uuid.UUID, fn func(pgx.Tx) error) error {
-	return classify(beginTenant(ctx, s.pool, "BEGIN READ ONLY", tenant,
-		"; SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_seqscan = off; SET LOCAL jit = off", fn))
+	return classify(beginTenant(ctx, s.pool, "BEGIN READ ONLY", tenant, reportSettings, fn))
 }
+
+// The settings of inTenantRead and inTenantReport, after the tenant's.
+const (
+	forceCustomPlans = "; SET LOCAL plan_cache_mode = force_custom_plan"
+	reportSettings   = forceCustomPlans + "; SET LOCAL enable_seqscan = off; SET LOCAL jit = off"
+)
 
 func beginTenant(ctx context.Context, db beginner, begin string, tenant uuid.UUID, then string, fn func(pgx.Tx) error) error {
 	if tenant == uuid.Nil {

@@ -63,7 +63,7 @@ func CheckTarget(ctx context.Context, t Target) error {
 		bad = append(bad, "is (or is a member of) the owner role "+owner.User)
 	}
 	if len(bad) > 0 {
-		return fmt.Errorf("database target %s: the runtime role %s %s: it must be a role that RLS holds", t.Name, conn.Config().User, strings.Join(bad, " and "))
+		return fmt.Errorf("database target %s: the runtime role %s %s: %w", t.Name, conn.Config().User, strings.Join(bad, " and "), ErrTargetRole)
 	}
 	oconn, err := connectTarget(ctx, t.Name, "admin", t.AdminDSN)
 	if err != nil {
@@ -85,6 +85,9 @@ func connectTarget(ctx context.Context, name, role, dsn string) (*pgx.Conn, erro
 	}
 	return conn, nil
 }
+
+// ErrTargetRole: a database target's runtime role could escape RLS.
+var ErrTargetRole = errors.New("it must be a role that RLS holds (no superuser, no BYPASSRLS, not the owner)")
 
 // ErrUnknownTarget: a placement names a database target that the
 // configuration does not.

@@ -58,8 +58,8 @@ func (s *Store) Usage(ctx context.Context, org uuid.UUID, since, until time.Time
 		return nil, fmt.Errorf("usage: unknown grouping %q", groupBy)
 	}
 	var out []UsageRow
-	err := s.inTenantReport(ctx, org, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, q, usageArgs(org, since, until)...)
+	err := s.inPlaceRead(ctx, org, reportSettings, func(tx pgx.Tx, p Place) error {
+		rows, err := tx.Query(ctx, placeSQL(q, p), usageArgs(org, since, until)...)
 		if err != nil {
 			return err
 		}

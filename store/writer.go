@@ -203,10 +203,12 @@ type WriterStats struct {
 // letters: logged at error level with organization, request id and
 // SQLSTATE (never text) and counted. That is the only sanctioned loss.
 type Writer struct {
-	st    *Store
-	opts  WriterOptions
-	log   *zap.Logger
-	spool *spool.Spool // nil without SpoolDir
+	st      *Store
+	opts    WriterOptions
+	log     *zap.Logger
+	spool   *spool.Spool // nil without SpoolDir
+	lanesMu sync.Mutex
+	lanes   map[string]*lane // the database targets' (writer_places.go), under lanesMu
 	// journal holds every record from Record until PostgreSQL or the spool
 	// does (see journal); nil without SpoolDir.
 	journal *journal
@@ -337,6 +339,14 @@ func NewWriter(st *Store, opts WriterOptions) (*Writer, error) {
 	w.rs.groups = make(map[uuid.UUID]int)
 	w.rs.timer = time.NewTimer(time.Hour)
 	w.rs.timer.Stop()
+	// Every target's lane now, so that records an earlier run spooled for
+	// a target are written without waiting for a new one.
+	for _, name := range st.router.targetNames() {
+		if _, err := w.laneFor(name); err != nil {
+			w.closeLanes()
+			return nil, err
+		}
+	}
 	return w, nil
 }
 
@@ -431,7 +441,9 @@ func (w *Writer) Admit() error {
 	if w.degraded.Load() || w.journalDown.Load() {
 		return fmt.Errorf("%w: the spool cannot be written", ErrSpoolFull)
 	}
-	if w.spool.Size()+w.journal.size() >= w.opts.SpoolMaxBytes {
+	// The database targets' spools share the disk and the cap: a long
+	// outage of one target ends in 503 for everyone, as a full spool does.
+	if w.spool.Size()+w.journal.size()+w.lanesSize() >= w.opts.SpoolMaxBytes {
 		return ErrSpoolFull
 	}
 	return nil

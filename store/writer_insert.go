@@ -59,6 +59,18 @@ func (w *Writer) writeRecords(ctx context.Context, recs []LogRecord, done []bool
 	if err := w.resolveSeals(ctx); err != nil {
 		return err
 	}
+	// The organizations placed elsewhere than the shared tables first
+	// (writer_places.go); then the shared ones, as before.
+	placed, err := w.splitPlaced(ctx)
+	if err != nil {
+		return err
+	}
+	if err := w.writePlaced(ctx, placed, recs, done, src); err != nil {
+		return err
+	}
+	if len(rs.orgs) == 0 {
+		return nil
+	}
 	return w.writeGroups(ctx, recs, done, src)
 }
 

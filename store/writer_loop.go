@@ -22,12 +22,16 @@ func (w *Writer) step(ctx, wctx context.Context) (stop bool) {
 			return true
 		}
 	}
+	w.drainLanes(wctx)
 	var wake time.Time // zero: no wake-up, wait for records
 	if len(rs.held) > 0 || rs.replaying {
 		wake = rs.nextTry
 		if wake.IsZero() {
 			wake = time.Now() // due now: come back at once
 		}
+	}
+	if t, ok := w.lanesWake(); ok && (wake.IsZero() || t.Before(wake)) {
+		wake = t
 	}
 	if len(rs.held) > 0 {
 		// Take no new work while records are held: the queue, then Record,

@@ -119,6 +119,7 @@ func (w *Writer) flush(ctx context.Context) error {
 		}
 		lost += w.placeFinal(ctx, batch)
 	}
+	w.closeLanes()
 	if w.spool != nil {
 		if err := w.spool.Close(); err != nil {
 			w.log.Warn("request log: closing the spool", zap.Error(err))

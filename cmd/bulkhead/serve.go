@@ -76,6 +76,19 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		}
 	}
 	defer st.Close()
+	st.UseTargets(cfg.Targets(), store.TargetPoolOptions{MaxConns: max(cfg.DatabaseMaxConns/4, 2)})
+	for _, t := range cfg.Targets() {
+		// A target whose runtime role could escape RLS refuses the start;
+		// one that cannot be reached now only delays its tenants' records.
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := store.CheckTarget(cctx, t)
+		cancel()
+		if errors.Is(err, store.ErrTargetRole) {
+			return err
+		} else if err != nil {
+			log.Warn("a database target could not be checked; its tenants' records wait in its spool", zap.String("target", t.Name), zap.Error(err))
+		}
+	}
 
 	authOpts := auth.Options{
 		Store: st, Log: log,
@@ -123,6 +136,11 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	}
 
 	checks := []gateway.Check{{Name: "postgres", Probe: st.Ping}, {Name: "log", Probe: func(context.Context) error { return writer.Admit() }}}
+	for _, name := range st.TargetNames() {
+		// Reported, not deciding readiness: a target down concerns its
+		// own tenants, whose records wait in its spool.
+		checks = append(checks, gateway.Check{Name: "database:" + name, Probe: func(ctx context.Context) error { return st.PingTarget(ctx, name) }})
+	}
 	if authOpts.Redis != nil {
 		rdb := authOpts.Redis
 		checks = append(checks, gateway.Check{Name: "redis", Probe: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})

@@ -13,7 +13,9 @@
 # over the local socket, or as `postgres` over TCP where that is trusted):
 #   role bulkhead_owner  LOGIN BYPASSRLS, owns the databases and the tables
 #   role bulkhead_app    LOGIN NOSUPERUSER NOBYPASSRLS, owns nothing
-#   databases bulkhead (for `make run`) and bulkhead_test (for `make test`)
+#   databases bulkhead (for `make run`) and bulkhead_test (for `make test`),
+#   and bulkhead_test_t1, bulkhead_test_t2: the database targets of the
+#   placement tests (store/storetest/targets.go), with the same roles
 # The passwords are development-only and match config's defaults.
 set -euo pipefail
 
@@ -92,7 +94,7 @@ bootstrap_postgres() {
 	\$\$;
 	SQL
 	local db
-	for db in bulkhead bulkhead_test; do
+	for db in bulkhead bulkhead_test bulkhead_test_t1 bulkhead_test_t2; do
 		if [ -z "$(psql_super -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]; then
 			log "creating database $db"
 			psql_super -d postgres -c "CREATE DATABASE $db OWNER bulkhead_owner"

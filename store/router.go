@@ -1,0 +1,217 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// router resolves an organization to its place and the pool that reaches
+// it: the main pool for the shared place and tenant schemas, a pool per
+// database target, opened at its first use, bounded, its connections
+// closed when idle.
+type router struct {
+	mu      sync.Mutex
+	targets targetSet
+	pools   map[string]*pgxpool.Pool
+	opts    TargetPoolOptions
+	cache   map[uuid.UUID]placementEntry
+}
+
+// TargetPoolOptions bounds the pools of the database targets.
+type TargetPoolOptions struct {
+	// MaxConns caps each target's pool (0: 4).
+	MaxConns int32
+	// IdleTimeout closes a connection idle this long (0: one minute), so
+	// that a target no tenant uses holds no connection.
+	IdleTimeout time.Duration
+}
+
+// placementTTL is how long an organization's placement is reused before
+// it is read again. A placement changes only by a move (not yet
+// implemented), so the bound matters little today.
+const placementTTL = time.Minute
+
+type placementEntry struct {
+	p       Placement
+	capture string
+	expires time.Time
+}
+
+// UseTargets gives the Store the database targets its organizations may
+// be placed on. Call it before serving.
+func (s *Store) UseTargets(ts []Target, o TargetPoolOptions) {
+	if o.MaxConns <= 0 {
+		o.MaxConns = 4
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = time.Minute
+	}
+	s.router.mu.Lock()
+	defer s.router.mu.Unlock()
+	s.router.targets, s.router.opts = newTargetSet(ts), o
+}
+
+// targetNames are the configured targets' names, in order.
+func (r *router) targetNames() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	names := make([]string, 0, len(r.targets))
+	for n := range r.targets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// closeTargets closes every target pool (Store.Close).
+func (r *router) closeTargets() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.pools {
+		p.Close()
+	}
+	r.pools = nil
+}
+
+// placementOf returns org's placement, cached for placementTTL.
+func (s *Store) placementOf(ctx context.Context, org uuid.UUID) (Placement, error) {
+	p, _, err := s.orgPlacement(ctx, org)
+	return p, err
+}
+
+// orgPlacement returns org's placement and capture mode, cached for
+// placementTTL (so a capture-mode change reaches the writers of a
+// database target's tenants within it; the shared tables and tenant
+// schemas read it at each insert). They are read in org's own tenant
+// context, where RLS shows the app role its organization only; an
+// organization that does not exist is shared (its rows are refused
+// there).
+func (s *Store) orgPlacement(ctx context.Context, org uuid.UUID) (Placement, string, error) {
+	r := &s.router
+	r.mu.Lock()
+	e, ok := r.cache[org]
+	r.mu.Unlock()
+	if ok && time.Now().Before(e.expires) {
+		return e.p, e.capture, nil
+	}
+	var text, capture string
+	err := s.inTenantRead(ctx, org, func(tx pgx.Tx) error {
+		return tx.QueryRow(ctx, `SELECT placement, capture_mode FROM organizations WHERE id = $1`, org).Scan(&text, &capture)
+	})
+	if errors.Is(err, ErrNotFound) {
+		return Placement{Kind: PlaceShared}, CaptureFull, nil
+	}
+	if err != nil {
+		return Placement{}, "", fmt.Errorf("reading the placement of %s: %w", org, err)
+	}
+	p, err := ParsePlacement(text)
+	if err != nil {
+		return Placement{}, "", err
+	}
+	r.mu.Lock()
+	if r.cache == nil || len(r.cache) > 100_000 {
+		r.cache = map[uuid.UUID]placementEntry{}
+	}
+	r.cache[org] = placementEntry{p: p, capture: capture, expires: time.Now().Add(placementTTL)}
+	r.mu.Unlock()
+	return p, capture, nil
+}
+
+// poolFor returns the pool of place p, opening a target's at its first
+// use (without waiting for the target: connections are made on demand).
+func (s *Store) poolFor(ctx context.Context, p Place) (*pgxpool.Pool, error) {
+	if p.Target == "" {
+		return s.pool, nil
+	}
+	r := &s.router
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if pool, ok := r.pools[p.Target]; ok {
+		return pool, nil
+	}
+	t, err := r.targets.get(p.Target)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(t.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("database target %s: the runtime URL does not parse", t.Name)
+	}
+	cfg.MaxConns, cfg.MinConns = r.opts.MaxConns, 0
+	cfg.MaxConnIdleTime = r.opts.IdleTimeout
+	cfg.HealthCheckPeriod = min(r.opts.IdleTimeout, time.Minute)
+	if cfg.ConnConfig.RuntimeParams == nil {
+		cfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = "bulkhead"
+	if s.txScoped {
+		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
+		cfg.ConnConfig.StatementCacheCapacity = 0
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("database target %s: %w", t.Name, err)
+	}
+	if r.pools == nil {
+		r.pools = map[string]*pgxpool.Pool{}
+	}
+	r.pools[p.Target] = pool
+	return pool, nil
+}
+
+// placeOf is org's place and the pool reaching it.
+func (s *Store) placeOf(ctx context.Context, org uuid.UUID) (Place, *pgxpool.Pool, error) {
+	pl, err := s.placementOf(ctx, org)
+	if err != nil {
+		return Place{}, nil, err
+	}
+	p := PlaceOf(org, pl)
+	pool, err := s.poolFor(ctx, p)
+	return p, pool, err
+}
+
+// inPlaceRead runs fn in a read-only transaction in org's tenant context
+// on org's place (begin and then as beginTenant takes them), with the
+// place, whose tables fn names through placeSQL.
+func (s *Store) inPlaceRead(ctx context.Context, org uuid.UUID, then string, fn func(tx pgx.Tx, p Place) error) error {
+	p, pool, err := s.placeOf(ctx, org)
+	if err != nil {
+		return err
+	}
+	return classify(beginTenant(ctx, pool, "BEGIN READ ONLY", org, then, func(tx pgx.Tx) error { return fn(tx, p) }))
+}
+
+// placeSQL names the data-plane tables of a read query in place p
+// (schema-qualified): the read queries are written with "FROM prompts",
+// "FROM usage_hourly" and "FROM usage_hourly_user", and nothing else names
+// a data-plane table.
+func placeSQL(q string, p Place) string {
+	return strings.NewReplacer(
+		" FROM prompts", " FROM "+p.table("prompts"),
+		" FROM usage_hourly_user", " FROM "+p.table("usage_hourly_user"),
+		" FROM usage_hourly", " FROM "+p.table("usage_hourly"),
+	).Replace(q)
+}
+
+// PingTarget checks that database target name answers (/readyz reports
+// each target; a target down concerns its tenants only and does not make
+// the gateway unready). The first ping opens the target's pool.
+func (s *Store) PingTarget(ctx context.Context, name string) error {
+	pool, err := s.poolFor(ctx, Place{Target: name, Schema: "public"})
+	if err != nil {
+		return err
+	}
+	return pool.Ping(ctx)
+}
+
+// TargetNames lists the configured database targets, in name order.
+func (s *Store) TargetNames() []string { return s.router.targetNames() }
