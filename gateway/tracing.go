@@ -108,10 +108,18 @@ func provider(up *upstream) string {
 	return "openai"
 }
 
+// serverSpanNames are the server spans' names, "POST /v1/...", by endpoint.
+var serverSpanNames = func() (names [openai.Messages + 1]string) {
+	for ep := openai.ChatCompletions; ep <= openai.Messages; ep++ {
+		names[ep] = "POST " + ep.Path()
+	}
+	return names
+}()
+
 // start opens x's server span, continuing the caller's traceparent.
 func (tr *tracing) start(rc *fasthttp.RequestCtx, x *exchange) {
 	ctx := tr.prop.Extract(context.Background(), headerCarrier{&rc.Request.Header})
-	x.tctx, x.span = tr.t.Start(ctx, "POST "+x.ep.Path(), trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
+	x.tctx, x.span = tr.t.Start(ctx, serverSpanNames[x.ep], trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
 		keyMethod.String(fasthttp.MethodPost), keyRoute.String(x.ep.Path()),
 		keyOperation.String(operation(x.ep)), keyRequestID.String(x.reqID),
 	))
