@@ -189,7 +189,7 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 	}
 	x.model, x.prompt, x.stream = r.Model, r.Prompt, r.Stream
 	if x.span != nil {
-		s.trace.parsed(x)
+		s.trace.parsed(x, r.MaxOutputTokens)
 	}
 
 	up, cm, he := s.resolve(p, r.Model, x.start)

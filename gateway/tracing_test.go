@@ -86,7 +86,7 @@ func TestTracingChat(t *testing.T) {
 	h, exp := tracedHarness(t, nil, nil, nil)
 	_, key, _ := h.tenant(1000)
 	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-	r := h.do("POST", "/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"PROMPT-TEXT-xyzzy"}]}`,
+	r := h.do("POST", "/v1/chat/completions", `{"model":"gpt-4o-mini","max_tokens":77,"messages":[{"role":"user","content":"PROMPT-TEXT-xyzzy"}]}`,
 		"Authorization", "Bearer "+key, "X-Request-Id", "tr-1", "Traceparent", parent)
 	if r.status != 200 {
 		t.Fatalf("%d %s", r.status, r.body)
@@ -104,6 +104,7 @@ func TestTracingChat(t *testing.T) {
 		"gen_ai.request.model": "gpt-4o-mini", "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
 		"gen_ai.usage.input_tokens": int64(rec.PromptTokens), "gen_ai.usage.output_tokens": int64(rec.CompletionTokens),
 		"http.response.status_code": int64(200), "bulkhead.attempts": int64(1), "bulkhead.upstream": "default",
+		"gen_ai.request.max_tokens": int64(77),
 	} {
 		if v := attr(srv, k).AsInterface(); v != want {
 			t.Errorf("%s = %v, want %v", k, v, want)
