@@ -1,15 +1,19 @@
 package gateway
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	oai "github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 	"github.com/valyala/fasthttp"
 
+	"github.com/bulkheadhq/bulkhead/cmd/mockllm/mock"
 	"github.com/bulkheadhq/bulkhead/config"
 	"github.com/bulkheadhq/bulkhead/store"
 )
@@ -274,4 +278,44 @@ func assertOneRecord(t *testing.T, h *harness, reqID string) {
 	if n != 1 {
 		t.Errorf("%d records of %s: %+v", n, reqID, recs)
 	}
+}
+
+// A caller that leaves a translated stream early stops the upstream; the
+// request has one record, 499, with the text that arrived.
+func TestChatToAnthropicClientDisconnect(t *testing.T) {
+	h := newFakeHarnessWith(t, nil, mock.Options{ChunkDelay: 20 * time.Millisecond, Chunks: 100}, func(c *config.Config) { // a 2s stream
+		c.Upstreams = []config.Upstream{{Name: "anthropic", Kind: "anthropic", URL: strings.TrimSuffix(c.UpstreamURL, "/v1"), APIKey: anthropicKey, Models: []string{"claude-*"}}}
+	})
+	_, key, _ := h.tenant(1000)
+	conn, err := h.dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"model":"claude-x","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	raw := fmt.Sprintf("POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/json\r\nX-Request-Id: tdisconnect\r\nContent-Length: %d\r\n\r\n%s", key, len(body), body)
+	start := time.Now()
+	if _, err := conn.Write([]byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	line := ""
+	for !strings.Contains(line, `"content":"`) || strings.Contains(line, `"content":""`) { // up to the first text delta
+		if line, err = br.ReadString('\n'); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(line, "chat.completion.chunk") && strings.HasPrefix(line, "data:") {
+			t.Fatalf("not a chat chunk: %s", line)
+		}
+	}
+	conn.Close()
+	rec := h.rec.find(t, "tdisconnect")
+	if took := time.Since(start); took > 1500*time.Millisecond {
+		t.Errorf("record after %s: the gateway kept reading the upstream after the caller left", took)
+	}
+	if rec.Status != statusClientClosed || !rec.Stream || rec.Response == "" {
+		t.Errorf("record %+v, want status 499 with the text so far", rec)
+	}
+	time.Sleep(100 * time.Millisecond) // a second record would come now
+	assertOneRecord(t, h, "tdisconnect")
 }

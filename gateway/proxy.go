@@ -205,7 +205,7 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		x.endUser = r.User
 	}
 	if x.span != nil {
-		s.trace.parsed(x)
+		s.trace.parsed(x, r.MaxOutputTokens)
 	}
 
 	up, cm, he := s.resolve(p, r.Model, x.start)

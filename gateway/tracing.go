@@ -35,6 +35,7 @@ const (
 	keyProvider       = attribute.Key("gen_ai.provider.name")
 	keySystem         = attribute.Key("gen_ai.system") // the name before gen_ai.provider.name, for older backends
 	keyRequestModel   = attribute.Key("gen_ai.request.model")
+	keyMaxTokens      = attribute.Key("gen_ai.request.max_tokens")
 	keyInputTokens    = attribute.Key("gen_ai.usage.input_tokens")
 	keyOutputTokens   = attribute.Key("gen_ai.usage.output_tokens")
 	keyCacheRead      = attribute.Key("gen_ai.usage.cache_read.input_tokens")
@@ -108,10 +109,18 @@ func provider(up *upstream) string {
 	return "openai"
 }
 
+// serverSpanNames are the server spans' names, "POST /v1/...", by endpoint.
+var serverSpanNames = func() (names [openai.Messages + 1]string) {
+	for ep := openai.ChatCompletions; ep <= openai.Messages; ep++ {
+		names[ep] = "POST " + ep.Path()
+	}
+	return names
+}()
+
 // start opens x's server span, continuing the caller's traceparent.
 func (tr *tracing) start(rc *fasthttp.RequestCtx, x *exchange) {
 	ctx := tr.prop.Extract(context.Background(), headerCarrier{&rc.Request.Header})
-	x.tctx, x.span = tr.t.Start(ctx, "POST "+x.ep.Path(), trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
+	x.tctx, x.span = tr.t.Start(ctx, serverSpanNames[x.ep], trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(
 		keyMethod.String(fasthttp.MethodPost), keyRoute.String(x.ep.Path()),
 		keyOperation.String(operation(x.ep)), keyRequestID.String(x.reqID),
 	))
@@ -141,9 +150,13 @@ func errorType(he *HTTPError) string {
 	return strconv.Itoa(he.Code)
 }
 
-// parsed notes what the request body said.
-func (tr *tracing) parsed(x *exchange) {
+// parsed notes what the request body said: the model, streaming, and
+// the output bound when it sets one.
+func (tr *tracing) parsed(x *exchange, maxTokens int) {
 	x.span.SetAttributes(keyRequestModel.String(x.model), keyStream.Bool(x.stream))
+	if maxTokens > 0 {
+		x.span.SetAttributes(keyMaxTokens.Int(maxTokens))
+	}
 }
 
 // authenticated notes the caller's organization, when enabled.
@@ -154,7 +167,9 @@ func (tr *tracing) authenticated(x *exchange) {
 }
 
 // attempt starts the client span of one upstream attempt, and puts its
-// trace context in the upstream request.
+// trace context in the upstream request. It ends when the answer's
+// headers have arrived (or the attempt failed): a stream's duration is the
+// server span's.
 func (tr *tracing) attempt(x *exchange, up *upstream, req *fasthttp.Request) trace.Span {
 	op := operation(x.ep)
 	ctx, sp := tr.t.Start(x.tctx, op+" "+x.model, trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(

@@ -11,7 +11,7 @@
 // What cannot be translated is refused with a *openai.RequestError naming
 // the member (400), never dropped silently: n > 1, logprobs, logit_bias,
 // penalties, seed, response_format other than text, audio, the legacy
-// functions, and content parts Anthropic has no equivalent for.
+// functions, reasoning_effort, and content parts Anthropic has no equivalent for.
 package translate
 
 import (
@@ -62,6 +62,7 @@ type chatRequest struct {
 	Functions    json.RawMessage `json:"functions"`
 	FunctionCall json.RawMessage `json:"function_call"`
 	WebSearch    json.RawMessage `json:"web_search_options"`
+	Reasoning    json.RawMessage `json:"reasoning_effort"`
 }
 
 type chatMessage struct {
@@ -277,6 +278,8 @@ func refuse(in *chatRequest) error {
 		return &openai.RequestError{Param: "function_call", Msg: "'function_call' is not supported for an Anthropic model; use 'tool_choice'"}
 	case !isNull(in.WebSearch):
 		return unsupported("web_search_options")
+	case !isNull(in.Reasoning):
+		return &openai.RequestError{Param: "reasoning_effort", Msg: "'reasoning_effort' is not supported for an Anthropic model; ask for extended thinking on /v1/messages"}
 	}
 	return nil
 }
