@@ -19,12 +19,37 @@ import (
 	"github.com/bulkheadhq/bulkhead/config"
 	"github.com/bulkheadhq/bulkhead/gateway"
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/gateway/budget"
 	"github.com/bulkheadhq/bulkhead/gateway/catalog"
 	"github.com/bulkheadhq/bulkhead/gateway/control"
 	"github.com/bulkheadhq/bulkhead/gateway/memory"
 	"github.com/bulkheadhq/bulkhead/ratelimit"
 	"github.com/bulkheadhq/bulkhead/store"
 )
+
+// budgets sets deps.Budgets: dollar budgets, enforced in Redis (shared by
+// the replicas) from the budgets and costs in PostgreSQL, with the
+// soft-threshold webhook when configured (whose Notifier it returns, to
+// run). Without Redis budgets are not enforced: a replica alone cannot
+// share a budget with others, and saying so beats enforcing one per
+// replica.
+func budgets(cfg config.Config, st *store.Store, rdb redis.UniversalClient, reg prometheus.Registerer, log *zap.Logger, deps *gateway.Deps) (*budget.Notifier, error) {
+	if rdb == nil {
+		log.Warn("dollar budgets are not enforced: they need Redis (BULKHEAD_REDIS_URL)")
+		return nil, nil
+	}
+	var n *budget.Notifier
+	if cfg.BudgetWebhookURL != "" {
+		n = budget.NewNotifier(budget.NotifierOptions{URL: cfg.BudgetWebhookURL, Secret: []byte(cfg.BudgetWebhookSecret.Reveal()),
+			Log: log.Named("budget"), Metrics: reg})
+	}
+	enf, err := budget.New(budget.Options{Source: st, Redis: rdb, RedisTimeout: cfg.RedisTimeout, Notifier: n, Log: log.Named("budget"), Metrics: reg})
+	if err != nil {
+		return nil, err
+	}
+	deps.Budgets = enf
+	return n, nil
+}
 
 func serveCmd(ctx context.Context, e env, args []string) error {
 	fs, path := flags(e, "serve")
@@ -145,7 +170,12 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := gateway.New(cfg, log, gateway.Deps{Auth: authn, Recorder: rec, Prompts: st, Limiter: lim, Catalog: models, Metrics: reg})
+	deps := gateway.Deps{Auth: authn, Recorder: rec, Prompts: st, Limiter: lim, Catalog: models, Metrics: reg}
+	notifier, err := budgets(cfg, st, authOpts.Redis, reg, log, &deps)
+	if err != nil {
+		return err
+	}
+	srv, err := gateway.New(cfg, log, deps)
 	if err != nil {
 		return err
 	}
@@ -177,6 +207,9 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		{Name: "catalog", Run: models.Run}, // the model catalog's invalidation events
 		{Name: "health", Run: health.Run},
 		{Name: "ratelimit", Run: lim.Run}, // heartbeats count the replicas that share the fallback
+	}
+	if notifier != nil {
+		loops = append(loops, gateway.Loop{Name: "budget-webhook", Run: func(ctx context.Context) error { notifier.Run(ctx); return nil }})
 	}
 	if cfg.MemoryReturnAfter > 0 {
 		loops = append(loops, gateway.Loop{Name: "memory", Run: releaser.Run}) // a burst's heap back to the OS

@@ -49,12 +49,15 @@ type Options struct {
 	Prefix string                // Redis key prefix; "": DefaultPrefix
 	// TTL bounds how long a replica reuses an organization's budget list:
 	// a budget set or removed applies everywhere within it. 0: DefaultTTL.
-	TTL      time.Duration
-	Timeout  time.Duration // each Redis or PostgreSQL call; 0: DefaultTimeout
-	Notifier *Notifier     // soft-threshold webhooks; nil: metric only
-	Log      *zap.Logger   // nil: none
-	Metrics  prometheus.Registerer
-	Now      func() time.Time // nil: time.Now
+	TTL     time.Duration
+	Timeout time.Duration // each PostgreSQL call (budget lists, rebuilds, alert claims); 0: DefaultTimeout
+	// RedisTimeout bounds each Redis call (BULKHEAD_REDIS_TIMEOUT); 0:
+	// Timeout.
+	RedisTimeout time.Duration
+	Notifier     *Notifier   // soft-threshold webhooks; nil: metric only
+	Log          *zap.Logger // nil: none
+	Metrics      prometheus.Registerer
+	Now          func() time.Time // nil: time.Now
 }
 
 // Enforcer reserves and settles budgets. It is safe for concurrent use.
@@ -88,6 +91,9 @@ func New(o Options) (*Enforcer, error) {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
+	}
+	if o.RedisTimeout <= 0 {
+		o.RedisTimeout = o.Timeout
 	}
 	if o.Log == nil {
 		o.Log = zap.NewNop()
@@ -240,7 +246,7 @@ func (e *Enforcer) Settle(ctx context.Context, res Reservation, actual store.Mic
 
 // run calls a script within the timeout and reads its integer reply.
 func (e *Enforcer) run(ctx context.Context, s *redis.Script, keys []string, args []any) ([]int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, e.o.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, e.o.RedisTimeout)
 	defer cancel()
 	v, err := s.Run(ctx, e.o.Redis, keys, args...).Int64Slice()
 	if err != nil {
