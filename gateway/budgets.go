@@ -105,7 +105,7 @@ func (s *Server) settleBudget(x *exchange, cost store.MicroUSD) {
 		return
 	}
 	x.budgetHeld = false
-	ctx, cancel := context.WithTimeout(s.base, limitTimeout)
-	defer cancel()
-	s.budgets.Settle(ctx, x.budget, cost)
+	// Not cancelled at shutdown: a request answered is charged. The
+	// enforcer bounds its own calls.
+	s.budgets.Settle(context.WithoutCancel(s.base), x.budget, cost)
 }

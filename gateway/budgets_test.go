@@ -233,11 +233,13 @@ func TestBudgetRebuiltAfterFlush(t *testing.T) {
 	h := newHarness(t, catalogConfig(config.ModelAccessAll))
 	org, key, _ := h.tenant(1_000_000)
 	model := pricedModel(t, h)
-	if _, err := h.admin.SetBudget(context.Background(), store.Budget{OrgID: org, Limit: 1_000_000, Window: store.BudgetWindow{Kind: "month"}}); err != nil {
+	bud, err := h.admin.SetBudget(context.Background(), store.Budget{OrgID: org, Limit: 1_000_000, Window: store.BudgetWindow{Kind: "month"}})
+	if err != nil {
 		t.Fatal(err)
 	}
 	rdb := budgetRedis(t)
-	gw := budgetReplica(t, h, rdb, "bulkhead:budget:test:"+uuid.NewString(), nil)
+	prefix := "bulkhead:budget:test:" + uuid.NewString()
+	gw := budgetReplica(t, h, rdb, prefix, nil)
 	remaining := func(r reply) store.MicroUSD {
 		t.Helper()
 		v, err := store.ParseUSD(r.headers[strings.ToLower(HeaderBudgetRemaining)])
@@ -250,7 +252,29 @@ func TestBudgetRebuiltAfterFlush(t *testing.T) {
 		remaining(gw.do("POST", "/v1/chat/completions", budgetChat(model, "u"), "Authorization", "Bearer "+key))
 	}
 	before := remaining(gw.do("POST", "/v1/chat/completions", budgetChat(model, "u"), "Authorization", "Bearer "+key))
-	spent := spentInLog(t, org, 5) // every request settled and written
+	spent := spentInLog(t, org, 5) // every request written
+	// and settled (reconciliations run after the answer)
+	counter := prefix + ":{" + org.String() + "}:" + bud.ID.String()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		h, err := rdb.HGetAll(context.Background(), counter).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var sum store.MicroUSD
+		for f, v := range h {
+			if f != "r" {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				sum += store.MicroUSD(n)
+			}
+		}
+		if sum == spent {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the counter holds %d, the log %d", sum, spent)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if err := rdb.FlushDB(context.Background()).Err(); err != nil {
 		t.Fatal(err)
 	}

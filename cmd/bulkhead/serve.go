@@ -29,11 +29,11 @@ import (
 
 // budgets sets deps.Budgets: dollar budgets, enforced in Redis (shared by
 // the replicas) from the budgets and costs in PostgreSQL, with the
-// soft-threshold webhook when configured (whose Notifier it returns, to
-// run). Without Redis budgets are not enforced: a replica alone cannot
+// soft-threshold webhook when configured, and returns the loops to run
+// (the enforcer's reconciliations, the webhook's deliveries). Without Redis budgets are not enforced: a replica alone cannot
 // share a budget with others, and saying so beats enforcing one per
 // replica.
-func budgets(cfg config.Config, st *store.Store, rdb redis.UniversalClient, reg prometheus.Registerer, log *zap.Logger, deps *gateway.Deps) (*budget.Notifier, error) {
+func budgets(cfg config.Config, st *store.Store, rdb redis.UniversalClient, reg prometheus.Registerer, log *zap.Logger, deps *gateway.Deps) ([]gateway.Loop, error) {
 	if rdb == nil {
 		log.Warn("dollar budgets are not enforced: they need Redis (BULKHEAD_REDIS_URL)")
 		return nil, nil
@@ -48,7 +48,11 @@ func budgets(cfg config.Config, st *store.Store, rdb redis.UniversalClient, reg 
 		return nil, err
 	}
 	deps.Budgets = enf
-	return n, nil
+	loops := []gateway.Loop{{Name: "budgets", Run: func(ctx context.Context) error { enf.Run(ctx); return nil }}}
+	if n != nil {
+		loops = append(loops, gateway.Loop{Name: "budget-webhook", Run: func(ctx context.Context) error { n.Run(ctx); return nil }})
+	}
+	return loops, nil
 }
 
 func serveCmd(ctx context.Context, e env, args []string) error {
@@ -171,7 +175,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		return err
 	}
 	deps := gateway.Deps{Auth: authn, Recorder: rec, Prompts: st, Limiter: lim, Catalog: models, Metrics: reg}
-	notifier, err := budgets(cfg, st, authOpts.Redis, reg, log, &deps)
+	budgetLoops, err := budgets(cfg, st, authOpts.Redis, reg, log, &deps)
 	if err != nil {
 		return err
 	}
@@ -208,9 +212,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		{Name: "health", Run: health.Run},
 		{Name: "ratelimit", Run: lim.Run}, // heartbeats count the replicas that share the fallback
 	}
-	if notifier != nil {
-		loops = append(loops, gateway.Loop{Name: "budget-webhook", Run: func(ctx context.Context) error { notifier.Run(ctx); return nil }})
-	}
+	loops = append(loops, budgetLoops...)
 	if cfg.MemoryReturnAfter > 0 {
 		loops = append(loops, gateway.Loop{Name: "memory", Run: releaser.Run}) // a burst's heap back to the OS
 	}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -68,7 +69,22 @@ type Enforcer struct {
 	group   singleflight.Group
 	alerted sync.Map // alertKey -> struct{}: thresholds this replica knows are claimed
 	m       *enforcerMetrics
+	// settles queues reconciliations for Run's workers: the answer does
+	// not wait for a Redis round trip that only corrects the counters
+	// (until it runs they hold the reservation, at least the cost).
+	settles chan settlement
+	running atomic.Bool
 }
+
+type settlement struct {
+	ctx    context.Context
+	res    Reservation
+	actual store.MicroUSD
+}
+
+// settleQueue bounds the reconciliations waiting for Run's workers; a
+// full queue makes Settle reconcile in the caller, never drop one.
+const settleQueue = 4096
 
 type cached struct {
 	budgets []store.Budget
@@ -105,7 +121,36 @@ func New(o Options) (*Enforcer, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	return &Enforcer{o: o, lists: map[uuid.UUID]cached{}, m: newEnforcerMetrics(reg)}, nil
+	return &Enforcer{o: o, lists: map[uuid.UUID]cached{}, m: newEnforcerMetrics(reg), settles: make(chan settlement, settleQueue)}, nil
+}
+
+// Run reconciles queued settlements, two at a time, until ctx ends, then
+// those still queued. Without Run, Settle reconciles in its caller.
+func (e *Enforcer) Run(ctx context.Context) {
+	e.running.Store(true)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case st := <-e.settles:
+					e.settle(context.WithoutCancel(st.ctx), st.res, st.actual)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	e.running.Store(false)
+	for {
+		select {
+		case st := <-e.settles:
+			e.settle(context.WithoutCancel(st.ctx), st.res, st.actual)
+		default:
+			return
+		}
+	}
 }
 
 // Request is what a request asks of the budgets.
@@ -218,6 +263,17 @@ func (e *Enforcer) Settle(ctx context.Context, res Reservation, actual store.Mic
 	if len(res.keys) == 0 {
 		return
 	}
+	if e.running.Load() {
+		select {
+		case e.settles <- settlement{ctx, res, actual}:
+			return
+		default: // full: reconcile here
+		}
+	}
+	e.settle(context.WithoutCancel(ctx), res, actual)
+}
+
+func (e *Enforcer) settle(ctx context.Context, res Reservation, actual store.MicroUSD) {
 	delta := int64(actual - res.amount)
 	alerts := false
 	for _, b := range res.budgets {
