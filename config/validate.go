@@ -72,6 +72,14 @@ func (c Config) Validate() error {
 	if c.RedisTimeout > time.Second {
 		bad("BULKHEAD_REDIS_TIMEOUT", "must be at most 1s (it is added to a request whenever Redis stalls), got %s", c.RedisTimeout)
 	}
+	if c.BudgetWebhookURL != "" {
+		if u, err := url.Parse(c.BudgetWebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("BULKHEAD_BUDGET_WEBHOOK_URL", "want an http or https URL")
+		}
+		if len(c.BudgetWebhookSecret) < 16 {
+			bad("BULKHEAD_BUDGET_WEBHOOK_SECRET", "must be at least 16 bytes when BULKHEAD_BUDGET_WEBHOOK_URL is set")
+		}
+	}
 	positive("BULKHEAD_AUTH_CACHE_TTL", c.AuthCacheTTL)
 	positive("BULKHEAD_AUTH_NEGATIVE_CACHE_TTL", c.AuthNegativeCacheTTL)
 	positive("BULKHEAD_AUTH_REDIS_TTL", c.AuthRedisTTL)

@@ -32,6 +32,15 @@ func catalogConfig(access string) func(*config.Config) {
 // returns the catalog.
 func (h *harness) withCatalog() *catalog.Catalog {
 	h.t.Helper()
+	cat := h.runCatalog()
+	h.start(Deps{Auth: h.auth, Recorder: h.rec, Prompts: h.st, Limiter: h.limiter, Catalog: cat})
+	return cat
+}
+
+// runCatalog runs a model catalog on h's store and Redis until the test
+// ends.
+func (h *harness) runCatalog() *catalog.Catalog {
+	h.t.Helper()
 	cat, err := catalog.New(catalog.Options{Source: h.st, Redis: h.rdb, DefaultAllow: h.cfg.ModelAccessDefault == config.ModelAccessAll, TTL: time.Minute})
 	if err != nil {
 		h.t.Fatal(err)
@@ -40,7 +49,6 @@ func (h *harness) withCatalog() *catalog.Catalog {
 	done := make(chan struct{})
 	go func() { cat.Run(ctx); close(done) }() //nolint:errcheck // nil on cancel
 	h.t.Cleanup(func() { cancel(); <-done })
-	h.start(Deps{Auth: h.auth, Recorder: h.rec, Prompts: h.st, Limiter: h.limiter, Catalog: cat})
 	return cat
 }
 

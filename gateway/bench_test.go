@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"net"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -14,6 +16,7 @@ import (
 
 	"github.com/bulkheadhq/bulkhead/cmd/mockllm/mock"
 	"github.com/bulkheadhq/bulkhead/config"
+	"github.com/bulkheadhq/bulkhead/gateway/budget"
 	"github.com/bulkheadhq/bulkhead/store"
 )
 
@@ -142,4 +145,103 @@ func BenchmarkProxyChatTracing(b *testing.B) {
 	traced := h.serve(srv)
 	b.Run("off", func(b *testing.B) { run(b, h.url, key, chatBody) })
 	b.Run("on", func(b *testing.B) { run(b, traced.url, key, chatBody) })
+}
+
+// BenchmarkProxyChatMoney runs the same priced request through a gateway
+// with the catalog, access and budgets (an organization budget and a key
+// budget, never exhausted: every request reserves and settles in Redis)
+// and through one with none of them, alternating off/on twice in one run,
+// and logs the on/off ratio of ns/op (above 1: the features' cost).
+func BenchmarkProxyChatMoney(b *testing.B) {
+	ctx := context.Background()
+	off := newBenchHarness(b)
+	_, offKey, _ := off.tenant(1_000_000_000)
+
+	on := newBenchHarness(b)
+	org, onKey, k := on.tenant(1_000_000_000)
+	model := "bench-" + uuid.NewString()[:8]
+	if _, err := on.admin.AddModel(ctx, store.Model{Name: model, Upstream: "default", InputPrice: 150_000, OutputPrice: 600_000, Enabled: true}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { on.admin.RemoveModel(context.Background(), store.ModelRef{Name: model}) }) //nolint:errcheck // best effort
+	for _, bg := range []store.Budget{
+		{OrgID: org, Limit: store.MaxBudget, Window: store.BudgetWindow{Kind: "month"}, AlertAt: []int{900}},
+		{OrgID: org, KeyID: &k.ID, Limit: store.MaxBudget, Window: store.BudgetWindow{Kind: "day"}},
+	} {
+		if _, err := on.admin.SetBudget(ctx, bg); err != nil {
+			b.Fatal(err)
+		}
+	}
+	enf, err := budget.New(budget.Options{Source: on.st, Redis: on.rdb, Prefix: "bulkhead:budget:bench:" + uuid.NewString()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ectx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { enf.Run(ectx); close(done) }()
+	b.Cleanup(func() { stop(); <-done })
+	on.start(Deps{Auth: on.auth, Recorder: on.rec, Prompts: on.st, Limiter: on.limiter, Catalog: on.runCatalog(), Budgets: enf})
+
+	// c1: one connection, each request waiting for the last (latency);
+	// c50: 50 connections at once (throughput, as make bench measures).
+	for _, mode := range []string{"c1", "c50"} {
+		nsPerOp := map[string][]float64{}
+		final := map[string]float64{} // the last call of each sub-benchmark (b.Run calls it with N=1 first)
+		for round := range 2 {
+			for _, c := range []struct {
+				name, url, key, body string
+			}{
+				{"off", off.url, offKey, chatBody},
+				{"on", on.url, onKey, strings.Replace(chatBody, "gpt-4o-mini", model, 1)},
+			} {
+				b.Run(mode+"/"+c.name+"/"+strconv.Itoa(round), func(b *testing.B) {
+					if mode == "c1" {
+						run(b, c.url, c.key, c.body)
+					} else {
+						runParallel(b, 50, c.url, c.key, c.body)
+					}
+					final[c.name+"/"+strconv.Itoa(round)] = float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+				})
+				nsPerOp[c.name] = append(nsPerOp[c.name], final[c.name+"/"+strconv.Itoa(round)])
+			}
+		}
+		if on, off := sum(nsPerOp["on"]), sum(nsPerOp["off"]); on > 0 && off > 0 {
+			b.Logf("%s: catalog+access+budgets on/off ns/op ratio %.3f (throughput %.1f%% of off; on %v, off %v)",
+				mode, on/off, 100*off/on, nsPerOp["on"], nsPerOp["off"])
+		}
+	}
+}
+
+func sum(v []float64) (s float64) {
+	for _, x := range v {
+		s += x
+	}
+	return s
+}
+
+// runParallel is run over conns connections at once.
+func runParallel(b *testing.B, conns int, url, key, body string) {
+	addr := strings.TrimPrefix(url, "http://")
+	c := &fasthttp.HostClient{Addr: addr, MaxConns: conns, Dial: func(a string) (net.Conn, error) { return net.Dial("tcp", a) }}
+	b.ReportAllocs()
+	b.SetParallelism((conns + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURI(url + "/v1/chat/completions")
+		req.Header.SetMethod("POST")
+		req.Header.SetContentType("application/json")
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		req.SetBodyString(body)
+		for pb.Next() {
+			if err := c.Do(req, resp); err != nil || resp.StatusCode() != 200 {
+				b.Errorf("%v %d %s", err, resp.StatusCode(), resp.Body())
+				return
+			}
+		}
+	})
 }

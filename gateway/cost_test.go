@@ -12,6 +12,7 @@ import (
 
 	"github.com/bulkheadhq/bulkhead/config"
 	"github.com/bulkheadhq/bulkhead/store"
+	"github.com/bulkheadhq/bulkhead/store/storetest"
 )
 
 // A request to a catalog model carries its cost at the prices in force and
@@ -90,5 +91,27 @@ func TestEndUser(t *testing.T) {
 	}
 	if r := h.do("POST", "/v1/chat/completions", body(`null`), "Authorization", "Bearer "+token(strings.Repeat("u", 257))); r.status != 401 {
 		t.Errorf("over-long user_id claim: %d %s, want 401", r.status, r.body)
+	}
+}
+
+// GET /api/v1/usage?group_by=user groups the caller's rows by end user,
+// with their cost; tenant B sees none of A's end users.
+func TestUsageByEndUser(t *testing.T) {
+	h := newHarness(t, nil)
+	orgA, keyA, _ := h.tenant(1000)
+	_, keyB, _ := h.tenant(1000)
+	user := "enduser-" + uuid.NewString()[:8]
+	if _, err := storetest.OwnerPool(t).Exec(context.Background(), `INSERT INTO prompts (organization_id, id, request_id, model, status,
+			prompt_tokens, completion_tokens, usage_tokens, created_at, end_user, cost_micros)
+		SELECT $1, prompts_row_id(now() - interval '1 minute', gen_random_uuid()), 'eu-' || g, 'm', 200, 1, 1, 2,
+			now() - interval '1 minute', $2, 1500 FROM generate_series(1, 3) g`, orgA, user); err != nil {
+		t.Fatal(err)
+	}
+	r := h.do("GET", "/api/v1/usage?group_by=user", "", "Authorization", "Bearer "+keyA)
+	if r.status != 200 || !strings.Contains(string(r.body), `"group":"`+user+`","requests":3`) || !strings.Contains(string(r.body), `"cost_usd":"0.0045"`) {
+		t.Errorf("A's usage by user: %d %s", r.status, r.body)
+	}
+	if r := h.do("GET", "/api/v1/usage?group_by=user", "", "Authorization", "Bearer "+keyB); r.status != 200 || strings.Contains(string(r.body), user) {
+		t.Errorf("B's usage by user: %d %s", r.status, r.body)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/gateway/budget"
 	"github.com/bulkheadhq/bulkhead/gateway/catalog"
 	"github.com/bulkheadhq/bulkhead/gateway/openai"
 	"github.com/bulkheadhq/bulkhead/gateway/translate"
@@ -66,6 +67,10 @@ type exchange struct {
 	span     trace.Span
 	tctx     context.Context
 	provider string
+	// budget is the cost set aside from the dollar budgets (budgets.go),
+	// held until record settles it.
+	budget     budget.Reservation
+	budgetHeld bool
 }
 
 // record hands the finished request to the request log and writes the
@@ -104,6 +109,7 @@ func (x *exchange) record(s *Server, status int, res openai.Result) {
 		s.metrics.cost.add(x, cost)
 	}
 	s.settle(x, res.Usage.TotalTokens)
+	s.settleBudget(x, cost)
 	if ce := s.access.Check(zap.InfoLevel, "request"); ce != nil {
 		ce.Write(
 			zap.String("request_id", x.reqID),
@@ -225,7 +231,10 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 	if err := s.rec.Admit(); err != nil {
 		return withCause(errLogFull, err) // nothing accepted is ever dropped: refuse instead
 	}
-	// From here on every path records, which settles the reservation.
+	if err := s.reserveBudget(rc, x, r); err != nil {
+		return err
+	}
+	// From here on every path records, which settles the reservations.
 	if x.span != nil {
 		sp = s.trace.child(x, "admission.tokens")
 	}
@@ -234,6 +243,7 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 		endChild(sp, err)
 	}
 	if err != nil {
+		s.settleBudget(x, 0)
 		return err
 	}
 

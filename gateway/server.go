@@ -46,6 +46,7 @@ type Server struct {
 	prompts promptReader // nil: no /api/v1 read API
 	limiter limiter      // nil: no per-key limits
 	catalog catalogViews // nil: no model catalog, the configured routes alone
+	budgets budgets      // nil: no dollar budgets
 	router  *router
 	redact  *redactor
 
@@ -77,6 +78,8 @@ type Deps struct {
 	// Catalog gives each organization's models, access and prices; nil:
 	// the configured routes alone serve every caller.
 	Catalog catalogViews
+	// Budgets enforces dollar budgets (budget.Enforcer); nil: none.
+	Budgets budgets
 	// Metrics receives the gateway's series; nil registers them nowhere.
 	Metrics prometheus.Registerer
 	// UpstreamDial connects to an upstream's host:port (from its URL, with
@@ -101,7 +104,7 @@ func New(cfg config.Config, log *zap.Logger, deps Deps) (*Server, error) {
 	}
 	// The access line has no caller: it is always exchange.record, and
 	// finding it shows in the CPU profile under make bench's load.
-	s := &Server{cfg: cfg, log: log.Named("gateway"), access: log.Named("access").WithOptions(zap.WithCaller(false)), reqs: newRequestIDs(), auth: deps.Auth, rec: deps.Recorder, prompts: deps.Prompts, limiter: deps.Limiter, catalog: deps.Catalog, router: r}
+	s := &Server{cfg: cfg, log: log.Named("gateway"), access: log.Named("access").WithOptions(zap.WithCaller(false)), reqs: newRequestIDs(), auth: deps.Auth, rec: deps.Recorder, prompts: deps.Prompts, limiter: deps.Limiter, catalog: deps.Catalog, budgets: deps.Budgets, router: r}
 	s.redact = newRedactor(r.all)
 	s.trace = newTracing(deps.Tracer, cfg.OTelTenantAttribute)
 	s.base, s.cancelBase = context.WithCancel(context.Background())

@@ -205,8 +205,9 @@ func BenchmarkUsageFiveMillionRows(b *testing.B) {
 		const rows, step = 5_000_000, 500_000
 		for lo := 0; lo < rows; lo += step {
 			_, err := owner.Exec(ctx, `INSERT INTO prompts (organization_id, id, request_id, api_key_id, model, prompt_text, response,
-					status, prompt_tokens, completion_tokens, usage_tokens, created_at)
-				SELECT $1, prompts_row_id(t, gen_random_uuid()), 'r' || g, k.id, 'm' || (g % 3), 'prompt', 'answer', 200, 10, 20, 30, t
+					status, prompt_tokens, completion_tokens, usage_tokens, created_at, end_user, cost_micros)
+				SELECT $1, prompts_row_id(t, gen_random_uuid()), 'r' || g, k.id, 'm' || (g % 3), 'prompt', 'answer', 200, 10, 20, 30, t,
+					'user-' || (g % 1000), 45
 				FROM generate_series($2::int, $3::int) g
 				CROSS JOIN LATERAL (SELECT now() - make_interval(secs => g * 0.5184) AS t) c
 				CROSS JOIN LATERAL (SELECT id FROM api_keys WHERE organization_id = $1 ORDER BY id OFFSET g % 10 LIMIT 1) k`,
@@ -215,7 +216,7 @@ func BenchmarkUsageFiveMillionRows(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		if _, err := owner.Exec(ctx, `ANALYZE prompts; ANALYZE usage_hourly`); err != nil {
+		if _, err := owner.Exec(ctx, `ANALYZE prompts; ANALYZE usage_hourly; ANALYZE usage_hourly_user`); err != nil {
 			b.Fatal(err)
 		}
 		b.Logf("seeded 5,000,000 rows in %s", time.Since(start))
@@ -237,7 +238,9 @@ func BenchmarkUsageFiveMillionRows(b *testing.B) {
 	if !strings.Contains(text, "usage_hourly_key") || strings.Contains(text, "Seq Scan") || strings.Contains(text, "JIT") {
 		b.Fatalf("the usage report does not read usage_hourly by its key, scans a table, or compiles")
 	}
-	for _, g := range []string{"day", "model", "key"} {
+	// user: 1,000 end users, so usage_hourly_user holds 720,000 rows for
+	// the month (one per user and hour) where usage_hourly has 21,600.
+	for _, g := range []string{"day", "model", "key", "user"} {
 		b.Run(g, func(b *testing.B) {
 			var took []time.Duration
 			for b.Loop() {

@@ -70,3 +70,23 @@ func (m MicroUSD) String() string {
 // MarshalJSON writes m as decimal text ("0.15"): JSON numbers are floats
 // to most readers.
 func (m MicroUSD) MarshalJSON() ([]byte, error) { return []byte(`"` + m.String() + `"`), nil }
+
+// UnmarshalJSON reads what MarshalJSON writes (decimal text; a JSON
+// number is refused, as a float would be inexact). Negative amounts read
+// too: a MicroUSD may be a difference.
+func (m *MicroUSD) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return fmt.Errorf("an amount of US dollars must be decimal text, got %s", b)
+	}
+	neg := strings.HasPrefix(s, "-")
+	v, err := ParseUSD(strings.TrimPrefix(s, "-"))
+	if err != nil {
+		return err
+	}
+	if neg {
+		v = -v
+	}
+	*m = v
+	return nil
+}

@@ -64,6 +64,7 @@ func commands() []command {
 		{"key-encryption", "init: create and record the key-encryption key that wraps sealed organizations' data keys; rotate: re-wrap them all under a new one", keyEncryptionCmd},
 		{"admin-token", "manage the control plane's operator tokens: create, list, revoke", adminTokenCmd},
 		{"model", "manage the model catalog: add, list, update, remove; grant, revoke (an organization's access)", modelCmd},
+		{"budget", "manage dollar budgets per organization, key or end user: set, list, remove", budgetCmd},
 		{"retention", "run: record BULKHEAD_RETENTION as the default and remove the request log's rows past their retention", retentionCmd},
 		{"demo", "ensure the demo organization exists and print how to use it", demoCmd},
 		{"config", "print the effective configuration (secrets redacted), or --markdown the settings table", configCmd},

@@ -20,6 +20,7 @@ import (
 	"github.com/bulkheadhq/bulkhead/config"
 	"github.com/bulkheadhq/bulkhead/gateway"
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/gateway/budget"
 	"github.com/bulkheadhq/bulkhead/gateway/catalog"
 	"github.com/bulkheadhq/bulkhead/gateway/control"
 	"github.com/bulkheadhq/bulkhead/gateway/memory"
@@ -27,6 +28,34 @@ import (
 	"github.com/bulkheadhq/bulkhead/ratelimit"
 	"github.com/bulkheadhq/bulkhead/store"
 )
+
+// budgets sets deps.Budgets: dollar budgets, enforced in Redis (shared by
+// the replicas) from the budgets and costs in PostgreSQL, with the
+// soft-threshold webhook when configured, and returns the loops to run
+// (the enforcer's reconciliations, the webhook's deliveries). Without Redis budgets are not enforced: a replica alone cannot
+// share a budget with others, and saying so beats enforcing one per
+// replica.
+func budgets(cfg config.Config, st *store.Store, rdb redis.UniversalClient, reg prometheus.Registerer, log *zap.Logger, deps *gateway.Deps) ([]gateway.Loop, error) {
+	if rdb == nil {
+		log.Warn("dollar budgets are not enforced: they need Redis (BULKHEAD_REDIS_URL)")
+		return nil, nil
+	}
+	var n *budget.Notifier
+	if cfg.BudgetWebhookURL != "" {
+		n = budget.NewNotifier(budget.NotifierOptions{URL: cfg.BudgetWebhookURL, Secret: []byte(cfg.BudgetWebhookSecret.Reveal()),
+			Log: log.Named("budget"), Metrics: reg})
+	}
+	enf, err := budget.New(budget.Options{Source: st, Redis: rdb, RedisTimeout: cfg.RedisTimeout, Notifier: n, Log: log.Named("budget"), Metrics: reg})
+	if err != nil {
+		return nil, err
+	}
+	deps.Budgets = enf
+	loops := []gateway.Loop{{Name: "budgets", Run: func(ctx context.Context) error { enf.Run(ctx); return nil }}}
+	if n != nil {
+		loops = append(loops, gateway.Loop{Name: "budget-webhook", Run: func(ctx context.Context) error { n.Run(ctx); return nil }})
+	}
+	return loops, nil
+}
 
 func serveCmd(ctx context.Context, e env, args []string) error {
 	fs, path := flags(e, "serve")
@@ -184,6 +213,10 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		}()
 		log.Info("tracing on: spans exported by OTLP", zap.Bool("tenant_attribute", cfg.OTelTenantAttribute))
 	}
+	budgetLoops, err := budgets(cfg, st, authOpts.Redis, reg, log, &deps)
+	if err != nil {
+		return err
+	}
 	srv, err := gateway.New(cfg, log, deps)
 	if err != nil {
 		return err
@@ -217,6 +250,7 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		{Name: "health", Run: health.Run},
 		{Name: "ratelimit", Run: lim.Run}, // heartbeats count the replicas that share the fallback
 	}
+	loops = append(loops, budgetLoops...)
 	if cfg.MemoryReturnAfter > 0 {
 		loops = append(loops, gateway.Loop{Name: "memory", Run: releaser.Run}) // a burst's heap back to the OS
 	}
