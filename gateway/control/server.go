@@ -23,6 +23,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
@@ -59,6 +60,10 @@ type Options struct {
 	// kept).
 	Failures                                                auth.FailureLimiter
 	FailuresPerMinutePerAddress, FailuresPerMinutePerPrefix int
+	// Sessions holds the console's sessions, shared by every replica and
+	// kept across restarts (session_redis.go); nil: in this process's
+	// memory.
+	Sessions redis.UniversalClient
 	// SessionTTL is a console session's lifetime; 0: 30 minutes.
 	SessionTTL time.Duration
 	Log        *zap.Logger // nil: none
@@ -72,7 +77,7 @@ type Server struct {
 	reqs     gateway.RequestIDs
 	routes   []route
 	openapi  []byte
-	sessions *sessions
+	sessions sessionStore
 	throttle throttle
 	assets   assets
 
@@ -95,6 +100,9 @@ func New(opts Options) (*Server, error) {
 		opts.Notify = nopNotifier{}
 	}
 	s := &Server{opts: opts, log: opts.Log, reqs: gateway.NewRequestIDs(), sessions: newSessions(opts.SessionTTL, time.Now)}
+	if opts.Sessions != nil {
+		s.sessions = &redisSessions{rdb: opts.Sessions, ttl: opts.SessionTTL}
+	}
 	s.throttle = newThrottle(opts)
 	s.routes = s.routeTable()
 	var err error
