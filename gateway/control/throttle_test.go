@@ -74,7 +74,7 @@ func TestThrottleFailedCredentialsPerPrefix(t *testing.T) {
 	one.must(201, "POST", "/admin/v1/organizations/"+a.ID.String()+"/admin-keys", write, map[string]any{"name": "a"}).json(t, &ka)
 	one.must(201, "POST", "/admin/v1/organizations/"+b.ID.String()+"/admin-keys", write, map[string]any{"name": "b"}).json(t, &kb)
 	for i := range 3 {
-		guess, _, _ := newOrgAdminKey(a.ID)
+		guess, _, _ := NewOrgAdminKey(a.ID)
 		[]*harness{one, two}[i%2].must(401, "GET", "/admin/v1/me", guess, nil)
 	}
 	for _, h := range []*harness{one, two} {
