@@ -33,6 +33,8 @@ var tenantTables = map[string]string{
 	"control_idempotency": "organization_id",
 	// The hourly usage rollups (00015), written by a trigger only.
 	"usage_hourly": "organization_id",
+	// Their daily sums (00018), written by the same trigger only.
+	"usage_daily": "organization_id",
 	// The model catalog and its access rules (00011).
 	"models":       "organization_id",
 	"model_access": "organization_id",
@@ -153,6 +155,7 @@ var appPrivileges = []string{
 	"table organizations: SELECT",
 	"table prompts: INSERT, SELECT",
 	"table seal_kek_check: SELECT",
+	"table usage_daily: SELECT",
 	"table usage_hourly: SELECT",
 }
 

@@ -89,9 +89,10 @@ func seriesQuery(by string) (string, bool) {
 // UsageSeries is Usage by day and by a second dimension (model, key or
 // status class: "ok" below 400, "4xx", "5xx" for 500 and above), with the
 // errors and latency percentiles of each cell. Like Usage, it reads whole
-// hours from usage_hourly (whose latency histograms and client error
-// counts migration 00018 added) and only the partial hours at the ends of
-// [since, until) from prompts, within org's tenant context.
+// days from usage_daily, the other whole hours from usage_hourly (whose
+// latency histograms and client error counts migration 00018 added) and
+// only the partial hours at the ends of [since, until) from prompts,
+// within org's tenant context.
 func (s *Store) UsageSeries(ctx context.Context, org uuid.UUID, since, until time.Time, by string) ([]SeriesRow, error) {
 	q, ok := seriesQuery(by)
 	if !ok {

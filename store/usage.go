@@ -38,8 +38,9 @@ var usageGroups = map[string]struct{ by, label string }{
 func ValidUsageGroup(groupBy string) bool { _, ok := usageGroups[groupBy]; return ok }
 
 // Usage sums org's requests and tokens in [since, until), grouped by day
-// (UTC), model or key. Whole hours come from usage_hourly, which the
-// writes keep (migration 00015): a 30-day report reads at most 720 rollup
+// (UTC), model or key. Whole days come from usage_daily and the other
+// whole hours from usage_hourly, which the writes keep (migrations 00015,
+// 00018): a 30-day report reads at most 30 daily and 48 hourly rollup
 // rows per model and key, whatever the tenant's traffic. Only the partial
 // hours at either end of the window are summed from prompts, each a range
 // of its primary key under one hour long.
@@ -83,17 +84,18 @@ func usageQuery(groupBy string) (string, bool) {
 }
 
 // hourlyColumn is one value summed by a report over hourlyUnion: named
-// name, it is rollup in a usage_hourly row and row in a prompts row.
+// name, it is rollup in a usage_hourly or usage_daily row and row in a
+// prompts row.
 type hourlyColumn struct{ name, rollup, row string }
 
 // hourlyUnion is the shape every report over the rollups shares: the
-// rows of a window cut by usageArgs ($1 the organization, [$2, $3) and
-// [$4, $5) the partial hours at its ends, [$3, $4) its whole hours), as
-// the whole hours' usage_hourly rows and the partial hours' prompts rows,
-// each with the columns groups (expressions over t, the row's hour or
-// time, and the columns the two tables share: model, api_key_id) and
-// then cols. A prompts row also has lb, the latency bucket of its
-// latency_ms (series.go).
+// rows of a window cut by usageArgs ($1 the organization, then the
+// window's bounds $2 to $7), as the whole days' usage_daily rows, the
+// whole hours' usage_hourly rows at either side of them, and the partial
+// hours' prompts rows at either end, each with the columns groups
+// (expressions over t, the row's day, hour or time, and the columns the
+// tables share: model, api_key_id) and then cols. A prompts row also has
+// lb, the latency bucket of its latency_ms (series.go).
 func hourlyUnion(groups []string, cols []hourlyColumn) string {
 	var head, rollup, row []string
 	for _, g := range groups {
@@ -102,31 +104,46 @@ func hourlyUnion(groups []string, cols []hourlyColumn) string {
 	for _, c := range cols {
 		head, rollup, row = append(head, c.rollup+" AS "+c.name), append(rollup, c.rollup), append(row, c.row)
 	}
-	rows := `FROM (SELECT created_at AS t, ` + latencyBucketSQL + ` AS lb, * FROM prompts WHERE organization_id = $1 AND created_at >= `
+	raw := func(lo, hi string) string {
+		return `SELECT ` + strings.Join(row, ", ") + `
+		FROM (SELECT created_at AS t, ` + latencyBucketSQL + ` AS lb, * FROM prompts WHERE organization_id = $1 AND created_at >= ` + lo + ` AND created_at < ` + hi + `) x`
+	}
+	rolled := func(table, col, lo, hi string) string {
+		return `SELECT ` + strings.Join(rollup, ", ") + `
+		FROM (SELECT ` + col + ` AS t, * FROM ` + table + ` WHERE organization_id = $1 AND ` + col + ` >= ` + lo + ` AND ` + col + ` < ` + hi + `) x`
+	}
 	return `
 		SELECT ` + strings.Join(head, ", ") + `
-		FROM (SELECT hour AS t, * FROM usage_hourly WHERE organization_id = $1 AND hour >= $3 AND hour < $4) r
-		UNION ALL
-		SELECT ` + strings.Join(row, ", ") + `
-		` + rows + `$2 AND created_at < $3) a
-		UNION ALL
-		SELECT ` + strings.Join(row, ", ") + `
-		` + rows + `$4 AND created_at < $5) b
+		FROM (SELECT day AS t, * FROM usage_daily WHERE organization_id = $1 AND day >= $4 AND day < $5) d
+		UNION ALL ` + rolled("usage_hourly", "hour", "$3", "$4") + `
+		UNION ALL ` + rolled("usage_hourly", "hour", "$5", "$6") + `
+		UNION ALL ` + raw("$2", "$3") + `
+		UNION ALL ` + raw("$6", "$7") + `
 	`
 }
 
-// usageArgs cuts [since, until) into [since, lo) + [lo, hi) + [hi, until),
-// [lo, hi) the whole hours inside (empty if there are none), and returns
-// usageQuery's parameters: org, since, lo, hi, until.
+// usageArgs cuts [since, until) into [since, h1) + [h1, d1) + [d1, d2) +
+// [d2, h2) + [h2, until): [h1, h2) the whole hours inside (empty if there
+// are none), [d1, d2) the whole UTC days inside those (empty if there are
+// none). It returns hourlyUnion's parameters: org, since, h1, d1, d2, h2,
+// until.
 func usageArgs(org uuid.UUID, since, until time.Time) []any {
-	lo, hi := since.Truncate(time.Hour), until.Truncate(time.Hour)
-	if lo.Before(since) {
-		lo = lo.Add(time.Hour)
+	h1, h2 := since.Truncate(time.Hour), until.Truncate(time.Hour)
+	if h1.Before(since) {
+		h1 = h1.Add(time.Hour)
 	}
-	if !lo.Before(hi) { // no whole hour inside: all of it from prompts
-		lo, hi = until, until
+	if !h1.Before(h2) { // no whole hour inside: all of it from prompts
+		h1, h2 = until, until
 	}
-	return []any{org, since, lo, hi, until}
+	const day = 24 * time.Hour
+	d1, d2 := h1.UTC().Truncate(day), h2.UTC().Truncate(day) // Truncate counts from year 1: UTC days
+	if d1.Before(h1) {
+		d1 = d1.Add(day)
+	}
+	if !d1.Before(d2) { // no whole day inside: all of [h1, h2) from usage_hourly
+		d1, d2 = h2, h2
+	}
+	return []any{org, since, h1, d1, d2, h2, until}
 }
 
 // latencyBounds are the lower bounds, in ms, of the latency buckets 1 to
