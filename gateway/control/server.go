@@ -12,9 +12,12 @@
 // organization's tenant context (store.TenantAdmin), with the same
 // statements, so that row-level security, not this package, keeps them
 // to their own organization: another organization's id is not found,
-// exactly like a missing one. The console logs in with either and then
-// holds a session token of its own, sent in a header (never a cookie, so
-// no request can be forged from another site).
+// exactly like a missing one. An organization admin key (adminkeys.go) is
+// the same tenant administrator without a JWT. The console logs in with
+// any of them and then holds a session token of its own, sent in a header
+// (never a cookie, so no request can be forged from another site), kept
+// in Redis when there is one (session_redis.go). Refused credentials are
+// throttled (throttle.go).
 package control
 
 import (
