@@ -60,6 +60,9 @@ func (s *Server) login(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.allowLogin(c.ctx, c.rc, p.actor); err != nil {
+		return nil, err
+	}
 	token, expires, err := s.sessions.create(c.ctx, p, notAfter)
 	if err != nil {
 		return nil, err

@@ -85,3 +85,26 @@ func TestThrottleFailedCredentialsPerPrefix(t *testing.T) {
 		h.must(200, "GET", "/admin/v1/me", write, nil)
 	}
 }
+
+// One credential opens at most loginsPerMinutePerActor sessions a minute
+// (sessions in Redis have no global cap), then 429 with Retry-After;
+// another credential is not affected.
+func TestLoginsPerActor(t *testing.T) {
+	rdb := storetest.Redis(t)
+	prefix := "test:ctlfail:" + uuid.NewString()
+	h := newHarness(t, func(o *Options) {
+		o.Failures = ratelimit.New(rdb, ratelimit.Options{Prefix: prefix})
+		o.Sessions = rdb
+	})
+	tok, _ := h.operator(store.ScopeRead, nil)
+	other, _ := h.operator(store.ScopeRead, nil)
+	for range loginsPerMinutePerActor {
+		h.must(201, "POST", "/admin/v1/session", "", map[string]any{"credential": tok})
+	}
+	r := h.do("POST", "/admin/v1/session", "", map[string]any{"credential": tok})
+	if code, _, _ := r.errorParts(t); r.status != 429 || code != "too_many_logins" || r.header.Get("Retry-After") == "" {
+		t.Errorf("login %d: %d %s, want 429 too_many_logins with Retry-After", loginsPerMinutePerActor+1, r.status, r.body)
+	}
+	h.must(201, "POST", "/admin/v1/session", "", map[string]any{"credential": other})
+	h.must(200, "GET", "/admin/v1/me", tok, nil) // the credential itself still works
+}
