@@ -272,7 +272,7 @@ func (s *Store) BudgetsFor(ctx context.Context, org uuid.UUID) ([]Budget, error)
 // prompts, as Usage does; a key's end user has no rollup and sums
 // prompts. Rows still in a writer's queue or spool are not counted yet.
 func (s *Store) BudgetSpend(ctx context.Context, b Budget, since, until time.Time) (MicroUSD, error) {
-	args := usageArgs(b.OrgID, since, until) // org, since, lo, hi, until
+	args := hourArgs(b.OrgID, since, until) // org, since, lo, hi, until
 	var rollup, filter string
 	switch {
 	case b.KeyID != nil && b.EndUser != nil:

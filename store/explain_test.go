@@ -84,10 +84,11 @@ func millionRows(b *testing.B) (*store.Store, uuid.UUID) {
 // 1,000,000 prompts over 30 days, three models, ten keys, 4xx and 5xx
 // answers and latencies over the buckets, prints the EXPLAIN ANALYZE of
 // the 30-day series behind the console's plots (UsageSeries) as the app
-// role, fails unless it reads usage_hourly by its key and only ranges of
+// role, fails unless it reads usage_daily and usage_hourly by their keys and only ranges of
 // the partitions' primary keys for the partial hours at either end (no
 // sequential scan, no JIT, no partition outside the range), and
-// measures the series by model, key and status (p50 and p99 as metrics).
+// measures the series by model, key and status, Usage by day, and the
+// series' former query over the rows (p50 and p99 as metrics).
 func BenchmarkUsageSeriesMillionRows(b *testing.B) {
 	owner := storetest.OwnerPool(b)
 	s := storetest.Open(b, store.Options{})
@@ -107,8 +108,8 @@ func BenchmarkUsageSeriesMillionRows(b *testing.B) {
 	}
 	text := strings.Join(plan, "\n")
 	b.Logf("EXPLAIN ANALYZE of the 30-day usage series by model:\n%s", text)
-	if !strings.Contains(text, "usage_hourly_key") || strings.Contains(text, "Seq Scan") || strings.Contains(text, "JIT") {
-		b.Fatalf("the usage series does not read usage_hourly by its key, scans a table, or compiles")
+	if !strings.Contains(text, "usage_daily_key") || !strings.Contains(text, "usage_hourly_key") || strings.Contains(text, "Seq Scan") || strings.Contains(text, "JIT") {
+		b.Fatalf("the usage series does not read usage_daily and usage_hourly by their keys, scans a table, or compiles")
 	}
 	lo, hi := since.UTC().Add(-24*time.Hour).Format("20060102"), until.UTC().Format("20060102")
 	for _, m := range regexp.MustCompile(`prompts_(\d{8})`).FindAllStringSubmatch(text, -1) {
@@ -129,7 +130,47 @@ func BenchmarkUsageSeriesMillionRows(b *testing.B) {
 			reportPercentiles(b, took)
 		})
 	}
+	// Usage (the read API's and the admin API's report) reads the same
+	// rollups.
+	b.Run("usage-by-day", func(b *testing.B) {
+		var took []time.Duration
+		for b.Loop() {
+			t0 := time.Now()
+			if _, err := s.Usage(ctx, org, since, until, "day"); err != nil {
+				b.Fatal(err)
+			}
+			took = append(took, time.Since(t0))
+		}
+		reportPercentiles(b, took)
+	})
+	// The query UsageSeries ran before the rollups, over the same rows, for
+	// the ratio in the same run.
+	b.Run("raw-rows", func(b *testing.B) {
+		var took []time.Duration
+		for b.Loop() {
+			t0 := time.Now()
+			err := s.InTenant(ctx, org, func(tx pgx.Tx) error {
+				rows, _ := tx.Query(ctx, rawSeriesQuery, org, since, until)
+				rows.Close()
+				return rows.Err()
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			took = append(took, time.Since(t0))
+		}
+		reportPercentiles(b, took)
+	})
 }
+
+// rawSeriesQuery is the usage series by model as it was summed from prompts
+// before migration 00018.
+const rawSeriesQuery = `SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS d, model AS g, count(*),
+	coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0), coalesce(sum(usage_tokens), 0),
+	count(*) FILTER (WHERE status >= 400),
+	coalesce(percentile_disc(0.5) WITHIN GROUP (ORDER BY latency_ms), 0)::bigint,
+	coalesce(percentile_disc(0.95) WITHIN GROUP (ORDER BY latency_ms), 0)::bigint
+	FROM prompts WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY d, g ORDER BY d, g`
 
 // seriesMillionRows seeds (once per database) the organization series-1m:
 // 1,000,000 prompts over the last 30 days (one every 2.59 s), as

@@ -126,6 +126,10 @@ func TestMigrateUpgradesPopulatedDatabase(t *testing.T) {
 	if rows != 2*perOrg || distinct != 2*perOrg || untimed != 0 {
 		t.Fatalf("after the upgrade: %d rows, %d distinct, %d ids without their time; want %d, %d, 0", rows, distinct, untimed, 2*perOrg, 2*perOrg)
 	}
+	// The rollups of the rows already there (00015's hours, 00018's
+	// histograms, client errors and days).
+	rollupsMatchRows(t, owner, []uuid.UUID{orgA, orgB})
+	rollupHistogramsMatchRows(t, owner, []uuid.UUID{orgA, orgB})
 
 	st, err := store.Open(ctx, appDSN, store.Options{})
 	if err != nil {

@@ -38,6 +38,8 @@ var tenantTables = map[string]string{
 	// Budgets and the alerts already sent (00017).
 	"budgets":       "organization_id",
 	"budget_alerts": "organization_id",
+	// Their daily sums (data-plane 00003), written by the same trigger only.
+	"usage_daily": "organization_id",
 	// The model catalog and its access rules (00011).
 	"models":       "organization_id",
 	"model_access": "organization_id",
@@ -162,6 +164,7 @@ var appPrivileges = []string{
 	"table organizations: SELECT",
 	"table prompts: INSERT, SELECT",
 	"table seal_kek_check: SELECT",
+	"table usage_daily: SELECT",
 	"table usage_hourly: SELECT",
 	"table usage_hourly_user: SELECT",
 }
@@ -636,10 +639,10 @@ func TestCrossTenantWritesRejected(t *testing.T) {
 		})
 	}
 	for table := range tenantTables {
-		if got := ownerCount(t, owner, table, b.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": b.prompts, "audit_log": 1, "usage_hourly": 1, "usage_hourly_user": 1}[table] {
+		if got := ownerCount(t, owner, table, b.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": b.prompts, "audit_log": 1, "usage_hourly": 1, "usage_daily": 1, "usage_hourly_user": 1}[table] {
 			t.Errorf("B's %s rows = %d after A's attempts", table, got)
 		}
-		if got := ownerCount(t, owner, table, a.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": a.prompts, "audit_log": 1, "usage_hourly": 1, "usage_hourly_user": 1}[table] {
+		if got := ownerCount(t, owner, table, a.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": a.prompts, "audit_log": 1, "usage_hourly": 1, "usage_daily": 1, "usage_hourly_user": 1}[table] {
 			t.Errorf("A's %s rows = %d after the rejected writes", table, got)
 		}
 	}

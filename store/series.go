@@ -83,15 +83,16 @@ func seriesQuery(by string) (string, bool) {
 		sums[i] = "coalesce(sum(" + c.name + "), 0)::bigint"
 	}
 	return `SELECT to_char(to_timestamp(d * 86400) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), ` + label + ` AS label, ` +
-		strings.Join(sums, ", ") + ` FROM (` + hourlyUnion("usage_hourly", groups, seriesColumns) + `) x GROUP BY ` + groupBy + ` ORDER BY ` + order, true
+		strings.Join(sums, ", ") + ` FROM (` + hourlyUnion(byModelAndKey, groups, seriesColumns) + `) x GROUP BY ` + groupBy + ` ORDER BY ` + order, true
 }
 
 // UsageSeries is Usage by day and by a second dimension (model, key or
 // status class: "ok" below 400, "4xx", "5xx" for 500 and above), with the
 // errors and latency percentiles of each cell. Like Usage, it reads whole
-// hours from usage_hourly (whose latency histograms and client error
-// counts data-plane migration 00003 added) and only the partial hours at the ends of
-// [since, until) from prompts, within org's tenant context.
+// days from usage_daily, the other whole hours from usage_hourly (whose
+// latency histograms and client error counts data-plane migration 00003 added) and
+// only the partial hours at the ends of [since, until) from prompts,
+// within org's tenant context.
 func (s *Store) UsageSeries(ctx context.Context, org uuid.UUID, since, until time.Time, by string) ([]SeriesRow, error) {
 	q, ok := seriesQuery(by)
 	if !ok {

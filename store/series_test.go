@@ -126,6 +126,7 @@ func TestUsageSeriesMatchesRows(t *testing.T) {
 	}
 	check(t)
 	rollupHistogramsMatchRows(t, owner, orgs)
+	rollupsMatchRows(t, owner, orgs)
 	err := st.InTenant(ctx, org, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO prompts (organization_id, id, created_at, request_id, api_key_id, model, status, latency_ms)
 			SELECT organization_id, id, created_at, request_id, api_key_id, model, status, latency_ms

@@ -32,23 +32,33 @@ type UsageRow struct {
 // date_trunc in a time zone (BenchmarkUsageFiveMillionRows). A fixed allowlist,
 // never text from the request.
 //
-// rollup is the hourly table the whole hours come from: end users have
-// their own (usage_hourly_user, data-plane migration 00002), so that many
-// end users do not multiply the rows of every other report. Rows without
-// an end user form the group "".
-var usageGroups = map[string]struct{ by, label, rollup string }{
-	"day":   {"floor(date_part('epoch', t) / 86400)::int", "to_char(to_timestamp(g * 86400) AT TIME ZONE 'UTC', 'YYYY-MM-DD')", "usage_hourly"},
-	"model": {"model", "g", "usage_hourly"},
-	"key":   {"api_key_id", "coalesce(g::text, 'jwt')", "usage_hourly"},
-	"user":  {"end_user", "coalesce(g, '')", "usage_hourly_user"},
+// rollups are where the whole hours and days come from: end users have an
+// hourly rollup of their own (usage_hourly_user, data-plane migration
+// 00002) and no daily one, so that many end users do not multiply the
+// rows of every other report. Rows without an end user form the group "".
+var usageGroups = map[string]struct {
+	by, label string
+	rollups   rollups
+}{
+	"day":   {"floor(date_part('epoch', t) / 86400)::int", "to_char(to_timestamp(g * 86400) AT TIME ZONE 'UTC', 'YYYY-MM-DD')", byModelAndKey},
+	"model": {"model", "g", byModelAndKey},
+	"key":   {"api_key_id", "coalesce(g::text, 'jwt')", byModelAndKey},
+	"user":  {"end_user", "coalesce(g, '')", rollups{hourly: "usage_hourly_user"}},
 }
+
+// rollups names the tables a report's whole hours and whole days come
+// from; with no daily table, whole days are read from the hourly one.
+type rollups struct{ hourly, daily string }
+
+var byModelAndKey = rollups{hourly: "usage_hourly", daily: "usage_daily"}
 
 // ValidUsageGroup reports whether Usage accepts groupBy.
 func ValidUsageGroup(groupBy string) bool { _, ok := usageGroups[groupBy]; return ok }
 
 // Usage sums org's requests, tokens and cost in [since, until), grouped
-// by day (UTC), model, key or end user. Whole hours come from usage_hourly, which the
-// writes keep (migration 00015): a 30-day report reads at most 720 rollup
+// by day (UTC), model, key or end user. Whole days come from usage_daily and the other
+// whole hours from usage_hourly, which the writes keep (migrations 00015,
+// data-plane 00003): a 30-day report reads at most 30 daily and 48 hourly rollup
 // rows per model and key, whatever the tenant's traffic. Only the partial
 // hours at either end of the window are summed from prompts, each a range
 // of its primary key under one hour long.
@@ -89,23 +99,24 @@ func usageQuery(groupBy string) (string, bool) {
 		return "", false
 	}
 	return `SELECT ` + grp.label + ` AS label, sum(n)::bigint, sum(p)::bigint, sum(c)::bigint, sum(u)::bigint, sum(m)::bigint FROM (` +
-		hourlyUnion(grp.rollup, []string{grp.by + " AS g"}, usageColumns) + `) x GROUP BY g ORDER BY label`, true
+		hourlyUnion(grp.rollups, []string{grp.by + " AS g"}, usageColumns) + `) x GROUP BY g ORDER BY label`, true
 }
 
 // hourlyColumn is one value summed by a report over hourlyUnion: named
-// name, it is rollup in a usage_hourly row and row in a prompts row.
+// name, it is rollup in a usage_hourly or usage_daily row and row in a
+// prompts row.
 type hourlyColumn struct{ name, rollup, row string }
 
 // hourlyUnion is the shape every report over the rollups shares: the
-// rows of a window cut by usageArgs ($1 the organization, [$2, $3) and
-// [$4, $5) the partial hours at its ends, [$3, $4) its whole hours), as
-// the whole hours' rows of table (usage_hourly, or usage_hourly_user) and
-// the partial hours' prompts rows,
-// each with the columns groups (expressions over t, the row's hour or
-// time, and the columns the two tables share: model, api_key_id) and
-// then cols. A prompts row also has lb, the latency bucket of its
-// latency_ms (series.go).
-func hourlyUnion(table string, groups []string, cols []hourlyColumn) string {
+// rows of a window cut by usageArgs ($1 the organization, then the
+// window's bounds $2 to $7), as the whole days' rows of from.daily, the
+// whole hours' rows of from.hourly at either side of them (all whole
+// hours from it when there is no daily table), and the partial
+// hours' prompts rows at either end, each with the columns groups
+// (expressions over t, the row's day, hour or time, and the columns the
+// tables share: model, api_key_id) and then cols. A prompts row also has
+// lb, the latency bucket of its latency_ms (series.go).
+func hourlyUnion(from rollups, groups []string, cols []hourlyColumn) string {
 	var head, rollup, row []string
 	for _, g := range groups {
 		head, rollup, row = append(head, g), append(rollup, g), append(row, g)
@@ -113,37 +124,71 @@ func hourlyUnion(table string, groups []string, cols []hourlyColumn) string {
 	for _, c := range cols {
 		head, rollup, row = append(head, c.rollup+" AS "+c.name), append(rollup, c.rollup), append(row, c.row)
 	}
-	rows := `FROM (SELECT created_at AS t, ` + latencyBucketSQL + ` AS lb, * FROM prompts WHERE organization_id = $1 AND created_at >= `
+	raw := func(lo, hi string) string {
+		return `SELECT ` + strings.Join(row, ", ") + `
+		FROM (SELECT created_at AS t, ` + latencyBucketSQL + ` AS lb, * FROM prompts WHERE organization_id = $1 AND created_at >= ` + lo + ` AND created_at < ` + hi + `) x`
+	}
+	rolled := func(table, col, lo, hi string) string {
+		return `SELECT ` + strings.Join(rollup, ", ") + `
+		FROM (SELECT ` + col + ` AS t, * FROM ` + table + ` WHERE organization_id = $1 AND ` + col + ` >= ` + lo + ` AND ` + col + ` < ` + hi + `) x`
+	}
+	whole := `SELECT ` + strings.Join(head, ", ") + `
+		FROM (SELECT day AS t, * FROM ` + from.daily + ` WHERE organization_id = $1 AND day >= $4 AND day < $5) d
+		UNION ALL ` + rolled(from.hourly, "hour", "$3", "$4") + `
+		UNION ALL ` + rolled(from.hourly, "hour", "$5", "$6")
+	if from.daily == "" {
+		whole = `SELECT ` + strings.Join(head, ", ") + `
+		FROM (SELECT hour AS t, * FROM ` + from.hourly + ` WHERE organization_id = $1 AND hour >= $3 AND hour < $6
+			AND $4::timestamptz <= $5::timestamptz) h` // $4, $5 (the whole days) typed but not needed
+	}
 	return `
-		SELECT ` + strings.Join(head, ", ") + `
-		FROM (SELECT hour AS t, * FROM ` + table + ` WHERE organization_id = $1 AND hour >= $3 AND hour < $4) r
-		UNION ALL
-		SELECT ` + strings.Join(row, ", ") + `
-		` + rows + `$2 AND created_at < $3) a
-		UNION ALL
-		SELECT ` + strings.Join(row, ", ") + `
-		` + rows + `$4 AND created_at < $5) b
+		` + whole + `
+		UNION ALL ` + raw("$2", "$3") + `
+		UNION ALL ` + raw("$6", "$7") + `
 	`
 }
 
-// usageArgs cuts [since, until) into [since, lo) + [lo, hi) + [hi, until),
-// [lo, hi) the whole hours inside (empty if there are none), and returns
-// usageQuery's parameters: org, since, lo, hi, until.
+// usageArgs cuts [since, until) into [since, h1) + [h1, d1) + [d1, d2) +
+// [d2, h2) + [h2, until): [h1, h2) the whole hours inside (empty if there
+// are none), [d1, d2) the whole UTC days inside those (empty if there are
+// none). It returns hourlyUnion's parameters: org, since, h1, d1, d2, h2,
+// until.
 func usageArgs(org uuid.UUID, since, until time.Time) []any {
-	lo, hi := since.Truncate(time.Hour), until.Truncate(time.Hour)
-	if lo.Before(since) {
-		lo = lo.Add(time.Hour)
+	h1, h2 := wholeHours(since, until)
+	const day = 24 * time.Hour
+	d1, d2 := h1.UTC().Truncate(day), h2.UTC().Truncate(day) // Truncate counts from year 1: UTC days
+	if d1.Before(h1) {
+		d1 = d1.Add(day)
 	}
-	if !lo.Before(hi) { // no whole hour inside: all of it from prompts
-		lo, hi = until, until
+	if !d1.Before(d2) { // no whole day inside: all of [h1, h2) from usage_hourly
+		d1, d2 = h2, h2
 	}
+	return []any{org, since, h1, d1, d2, h2, until}
+}
+
+// wholeHours are the first and the end of the whole hours inside [since,
+// until): both until when there is none.
+func wholeHours(since, until time.Time) (h1, h2 time.Time) {
+	h1, h2 = since.Truncate(time.Hour), until.Truncate(time.Hour)
+	if h1.Before(since) {
+		h1 = h1.Add(time.Hour)
+	}
+	if !h1.Before(h2) { // no whole hour inside: all of it from prompts
+		h1, h2 = until, until
+	}
+	return h1, h2
+}
+
+// hourArgs are the parameters of a sum over the hourly rollups and the
+// partial hours: org, since, the whole hours' [lo, hi), until.
+func hourArgs(org uuid.UUID, since, until time.Time) []any {
+	lo, hi := wholeHours(since, until)
 	return []any{org, since, lo, hi, until}
 }
 
 // latencyBounds are the lower bounds, in ms, of the latency buckets 1 to
-// 30 (bucket 0: below 1 ms): those of usage_latency_histogram (data-plane
-// migration 00003), which the rollups count by. Roughly 1.5× apart, 1 ms
-// to 5 min.
+// 30 (bucket 0: below 1 ms): those of usage_latency_histogram (migration
+// data-plane 00003), which the rollups count by. Roughly 1.5× apart, 1 ms to 5 min.
 var latencyBounds = []int64{1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700,
 	1000, 1500, 2000, 3000, 5000, 7000, 10000, 15000, 20000, 30000, 60000, 120000, 300000}
 

@@ -128,7 +128,8 @@ func TestUsageMatchesRows(t *testing.T) {
 }
 
 // rollupsMatchRows checks, as the owner, that every organization's
-// usage_hourly rows sum to its prompts rows, hour by hour.
+// usage_hourly rows sum to its prompts rows, hour by hour, and its
+// usage_daily rows to its usage_hourly rows, day by day.
 func rollupsMatchRows(t *testing.T, owner *pgxpool.Pool, orgs []uuid.UUID) {
 	t.Helper()
 	var bad int
@@ -157,6 +158,24 @@ func rollupsMatchRows(t *testing.T, owner *pgxpool.Pool, orgs []uuid.UUID) {
 	}
 	if bad != 0 {
 		t.Errorf("%d rollup rows differ from the rows they sum", bad)
+	}
+	// usage_daily (00018): the hours' sums per UTC day.
+	err = owner.QueryRow(context.Background(), `
+		WITH d AS (
+			SELECT organization_id, day, model, api_key_id, requests, errors, prompt_tokens, completion_tokens, usage_tokens,
+				latency_ms, client_errors, latency_histogram
+			FROM usage_daily WHERE organization_id = ANY($1)),
+		h AS (
+			SELECT organization_id, date_trunc('day', hour, 'UTC'), model, api_key_id, sum(requests)::bigint, sum(errors)::bigint,
+				sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(usage_tokens)::bigint, sum(latency_ms)::bigint,
+				sum(client_errors)::bigint, usage_histogram_sum(latency_histogram)
+			FROM usage_hourly WHERE organization_id = ANY($1) GROUP BY 1, 2, 3, 4)
+		SELECT count(*) FROM ((TABLE d EXCEPT ALL TABLE h) UNION ALL (TABLE h EXCEPT ALL TABLE d)) x`, orgs).Scan(&bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bad != 0 {
+		t.Errorf("%d daily rollup rows differ from the hours they sum", bad)
 	}
 }
 

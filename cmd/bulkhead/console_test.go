@@ -148,8 +148,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("tokens plot summary %q", s)
 	}
 	keySummary, statusSummary := get(b, "key plot", chromedp.Text(id("plot-keys-summary"))), get(b, "status panel", chromedp.Text(id("plot-latency-summary")))
-	if keySummary != "ui key: 3" || statusSummary != "status 200: 3" {
-		t.Errorf("key plot %q, status panel %q; want ui key: 3 and status 200: 3", keySummary, statusSummary)
+	if keySummary != "ui key: 3" || statusSummary != "status ok: 3" {
+		t.Errorf("key plot %q, status panel %q; want ui key: 3 and status ok: 3", keySummary, statusSummary)
 	}
 	b.do("range picker", chromedp.SetValue(id("range"), "7"), chromedp.Evaluate[chromedp.Void](`document.getElementById('range').dispatchEvent(new Event('change'))`),
 		chromedp.Sleep(500*time.Millisecond), chromedp.WaitVisible(css("#plot-requests canvas")))

@@ -14,7 +14,9 @@ import (
 
 // `bulkhead control` serves the control plane alone: an operator token
 // from `admin-token create` logs in and lists organizations, a revoked one
-// is refused, and the command returns nil once its context ends.
+// is refused, an organization admin key from `org-admin-key create`
+// reaches its organization only, and the command returns nil once its
+// context ends.
 func TestControlCommand(t *testing.T) {
 	storetest.Admin(t) // migrated, or skip/fail loudly
 	out, _, err := cli(t, "admin-token", "create", "--name", "control command", "--scope", "read", "--json")
@@ -63,6 +65,39 @@ func TestControlCommand(t *testing.T) {
 	}
 	if st := get(tok.Token); st != 401 {
 		t.Errorf("a revoked token: %d, want 401", st)
+	}
+	// An organization admin key from `org-admin-key create` administers its
+	// organization only, until `org-admin-key revoke`.
+	adm := storetest.Admin(t)
+	a, _ := adm.CreateOrg(context.Background(), "control command a")
+	b, _ := adm.CreateOrg(context.Background(), "control command b")
+	out, _, err = cli(t, "org-admin-key", "create", "--org", b.ID.String(), "--name", "b's backend", "--json")
+	var ak struct{ ID, Key string }
+	if err != nil || json.Unmarshal([]byte(out), &ak) != nil || !strings.HasPrefix(ak.Key, "bhk_") {
+		t.Fatalf("org-admin-key create --json: %q (%v)", out, err)
+	}
+	getOrg := func(org, cred string) int {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/admin/v1/organizations/"+org, nil)
+		req.Header.Set("Authorization", "Bearer "+cred)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if gb, ga := getOrg(b.ID.String(), ak.Key), getOrg(a.ID.String(), ak.Key); gb != 200 || ga != 404 {
+		t.Errorf("B's admin key: its own organization %d, A's %d; want 200 and 404", gb, ga)
+	}
+	out, _, err = cli(t, "org-admin-key", "list", "--org", b.ID.String())
+	if err != nil || !strings.Contains(out, ak.ID) || strings.Contains(out, ak.Key[20:]) {
+		t.Errorf("org-admin-key list: %v\n%s\nwant the key's id, never the key", err, out)
+	}
+	if _, _, err := cli(t, "org-admin-key", "revoke", ak.ID); err != nil {
+		t.Fatal(err)
+	}
+	if st := getOrg(b.ID.String(), ak.Key); st != 401 {
+		t.Errorf("a revoked admin key: %d, want 401", st)
 	}
 	if _, _, err := cli(t, "admin-token", "create", "--name", "x", "--scope", "admin"); err == nil || !strings.Contains(err.Error(), "--scope") {
 		t.Errorf("admin-token create --scope admin: %v, want an error naming --scope", err)

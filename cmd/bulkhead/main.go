@@ -63,6 +63,7 @@ func commands() []command {
 		{"key", "manage API keys: create, list, update, revoke, rotate", keyCmd},
 		{"key-encryption", "init: create and record the key-encryption key that wraps sealed organizations' data keys; rotate: re-wrap them all under a new one", keyEncryptionCmd},
 		{"admin-token", "manage the control plane's operator tokens: create, list, revoke", adminTokenCmd},
+		{"org-admin-key", "manage organization admin keys (a tenant administrator's credential for the control plane): create, list, revoke", orgAdminKeyCmd},
 		{"model", "manage the model catalog: add, list, update, remove; grant, revoke (an organization's access)", modelCmd},
 		{"budget", "manage dollar budgets per organization, key or end user: set, list, remove", budgetCmd},
 		{"retention", "run: record BULKHEAD_RETENTION as the default and remove the request log's rows past their retention", retentionCmd},

@@ -318,6 +318,7 @@ func controlPlane(ctx context.Context, cfg config.Config, st *store.Store, ao au
 		SessionTTL: cfg.ControlSessionTTL, Log: log.Named("control")}
 	if ao.Redis != nil {
 		opts.Notify = control.RedisNotifier(ao.Redis, cfg.AuthRedisTTL)
+		opts.Sessions = ao.Redis // console sessions shared by the replicas, kept across restarts
 	}
 	// Refused credentials are counted apart from the data plane's failed
 	// API keys, in Redis when there is one (ao.Redis nil: in process).

@@ -58,7 +58,7 @@ func (s *Server) createAdminKey(c *call) (any, error) {
 		t := time.Now().Add(time.Duration(req.ExpiresInSeconds) * time.Second).UTC()
 		expires = &t
 	}
-	key, hash, display := newOrgAdminKey(org)
+	key, hash, display := NewOrgAdminKey(org)
 	k, err := s.opts.Admin.As(c.p.actor).CreateOrgAdminKey(c.ctx, org, req.Name, hash, display, expires)
 	if errors.Is(err, store.ErrNoOrganization) {
 		return nil, errOrgNotFound

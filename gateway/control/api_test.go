@@ -216,20 +216,21 @@ func TestAuthentication(t *testing.T) {
 func TestSessionExpiry(t *testing.T) {
 	now := time.Now()
 	ss := newSessions(time.Minute, func() time.Time { return now })
-	tok, exp, ok := ss.create(principal{actor: "jwt:x"}, now.Add(10*time.Second))
-	if !ok || !exp.Equal(now.Add(10*time.Second)) {
+	ctx := context.Background()
+	tok, exp, err := ss.create(ctx, principal{actor: "jwt:x"}, now.Add(10*time.Second))
+	if err != nil || !exp.Equal(now.Add(10*time.Second)) {
 		t.Fatalf("session until %v, want the JWT's expiry", exp)
 	}
-	if _, _, ok := ss.get(tok); !ok {
+	if _, _, ok, _ := ss.get(ctx, tok); !ok {
 		t.Fatal("a fresh session is not open")
 	}
 	now = now.Add(10 * time.Second)
-	if _, _, ok := ss.get(tok); ok {
+	if _, _, ok, _ := ss.get(ctx, tok); ok {
 		t.Error("the session outlived its JWT")
 	}
-	tok, _, _ = ss.create(principal{actor: "token:y", operator: true}, time.Time{})
+	tok, _, _ = ss.create(ctx, principal{actor: "token:y", operator: true}, time.Time{})
 	now = now.Add(time.Minute)
-	if _, _, ok := ss.get(tok); ok {
+	if _, _, ok, _ := ss.get(ctx, tok); ok {
 		t.Error("the session outlived its TTL")
 	}
 }

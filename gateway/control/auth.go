@@ -2,6 +2,7 @@ package control
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -61,12 +62,11 @@ func (s *Server) authenticate(ctx context.Context, rc *fasthttp.RequestCtx) (pri
 // resolve is authenticate's look-up of cred.
 func (s *Server) resolve(ctx context.Context, cred string) (principal, error) {
 	if strings.HasPrefix(cred, sessionTokenPrefix) {
-		p, _, ok := s.sessions.get(cred)
-		if !ok {
-			return principal{}, errUnauthenticated
+		p, _, ok, err := s.sessions.get(ctx, cred)
+		if err != nil || !ok {
+			return principal{}, cmp.Or(err, error(errUnauthenticated))
 		}
 		// Revoking the token or admin key ends its sessions at their next use.
-		var err error
 		switch {
 		case p.operator:
 			_, err = s.operatorToken(ctx, p.tokenHash)
@@ -78,7 +78,11 @@ func (s *Server) resolve(ctx context.Context, cred string) (principal, error) {
 			}
 		}
 		if err != nil {
-			s.sessions.end(cred)
+			if errors.Is(err, errUnauthenticated) {
+				if eerr := s.sessions.end(ctx, cred); eerr != nil {
+					s.log.Warn("ending the session of a revoked credential", zap.Error(eerr))
+				}
+			}
 			return principal{}, err
 		}
 		return p, nil

@@ -22,6 +22,8 @@ var (
 		Msg: "This operator token has the read scope; the request would change something."}
 	errOperatorsOnly = &gateway.HTTPError{Code: fasthttp.StatusForbidden, Type: "invalid_request_error", ErrCode: "permission_denied",
 		Msg: "Only operators may do this."}
+	errSessionsDown = &gateway.HTTPError{Code: fasthttp.StatusServiceUnavailable, Type: "server_error", ErrCode: "sessions_unavailable",
+		Msg: "Console sessions are unavailable (their store cannot be reached); retry later, or send the credential itself as the bearer."}
 	errTooManySessions = &gateway.HTTPError{Code: fasthttp.StatusServiceUnavailable, Type: "server_error", ErrCode: "too_many_sessions",
 		Msg: "Too many console sessions are open; retry later."}
 
@@ -44,4 +46,12 @@ var (
 // param names the offending field, if one is to blame.
 func badBody(param, msg string) *gateway.HTTPError {
 	return &gateway.HTTPError{Code: fasthttp.StatusBadRequest, Type: "invalid_request_error", ErrCode: "invalid_body", Param: param, Msg: msg}
+}
+
+// sessionsUnavailable answers a session operation whose Redis failed;
+// the cause is logged, never shown.
+func sessionsUnavailable(err error) error {
+	he := *errSessionsDown
+	he.Err = err
+	return &he
 }

@@ -12,9 +12,12 @@
 // organization's tenant context (store.TenantAdmin), with the same
 // statements, so that row-level security, not this package, keeps them
 // to their own organization: another organization's id is not found,
-// exactly like a missing one. The console logs in with either and then
-// holds a session token of its own, sent in a header (never a cookie, so
-// no request can be forged from another site).
+// exactly like a missing one. An organization admin key (adminkeys.go) is
+// the same tenant administrator without a JWT. The console logs in with
+// any of them and then holds a session token of its own, sent in a header
+// (never a cookie, so no request can be forged from another site), kept
+// in Redis when there is one (session_redis.go). Refused credentials are
+// throttled (throttle.go).
 package control
 
 import (
@@ -23,6 +26,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
@@ -59,6 +63,10 @@ type Options struct {
 	// kept).
 	Failures                                                auth.FailureLimiter
 	FailuresPerMinutePerAddress, FailuresPerMinutePerPrefix int
+	// Sessions holds the console's sessions, shared by every replica and
+	// kept across restarts (session_redis.go); nil: in this process's
+	// memory.
+	Sessions redis.UniversalClient
 	// SessionTTL is a console session's lifetime; 0: 30 minutes.
 	SessionTTL time.Duration
 	Log        *zap.Logger // nil: none
@@ -72,7 +80,7 @@ type Server struct {
 	reqs     gateway.RequestIDs
 	routes   []route
 	openapi  []byte
-	sessions *sessions
+	sessions sessionStore
 	throttle throttle
 	assets   assets
 
@@ -95,6 +103,9 @@ func New(opts Options) (*Server, error) {
 		opts.Notify = nopNotifier{}
 	}
 	s := &Server{opts: opts, log: opts.Log, reqs: gateway.NewRequestIDs(), sessions: newSessions(opts.SessionTTL, time.Now)}
+	if opts.Sessions != nil {
+		s.sessions = &redisSessions{rdb: opts.Sessions, ttl: opts.SessionTTL}
+	}
 	s.throttle = newThrottle(opts)
 	s.routes = s.routeTable()
 	var err error

@@ -60,16 +60,21 @@ func (s *Server) login(c *call) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	token, expires, ok := s.sessions.create(p, notAfter)
-	if !ok {
-		return nil, errTooManySessions
+	if err := s.allowLogin(c.ctx, c.rc, p.actor); err != nil {
+		return nil, err
+	}
+	token, expires, err := s.sessions.create(c.ctx, p, notAfter)
+	if err != nil {
+		return nil, err
 	}
 	return sessionResponse{Token: token, ExpiresAt: expires, Principal: describe(p, expires)}, nil
 }
 
 func (s *Server) logout(c *call) (any, error) {
 	if cred := bearer(c.rc); len(cred) > len(sessionTokenPrefix) && cred[:len(sessionTokenPrefix)] == sessionTokenPrefix {
-		s.sessions.end(cred)
+		if err := s.sessions.end(c.ctx, cred); err != nil {
+			return nil, err
+		}
 	}
 	return loggedOut{true}, nil
 }
@@ -77,7 +82,7 @@ func (s *Server) logout(c *call) (any, error) {
 func (s *Server) me(c *call) (any, error) {
 	var expires time.Time
 	if c.p.session {
-		_, expires, _ = s.sessions.get(bearer(c.rc))
+		_, expires, _, _ = s.sessions.get(c.ctx, bearer(c.rc)) // checked by authenticate a moment ago
 	}
 	return describe(c.p, expires), nil
 }

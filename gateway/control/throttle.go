@@ -136,3 +136,26 @@ func (s *Server) guard(ctx context.Context, rc *fasthttp.RequestCtx, cred string
 	}
 	return err
 }
+
+// loginsPerMinutePerActor bounds the console sessions one credential
+// opens: with sessions in Redis there is no global cap (a cap would let
+// one credential lock everyone out), so each actor may log in 30 times a
+// minute, at most 900 sessions alive at the default 30-minute TTL.
+const loginsPerMinutePerActor = 30
+
+// allowLogin spends one of actor's logins, or answers 429 with
+// Retry-After. A limiter error lets the login proceed.
+func (s *Server) allowLogin(ctx context.Context, rc *fasthttp.RequestCtx, actor string) error {
+	if s.throttle.lim == nil {
+		return nil
+	}
+	h := sha256.Sum256([]byte(actor))
+	d, err := s.throttle.lim.Allow(ctx, "l:"+hex.EncodeToString(h[:16]), ratelimit.PerMinute(loginsPerMinutePerActor), ratelimit.Limit{})
+	if err != nil || d.Allowed {
+		return nil
+	}
+	secs := strconv.FormatInt(ratelimit.RetryAfterSeconds(d.RetryAfter), 10)
+	rc.Response.Header.Set(ratelimit.HeaderRetryAfter, secs)
+	return &gateway.HTTPError{Code: fasthttp.StatusTooManyRequests, Type: "requests", ErrCode: "too_many_logins",
+		Msg: "Too many console logins with this credential. Retry after " + secs + "s."}
+}

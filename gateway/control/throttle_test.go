@@ -74,7 +74,7 @@ func TestThrottleFailedCredentialsPerPrefix(t *testing.T) {
 	one.must(201, "POST", "/admin/v1/organizations/"+a.ID.String()+"/admin-keys", write, map[string]any{"name": "a"}).json(t, &ka)
 	one.must(201, "POST", "/admin/v1/organizations/"+b.ID.String()+"/admin-keys", write, map[string]any{"name": "b"}).json(t, &kb)
 	for i := range 3 {
-		guess, _, _ := newOrgAdminKey(a.ID)
+		guess, _, _ := NewOrgAdminKey(a.ID)
 		[]*harness{one, two}[i%2].must(401, "GET", "/admin/v1/me", guess, nil)
 	}
 	for _, h := range []*harness{one, two} {
@@ -84,4 +84,27 @@ func TestThrottleFailedCredentialsPerPrefix(t *testing.T) {
 		h.must(200, "GET", "/admin/v1/me", kb.Key, nil)
 		h.must(200, "GET", "/admin/v1/me", write, nil)
 	}
+}
+
+// One credential opens at most loginsPerMinutePerActor sessions a minute
+// (sessions in Redis have no global cap), then 429 with Retry-After;
+// another credential is not affected.
+func TestLoginsPerActor(t *testing.T) {
+	rdb := storetest.Redis(t)
+	prefix := "test:ctlfail:" + uuid.NewString()
+	h := newHarness(t, func(o *Options) {
+		o.Failures = ratelimit.New(rdb, ratelimit.Options{Prefix: prefix})
+		o.Sessions = rdb
+	})
+	tok, _ := h.operator(store.ScopeRead, nil)
+	other, _ := h.operator(store.ScopeRead, nil)
+	for range loginsPerMinutePerActor {
+		h.must(201, "POST", "/admin/v1/session", "", map[string]any{"credential": tok})
+	}
+	r := h.do("POST", "/admin/v1/session", "", map[string]any{"credential": tok})
+	if code, _, _ := r.errorParts(t); r.status != 429 || code != "too_many_logins" || r.header.Get("Retry-After") == "" {
+		t.Errorf("login %d: %d %s, want 429 too_many_logins with Retry-After", loginsPerMinutePerActor+1, r.status, r.body)
+	}
+	h.must(201, "POST", "/admin/v1/session", "", map[string]any{"credential": other})
+	h.must(200, "GET", "/admin/v1/me", tok, nil) // the credential itself still works
 }

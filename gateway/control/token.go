@@ -23,10 +23,10 @@ const (
 // base64url characters of 256 random bits.
 const orgAdminKeyLen = len(orgAdminKeyPrefix) + 32 + 1 + 43
 
-// newOrgAdminKey returns a fresh admin key of org, its hash to store and
+// NewOrgAdminKey returns a fresh admin key of org, its hash to store and
 // the prefix shown in lists. The key names its organization, so that it
 // is looked up inside that organization's tenant context only.
-func newOrgAdminKey(org uuid.UUID) (key string, hash [32]byte, display string) {
+func NewOrgAdminKey(org uuid.UUID) (key string, hash [32]byte, display string) {
 	key = orgAdminKeyPrefix + hex.EncodeToString(org[:]) + "_" + random()
 	return key, sha256.Sum256([]byte(key)), key[:len(orgAdminKeyPrefix)+8] + "…" + key[len(key)-4:]
 }
