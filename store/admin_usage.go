@@ -1,8 +1,12 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -19,23 +23,122 @@ type OrgUsage struct {
 	TotalTokens      int64     `json:"total_tokens"`
 }
 
+// orgUsageSQL sums each organization's usage in one place ($1 unused but
+// typed, [$2, $5) the window, [$3, $4) its whole hours): the whole hours
+// from the hourly rollups, the partial hours at the ends from prompts.
+// (Each FROM follows a space: placeSQL names the place's tables.)
+const orgUsageSQL = `SELECT organization_id, sum(n)::bigint, sum(p)::bigint, sum(c)::bigint, sum(u)::bigint FROM (
+	SELECT organization_id, requests AS n, prompt_tokens AS p, completion_tokens AS c, usage_tokens AS u FROM usage_hourly
+	WHERE hour >= $3 AND hour < $4 AND $1::uuid IS NULL
+	UNION ALL
+	SELECT organization_id, 1, prompt_tokens, completion_tokens, usage_tokens FROM prompts
+	WHERE (created_at >= $2 AND created_at < $3 OR created_at >= $4 AND created_at < $5)
+) x GROUP BY organization_id`
+
 // UsageByOrg sums every organization's requests and tokens in
 // [since, until), busiest first: the operator's view across tenants
-// (owner role). It reads the request log itself, day partitions pruned to
-// the range; per-tenant rollups would make it cheaper at scale.
+// (owner role), over every place: the shared tables, each tenant schema
+// and each database target. Whole hours come from the hourly rollups, only
+// the partial hours at the ends from the request log. A target that
+// cannot be reached fails the report, naming it: a total that silently
+// left tenants out would be wrong.
 func (a *Admin) UsageByOrg(ctx context.Context, since, until time.Time) ([]OrgUsage, error) {
-	rows, err := a.pool.Query(ctx, `SELECT p.organization_id, o.name, p.requests, p.prompt_tokens, p.completion_tokens, p.total_tokens
-		FROM (SELECT organization_id, count(*) AS requests, coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
-		             coalesce(sum(completion_tokens), 0) AS completion_tokens, coalesce(sum(usage_tokens), 0) AS total_tokens
-		      FROM prompts WHERE created_at >= $1 AND created_at < $2 GROUP BY organization_id) p
-		JOIN organizations o ON o.id = p.organization_id
-		ORDER BY p.requests DESC, p.organization_id`, since, until)
+	args := hourArgs(uuid.Nil, since, until)
+	args[0] = nil
+	totals := map[uuid.UUID]*OrgUsage{}
+	add := func(rows pgx.Rows) error {
+		var u OrgUsage
+		_, err := pgx.ForEachRow(rows, []any{&u.OrganizationID, &u.Requests, &u.PromptTokens, &u.CompletionTokens, &u.TotalTokens}, func() error {
+			t := totals[u.OrganizationID]
+			if t == nil {
+				t = &OrgUsage{OrganizationID: u.OrganizationID}
+				totals[u.OrganizationID] = t
+			}
+			t.Requests += u.Requests
+			t.PromptTokens += u.PromptTokens
+			t.CompletionTokens += u.CompletionTokens
+			t.TotalTokens += u.TotalTokens
+			return nil
+		})
+		return err
+	}
+	// The main database: the shared place and every tenant schema.
+	places := []Place{SharedPlace}
+	var placements []string
+	rows, err := a.pool.Query(ctx, `SELECT id, placement FROM organizations WHERE placement <> 'shared'`)
 	if err != nil {
 		return nil, fmt.Errorf("usage by organization: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, pgx.RowToStructByPos[OrgUsage])
+	var id uuid.UUID
+	var placement string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &placement}, func() error {
+		p, err := ParsePlacement(placement)
+		if err != nil {
+			return err
+		}
+		if p.Kind == PlaceSchema {
+			places = append(places, PlaceOf(id, p))
+		} else if !slices.Contains(placements, p.Target) {
+			placements = append(placements, p.Target)
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("usage by organization: %w", err)
+	}
+	for _, p := range places {
+		rows, err := a.pool.Query(ctx, placeSQL(orgUsageSQL, p), args...)
+		if err == nil {
+			err = add(rows)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("usage by organization: %s: %w", p, err)
+		}
+	}
+	// The database targets organizations are placed on.
+	slices.Sort(placements)
+	for _, name := range placements {
+		t, err := a.targets.get(name)
+		if err != nil {
+			return nil, fmt.Errorf("usage by organization: %w", err)
+		}
+		conn, err := connectTarget(ctx, t.Name, "admin", t.AdminDSN)
+		if err != nil {
+			return nil, fmt.Errorf("usage by organization: %w", err)
+		}
+		rows, err := conn.Query(ctx, placeSQL(orgUsageSQL, Place{Target: name, Schema: "public"}), args...)
+		if err == nil {
+			err = add(rows)
+		}
+		conn.Close(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("usage by organization: database target %s: %w", name, err)
+		}
+	}
+	if len(totals) == 0 {
+		return []OrgUsage{}, nil
+	}
+	rows, err = a.pool.Query(ctx, `SELECT id, name FROM organizations WHERE id = ANY($1)`, slices.Collect(maps.Keys(totals)))
 	if err != nil {
 		return nil, fmt.Errorf("usage by organization: %w", err)
 	}
+	var name string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &name}, func() error {
+		totals[id].Name = name
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("usage by organization: %w", err)
+	}
+	out := make([]OrgUsage, 0, len(totals))
+	for _, t := range totals {
+		if t.Name != "" { // rows of an organization deleted meanwhile are not reported
+			out = append(out, *t)
+		}
+	}
+	slices.SortFunc(out, func(x, y OrgUsage) int {
+		if c := cmp.Compare(y.Requests, x.Requests); c != 0 {
+			return c
+		}
+		return strings.Compare(x.OrganizationID.String(), y.OrganizationID.String())
+	})
 	return out, nil
 }

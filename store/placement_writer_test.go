@@ -137,13 +137,45 @@ func TestReadAPIByPlacement(t *testing.T) {
 	run := "read" + uuid.NewString()[:8]
 	for i := range 3 {
 		for _, o := range []uuid.UUID{A.ID, B.ID, C.ID} {
-			w.Record(rec(o, run, i))
+			r := rec(o, run, i)
+			r.EndUser = "user-" + o.String()[:8]
+			r.Cost, r.Priced = 1500, true // 0.0015 USD
+			w.Record(r)
 		}
 	}
 	if err := w.stop(t); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
+	since, until := time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	// The operator's report across tenants counts every place.
+	byOrg, err := a.UsageByOrg(ctx, since, until)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uuid.UUID]int64{}
+	for _, u := range byOrg {
+		seen[u.OrganizationID] = u.Requests
+	}
+	for _, o := range []uuid.UUID{A.ID, B.ID, C.ID} {
+		if seen[o] != 3 {
+			t.Errorf("UsageByOrg: %s has %d requests, want 3 (every place counted)", o, seen[o])
+		}
+		// The end users' report, the series and a budget's spend read the
+		// tenant's own place.
+		u, err := st.Usage(ctx, o, since, until, "user")
+		if err != nil || len(u) != 1 || u[0].Group != "user-"+o.String()[:8] || u[0].Requests != 3 || u[0].CostUSD == nil || *u[0].CostUSD != 4500 {
+			t.Errorf("%s usage by user = %+v, %v", o, u, err)
+		}
+		series, err := st.UsageSeries(ctx, o, since, until, "model")
+		if err != nil || len(series) != 1 || series[0].Requests != 3 {
+			t.Errorf("%s series = %+v, %v", o, series, err)
+		}
+		spent, err := st.BudgetSpend(ctx, store.Budget{OrgID: o}, since, until)
+		if err != nil || spent != 4500 {
+			t.Errorf("%s budget spend = %v, %v; want 4500 micro-USD", o, spent, err)
+		}
+	}
 	ids := map[uuid.UUID][]uuid.UUID{}
 	for _, o := range []uuid.UUID{A.ID, B.ID, C.ID} {
 		ps, err := st.ListPrompts(ctx, o, store.PromptFilter{Limit: 10})
