@@ -126,6 +126,9 @@ func (l *lane) ok(w *Writer) {
 // out of rs.orgs, rs.groupIdx and rs.seals, by place.
 func (w *Writer) splitPlaced(ctx context.Context) (map[Place][]placedGroup, error) {
 	rs := &w.rs
+	if err := w.st.prefetchPlacements(ctx, rs.orgs); err != nil {
+		return nil, err
+	}
 	var placed map[Place][]placedGroup
 	n := 0
 	for g, org := range rs.orgs {
