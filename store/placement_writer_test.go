@@ -3,7 +3,9 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -287,5 +289,32 @@ func TestPingTarget(t *testing.T) {
 	}
 	if err := st.PingTarget(ctx, "nope"); !errors.Is(err, store.ErrUnknownTarget) {
 		t.Errorf("unknown target: %v", err)
+	}
+}
+
+// BenchmarkWriterPlacement: the request log's rows/s with every tenant in
+// one placement: shared (the pipelined, prepared path), schema or a
+// database target (a transaction per place, statements sent as the
+// unnamed one). Compare the three in one run.
+func BenchmarkWriterPlacement(b *testing.B) {
+	for _, n := range []int{10, 100} {
+		for _, pl := range []store.Placement{{Kind: store.PlaceShared}, {Kind: store.PlaceSchema}, {Kind: store.PlaceDatabase, Target: "t1"}} {
+			b.Run(fmt.Sprintf("tenants=%d/%s", n, strings.ReplaceAll(pl.String(), ":", "_")), func(b *testing.B) {
+				ts := storetest.Targets(b)
+				a := storetest.PlacedAdmin(b)
+				orgs := make([]uuid.UUID, n)
+				for i := range orgs {
+					o, _, err := a.CreateOrgPlaced(context.Background(), store.NewOrg{Name: "bench", Capture: store.CaptureFull, Placement: pl}, store.Idempotency{})
+					if err != nil {
+						b.Fatal(err)
+					}
+					orgs[i] = o.ID
+					b.Cleanup(func() { a.DeleteOrg(context.Background(), o.ID) })
+				}
+				st := storetest.Open(b, store.Options{MaxConns: 10})
+				st.UseTargets(ts, store.TargetPoolOptions{MaxConns: 4})
+				benchWriterOrgs(b, st, store.WriterOptions{}, orgs)
+			})
+		}
 	}
 }

@@ -31,6 +31,7 @@ import (
 
 // placedGroup is one organization's records of a batch, bound for its place.
 type placedGroup struct {
+	place   Place
 	org     uuid.UUID
 	idx     []int
 	seal    rowSealer
@@ -146,7 +147,7 @@ func (w *Writer) splitPlaced(ctx context.Context) (map[Place][]placedGroup, erro
 			placed = map[Place][]placedGroup{}
 		}
 		p := PlaceOf(org, pl)
-		placed[p] = append(placed[p], placedGroup{org: org, idx: append([]int(nil), rs.groupIdx[g]...), seal: rs.seals[g], capture: capture})
+		placed[p] = append(placed[p], placedGroup{place: p, org: org, idx: append([]int(nil), rs.groupIdx[g]...), seal: rs.seals[g], capture: capture})
 	}
 	rs.orgs, rs.seals, rs.groupIdx = rs.orgs[:n], rs.seals[:n], rs.groupIdx[:n]
 	for org := range rs.groups {
@@ -167,12 +168,22 @@ func (w *Writer) writePlaced(ctx context.Context, placed map[Place][]placedGroup
 		places = append(places, p)
 	}
 	sort.Slice(places, func(i, j int) bool { return places[i].String() < places[j].String() })
+	// Every tenant schema is in the main database: one transaction for
+	// all of them (BenchmarkWriterPlacement), in schema order.
+	var main []placedGroup
+	for _, p := range places {
+		if p.Target == "" {
+			main = append(main, placed[p]...)
+		}
+	}
+	if len(main) > 0 {
+		if err := w.writePlace(ctx, w.st.pool, main, recs, done, src); err != nil {
+			return err
+		}
+	}
 	for _, p := range places {
 		groups := placed[p]
 		if p.Target == "" {
-			if err := w.writePlace(ctx, w.st.pool, p, groups, recs, done, src); err != nil {
-				return err
-			}
 			continue
 		}
 		l, err := w.laneFor(p.Target)
@@ -182,7 +193,7 @@ func (w *Writer) writePlaced(ctx context.Context, placed map[Place][]placedGroup
 		if !l.parking() {
 			pool, err := w.st.poolFor(ctx, p)
 			if err == nil {
-				err = w.writePlace(ctx, pool, p, groups, recs, done, src)
+				err = w.writePlace(ctx, pool, groups, recs, done, src)
 			}
 			if err == nil {
 				l.ok(w)
@@ -229,14 +240,14 @@ func (w *Writer) park(l *lane, groups []placedGroup, recs []LogRecord, done []bo
 	return nil
 }
 
-// writePlace writes groups into place p in one transaction on pool: per
-// group the tenant setting, then its rows. Rows a group's statement
-// refuses are retried one by one (dead letters).
-func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, p Place, groups []placedGroup, recs []LogRecord, done []bool, src *counter) error {
+// writePlace writes groups (each into its own place, all reached through
+// pool) in one transaction: per group the tenant setting, then its rows.
+// Rows a group's statement refuses are retried one by one (dead letters).
+func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, groups []placedGroup, recs []LogRecord, done []bool, src *counter) error {
 	sc := new(scratch)
 	cctx, cancel := context.WithTimeout(ctx, w.opts.WriteTimeout)
 	defer cancel()
-	sql := placedInsertSQL(p, src != &w.written)
+	fresh := src == &w.written
 	var affected int64
 	n := 0
 	err := pgx.BeginTxFunc(cctx, pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
@@ -248,7 +259,8 @@ func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, p Place, gr
 			if err := sc.cols.fill(recs, g.idx, &g.seal); err != nil {
 				return err
 			}
-			tag, err := tx.Conn().PgConn().ExecParams(cctx, sql, placedParams(&sc.cols, g, p), placedOIDs(p), placedFormats(p), nil).Close()
+			p := g.place
+			tag, err := tx.Conn().PgConn().ExecParams(cctx, placedInsertSQL(p, !fresh), placedParams(&sc.cols, g, p), placedOIDs(p), placedFormats(p), nil).Close()
 			if err != nil {
 				return err
 			}
@@ -272,8 +284,8 @@ func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, p Place, gr
 	w.batchesFailed.Add(1)
 	// One group's rows were refused: each group row by row, in its own
 	// transaction (idempotent: nothing of the failed one was committed).
-	rsql := placedInsertSQL(p, true)
 	for _, g := range groups {
+		p, rsql := g.place, placedInsertSQL(g.place, true)
 		for _, i := range g.idx {
 			sc.one = append(sc.one[:0], i)
 			if err := sc.cols.fill(recs, sc.one, &g.seal); err != nil {
@@ -416,7 +428,7 @@ func (w *Writer) drainSegment(ctx context.Context, l *lane, sg spool.Segment) er
 			}
 			k = len(byPlace[p])
 			at[org] = k
-			byPlace[p] = append(byPlace[p], placedGroup{org: org, seal: sl, capture: capture})
+			byPlace[p] = append(byPlace[p], placedGroup{place: p, org: org, seal: sl, capture: capture})
 		}
 		byPlace[p][k].idx = append(byPlace[p][k].idx, i)
 	}
@@ -425,7 +437,7 @@ func (w *Writer) drainSegment(ctx context.Context, l *lane, sg spool.Segment) er
 		if err != nil {
 			return err
 		}
-		if err := w.writePlace(ctx, pool, p, groups, recs, done, &w.replayed); err != nil {
+		if err := w.writePlace(ctx, pool, groups, recs, done, &w.replayed); err != nil {
 			return err
 		}
 	}
