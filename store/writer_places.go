@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
@@ -278,7 +280,7 @@ func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, groups []pl
 		w.committed(src, n, affected)
 		return nil
 	}
-	if !refused(err) {
+	if !refused(err) && !placeGone(err) {
 		return err
 	}
 	w.batchesFailed.Add(1)
@@ -298,7 +300,7 @@ func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, groups []pl
 			switch {
 			case err == nil:
 				w.committed(src, 1, 1)
-			case refused(err):
+			case refused(err) || placeGone(err):
 				w.deadLetter(&recs[i], err)
 			default:
 				return err
@@ -307,6 +309,17 @@ func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, groups []pl
 		}
 	}
 	return nil
+}
+
+// placeGone reports whether the statement failed because its place is no
+// longer there: the tenant schema of an organization deleted while its
+// records were on their way (the writer's placement cache outlives it by
+// up to placementTTL). Like the shared tables' refusal of an organization
+// that does not exist, those records are dead letters; taken for an
+// outage, they would be retried forever and hold up every tenant's.
+func placeGone(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") // undefined_table, invalid_schema_name
 }
 
 // placedInsertSQL is insertSQL for place p: its schema's prompts; in a
