@@ -327,16 +327,30 @@ func placeGone(err error) bool {
 // and seal flag come as parameters $23 and $24 (read by the writer in the
 // main database, placementOf).
 func placedInsertSQL(p Place, idempotent bool) string {
-	q := strings.Replace(insertSQL, "INSERT INTO prompts ", "INSERT INTO "+p.table("prompts")+" ", 1)
+	q := insertSQL
 	if p.Target != "" {
-		i := strings.Index(q, "\t(SELECT coalesce(bool_or(o.capture_mode")
-		q = q[:i] + "\t(SELECT $23::bool AS full_text, $24::bool AS sealed) m"
+		q = targetInsertSQL
 	}
+	q = strings.Replace(q, "INSERT INTO prompts ", "INSERT INTO "+p.table("prompts")+" ", 1)
 	if idempotent {
 		q += "\nON CONFLICT ON CONSTRAINT prompts_pkey DO NOTHING"
 	}
 	return q
 }
+
+// targetInsertSQL is insertSQL with its read of organizations (the
+// capture mode and seal flag) replaced by parameters $23 and $24. Made at
+// start: a change of insertSQL that this does not follow stops every
+// test of the package (and the process) at once, rather than a target's
+// records at their first write.
+var targetInsertSQL = func() string {
+	const from = "\t(SELECT coalesce(bool_or(o.capture_mode"
+	i := strings.Index(insertSQL, from)
+	if i < 0 || !strings.Contains(insertSQL, "INSERT INTO prompts ") {
+		panic("store: insertSQL changed: bring targetInsertSQL (writer_places.go) up to date")
+	}
+	return insertSQL[:i] + "\t(SELECT $23::bool AS full_text, $24::bool AS sealed) m"
+}()
 
 var (
 	placedTargetOIDs    = append(append([]uint32(nil), insertOIDs...), oidBool, oidBool)
