@@ -47,12 +47,15 @@ func (s *Store) CreatePartitions(ctx context.Context, daysAhead int) (int, error
 }
 
 // tenantSchemasSQL lists the tenant schemas whose partitions the app role
-// maintains: named as SchemaName names them and owned by the owner of the
-// shared place's function, so that a schema someone else made is never
-// entered.
+// maintains: named as SchemaName names them, owned by the owner of the
+// shared place's function (a schema someone else made is never entered),
+// and migrated (the function there, the app role's USAGE granted: a
+// schema being created is skipped until it is).
 const tenantSchemasSQL = `SELECT n.nspname::text FROM pg_namespace n
 	WHERE n.nspname ~ '^t_[0-9a-f]{32}$'
 	  AND n.nspowner = (SELECT p.proowner FROM pg_proc p WHERE p.oid = 'public.prompts_create_partitions(integer)'::regprocedure)
+	  AND has_schema_privilege(n.oid, 'USAGE')
+	  AND EXISTS (SELECT FROM pg_proc f WHERE f.pronamespace = n.oid AND f.proname = 'prompts_create_partitions')
 	ORDER BY 1`
 
 func (s *Store) createPlacedPartitions(ctx context.Context, daysAhead int) (int, error) {
@@ -75,7 +78,7 @@ func (s *Store) createPlacedPartitions(ctx context.Context, daysAhead int) (int,
 		if err != nil && !errors.As(err, new(*pgconn.PgError)) {
 			return total, err // the main database itself
 		}
-		if err != nil { // a schema being dropped, or not yet migrated
+		if err != nil && !placeGone(err) { // gone: dropped since the listing
 			errs = append(errs, fmt.Errorf("schema %s: %w", schema, err))
 		}
 		total += n

@@ -3,7 +3,9 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -319,5 +321,63 @@ func TestPingTarget(t *testing.T) {
 	}
 	if err := st.PingTarget(ctx, "nope"); !errors.Is(err, store.ErrUnknownTarget) {
 		t.Errorf("unknown target: %v", err)
+	}
+}
+
+// BenchmarkWriterPlacement: the request log's rows/s with every tenant in
+// one placement: shared (the pipelined, prepared path), schema or a
+// database target (a transaction per place, statements sent as the
+// unnamed one). Compare the three in one run.
+func BenchmarkWriterPlacement(b *testing.B) {
+	for _, n := range []int{10, 100} {
+		for _, pl := range []store.Placement{{Kind: store.PlaceShared}, {Kind: store.PlaceSchema}, {Kind: store.PlaceDatabase, Target: "t1"}} {
+			b.Run(fmt.Sprintf("tenants=%d/%s", n, strings.ReplaceAll(pl.String(), ":", "_")), func(b *testing.B) {
+				ts := storetest.Targets(b)
+				a := storetest.PlacedAdmin(b)
+				orgs := make([]uuid.UUID, n)
+				for i := range orgs {
+					o, _, err := a.CreateOrgPlaced(context.Background(), store.NewOrg{Name: "bench", Capture: store.CaptureFull, Placement: pl}, store.Idempotency{})
+					if err != nil {
+						b.Fatal(err)
+					}
+					orgs[i] = o.ID
+					b.Cleanup(func() { a.DeleteOrg(context.Background(), o.ID) })
+				}
+				st := storetest.Open(b, store.Options{MaxConns: 10})
+				st.UseTargets(ts, store.TargetPoolOptions{MaxConns: 4})
+				benchWriterOrgs(b, st, store.WriterOptions{}, orgs)
+			})
+		}
+	}
+}
+
+// A schema tenant deleted while its records are on their way: the writer
+// still routes them to the schema (its placement cache), finds it gone,
+// and makes them dead letters; the other tenants' records keep flowing
+// (no spool, no retry loop).
+func TestWriterSchemaTenantDeletedInFlight(t *testing.T) {
+	storetest.Targets(t)
+	a := storetest.PlacedAdmin(t)
+	A, B, _, _ := placedTenants(t, a)
+	st := storetest.Open(t, store.Options{})
+	w := startWriter(t, st, store.WriterOptions{SpoolDir: t.TempDir(), FlushInterval: 5 * time.Millisecond, MaxBackoff: 100 * time.Millisecond})
+	run := "gone" + uuid.NewString()[:8]
+	w.Record(rec(B.ID, run, 0))
+	w.Record(rec(A.ID, run, 0))
+	owner := storetest.OwnerPool(t)
+	waitFor(t, 10*time.Second, "the first records", func() bool {
+		return countIn(t, owner, "public", A.ID, run) == 1 && countIn(t, owner, store.SchemaName(B.ID), B.ID, run) == 1
+	})
+	if _, err := a.DeleteOrg(context.Background(), B.ID); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		w.Record(rec(B.ID, run, i))
+		w.Record(rec(A.ID, run, i))
+	}
+	waitFor(t, 10*time.Second, "A's records after B's deletion", func() bool { return countIn(t, owner, "public", A.ID, run) == 6 })
+	waitFor(t, 10*time.Second, "B's records as dead letters", func() bool { return w.Stats().DeadLetters == 5 })
+	if s := w.Stats(); s.Replaying || s.SpoolBytes != 0 {
+		t.Errorf("stats %+v: the deleted schema was taken for an outage", s)
 	}
 }

@@ -126,6 +126,68 @@ func (s *Store) orgPlacement(ctx context.Context, org uuid.UUID) (Placement, str
 	return p, capture, nil
 }
 
+// prefetchPlacements reads, in one round trip, the placements of the
+// organizations of orgs that the cache lacks (or holds expired): one
+// read-only transaction setting each one's tenant context in turn before
+// reading its own row, pipelined. The writer calls it once per batch, so
+// that thousands of tenants cost one round trip, not one each.
+func (s *Store) prefetchPlacements(ctx context.Context, orgs []uuid.UUID) error {
+	r := &s.router
+	now := time.Now()
+	var miss []uuid.UUID
+	r.mu.Lock()
+	for _, org := range orgs {
+		if e, ok := r.cache[org]; !ok || !now.Before(e.expires) {
+			miss = append(miss, org)
+		}
+	}
+	r.mu.Unlock()
+	if len(miss) < 2 {
+		return nil // orgPlacement reads a single one itself
+	}
+	got := make(map[uuid.UUID]placementEntry, len(miss))
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		for _, org := range miss {
+			b.Queue(`SELECT set_config('`+TenantSetting+`', $1::text, true)`, org.String())
+			b.Queue(`SELECT placement, capture_mode FROM organizations WHERE id = $1`, org)
+		}
+		br := tx.SendBatch(ctx, b)
+		defer br.Close()
+		for _, org := range miss {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+			var text, capture string
+			err := br.QueryRow().Scan(&text, &capture)
+			if errors.Is(err, pgx.ErrNoRows) {
+				continue // no such organization: orgPlacement says shared
+			}
+			if err != nil {
+				return err
+			}
+			p, err := ParsePlacement(text)
+			if err != nil {
+				return err
+			}
+			got[org] = placementEntry{p: p, capture: capture, expires: now.Add(placementTTL)}
+		}
+		return br.Close()
+	})
+	if err != nil {
+		return fmt.Errorf("reading placements: %w", classify(err))
+	}
+	r.mu.Lock()
+	if r.cache == nil || len(r.cache)+len(got) > 100_000 {
+		r.cache = map[uuid.UUID]placementEntry{}
+	}
+	for org, e := range got {
+		r.cache[org] = e
+	}
+	r.mu.Unlock()
+	return nil
+}
+
 // poolFor returns the pool of place p, opening a target's at its first
 // use (without waiting for the target: connections are made on demand).
 func (s *Store) poolFor(ctx context.Context, p Place) (*pgxpool.Pool, error) {

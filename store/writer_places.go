@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
@@ -32,6 +34,7 @@ import (
 
 // placedGroup is one organization's records of a batch, bound for its place.
 type placedGroup struct {
+	place   Place
 	org     uuid.UUID
 	idx     []int
 	seal    rowSealer
@@ -127,6 +130,9 @@ func (l *lane) ok(w *Writer) {
 // out of rs.orgs, rs.groupIdx and rs.seals, by place.
 func (w *Writer) splitPlaced(ctx context.Context) (map[Place][]placedGroup, error) {
 	rs := &w.rs
+	if err := w.st.prefetchPlacements(ctx, rs.orgs); err != nil {
+		return nil, err
+	}
 	var placed map[Place][]placedGroup
 	n := 0
 	for g, org := range rs.orgs {
@@ -144,7 +150,7 @@ func (w *Writer) splitPlaced(ctx context.Context) (map[Place][]placedGroup, erro
 			placed = map[Place][]placedGroup{}
 		}
 		p := PlaceOf(org, pl)
-		placed[p] = append(placed[p], placedGroup{org: org, idx: append([]int(nil), rs.groupIdx[g]...), seal: rs.seals[g], capture: capture})
+		placed[p] = append(placed[p], placedGroup{place: p, org: org, idx: append([]int(nil), rs.groupIdx[g]...), seal: rs.seals[g], capture: capture})
 	}
 	rs.orgs, rs.seals, rs.groupIdx = rs.orgs[:n], rs.seals[:n], rs.groupIdx[:n]
 	for org := range rs.groups {
@@ -165,12 +171,22 @@ func (w *Writer) writePlaced(ctx context.Context, placed map[Place][]placedGroup
 		places = append(places, p)
 	}
 	sort.Slice(places, func(i, j int) bool { return places[i].String() < places[j].String() })
+	// Every tenant schema is in the main database: one transaction for
+	// all of them (BenchmarkWriterPlacement), in schema order.
+	var main []placedGroup
+	for _, p := range places {
+		if p.Target == "" {
+			main = append(main, placed[p]...)
+		}
+	}
+	if len(main) > 0 {
+		if err := w.writePlace(ctx, w.st.pool, main, recs, done, src); err != nil {
+			return err
+		}
+	}
 	for _, p := range places {
 		groups := placed[p]
 		if p.Target == "" {
-			if err := w.writePlace(ctx, w.st.pool, p, groups, recs, done, src); err != nil {
-				return err
-			}
 			continue
 		}
 		l, err := w.laneFor(p.Target)
@@ -180,7 +196,7 @@ func (w *Writer) writePlaced(ctx context.Context, placed map[Place][]placedGroup
 		if !l.parking() {
 			pool, err := w.st.poolFor(ctx, p)
 			if err == nil {
-				err = w.writePlace(ctx, pool, p, groups, recs, done, src)
+				err = w.writePlace(ctx, pool, groups, recs, done, src)
 			}
 			if err == nil {
 				l.ok(w)
@@ -227,14 +243,14 @@ func (w *Writer) park(l *lane, groups []placedGroup, recs []LogRecord, done []bo
 	return nil
 }
 
-// writePlace writes groups into place p in one transaction on pool: per
-// group the tenant setting, then its rows. Rows a group's statement
-// refuses are retried one by one (dead letters).
-func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, p Place, groups []placedGroup, recs []LogRecord, done []bool, src *counter) error {
+// writePlace writes groups (each into its own place, all reached through
+// pool) in one transaction: per group the tenant setting, then its rows.
+// Rows a group's statement refuses are retried one by one (dead letters).
+func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, groups []placedGroup, recs []LogRecord, done []bool, src *counter) error {
 	sc := new(scratch)
 	cctx, cancel := context.WithTimeout(ctx, w.opts.WriteTimeout)
 	defer cancel()
-	sql := placedInsertSQL(p, src != &w.written)
+	fresh := src == &w.written
 	var affected int64
 	n := 0
 	err := pgx.BeginTxFunc(cctx, pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
@@ -246,7 +262,8 @@ func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, p Place, gr
 			if err := sc.cols.fill(recs, g.idx, &g.seal); err != nil {
 				return err
 			}
-			tag, err := tx.Conn().PgConn().ExecParams(cctx, sql, placedParams(&sc.cols, g, p), placedOIDs(p), placedFormats(p), nil).Close()
+			p := g.place
+			tag, err := tx.Conn().PgConn().ExecParams(cctx, placedInsertSQL(p, !fresh), placedParams(&sc.cols, g, p), placedOIDs(p), placedFormats(p), nil).Close()
 			if err != nil {
 				return err
 			}
@@ -264,14 +281,14 @@ func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, p Place, gr
 		w.committed(src, n, affected)
 		return nil
 	}
-	if !refused(err) {
+	if !refused(err) && !placeGone(err) {
 		return err
 	}
 	w.batchesFailed.Add(1)
 	// One group's rows were refused: each group row by row, in its own
 	// transaction (idempotent: nothing of the failed one was committed).
-	rsql := placedInsertSQL(p, true)
 	for _, g := range groups {
+		p, rsql := g.place, placedInsertSQL(g.place, true)
 		for _, i := range g.idx {
 			sc.one = append(sc.one[:0], i)
 			if err := sc.cols.fill(recs, sc.one, &g.seal); err != nil {
@@ -284,7 +301,7 @@ func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, p Place, gr
 			switch {
 			case err == nil:
 				w.committed(src, 1, 1)
-			case refused(err):
+			case refused(err) || placeGone(err):
 				w.deadLetter(&recs[i], err)
 			default:
 				return err
@@ -295,22 +312,48 @@ func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, p Place, gr
 	return nil
 }
 
+// placeGone reports whether the statement failed because its place is no
+// longer there: the tenant schema of an organization deleted while its
+// records were on their way (the writer's placement cache outlives it by
+// up to placementTTL). Like the shared tables' refusal of an organization
+// that does not exist, those records are dead letters; taken for an
+// outage, they would be retried forever and hold up every tenant's.
+func placeGone(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") // undefined_table, invalid_schema_name
+}
+
 // placedInsertSQL is insertSQL for place p: its schema's prompts; in a
 // database target, which has no organizations table, the capture mode
 // and seal flag come as the two parameters after insertSQL's (read by the
 // writer in the main database, placementOf).
 func placedInsertSQL(p Place, idempotent bool) string {
-	q := strings.Replace(insertSQL, "INSERT INTO prompts ", "INSERT INTO "+p.table("prompts")+" ", 1)
+	q := insertSQL
 	if p.Target != "" {
-		i := strings.Index(q, "\t(SELECT coalesce(bool_or(o.capture_mode")
-		n := len(insertOIDs)
-		q = q[:i] + "\t(SELECT $" + strconv.Itoa(n+1) + "::bool AS full_text, $" + strconv.Itoa(n+2) + "::bool AS sealed) m"
+		q = targetInsertSQL
 	}
+	q = strings.Replace(q, "INSERT INTO prompts ", "INSERT INTO "+p.table("prompts")+" ", 1)
 	if idempotent {
 		q += "\nON CONFLICT ON CONSTRAINT prompts_pkey DO NOTHING"
 	}
 	return q
 }
+
+// targetInsertSQL is insertSQL with its read of organizations (the
+// capture mode and seal flag) replaced by the two parameters after
+// insertSQL's (insertOIDs). Made at
+// start: a change of insertSQL that this does not follow stops every
+// test of the package (and the process) at once, rather than a target's
+// records at their first write.
+var targetInsertSQL = func() string {
+	const from = "\t(SELECT coalesce(bool_or(o.capture_mode"
+	i := strings.Index(insertSQL, from)
+	if i < 0 || !strings.Contains(insertSQL, "INSERT INTO prompts ") {
+		panic("store: insertSQL changed: bring targetInsertSQL (writer_places.go) up to date")
+	}
+	n := len(insertOIDs)
+	return insertSQL[:i] + "\t(SELECT $" + strconv.Itoa(n+1) + "::bool AS full_text, $" + strconv.Itoa(n+2) + "::bool AS sealed) m"
+}()
 
 var (
 	placedTargetOIDs    = append(append([]uint32(nil), insertOIDs...), oidBool, oidBool)
@@ -415,7 +458,7 @@ func (w *Writer) drainSegment(ctx context.Context, l *lane, sg spool.Segment) er
 			}
 			k = len(byPlace[p])
 			at[org] = k
-			byPlace[p] = append(byPlace[p], placedGroup{org: org, seal: sl, capture: capture})
+			byPlace[p] = append(byPlace[p], placedGroup{place: p, org: org, seal: sl, capture: capture})
 		}
 		byPlace[p][k].idx = append(byPlace[p][k].idx, i)
 	}
@@ -424,7 +467,7 @@ func (w *Writer) drainSegment(ctx context.Context, l *lane, sg spool.Segment) er
 		if err != nil {
 			return err
 		}
-		if err := w.writePlace(ctx, pool, p, groups, recs, done, &w.replayed); err != nil {
+		if err := w.writePlace(ctx, pool, groups, recs, done, &w.replayed); err != nil {
 			return err
 		}
 	}

@@ -347,6 +347,8 @@ func TestBadBodies(t *testing.T) {
 		{"trailing", "/admin/v1/organizations", `{"name": "x"} {"name": "y"}`, 400, "", "follows the object"},
 		{"missing name", "/admin/v1/organizations", `{}`, 400, "name", "required"},
 		{"bad capture", "/admin/v1/organizations", `{"name": "x", "capture_mode": "all"}`, 400, "capture_mode", "full or metadata"},
+		{"bad placement", "/admin/v1/organizations", `{"name": "x", "placement": "database:Bad"}`, 400, "placement", "shared, schema or database:NAME"},
+		{"unknown target", "/admin/v1/organizations", `{"name": "x", "placement": "database:nope"}`, 400, "placement", "does not name"},
 		{"no rpm", keysPath, `{"name": "k"}`, 400, "rate_limit_per_minute", "required"},
 		{"negative tpm", keysPath, `{"name": "k", "rate_limit_per_minute": 1, "tokens_per_minute": -1}`, 400, "tokens_per_minute", "from 0"},
 		{"oversized", "/admin/v1/organizations", `{"name": "` + strings.Repeat("x", 70000) + `"}`, 413, "", "exceeds the limit"},
