@@ -3,11 +3,14 @@ package gateway
 import (
 	"context"
 	"errors"
+	"strconv"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/bulkheadhq/bulkhead/gateway/budget"
 	"github.com/bulkheadhq/bulkhead/gateway/openai"
+	"github.com/bulkheadhq/bulkhead/ratelimit"
 	"github.com/bulkheadhq/bulkhead/store"
 )
 
@@ -71,7 +74,8 @@ func (s *Server) maxCost(x *exchange, r openai.Request) store.MicroUSD {
 
 // reserveBudget sets the request's maximum cost aside from every budget
 // that applies to it (its organization's, its key's, its end user's) and
-// sets the remaining-budget headers. Over budget: 429 insufficient_quota.
+// sets the remaining-budget headers. Over budget: 429 insufficient_quota,
+// with Retry-After until spend first leaves the window.
 // Budgets fail closed: unreachable Redis or PostgreSQL is a 503.
 func (s *Server) reserveBudget(rc *fasthttp.RequestCtx, x *exchange, r openai.Request) error {
 	if s.budgets == nil {
@@ -91,6 +95,10 @@ func (s *Server) reserveBudget(rc *fasthttp.RequestCtx, x *exchange, r openai.Re
 	rc.Response.Header.Set(HeaderBudgetRemaining, d.Remaining.String())
 	rc.Response.Header.Set(HeaderBudgetLevel, d.Level)
 	if !d.Allowed {
+		// When some spend leaves the window at the earliest: a retry
+		// before then is refused again (unless a reservation is released).
+		wait := d.Window.NextChange(time.Now()).Sub(time.Now())
+		rc.Response.Header.Set(ratelimit.HeaderRetryAfter, strconv.FormatInt(ratelimit.RetryAfterSeconds(wait), 10))
 		return insufficientQuota(d)
 	}
 	x.budget, x.budgetHeld = res, true

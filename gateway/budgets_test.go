@@ -321,7 +321,8 @@ func TestBudgetLevels(t *testing.T) {
 	}
 	gw := budgetReplica(t, h, budgetRedis(t), "bulkhead:budget:test:"+uuid.NewString(), nil)
 	r := gw.do("POST", "/v1/chat/completions", budgetChat(model, "bob"), "Authorization", "Bearer "+key)
-	if r.status != 429 || r.headers[strings.ToLower(HeaderBudgetLevel)] != "user" || !strings.Contains(string(r.body), "user budget") {
+	if r.status != 429 || r.headers[strings.ToLower(HeaderBudgetLevel)] != "user" || !strings.Contains(string(r.body), "user budget") ||
+		r.headers["retry-after"] == "" || r.headers["retry-after"] == "0" {
 		t.Errorf("bob over his budget: %d %v %s", r.status, r.headers, r.body)
 	}
 	r = gw.do("POST", "/v1/chat/completions", budgetChat(model, "alice"), "Authorization", "Bearer "+key)

@@ -70,6 +70,21 @@ func (w BudgetWindow) Start(now time.Time) time.Time {
 	return now.Add(-w.Rolling)
 }
 
+// NextChange is when spend next leaves the window in force at now: the
+// next UTC midnight or first of the month; for a rolling window, the next
+// of its 60 buckets (gateway/budget), the soonest any spend can expire.
+func (w BudgetWindow) NextChange(now time.Time) time.Time {
+	start := w.Start(now)
+	switch w.Kind {
+	case "day":
+		return start.AddDate(0, 0, 1)
+	case "month":
+		return start.AddDate(0, 1, 0)
+	}
+	step := max(w.Rolling/60, time.Second).Truncate(time.Second)
+	return now.Truncate(step).Add(step)
+}
+
 // Budget is a limit on what an organization (KeyID and EndUser nil), one
 // of its keys, one of its end users, or a key's end user spends in a
 // window, at the catalog's prices (requests to models outside the

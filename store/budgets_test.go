@@ -33,6 +33,15 @@ func TestParseBudgetWindow(t *testing.T) {
 			t.Errorf("%s: Start = %s, want %s", w, got, want)
 		}
 	}
+	for w, want := range map[store.BudgetWindow]time.Time{
+		{Kind: "day"}:                         time.Date(2026, 12, 8, 0, 0, 0, 0, time.UTC),
+		{Kind: "month"}:                       time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC),
+		{Kind: "rolling", Rolling: time.Hour}: now.Add(time.Minute),
+	} {
+		if got := w.NextChange(now); !got.Equal(want) {
+			t.Errorf("%s: NextChange = %s, want %s", w, got, want)
+		}
+	}
 }
 
 // Budgets are set (replacing one of the same scope), listed and removed
