@@ -483,14 +483,14 @@ func TestTenantSeesOnlyItsRows(t *testing.T) {
 
 	for _, tenant := range []seeded{a, b} {
 		err := s.InTenant(ctx, tenant.org, func(tx pgx.Tx) error {
-			for table, col := range map[string]string{"organizations": "id", "api_keys": "organization_id", "prompts": "organization_id", "usage_hourly": "organization_id"} {
+			for table, col := range map[string]string{"organizations": "id", "api_keys": "organization_id", "prompts": "organization_id", "usage_hourly": "organization_id", "usage_daily": "organization_id"} {
 				rows, _ := tx.Query(ctx, "SELECT "+col+" FROM "+table) // deliberately no WHERE
 				orgs, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 				if err != nil {
 					return err
 				}
 				// usage_hourly: the seeded prompts' one hour.
-				want := map[string]int{"organizations": 1, "api_keys": 1, "prompts": tenant.prompts, "usage_hourly": 1}[table]
+				want := map[string]int{"organizations": 1, "api_keys": 1, "prompts": tenant.prompts, "usage_hourly": 1, "usage_daily": 1}[table]
 				if len(orgs) != want {
 					t.Errorf("%s as %s: %d rows, want %d", table, tenant.org, len(orgs), want)
 				}
@@ -626,6 +626,8 @@ func TestCrossTenantWritesRejected(t *testing.T) {
 			VALUES ($1, now(), 'm', 1, 0, 0, 0, 0, 0)`, []any{a.org}, store.ErrForbidden, noPrivilege},
 		{"inflate B's usage", `UPDATE usage_hourly SET requests = requests + 1 WHERE organization_id = $1`, []any{b.org}, store.ErrForbidden, noPrivilege},
 		{"erase A's usage", `DELETE FROM usage_hourly WHERE organization_id = $1`, []any{a.org}, store.ErrForbidden, noPrivilege},
+		{"inflate B's daily usage", `UPDATE usage_daily SET requests = requests + 1 WHERE organization_id = $1`, []any{b.org}, store.ErrForbidden, noPrivilege},
+		{"erase A's daily usage", `DELETE FROM usage_daily WHERE organization_id = $1`, []any{a.org}, store.ErrForbidden, noPrivilege},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
