@@ -97,7 +97,7 @@ func (s *Server) reserveBudget(rc *fasthttp.RequestCtx, x *exchange, r openai.Re
 	if !d.Allowed {
 		// When some spend leaves the window at the earliest: a retry
 		// before then is refused again (unless a reservation is released).
-		wait := d.Window.NextChange(time.Now()).Sub(time.Now())
+		wait := time.Until(d.Window.NextChange(time.Now()))
 		rc.Response.Header.Set(ratelimit.HeaderRetryAfter, strconv.FormatInt(ratelimit.RetryAfterSeconds(wait), 10))
 		return insufficientQuota(d)
 	}
