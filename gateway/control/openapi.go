@@ -110,6 +110,8 @@ var (
 	uuidType = reflect.TypeOf(uuid.UUID{})
 	// Amounts of dollars marshal as exact decimal strings (MicroUSD.MarshalJSON).
 	usdType = reflect.TypeOf(store.MicroUSD(0))
+	// A budget's window marshals as its text: day, month or rolling:DURATION.
+	windowType = reflect.TypeOf(store.BudgetWindow{})
 )
 
 func (g *schemaGen) schema(t reflect.Type) map[string]any {
@@ -120,6 +122,8 @@ func (g *schemaGen) schema(t reflect.Type) map[string]any {
 		return map[string]any{"type": "string", "format": "uuid"}
 	case usdType:
 		return map[string]any{"type": "string", "pattern": `^[0-9]+(\.[0-9]{1,6})?$`}
+	case windowType:
+		return map[string]any{"type": "string", "pattern": `^(day|month|rolling:.+)$`}
 	}
 	switch t.Kind() {
 	case reflect.Pointer:

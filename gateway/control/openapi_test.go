@@ -81,6 +81,10 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 		{"POST", "/admin/v1/organizations/{id}/models/grant", "/admin/v1/organizations/{org}/models/grant", map[string]any{"model": model}, nil},
 		{"POST", "/admin/v1/organizations/{id}/models/revoke", "/admin/v1/organizations/{org}/models/revoke", map[string]any{"model": model}, nil},
 		{"DELETE", "/admin/v1/models/{id}", "/admin/v1/models/{model}", nil, nil},
+		{"PUT", "/admin/v1/organizations/{id}/budgets", "/admin/v1/organizations/{org}/budgets", map[string]any{"usd": "25", "window": "month",
+			"alert_at_permille": []int{800, 1000}, "end_user": "alice"}, nil},
+		{"GET", "/admin/v1/organizations/{id}/budgets", "/admin/v1/organizations/{org}/budgets", nil, nil},
+		{"POST", "/admin/v1/organizations/{id}/budgets/remove", "/admin/v1/organizations/{org}/budgets/remove", map[string]any{"end_user": "alice"}, nil},
 		{"DELETE", "/admin/v1/session", "/admin/v1/session", nil, nil},
 		{"DELETE", "/admin/v1/organizations/{id}", "/admin/v1/organizations/{org}", nil, nil},
 	}

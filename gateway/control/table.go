@@ -69,6 +69,13 @@ func (s *Server) routeTable() []route {
 		{method: "POST", pattern: "/admin/v1/organizations/{id}/models/revoke", summary: "Forbid an organization a shared model (overrides BULKHEAD_MODEL_ACCESS_DEFAULT)",
 			access: operatorWrite, status: ok, body: modelAccessRequest{}, resp: modelAccess{}, handle: s.revokeModel},
 
+		{method: "GET", pattern: "/admin/v1/organizations/{id}/budgets", summary: "An organization's dollar budgets: organization, key and end-user levels, each with its window and alert thresholds",
+			access: tenantRead, status: ok, resp: budgetList{}, handle: s.listBudgets},
+		{method: "PUT", pattern: "/admin/v1/organizations/{id}/budgets", summary: "Set the budget of one scope (the organization, a key, an end user, or a key's end user), replacing its previous one",
+			access: operatorWrite, status: ok, body: setBudgetRequest{}, resp: store.Budget{}, handle: s.setBudget},
+		{method: "POST", pattern: "/admin/v1/organizations/{id}/budgets/remove", summary: "Remove the budget of one scope",
+			access: operatorWrite, status: ok, body: budgetScope{}, resp: store.Budget{}, handle: s.removeBudget},
+
 		{method: "GET", pattern: "/admin/v1/usage", summary: "Usage of every organization, busiest first (operators)",
 			access: operatorRead, status: ok, resp: orgUsageReport{}, handle: s.usageByOrg, query: []param{qSince, qUntil}},
 		{method: "GET", pattern: "/admin/v1/organizations/{id}/usage", summary: "An organization's requests and tokens, grouped",
