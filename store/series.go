@@ -22,6 +22,9 @@ type SeriesRow struct {
 	CompletionTokens int64  `json:"completion_tokens"` // 0 in a series by status
 	TotalTokens      int64  `json:"total_tokens"`      // 0 in a series by status
 	Errors           int64  `json:"errors"`            // status 400 and above
+	// CostUSD sums the cell's priced requests (decimal text); null when
+	// none was priced, and in a series by status.
+	CostUSD *MicroUSD `json:"cost_usd"`
 	// The latency percentiles of the cell's requests (of all the day's
 	// requests in a series by status), to the upper bound of their
 	// latency bucket (latencyBounds: about 1.5× apart, so within 50%
@@ -45,7 +48,7 @@ var seriesGroups = map[string]struct{ by, label string }{
 func ValidSeriesGroup(by string) bool { _, ok := seriesGroups[by]; return ok }
 
 // seriesColumns are a series cell's sums: requests, tokens, errors (status
-// 400 and above), client errors (400 to 499), and the counts of each
+// 400 and above), client errors (400 to 499), cost, and the counts of each
 // latency bucket. The counts are summed as integer, whose sum PostgreSQL
 // accumulates in a bigint, where a bigint's goes through numeric: half the
 // time of a 30-day series (one rollup row's counts are of one hour, model
@@ -58,6 +61,7 @@ var seriesColumns = func() []hourlyColumn {
 		{"u", "usage_tokens", "usage_tokens"},
 		{"e", "errors::int", "(status >= 400)::int"},
 		{"ce", "client_errors::int", "(status BETWEEN 400 AND 499)::int"},
+		{"m", "cost_micros", "cost_micros"}, // summed without coalesce: NULL while nothing is priced
 	}
 	for i := range len(latencyBounds) + 1 {
 		n := strconv.Itoa(i)
@@ -81,6 +85,9 @@ func seriesQuery(by string) (string, bool) {
 	sums := make([]string, len(seriesColumns))
 	for i, c := range seriesColumns {
 		sums[i] = "coalesce(sum(" + c.name + "), 0)::bigint"
+		if c.name == "m" {
+			sums[i] = "sum(m)::bigint"
+		}
 	}
 	return `SELECT to_char(to_timestamp(d * 86400) AT TIME ZONE 'UTC', 'YYYY-MM-DD'), ` + label + ` AS label, ` +
 		strings.Join(sums, ", ") + ` FROM (` + hourlyUnion(byModelAndKey, groups, seriesColumns) + `) x GROUP BY ` + groupBy + ` ORDER BY ` + order, true
@@ -128,12 +135,13 @@ func (s *Store) UsageSeries(ctx context.Context, org uuid.UUID, since, until tim
 type seriesCell struct {
 	day, group                                     string
 	requests, prompt, completion, total, errs, cli int64
+	cost                                           *MicroUSD
 	histogram                                      []int64
 }
 
 func scanSeriesCell(rows pgx.Rows) (seriesCell, error) {
 	c := seriesCell{histogram: make([]int64, len(latencyBounds)+1)}
-	dest := []any{&c.day, &c.group, &c.requests, &c.prompt, &c.completion, &c.total, &c.errs, &c.cli}
+	dest := []any{&c.day, &c.group, &c.requests, &c.prompt, &c.completion, &c.total, &c.errs, &c.cli, &c.cost}
 	for i := range c.histogram {
 		dest = append(dest, &c.histogram[i])
 	}
@@ -142,7 +150,7 @@ func scanSeriesCell(rows pgx.Rows) (seriesCell, error) {
 
 func (c seriesCell) row() SeriesRow {
 	return SeriesRow{Day: c.day, Group: c.group, Requests: c.requests, PromptTokens: c.prompt,
-		CompletionTokens: c.completion, TotalTokens: c.total, Errors: c.errs,
+		CompletionTokens: c.completion, TotalTokens: c.total, Errors: c.errs, CostUSD: c.cost,
 		LatencyP50MS: latencyPercentile(c.histogram, 0.5), LatencyP95MS: latencyPercentile(c.histogram, 0.95)}
 }
 

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"slices"
+	"reflect"
 	"testing"
 	"time"
 
@@ -28,9 +28,11 @@ func seriesFromRows(t *testing.T, owner *pgxpool.Pool, org uuid.UUID, since, unt
 		"status": "CASE WHEN status < 400 THEN 'ok' WHEN status < 500 THEN '4xx' ELSE '5xx' END",
 	}[by]
 	tokens := "sum(prompt_tokens), sum(completion_tokens), sum(usage_tokens)"
+	cost := "sum(cost_micros)"
 	latency := "percentile_disc(0.5) WITHIN GROUP (ORDER BY greatest(latency_ms, 0)), percentile_disc(0.95) WITHIN GROUP (ORDER BY greatest(latency_ms, 0))"
 	if by == "status" { // tokens 0, the day's latency
 		tokens = "0::bigint, 0::bigint, 0::bigint"
+		cost = "NULL::bigint"
 		latency = "max(p50), max(p95)"
 	}
 	rows, err := owner.Query(context.Background(), `
@@ -38,7 +40,7 @@ func seriesFromRows(t *testing.T, owner *pgxpool.Pool, org uuid.UUID, since, unt
 			WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3),
 		days AS (SELECT d, percentile_disc(0.5) WITHIN GROUP (ORDER BY greatest(latency_ms, 0)) AS p50,
 			percentile_disc(0.95) WITHIN GROUP (ORDER BY greatest(latency_ms, 0)) AS p95 FROM r GROUP BY d)
-		SELECT r.d, `+expr+` AS g, count(*), `+tokens+`, count(*) FILTER (WHERE status >= 400), `+latency+`
+		SELECT r.d, `+expr+` AS g, count(*), `+tokens+`, count(*) FILTER (WHERE status >= 400), `+cost+`, `+latency+`
 		FROM r JOIN days USING (d) GROUP BY r.d, g ORDER BY r.d, array_position(ARRAY['ok', '4xx', '5xx'], `+expr+`), g`, org, since, until)
 	if err != nil {
 		t.Fatal(err)
@@ -46,7 +48,7 @@ func seriesFromRows(t *testing.T, owner *pgxpool.Pool, org uuid.UUID, since, unt
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.SeriesRow, error) {
 		var s store.SeriesRow
 		err := r.Scan(&s.Day, &s.Group, &s.Requests, &s.PromptTokens, &s.CompletionTokens, &s.TotalTokens, &s.Errors,
-			&s.LatencyP50MS, &s.LatencyP95MS)
+			&s.CostUSD, &s.LatencyP50MS, &s.LatencyP95MS)
 		s.LatencyP50MS, s.LatencyP95MS = store.LatencyBucketForTest(s.LatencyP50MS), store.LatencyBucketForTest(s.LatencyP95MS)
 		return s, err
 	})
@@ -84,12 +86,13 @@ func TestUsageSeriesMatchesRows(t *testing.T) {
 	for _, o := range orgs {
 		for _, first := range []int{0, 1} {
 			if _, err := owner.Exec(ctx, `INSERT INTO prompts (organization_id, id, request_id, api_key_id, model, status,
-					prompt_tokens, completion_tokens, usage_tokens, latency_ms, created_at)
+					prompt_tokens, completion_tokens, usage_tokens, latency_ms, created_at, cost_micros)
 				SELECT $1, prompts_row_id(t, gen_random_uuid()), 's-' || g,
 					CASE WHEN $1 = $3::uuid THEN ($4::uuid[])[g % 3 + 1] END, 'm' || (g % 7 % 3),
 					CASE WHEN g % 13 = 0 THEN 500 WHEN g % 7 = 0 THEN 429 WHEN g % 19 = 0 THEN 404 ELSE 200 END,
 					g % 13, g % 17, g % 13 + g % 17,
-					CASE WHEN g % 97 = 0 THEN -3 WHEN g % 89 = 0 THEN 400000 ELSE (g * g * 31) % 25000 END, t
+					CASE WHEN g % 97 = 0 THEN -3 WHEN g % 89 = 0 THEN 400000 ELSE (g * g * 31) % 25000 END, t,
+					CASE WHEN g % 7 % 3 = 2 THEN NULL ELSE g % 11 * 1000 END -- model m2 is not priced
 				FROM generate_series($5::int, 72 * 60 / 6, 2) g, LATERAL (SELECT $2::timestamptz + g * interval '397 seconds' AS t) c`,
 				o, base, org, keys, first); err != nil {
 				t.Fatal(err)
@@ -118,7 +121,7 @@ func TestUsageSeriesMatchesRows(t *testing.T) {
 					t.Fatal(err)
 				}
 				want := seriesFromRows(t, owner, org, w[0], w[1], by)
-				if !slices.Equal(got, want) && !(len(got) == 0 && len(want) == 0) {
+				if !reflect.DeepEqual(got, want) && !(len(got) == 0 && len(want) == 0) {
 					t.Errorf("by=%s [%s, %s):\n got %v\nwant %v", by, w[0].Format(time.RFC3339Nano), w[1].Format(time.RFC3339Nano), got, want)
 				}
 			}

@@ -6,7 +6,9 @@
 --                   `bulkhead migrate`, every table
 --   bulkhead_app    LOGIN NOSUPERUSER NOBYPASSRLS: the running gateway; owns
 --                   nothing, gets only the grants the migrations give it
---   databases       bulkhead (compose's gateway) and bulkhead_test (go test)
+--   databases       bulkhead (compose's gateway), bulkhead_test (go test) and
+--                   bulkhead_test_t1, bulkhead_test_t2 (go test's database
+--                   targets of tenant placement)
 --
 -- The passwords are development-only and match config's defaults. In
 -- production your DBA runs the same statements with real secrets.
@@ -16,6 +18,8 @@ CREATE ROLE bulkhead_app LOGIN PASSWORD 'bulkhead' NOSUPERUSER NOBYPASSRLS NOCRE
 
 CREATE DATABASE bulkhead OWNER bulkhead_owner;
 CREATE DATABASE bulkhead_test OWNER bulkhead_owner;
+CREATE DATABASE bulkhead_test_t1 OWNER bulkhead_owner;
+CREATE DATABASE bulkhead_test_t2 OWNER bulkhead_owner;
 
 \connect bulkhead
 REVOKE ALL ON DATABASE bulkhead FROM PUBLIC;
@@ -26,5 +30,17 @@ GRANT USAGE ON SCHEMA public TO bulkhead_app;
 \connect bulkhead_test
 REVOKE ALL ON DATABASE bulkhead_test FROM PUBLIC;
 GRANT CONNECT, TEMPORARY ON DATABASE bulkhead_test TO bulkhead_app;
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+GRANT USAGE ON SCHEMA public TO bulkhead_app;
+
+\connect bulkhead_test_t1
+REVOKE ALL ON DATABASE bulkhead_test_t1 FROM PUBLIC;
+GRANT CONNECT, TEMPORARY ON DATABASE bulkhead_test_t1 TO bulkhead_app;
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+GRANT USAGE ON SCHEMA public TO bulkhead_app;
+
+\connect bulkhead_test_t2
+REVOKE ALL ON DATABASE bulkhead_test_t2 FROM PUBLIC;
+GRANT CONNECT, TEMPORARY ON DATABASE bulkhead_test_t2 TO bulkhead_app;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO bulkhead_app;

@@ -273,6 +273,7 @@
     into.replaceChildren(
       stacked('plot-requests', 'Requests per day, by model', xs, dayIndex, byModel.data, (r) => r.requests, (g) => g),
       stacked('plot-tokens', 'Tokens per day, by model', xs, dayIndex, byModel.data, (r) => r.total_tokens, (g) => g),
+      stacked('plot-cost', 'Cost per day (USD), by model', xs, dayIndex, byModel.data, (r) => (r.cost_usd ? Number(r.cost_usd) : 0), (g) => g),
       stacked('plot-keys', 'Requests per day, by key', xs, dayIndex, byKey.data, (r) => r.requests, keyName),
       latency('plot-latency', 'Latency and errors per day', xs, dayIndex, byStatus.data));
   }
