@@ -108,7 +108,10 @@ func TestPlaceCatalog(t *testing.T) {
 			defer tx.Rollback(ctx)
 			var id uuid.UUID
 			if err := tx.QueryRow(ctx, `SELECT id FROM organizations WHERE id = $1 FOR KEY SHARE`, p.org).Scan(&id); err != nil {
-				t.Skipf("deleted meanwhile: %v", err)
+				// Another test deleted this organization between the listing
+				// and now: its schema is gone, there is nothing to check.
+				t.Logf("organization deleted meanwhile (%v): its schema is not checked", err)
+				return
 			}
 			checkPlaceCatalog(t, p)
 		})
