@@ -69,9 +69,10 @@ func UsageArgsForTest(org uuid.UUID, since, until time.Time) []any {
 	return usageArgs(org, since, until)
 }
 
-// InTenantReportForTest is inTenantReport: Usage's transaction.
+// InTenantReportForTest is Usage's transaction (in the shared place's
+// tenants' place: the queries name bare tables).
 func InTenantReportForTest(ctx context.Context, s *Store, org uuid.UUID, fn func(pgx.Tx) error) error {
-	return s.inTenantReport(ctx, org, fn)
+	return s.inPlaceRead(ctx, org, reportSettings, func(tx pgx.Tx, _ Place) error { return fn(tx) })
 }
 
 // NewConnsForTest is the number of connections s's pool has opened.

@@ -168,19 +168,17 @@ func (s *Store) inTenantRead(ctx context.Context, tenant uuid.UUID, fn func(pgx.
 	return classify(beginTenant(ctx, s.pool, "BEGIN READ ONLY", tenant, forceCustomPlans, fn))
 }
 
-// inTenantReport is inTenantRead for Usage, whose every scan is a short
-// range of an index (a tenant's rollup hours, and under an hour of its
-// rows at each end): no sequential scan, and no JIT compilation, which
-// cost more than such a query runs. Estimates cannot be trusted there: a
-// tenant with most of a partition's rows but few in its last hour got a
-// sequential scan of the whole partition (7.6 s on BenchmarkUsageFiveMillionRows).
-// Nor parallel workers: starting them for an edge hour's few hundred rows
-// took 10 of a series' 17 ms (BenchmarkUsageSeriesMillionRows).
-func (s *Store) inTenantReport(ctx context.Context, tenant uuid.UUID, fn func(pgx.Tx) error) error {
-	return classify(beginTenant(ctx, s.pool, "BEGIN READ ONLY", tenant, reportSettings, fn))
-}
-
-// The settings of inTenantRead and inTenantReport, after the tenant's.
+// The settings of a read transaction after the tenant's: forceCustomPlans
+// for the read API (inTenantRead, inPlaceRead); reportSettings for the
+// usage reports (Usage, UsageSeries, budget spend), whose every scan is a
+// short range of an index (a tenant's rollup days and hours, and under an
+// hour of its rows at each end): no sequential scan, and no JIT
+// compilation, which cost more than such a query runs. Estimates cannot
+// be trusted there: a tenant with most of a partition's rows but few in
+// its last hour got a sequential scan of the whole partition (7.6 s on
+// BenchmarkUsageFiveMillionRows). Nor parallel workers: starting them for
+// an edge hour's few hundred rows took 10 of a series' 17 ms
+// (BenchmarkUsageSeriesMillionRows).
 const (
 	forceCustomPlans = "; SET LOCAL plan_cache_mode = force_custom_plan"
 	reportSettings   = forceCustomPlans + "; SET LOCAL enable_seqscan = off; SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0"

@@ -128,19 +128,20 @@ func hourlyUnion(from rollups, groups []string, cols []hourlyColumn) string {
 		return `SELECT ` + strings.Join(row, ", ") + `
 		FROM (SELECT created_at AS t, ` + latencyBucketSQL + ` AS lb, * FROM prompts WHERE organization_id = $1 AND created_at >= ` + lo + ` AND created_at < ` + hi + `) x`
 	}
-	rolled := func(table, col, lo, hi string) string {
-		return `SELECT ` + strings.Join(rollup, ", ") + `
+	rolled := func(cols []string, table, col, lo, hi string) string {
+		return `SELECT ` + strings.Join(cols, ", ") + `
 		FROM (SELECT ` + col + ` AS t, * FROM ` + table + ` WHERE organization_id = $1 AND ` + col + ` >= ` + lo + ` AND ` + col + ` < ` + hi + `) x`
 	}
-	whole := `SELECT ` + strings.Join(head, ", ") + `
-		FROM (SELECT day AS t, * FROM ` + from.daily + ` WHERE organization_id = $1 AND day >= $4 AND day < $5) d
-		UNION ALL ` + rolled(from.hourly, "hour", "$3", "$4") + `
-		UNION ALL ` + rolled(from.hourly, "hour", "$5", "$6")
-	if from.daily == "" {
-		whole = `SELECT ` + strings.Join(head, ", ") + `
-		FROM (SELECT hour AS t, * FROM ` + from.hourly + ` WHERE organization_id = $1 AND hour >= $3 AND hour < $6
-			AND $4::timestamptz <= $5::timestamptz) h` // $4, $5 (the whole days) typed but not needed
+	// The whole days [$4, $5) from the daily rollup, or from the hourly
+	// one when there is none (end users); the first SELECT names the
+	// columns of the union.
+	days := rolled(head, from.hourly, "hour", "$4", "$5")
+	if from.daily != "" {
+		days = rolled(head, from.daily, "day", "$4", "$5")
 	}
+	whole := days + `
+		UNION ALL ` + rolled(rollup, from.hourly, "hour", "$3", "$4") + `
+		UNION ALL ` + rolled(rollup, from.hourly, "hour", "$5", "$6")
 	return `
 		` + whole + `
 		UNION ALL ` + raw("$2", "$3") + `
