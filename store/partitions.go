@@ -33,16 +33,35 @@ const (
 // cannot be reached is reported in the error, the other places are done
 // all the same.
 func (s *Store) CreatePartitions(ctx context.Context, daysAhead int) (int, error) {
+	return s.callEveryPlace(ctx, "prompts_create_partitions($1)", daysAhead)
+}
+
+// RollDays sums the days that are over (for an hour, UTC) and not yet in
+// the daily rollups into them, in every place (usage_roll_days, data-plane
+// migration 00004), and returns how many days it rolled, summed over the
+// places. Before that migration it does nothing.
+func (s *Store) RollDays(ctx context.Context) (int, error) {
+	return s.callEveryPlace(ctx, "usage_roll_days()")
+}
+
+// callEveryPlace runs fn, a data-plane function returning a count that
+// the app role may execute, in the shared place and then in every other
+// place (placement.go): each tenant schema of the main database and
+// each database target. It returns the sum of the counts. A target that
+// cannot be reached is reported in the error, the other places are done
+// all the same; in the shared place, a function not created yet (an
+// older schema) counts 0.
+func (s *Store) callEveryPlace(ctx context.Context, fn string, args ...any) (int, error) {
 	var n int
-	err := s.pool.QueryRow(ctx, `SELECT prompts_create_partitions($1)`, daysAhead).Scan(&n)
+	err := s.pool.QueryRow(ctx, `SELECT public.`+fn, args...).Scan(&n)
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42883" { // undefined_function: before 00009
+	if errors.As(err, &pgErr) && pgErr.Code == "42883" { // undefined_function: an older schema
 		return 0, nil
 	}
 	if err != nil {
 		return n, err
 	}
-	m, err := s.createPlacedPartitions(ctx, daysAhead)
+	m, err := s.callPlaced(ctx, fn, args...)
 	return n + m, err
 }
 
@@ -58,7 +77,7 @@ const tenantSchemasSQL = `SELECT n.nspname::text FROM pg_namespace n
 	  AND EXISTS (SELECT FROM pg_proc f WHERE f.pronamespace = n.oid AND f.proname = 'prompts_create_partitions')
 	ORDER BY 1`
 
-func (s *Store) createPlacedPartitions(ctx context.Context, daysAhead int) (int, error) {
+func (s *Store) callPlaced(ctx context.Context, fn string, args ...any) (int, error) {
 	rows, err := s.pool.Query(ctx, tenantSchemasSQL)
 	if err != nil {
 		return 0, err
@@ -74,7 +93,7 @@ func (s *Store) createPlacedPartitions(ctx context.Context, daysAhead int) (int,
 			continue
 		}
 		var n int
-		err := s.pool.QueryRow(ctx, `SELECT `+schema+`.prompts_create_partitions($1)`, daysAhead).Scan(&n)
+		err := s.pool.QueryRow(ctx, `SELECT `+schema+`.`+fn, args...).Scan(&n)
 		if err != nil && !errors.As(err, new(*pgconn.PgError)) {
 			return total, err // the main database itself
 		}
@@ -87,7 +106,7 @@ func (s *Store) createPlacedPartitions(ctx context.Context, daysAhead int) (int,
 		pool, err := s.poolFor(ctx, Place{Target: name, Schema: "public"})
 		var n int
 		if err == nil {
-			err = pool.QueryRow(ctx, `SELECT public.prompts_create_partitions($1)`, daysAhead).Scan(&n)
+			err = pool.QueryRow(ctx, `SELECT public.`+fn, args...).Scan(&n)
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("database target %s: %w", name, err))
@@ -97,7 +116,8 @@ func (s *Store) createPlacedPartitions(ctx context.Context, daysAhead int) (int,
 	return total, errors.Join(errs...)
 }
 
-// maintainPartitions runs CreatePartitions when it is due.
+// maintainPartitions runs CreatePartitions and RollDays when they are
+// due.
 func (w *Writer) maintainPartitions(ctx context.Context) {
 	rs := &w.rs
 	if time.Now().Before(rs.partitionsDue) || rs.down || rs.replaying {
@@ -114,5 +134,13 @@ func (w *Writer) maintainPartitions(ctx context.Context) {
 	rs.partitionsDue = time.Now().Add(partitionInterval)
 	if n > 0 {
 		w.log.Info("request log: day partitions created", zap.Int("created", n), zap.Int("days_ahead", partitionsAhead))
+	}
+	// The days over into the daily rollups, on the same hourly round: a
+	// day not rolled yet is read from the hourly ones meanwhile. A roll
+	// that could not take its lock in time is tried on the next round.
+	if d, err := w.st.RollDays(cctx); err != nil {
+		w.log.Warn("request log: rolling the days over into the daily rollups failed; reports read them from the hourly ones until the next try", zap.Error(err))
+	} else if d > 0 {
+		w.log.Info("request log: days rolled into the daily rollups", zap.Int("days", d))
 	}
 }

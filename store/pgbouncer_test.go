@@ -320,7 +320,7 @@ func TestPgBouncerReadAPI(t *testing.T) {
 				return fmt.Errorf("GetPrompt of the other tenant's row: err = %v, want ErrNotFound", err)
 			}
 		}
-		u, err := st.Usage(ctx, me.org, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), "model")
+		u, err := st.Usage(ctx, me.org, time.Now().AddDate(0, 0, -30), time.Now().Add(time.Hour), "model") // seedTenant: in the last rolled-up day
 		if err != nil {
 			return fmt.Errorf("Usage: %w", err)
 		}

@@ -17,7 +17,7 @@ import (
 // placeTables are the data-plane tables of every place, as the data set's
 // baseline makes them (prompts' day partitions and default partition carry
 // prompts' policy).
-var placeTables = map[string]bool{"prompts": true, "usage_hourly": true, "usage_hourly_user": true, "usage_daily": true}
+var placeTables = map[string]bool{"prompts": true, "usage_hourly": true, "usage_hourly_user": true, "usage_daily": true, "usage_daily_user": true}
 
 // placeAppPrivileges is everything the app role may do inside one place's
 // schema: the grants of the data set's baseline and EXECUTE on the two
@@ -26,11 +26,14 @@ var placeTables = map[string]bool{"prompts": true, "usage_hourly": true, "usage_
 var placeAppPrivileges = []string{
 	"function prompts_create_partitions(integer): EXECUTE",
 	"function prompts_row_id(timestamp with time zone, uuid): EXECUTE",
+	"function usage_roll_days(): EXECUTE",
 	"schema: USAGE",
 	"table prompts: INSERT, SELECT",
 	"table usage_daily: SELECT",
+	"table usage_daily_user: SELECT",
 	"table usage_hourly: SELECT",
 	"table usage_hourly_user: SELECT",
+	"table usage_rollup_state: SELECT",
 }
 
 // placePrivilegesSQL is appPrivilegesSQL confined to one schema ($1).

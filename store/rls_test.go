@@ -38,8 +38,10 @@ var tenantTables = map[string]string{
 	// Budgets and the alerts already sent (00017).
 	"budgets":       "organization_id",
 	"budget_alerts": "organization_id",
-	// Their daily sums (data-plane 00003), written by the same trigger only.
-	"usage_daily": "organization_id",
+	// Their daily sums (data-plane 00003), and the end users' (data-plane
+	// 00004), written by the same trigger and usage_roll_days only.
+	"usage_daily":      "organization_id",
+	"usage_daily_user": "organization_id",
 	// The model catalog and its access rules (00011).
 	"models":       "organization_id",
 	"model_access": "organization_id",
@@ -60,8 +62,9 @@ type seeded struct {
 	prompts int
 }
 
-// seedTenant creates an organization with one key, two prompts and an
-// audit row, as the owner, inside the organization's own context.
+// seedTenant creates an organization with one key, two prompts (of an
+// end user, in the last hour the daily rollups hold) and an audit row, as
+// the owner, inside the organization's own context.
 func seedTenant(t *testing.T, owner *pgxpool.Pool) seeded {
 	t.Helper()
 	ctx := context.Background()
@@ -77,9 +80,12 @@ func seedTenant(t *testing.T, owner *pgxpool.Pool) seeded {
 			{`INSERT INTO organizations (id, name) VALUES ($1, $2)`, []any{s.org, "seed " + s.org.String()}},
 			{`INSERT INTO api_keys (organization_id, id, key_hash, display_prefix, name, rate_limit_per_minute)
 			  VALUES ($1, $2, $3, 'sk_seed', 'seed key', 60)`, []any{s.org, s.keyID, hash}},
-			{`INSERT INTO prompts (organization_id, request_id, api_key_id, model, prompt_text, response, status)
-			  SELECT $1, 'req-' || g, $2, 'gpt-4o-mini', 'secret prompt', 'answer', 200
-			  FROM generate_series(1, $3::int) g`, []any{s.org, s.keyID, s.prompts}},
+			// An hour before the days the daily rollups hold end, so that
+			// the trigger writes every rollup: usage_hourly and
+			// usage_daily, and the end user's.
+			{`INSERT INTO prompts (organization_id, request_id, api_key_id, model, prompt_text, response, status, end_user, created_at, id)
+			  SELECT $1, 'req-' || g, $2, 'gpt-4o-mini', 'secret prompt', 'answer', 200, 'seed-user', t, prompts_row_id(t, gen_random_uuid())
+			  FROM generate_series(1, $3::int) g, (SELECT daily_through - interval '1 hour' AS t FROM usage_rollup_state) w`, []any{s.org, s.keyID, s.prompts}},
 			{`INSERT INTO audit_log (organization_id, actor, action) VALUES ($1, 'seed', 'seed')`, []any{s.org}},
 		}
 		for _, st := range stmts {
@@ -151,6 +157,7 @@ var appPrivileges = []string{
 	"function prompts_apply_retention(integer): EXECUTE",
 	"function prompts_create_partitions(integer): EXECUTE",
 	"function prompts_row_id(timestamp with time zone,uuid): EXECUTE",
+	"function usage_roll_days(): EXECUTE",
 	"schema public: USAGE",
 	"table api_keys: SELECT",
 	"table audit_log: INSERT",
@@ -165,8 +172,10 @@ var appPrivileges = []string{
 	"table prompts: INSERT, SELECT",
 	"table seal_kek_check: SELECT",
 	"table usage_daily: SELECT",
+	"table usage_daily_user: SELECT",
 	"table usage_hourly: SELECT",
 	"table usage_hourly_user: SELECT",
+	"table usage_rollup_state: SELECT",
 }
 
 // appPrivilegesSQL lists the current role's effective privileges, one row
@@ -483,14 +492,14 @@ func TestTenantSeesOnlyItsRows(t *testing.T) {
 
 	for _, tenant := range []seeded{a, b} {
 		err := s.InTenant(ctx, tenant.org, func(tx pgx.Tx) error {
-			for table, col := range map[string]string{"organizations": "id", "api_keys": "organization_id", "prompts": "organization_id", "usage_hourly": "organization_id", "usage_daily": "organization_id"} {
+			for table, col := range map[string]string{"organizations": "id", "api_keys": "organization_id", "prompts": "organization_id", "usage_hourly": "organization_id", "usage_daily": "organization_id", "usage_daily_user": "organization_id"} {
 				rows, _ := tx.Query(ctx, "SELECT "+col+" FROM "+table) // deliberately no WHERE
 				orgs, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 				if err != nil {
 					return err
 				}
 				// usage_hourly: the seeded prompts' one hour.
-				want := map[string]int{"organizations": 1, "api_keys": 1, "prompts": tenant.prompts, "usage_hourly": 1, "usage_daily": 1}[table]
+				want := map[string]int{"organizations": 1, "api_keys": 1, "prompts": tenant.prompts, "usage_hourly": 1, "usage_daily": 1, "usage_daily_user": 1}[table]
 				if len(orgs) != want {
 					t.Errorf("%s as %s: %d rows, want %d", table, tenant.org, len(orgs), want)
 				}
@@ -628,6 +637,8 @@ func TestCrossTenantWritesRejected(t *testing.T) {
 		{"erase A's usage", `DELETE FROM usage_hourly WHERE organization_id = $1`, []any{a.org}, store.ErrForbidden, noPrivilege},
 		{"inflate B's daily usage", `UPDATE usage_daily SET requests = requests + 1 WHERE organization_id = $1`, []any{b.org}, store.ErrForbidden, noPrivilege},
 		{"erase A's daily usage", `DELETE FROM usage_daily WHERE organization_id = $1`, []any{a.org}, store.ErrForbidden, noPrivilege},
+		{"inflate B's end users' daily usage", `UPDATE usage_daily_user SET requests = requests + 1 WHERE organization_id = $1`, []any{b.org}, store.ErrForbidden, noPrivilege},
+		{"move the daily rollups' end", `UPDATE usage_rollup_state SET daily_through = now() + interval '1 day'`, nil, store.ErrForbidden, noPrivilege},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -641,10 +652,10 @@ func TestCrossTenantWritesRejected(t *testing.T) {
 		})
 	}
 	for table := range tenantTables {
-		if got := ownerCount(t, owner, table, b.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": b.prompts, "audit_log": 1, "usage_hourly": 1, "usage_daily": 1, "usage_hourly_user": 1}[table] {
+		if got := ownerCount(t, owner, table, b.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": b.prompts, "audit_log": 1, "usage_hourly": 1, "usage_daily": 1, "usage_hourly_user": 1, "usage_daily_user": 1}[table] {
 			t.Errorf("B's %s rows = %d after A's attempts", table, got)
 		}
-		if got := ownerCount(t, owner, table, a.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": a.prompts, "audit_log": 1, "usage_hourly": 1, "usage_daily": 1, "usage_hourly_user": 1}[table] {
+		if got := ownerCount(t, owner, table, a.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": a.prompts, "audit_log": 1, "usage_hourly": 1, "usage_daily": 1, "usage_hourly_user": 1, "usage_daily_user": 1}[table] {
 			t.Errorf("A's %s rows = %d after the rejected writes", table, got)
 		}
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,10 +33,13 @@ type UsageRow struct {
 // date_trunc in a time zone (BenchmarkUsageFiveMillionRows). A fixed allowlist,
 // never text from the request.
 //
-// rollups are where the whole hours and days come from: end users have an
-// hourly rollup of their own (usage_hourly_user, data-plane migration
-// 00002) and no daily one, so that many end users do not multiply the
-// rows of every other report. Rows without an end user form the group "".
+// rollups are where the whole hours and days come from: end users have
+// rollups of their own (usage_hourly_user and usage_daily_user, data-plane
+// migrations 00002 and 00004), so that many end users do not multiply the
+// rows of every other report. Rows without an end user form the group "";
+// the end users' rollups leave them out (most statements of the writer
+// then skip that upsert), and usageQuery counts the group's whole hours
+// and days as the total less the end users'.
 var usageGroups = map[string]struct {
 	by, label string
 	rollups   rollups
@@ -43,14 +47,17 @@ var usageGroups = map[string]struct {
 	"day":   {"floor(date_part('epoch', t) / 86400)::int", "to_char(to_timestamp(g * 86400) AT TIME ZONE 'UTC', 'YYYY-MM-DD')", byModelAndKey},
 	"model": {"model", "g", byModelAndKey},
 	"key":   {"api_key_id", "coalesce(g::text, 'jwt')", byModelAndKey},
-	"user":  {"end_user", "coalesce(g, '')", rollups{hourly: "usage_hourly_user"}},
+	"user":  {"end_user", "coalesce(g, '')", byUser},
 }
 
 // rollups names the tables a report's whole hours and whole days come
 // from; with no daily table, whole days are read from the hourly one.
 type rollups struct{ hourly, daily string }
 
-var byModelAndKey = rollups{hourly: "usage_hourly", daily: "usage_daily"}
+var (
+	byModelAndKey = rollups{hourly: "usage_hourly", daily: "usage_daily"}
+	byUser        = rollups{hourly: "usage_hourly_user", daily: "usage_daily_user"}
+)
 
 // ValidUsageGroup reports whether Usage accepts groupBy.
 func ValidUsageGroup(groupBy string) bool { _, ok := usageGroups[groupBy]; return ok }
@@ -98,8 +105,24 @@ func usageQuery(groupBy string) (string, bool) {
 	if !ok {
 		return "", false
 	}
+	from := hourlyUnion(grp.rollups, []string{grp.by + " AS g"}, usageColumns)
+	having := ""
+	if grp.rollups == byUser {
+		// The group "" (g NULL): its partial hours come with the others'
+		// from prompts; its whole hours and days are the total's less the
+		// end users'. A tenant whose every request had an end user has
+		// no such group.
+		neg := make([]hourlyColumn, len(usageColumns))
+		for i, c := range usageColumns {
+			neg[i] = hourlyColumn{c.name, "-" + c.rollup, ""}
+		}
+		from += `
+		UNION ALL ` + wholeUnion(byModelAndKey, []string{"NULL::text AS g"}, usageColumns) + `
+		UNION ALL ` + wholeUnion(byUser, []string{"NULL::text AS g"}, neg)
+		having = ` HAVING sum(n) > 0`
+	}
 	return `SELECT ` + grp.label + ` AS label, sum(n)::bigint, sum(p)::bigint, sum(c)::bigint, sum(u)::bigint, sum(m)::bigint FROM (` +
-		hourlyUnion(grp.rollups, []string{grp.by + " AS g"}, usageColumns) + `) x GROUP BY g ORDER BY label`, true
+		from + `) x GROUP BY g` + having + ` ORDER BY label`, true
 }
 
 // hourlyColumn is one value summed by a report over hourlyUnion: named
@@ -109,44 +132,54 @@ type hourlyColumn struct{ name, rollup, row string }
 
 // hourlyUnion is the shape every report over the rollups shares: the
 // rows of a window cut by usageArgs ($1 the organization, then the
-// window's bounds $2 to $7), as the whole days' rows of from.daily, the
-// whole hours' rows of from.hourly at either side of them (all whole
-// hours from it when there is no daily table), and the partial
-// hours' prompts rows at either end, each with the columns groups
-// (expressions over t, the row's day, hour or time, and the columns the
-// tables share: model, api_key_id) and then cols. A prompts row also has
-// lb, the latency bucket of its latency_ms (series.go).
+// window's bounds $2 to $7), as the whole periods' rows (wholeUnion) and
+// the partial hours' prompts rows at either end, each with the columns
+// groups (expressions over t, the row's day, hour or time, and the
+// columns the tables share: model, api_key_id) and then cols. A prompts
+// row also has lb, the latency bucket of its latency_ms (series.go).
 func hourlyUnion(from rollups, groups []string, cols []hourlyColumn) string {
-	var head, rollup, row []string
-	for _, g := range groups {
-		head, rollup, row = append(head, g), append(rollup, g), append(row, g)
-	}
+	row := slices.Clone(groups)
 	for _, c := range cols {
-		head, rollup, row = append(head, c.rollup+" AS "+c.name), append(rollup, c.rollup), append(row, c.row)
+		row = append(row, c.row)
 	}
 	raw := func(lo, hi string) string {
 		return `SELECT ` + strings.Join(row, ", ") + `
 		FROM (SELECT created_at AS t, ` + latencyBucketSQL + ` AS lb, * FROM prompts WHERE organization_id = $1 AND created_at >= ` + lo + ` AND created_at < ` + hi + `) x`
 	}
+	return `
+		` + wholeUnion(from, groups, cols) + `
+		UNION ALL ` + raw("$2", "$3") + `
+		UNION ALL ` + raw("$6", "$7") + `
+	`
+}
+
+// dailyThrough is the end of the days the daily rollups hold (data-plane
+// migration 00004): usage_roll_days adds each day once it is over;
+// the days from it on are read from the hourly ones.
+const dailyThrough = `(SELECT daily_through FROM usage_rollup_state)`
+
+// wholeUnion is hourlyUnion's rows of the whole hours and days: the
+// whole days [$4, $5) from from.daily up to dailyThrough and from
+// from.hourly after it (all from from.hourly when there is no daily
+// table), and the whole hours [$3, $4) and [$5, $6) from from.hourly; the
+// first SELECT names the columns.
+func wholeUnion(from rollups, groups []string, cols []hourlyColumn) string {
+	head, rollup := slices.Clone(groups), slices.Clone(groups)
+	for _, c := range cols {
+		head, rollup = append(head, c.rollup+" AS "+c.name), append(rollup, c.rollup)
+	}
 	rolled := func(cols []string, table, col, lo, hi string) string {
 		return `SELECT ` + strings.Join(cols, ", ") + `
 		FROM (SELECT ` + col + ` AS t, * FROM ` + table + ` WHERE organization_id = $1 AND ` + col + ` >= ` + lo + ` AND ` + col + ` < ` + hi + `) x`
 	}
-	// The whole days [$4, $5) from the daily rollup, or from the hourly
-	// one when there is none (end users); the first SELECT names the
-	// columns of the union.
 	days := rolled(head, from.hourly, "hour", "$4", "$5")
 	if from.daily != "" {
-		days = rolled(head, from.daily, "day", "$4", "$5")
+		days = rolled(head, from.daily, "day", "$4", "least($5, "+dailyThrough+")") + `
+		UNION ALL ` + rolled(rollup, from.hourly, "hour", "greatest($4, "+dailyThrough+")", "$5")
 	}
-	whole := days + `
+	return days + `
 		UNION ALL ` + rolled(rollup, from.hourly, "hour", "$3", "$4") + `
 		UNION ALL ` + rolled(rollup, from.hourly, "hour", "$5", "$6")
-	return `
-		` + whole + `
-		UNION ALL ` + raw("$2", "$3") + `
-		UNION ALL ` + raw("$6", "$7") + `
-	`
 }
 
 // usageArgs cuts [since, until) into [since, h1) + [h1, d1) + [d1, d2) +

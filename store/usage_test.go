@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -151,7 +152,7 @@ func rollupsMatchRows(t *testing.T, owner *pgxpool.Pool, orgs []uuid.UUID) {
 				count(*) FILTER (WHERE status >= 400) AS errors, sum(prompt_tokens) AS prompt_tokens,
 				sum(completion_tokens) AS completion_tokens, sum(usage_tokens) AS usage_tokens, sum(greatest(latency_ms, 0)) AS latency_ms,
 				sum(cost_micros) AS cost_micros
-			FROM prompts WHERE organization_id = ANY($1) GROUP BY 1, 2, 3, 4)
+			FROM prompts WHERE organization_id = ANY($1) AND end_user IS NOT NULL GROUP BY 1, 2, 3, 4)
 		SELECT count(*) FROM ((TABLE r EXCEPT ALL TABLE p) UNION ALL (TABLE p EXCEPT ALL TABLE r)) d`, orgs).Scan(&bad)
 	if err != nil {
 		t.Fatal(err)
@@ -159,23 +160,42 @@ func rollupsMatchRows(t *testing.T, owner *pgxpool.Pool, orgs []uuid.UUID) {
 	if bad != 0 {
 		t.Errorf("%d rollup rows differ from the rows they sum", bad)
 	}
-	// usage_daily (00018): the hours' sums per UTC day.
-	err = owner.QueryRow(context.Background(), `
-		WITH d AS (
-			SELECT organization_id, day, model, api_key_id, requests, errors, prompt_tokens, completion_tokens, usage_tokens,
-				latency_ms, client_errors, latency_histogram
-			FROM usage_daily WHERE organization_id = ANY($1)),
+	dailyMatchHours(t, owner, "public", orgs)
+}
+
+// dailyMatchHours checks, as the owner, that in schema (a place's) the
+// organizations' usage_daily and usage_daily_user rows sum their hourly
+// rollups, day by day, for every day before usage_rollup_state's
+// daily_through, and hold no day after it (data-plane 00003 and 00004).
+func dailyMatchHours(t *testing.T, owner *pgxpool.Pool, schema string, orgs []uuid.UUID) {
+	t.Helper()
+	var bad int
+	err := owner.QueryRow(context.Background(), strings.ReplaceAll(`
+		WITH w AS (SELECT daily_through AS through FROM S.usage_rollup_state),
+		d AS (
+			SELECT organization_id, day, model, api_key_id::text AS dim, requests, errors, prompt_tokens, completion_tokens, usage_tokens,
+				latency_ms, cost_micros, client_errors, latency_histogram
+			FROM S.usage_daily WHERE organization_id = ANY($1)
+			UNION ALL
+			SELECT organization_id, day, 'user', end_user, requests, errors, prompt_tokens, completion_tokens, usage_tokens,
+				latency_ms, cost_micros, 0, '{}'
+			FROM S.usage_daily_user WHERE organization_id = ANY($1)),
 		h AS (
-			SELECT organization_id, date_trunc('day', hour, 'UTC'), model, api_key_id, sum(requests)::bigint, sum(errors)::bigint,
+			SELECT organization_id, date_trunc('day', hour, 'UTC'), model, api_key_id::text, sum(requests)::bigint, sum(errors)::bigint,
 				sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(usage_tokens)::bigint, sum(latency_ms)::bigint,
-				sum(client_errors)::bigint, usage_histogram_sum(latency_histogram)
-			FROM usage_hourly WHERE organization_id = ANY($1) GROUP BY 1, 2, 3, 4)
-		SELECT count(*) FROM ((TABLE d EXCEPT ALL TABLE h) UNION ALL (TABLE h EXCEPT ALL TABLE d)) x`, orgs).Scan(&bad)
+				sum(cost_micros)::bigint, sum(client_errors)::bigint, S.usage_histogram_sum(latency_histogram)
+			FROM S.usage_hourly, w WHERE organization_id = ANY($1) AND hour < w.through GROUP BY 1, 2, 3, 4
+			UNION ALL
+			SELECT organization_id, date_trunc('day', hour, 'UTC'), 'user', end_user, sum(requests)::bigint, sum(errors)::bigint,
+				sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(usage_tokens)::bigint, sum(latency_ms)::bigint,
+				sum(cost_micros)::bigint, 0, '{}'
+			FROM S.usage_hourly_user, w WHERE organization_id = ANY($1) AND hour < w.through GROUP BY 1, 2, 3, 4)
+		SELECT count(*) FROM ((TABLE d EXCEPT ALL TABLE h) UNION ALL (TABLE h EXCEPT ALL TABLE d)) x`, "S.", schema+"."), orgs).Scan(&bad)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if bad != 0 {
-		t.Errorf("%d daily rollup rows differ from the hours they sum", bad)
+		t.Errorf("%s: %d daily rollup rows differ from the hours they sum", schema, bad)
 	}
 }
 
