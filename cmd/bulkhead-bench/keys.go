@@ -195,7 +195,9 @@ func keysPhase(ctx context.Context, cfg config.Config, dir, upstream string, req
 	<-profiled
 	time.Sleep(300 * time.Millisecond)
 	c1, cpu1 := scrape(metrics), sampleCPU(pid)
-	delta := func(name string) float64 { return c1["bulkhead_auth_"+name+"_total"] - c0["bulkhead_auth_"+name+"_total"] }
+	delta := func(name string) float64 {
+		return c1["bulkhead_auth_"+name+"_total"] - c0["bulkhead_auth_"+name+"_total"]
+	}
 	r := keysResult{m: m, rss: rss(pid),
 		l1: delta("l1_hits") + delta("l1_negative_hits"), l2: delta("l2_hits"), l3: delta("l3_lookups")}
 	r.queries = r.l3 // a build without batches sends one query per key
