@@ -41,6 +41,7 @@ func keysBench(ctx context.Context, args []string) error {
 	d := fs.Duration("duration", 10*time.Second, "length of each phase")
 	conns := fs.Int("conns", 50, "connections (closed loop)")
 	rounds := fs.Int("rounds", 3, "rounds")
+	warm := fs.Duration("warm-l2", 0, "if set, a throwaway gateway first runs the Zipf mix (other draws) for this long, and Redis keeps its auth entries from then on: each phase is a replica joining a running fleet (cold L1, warm L2); 0: every phase starts with L2 empty too")
 	requestLog := fs.Bool("request-log", true, "the gateway writes its request log (every feature on); false isolates authentication")
 	fs.StringVar(&cpuProfile, "cpu-profile", "", "save each gateway Zipf phase's CPU profile to PREFIX-N.pb.gz (empty: none)")
 	var extra envFlags
@@ -82,11 +83,26 @@ func keysBench(ctx context.Context, args []string) error {
 	if *compare != "" {
 		builds = append(builds, struct{ name, dir string }{"compared (" + *compare + ")", *compare})
 	}
+	if *warm > 0 {
+		tr := func(url string) vegeta.Targeter { return zipfTargeter(url, keys, *zipf, 0) }
+		if err := dropAuthEntries(ctx, cfg); err != nil {
+			return err
+		}
+		r, err := keysPhase(ctx, cfg, *bin, mock.addr, *requestLog, extra, tr, one, *warm, *conns, false)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("L2 warmed by %d requests (%.0f RPS) over %s\n", r.m.Requests, r.m.Throughput, *warm)
+	}
 	fmt.Printf("# bulkhead-bench keys  %s  %d keys over %d organizations, Zipf s=%g, %d connections, %s phases, request log %v, cores=2 (shared)\n\n",
 		time.Now().UTC().Format(time.RFC3339), len(keys), *norgs, *zipf, *conns, *d, *requestLog)
-	fmt.Printf("Each gateway phase is a fresh process with Redis's auth entries deleted (cold L1 and L2). Shares are of requests: " +
-		"L1 in process (negative entries included), L2 Redis, L3 keys looked up in PostgreSQL; the rest shared a concurrent look-up of the same key. " +
-		"PG queries: statements that reached PostgreSQL for keys (a batch is one).\n\n")
+	l2 := "Redis's auth entries deleted (cold L1 and L2)"
+	if *warm > 0 {
+		l2 = "Redis's auth entries kept (cold L1, warm L2)"
+	}
+	fmt.Printf("Each gateway phase is a fresh process with %s. Shares are of requests: "+
+		"L1 in process (negative entries included), L2 Redis, L3 keys looked up in PostgreSQL; the rest shared a concurrent look-up of the same key. "+
+		"PG queries: transactions that reached PostgreSQL for keys (a batch is one).\n\n", l2)
 	fmt.Printf("| round | target | RPS | x floor | p50 | p99 | L1 | L2 | L3 | PG keys/s | PG queries/s | gateway CPU/req | PostgreSQL CPU/req | RSS MiB | errors |\n" +
 		"|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	ratios := make([][]float64, len(builds))
@@ -106,7 +122,7 @@ func keysBench(ctx context.Context, args []string) error {
 				if mix == "zipf" {
 					tr = func(url string) vegeta.Targeter { return zipfTargeter(url, keys, *zipf, uint64(round)) }
 				}
-				r, err := keysPhase(ctx, cfg, b.dir, mock.addr, *requestLog, extra, tr, one, *d, *conns)
+				r, err := keysPhase(ctx, cfg, b.dir, mock.addr, *requestLog, extra, tr, one, *d, *conns, *warm == 0)
 				if err != nil {
 					return err
 				}
@@ -147,12 +163,14 @@ type keysResult struct {
 	cpu, pgCPU, rss     float64
 }
 
-// keysPhase starts a gateway of dir with cold caches, drives it with tr
-// (nil: the one key) and stops it.
+// keysPhase starts a gateway of dir with a cold L1 (and L2, with dropL2),
+// drives it with tr (nil: the one key) and stops it.
 func keysPhase(ctx context.Context, cfg config.Config, dir, upstream string, requestLog bool, extra []string,
-	tr func(url string) vegeta.Targeter, one string, d time.Duration, conns int) (keysResult, error) {
-	if err := dropAuthEntries(ctx, cfg); err != nil {
-		return keysResult{}, err
+	tr func(url string) vegeta.Targeter, one string, d time.Duration, conns int, dropL2 bool) (keysResult, error) {
+	if dropL2 {
+		if err := dropAuthEntries(ctx, cfg); err != nil {
+			return keysResult{}, err
+		}
 	}
 	listen, admin := freeAddr(), freeAddr()
 	spool := filepath.Join(os.TempDir(), fmt.Sprintf("bulkhead-bench-keys-spool-%d", os.Getpid()))

@@ -3,6 +3,7 @@ package auth_test
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -110,5 +111,27 @@ func TestColdKeysShareBatches(t *testing.T) {
 	}
 	if s := b.Stats(); s.L2Hits != n+1 || s.L3Lookups != 0 {
 		t.Errorf("second instance: %d L2 hits, %d PostgreSQL look-ups; want %d and 0 (L2 warmed by the batch)", s.L2Hits, s.L3Lookups, n+1)
+	}
+}
+
+// BenchmarkL1EntryBytes measures the heap an L1 entry holds (the
+// principal, its texts and the cache's own bookkeeping), for sizing
+// BULKHEAD_AUTH_CACHE_SIZE against the gateway's memory: the heap after
+// filling 100,000 entries, less the heap before, per entry.
+func BenchmarkL1EntryBytes(b *testing.B) {
+	const n = 100_000
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		a, err := auth.New(auth.Options{Store: &store.Store{}, CacheSize: n})
+		if err != nil {
+			b.Fatal(err)
+		}
+		a.FillL1ForTest(n)
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/entry")
+		runtime.KeepAlive(a)
 	}
 }
