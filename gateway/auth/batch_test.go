@@ -115,23 +115,34 @@ func TestColdKeysShareBatches(t *testing.T) {
 }
 
 // BenchmarkL1EntryBytes measures the heap an L1 entry holds (the
-// principal, its texts and the cache's own bookkeeping), for sizing
-// BULKHEAD_AUTH_CACHE_SIZE against the gateway's memory: the heap after
-// filling 100,000 entries, less the heap before, per entry.
+// principal, its texts and the cache's own bookkeeping), and a negative
+// entry, for sizing BULKHEAD_AUTH_CACHE_SIZE and
+// BULKHEAD_AUTH_NEGATIVE_CACHE_SIZE against the gateway's memory: the heap
+// after filling 100,000 entries, less the heap before, per entry.
 func BenchmarkL1EntryBytes(b *testing.B) {
 	const n = 100_000
-	for b.Loop() {
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		a, err := auth.New(auth.Options{Store: &store.Store{}, CacheSize: n})
-		if err != nil {
-			b.Fatal(err)
-		}
-		a.FillL1ForTest(n)
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/entry")
-		runtime.KeepAlive(a)
+	for _, c := range []struct {
+		name string
+		fill func(*auth.Authenticator)
+	}{
+		{"key", func(a *auth.Authenticator) { a.FillL1ForTest(n) }},
+		{"negative", func(a *auth.Authenticator) { a.FillNegativeForTest(n) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				a, err := auth.New(auth.Options{Store: &store.Store{}, CacheSize: n, NegativeSize: n})
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.fill(a)
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/entry")
+				runtime.KeepAlive(a)
+			}
+		})
 	}
 }

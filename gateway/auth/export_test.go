@@ -28,3 +28,12 @@ func (a *Authenticator) FillL1ForTest(n int) {
 		a.keys.Set(h, keyPrincipal(org, id, 600, 0, time.Time{}))
 	}
 }
+
+// FillNegativeForTest puts n distinct unknown keys in the negative cache.
+func (a *Authenticator) FillNegativeForTest(n int) {
+	for i := range n {
+		var h [32]byte
+		h[0], h[1], h[2], h[3] = byte(i), byte(i>>8), byte(i>>16), byte(i>>24)
+		a.neg.Set(h, struct{}{})
+	}
+}
