@@ -128,7 +128,7 @@ type Options struct {
 	NegativeSize  int           // negative entries; 0: DefaultNegativeSize
 	RedisTTL      time.Duration // L2 lifetime of a key; 0: DefaultRedisTTL
 	RedisTimeout  time.Duration // deadline of each Redis call; 0: DefaultRedisTimeout
-	LookupTimeout time.Duration // deadline of one L3 look-up; 0: DefaultLookupTimeout
+	LookupTimeout time.Duration // deadline of one L3 batch (one transaction); 0: DefaultLookupTimeout
 
 	Now func() time.Time // nil: time.Now
 
