@@ -51,31 +51,84 @@ func scanKey(row pgx.Row) (Key, error) {
 // org's tenant context: RLS alone makes a key resolvable only within its
 // own organization, so a key whose org segment names another tenant is not
 // found. Revoked and expired keys are returned as they are; the caller
-// decides with Key.Usable. A missing key is ErrNotFound.
-//
-// It is the request path's one database call (a key no cache knows), so
-// the transaction travels as one pipeline: BEGIN READ ONLY, the tenant
-// setting, the look-up and COMMIT in one round trip instead of three
-// (BenchmarkLookupKey). The tenant setting is still transaction-local and
-// set before the look-up; a connection left inside the transaction by an
-// error is destroyed by the pool, never reused.
+// decides with Key.Usable. A missing key is ErrNotFound. It is LookupKeys
+// of one key.
 func (s *Store) LookupKey(ctx context.Context, org uuid.UUID, hash [32]byte) (Key, error) {
-	if org == uuid.Nil {
-		return Key{}, fmt.Errorf("looking up key: %w", ErrNoTenant)
+	ref := KeyRef{Org: org, Hash: hash}
+	found, err := s.LookupKeys(ctx, []KeyRef{ref})
+	if err != nil {
+		return Key{}, err
 	}
-	b := &pgx.Batch{}
-	b.Queue("BEGIN READ ONLY")
-	b.Queue("SELECT set_config('"+TenantSetting+"', $1::uuid::text, true)", org)
-	var k Key
-	b.Queue(`SELECT `+keyColumns+` FROM api_keys WHERE key_hash = $1`, hash[:]).QueryRow(func(row pgx.Row) (err error) {
-		k, err = scanKey(row)
-		return err
-	})
-	b.Queue("COMMIT")
-	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		return Key{}, fmt.Errorf("looking up key: %w", classify(err))
+	k, ok := found[ref]
+	if !ok {
+		return Key{}, fmt.Errorf("looking up key: %w", ErrNotFound)
 	}
 	return k, nil
+}
+
+// KeyRef names a key to look up: the organization its credential names
+// (the tenant the look-up runs as) and the hash of the credential.
+type KeyRef struct {
+	Org  uuid.UUID
+	Hash [32]byte
+}
+
+// LookupKeys finds many keys in one round trip and one transaction, as the
+// app role: the request path's batch of keys that no cache knows (see
+// gateway/auth). The keys are grouped by the organization their
+// credentials name, and each group is read by its own statement under its
+// own transaction-local tenant setting, set just before it (each
+// statement's policy reads the setting afresh): RLS alone keeps every key
+// within the organization its credential names, as in LookupKey, and no
+// statement has an organization filter of its own. A row is returned
+// under the ref of its own organization and hash only.
+//
+// The transaction travels as one pipeline: BEGIN READ ONLY, per
+// organization the setting and `key_hash = ANY($1)`, then COMMIT
+// (BenchmarkLookupKeys). A connection left inside the transaction by an
+// error is destroyed by the pool, never reused. Keys not found are absent
+// from the map; revoked and expired keys are present (Key.Usable decides).
+// A ref without an organization is ErrNoTenant, and nothing is read.
+func (s *Store) LookupKeys(ctx context.Context, refs []KeyRef) (map[KeyRef]Key, error) {
+	if len(refs) == 0 {
+		return nil, nil
+	}
+	var orgs []uuid.UUID
+	byOrg := make(map[uuid.UUID][][]byte, len(refs))
+	for i := range refs {
+		org := refs[i].Org
+		if org == uuid.Nil {
+			return nil, fmt.Errorf("looking up keys: %w", ErrNoTenant)
+		}
+		if _, ok := byOrg[org]; !ok {
+			orgs = append(orgs, org)
+		}
+		byOrg[org] = append(byOrg[org], refs[i].Hash[:])
+	}
+	found := make(map[KeyRef]Key, len(refs))
+	b := &pgx.Batch{}
+	b.Queue("BEGIN READ ONLY")
+	for _, org := range orgs {
+		b.Queue("SELECT set_config('"+TenantSetting+"', $1::uuid::text, true)", org)
+		b.Queue(`SELECT `+keyColumns+` FROM api_keys WHERE key_hash = ANY($1)`, byOrg[org]).Query(func(rows pgx.Rows) error {
+			for rows.Next() {
+				k, err := scanKey(rows)
+				if err != nil {
+					return err
+				}
+				if k.OrgID != org { // RLS let another tenant's row through: refuse it all
+					return fmt.Errorf("key %s of another organization under %s's setting", k.ID, org)
+				}
+				found[KeyRef{Org: org, Hash: k.Hash}] = k
+			}
+			return rows.Err()
+		})
+	}
+	b.Queue("COMMIT")
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("looking up keys: %w", classify(err))
+	}
+	return found, nil
 }
 
 // OrgExists reports whether org exists, looked up inside its own context.

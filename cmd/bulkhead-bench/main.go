@@ -14,6 +14,8 @@
 //	                                    the gateway's RSS before, during and after a burst
 //	bulkhead-bench seed [-orgs N] [-keys N] [-rows N] [-big-rows N] [-days N] [-keys-file F] [-drop]
 //	                                    organizations, keys and request-log rows in bulk, for the scale benchmarks
+//	bulkhead-bench keys [-keys N] [-orgs N] [-zipf S] [-rounds N] [-compare DIR]
+//	                                    key authentication at scale: a Zipf mix over many keys against the floor
 //
 // It reports closed-loop throughput at 50 connections, open-loop latency at
 // fixed rates, streaming time to first byte, and the gateway's resident
@@ -33,7 +35,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bulkhead-bench run|forward|load|pairs|memory|seed [flags]")
+		fmt.Fprintln(os.Stderr, "usage: bulkhead-bench run|forward|load|pairs|memory|seed|keys [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -50,6 +52,8 @@ func main() {
 		err = memory(ctx, os.Args[2:])
 	case "seed":
 		err = seed(ctx, os.Args[2:])
+	case "keys":
+		err = keysBench(ctx, os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}

@@ -560,7 +560,7 @@ func load(args []string) error {
 		if *zipf <= 1 {
 			return fmt.Errorf("-zipf must be above 1, got %g", *zipf)
 		}
-		tr = zipfTargeter(*url, keys, *zipf)
+		tr = zipfTargeter(*url, keys, *zipf, 17)
 	}
 	before, err := authSources(*metrics)
 	if err != nil {
@@ -603,11 +603,11 @@ func readKeys(name string) ([]string, error) {
 // zipfTargeter sends each request with a key drawn by Zipf's law over
 // keys: rank k with probability in proportion to k^-s, the ranks assigned
 // to the keys in a fixed random order (the seed writes keys organization
-// by organization; the hot ones must not all be one tenant's).
-func zipfTargeter(url string, keys []string, s float64) vegeta.Targeter {
-	r := rand.New(rand.NewPCG(17, 17))
-	perm := r.Perm(len(keys))
-	z := rand.NewZipf(r, s, 1, uint64(len(keys)-1))
+// by organization; the hot ones must not all be one tenant's). The order
+// is the same in every call; seed picks the sequence of draws.
+func zipfTargeter(url string, keys []string, s float64, seed uint64) vegeta.Targeter {
+	perm := rand.New(rand.NewPCG(17, 17)).Perm(len(keys))
+	z := rand.NewZipf(rand.New(rand.NewPCG(seed, 17)), s, 1, uint64(len(keys)-1))
 	var mu sync.Mutex
 	return func(t *vegeta.Target) error {
 		mu.Lock()

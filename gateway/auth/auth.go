@@ -108,7 +108,7 @@ func (p *Principal) usable(now func() time.Time) bool {
 
 // keyStore is what the L3 tier needs from the database (store.Store).
 type keyStore interface {
-	LookupKey(ctx context.Context, org uuid.UUID, hash [32]byte) (store.Key, error)
+	LookupKeys(ctx context.Context, refs []store.KeyRef) (map[store.KeyRef]store.Key, error)
 	OrgExists(ctx context.Context, org uuid.UUID) (bool, error)
 }
 
@@ -128,7 +128,7 @@ type Options struct {
 	NegativeSize  int           // negative entries; 0: DefaultNegativeSize
 	RedisTTL      time.Duration // L2 lifetime of a key; 0: DefaultRedisTTL
 	RedisTimeout  time.Duration // deadline of each Redis call; 0: DefaultRedisTimeout
-	LookupTimeout time.Duration // deadline of one L3 look-up; 0: DefaultLookupTimeout
+	LookupTimeout time.Duration // deadline of one L3 batch (one transaction); 0: DefaultLookupTimeout
 
 	Now func() time.Time // nil: time.Now
 
@@ -169,7 +169,8 @@ type Stats struct {
 	L2Lookups   uint64 // Redis reads of keys L1 missed
 	L2Hits      uint64
 	L2Errors    uint64
-	L3Lookups   uint64
+	L3Lookups   uint64 // keys looked up in PostgreSQL
+	L3Queries   uint64 // PostgreSQL transactions that looked them up (a batch is one)
 	L3Errors    uint64
 	Purges      uint64 // whole-L1 purges after (re)subscribing
 	Invalidated uint64 // invalidation events applied
@@ -183,8 +184,8 @@ type Stats struct {
 }
 
 type counters struct {
-	malformed, l1Hits, l1Negative, l2Lookups, l2Hits, l2Errors, l3Lookups, l3Errors, purges, invalidated atomic.Uint64
-	failures, throttledAddr, throttledOrg                                                                atomic.Uint64
+	malformed, l1Hits, l1Negative, l2Lookups, l2Hits, l2Errors, l3Lookups, l3Queries, l3Errors, purges, invalidated atomic.Uint64
+	failures, throttledAddr, throttledOrg                                                                           atomic.Uint64
 }
 
 // Authenticator verifies credentials. It is safe for concurrent use.
@@ -195,10 +196,13 @@ type Authenticator struct {
 	neg   *otter.Cache[[32]byte, struct{}]   // L1: unknown, revoked or expired keys
 	orgs  *otter.Cache[uuid.UUID, bool]      // organizations seen by JWTs
 	group singleflight.Group
+	l2    batcher // Redis reads of concurrent requests (batch.go)
+	l3    batcher // PostgreSQL look-ups of concurrent requests
 	n     counters
 
 	addrLimit, orgLimit ratelimit.Limit                 // failure budgets; zero: none
 	spent               *otter.Cache[string, time.Time] // failure budgets known spent, until when
+	failing             *otter.Cache[string, struct{}]  // failure budgets charged here lately: the ones checked
 }
 
 // New builds an Authenticator.
@@ -230,6 +234,8 @@ func New(opts Options) (*Authenticator, error) {
 	}
 	a := &Authenticator{opts: opts, log: opts.Log.Named("auth"),
 		addrLimit: perMinute(opts.FailuresPerMinutePerAddress), orgLimit: perMinute(opts.FailuresPerMinutePerOrg)}
+	a.l2.run = a.readL2
+	a.l3.run = a.lookupL3
 	var err error
 	if a.keys, err = otter.New(&otter.Options[[32]byte, *Principal]{
 		MaximumSize:      opts.CacheSize,
@@ -249,6 +255,12 @@ func New(opts Options) (*Authenticator, error) {
 	}); err != nil {
 		return nil, err
 	}
+	if a.failing, err = otter.New(&otter.Options[string, struct{}]{
+		MaximumSize:      spentBudgets,
+		ExpiryCalculator: otter.ExpiryWriting[string, struct{}](failureMemory),
+	}); err != nil {
+		return nil, err
+	}
 	if a.spent, err = otter.New(&otter.Options[string, time.Time]{
 		MaximumSize: spentBudgets,
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, time.Time]) time.Duration {
@@ -264,7 +276,7 @@ func New(opts Options) (*Authenticator, error) {
 func (a *Authenticator) Stats() Stats {
 	return Stats{
 		Malformed: a.n.malformed.Load(), L1Hits: a.n.l1Hits.Load(), L1Negative: a.n.l1Negative.Load(),
-		L2Lookups: a.n.l2Lookups.Load(), L2Hits: a.n.l2Hits.Load(), L2Errors: a.n.l2Errors.Load(), L3Lookups: a.n.l3Lookups.Load(),
+		L2Lookups: a.n.l2Lookups.Load(), L2Hits: a.n.l2Hits.Load(), L2Errors: a.n.l2Errors.Load(), L3Lookups: a.n.l3Lookups.Load(), L3Queries: a.n.l3Queries.Load(),
 		L3Errors: a.n.l3Errors.Load(), Purges: a.n.purges.Load(), Invalidated: a.n.invalidated.Load(),
 		Failures: a.n.failures.Load(), ThrottledAddress: a.n.throttledAddr.Load(), ThrottledOrg: a.n.throttledOrg.Load(),
 	}

@@ -4,13 +4,10 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"net/netip"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
-	"go.uber.org/zap"
 
 	"github.com/bulkheadhq/bulkhead/gateway/apikey"
 	"github.com/bulkheadhq/bulkhead/store"
@@ -81,42 +78,34 @@ func (a *Authenticator) lookupKey(ctx context.Context, org uuid.UUID, hash [32]b
 	if err := a.addressSpent(client); err != nil {
 		return nil, err // no I/O at all for an address known to be guessing
 	}
-	if p, found, err := a.getL2(ctx, org, hash); err == nil && found {
-		if p == nil {
-			a.neg.Set(hash, struct{}{})
-			return nil, ErrUnauthenticated
+	pk := &pendingKey{ref: store.KeyRef{Org: org, Hash: hash}}
+	if a.opts.Redis != nil {
+		if a.l2.do(pk); pk.inRedis {
+			if pk.p == nil {
+				a.neg.Set(hash, struct{}{})
+				return nil, ErrUnauthenticated
+			}
+			a.keys.Set(hash, pk.p)
+			return pk.p, nil
 		}
-		a.keys.Set(hash, p)
-		return p, nil
 	}
 
 	if err := a.checkFailures(ctx, client, org); err != nil {
 		return nil, err
 	}
-	a.n.l3Lookups.Add(1)
-	lctx, cancel := context.WithTimeout(ctx, a.opts.LookupTimeout)
-	k, err := a.opts.Store.LookupKey(lctx, org, hash)
-	cancel()
-	now := a.opts.Now()
+	// The batch writes L2 (the key, or a tombstone) for every key it
+	// looked up before it wakes their callers.
+	a.l3.do(pk)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
-		a.neg.Set(hash, struct{}{})
-		a.setL2(ctx, hash, nil, a.opts.NegativeTTL)
-		a.chargeFailure(ctx, client, org)
-		return nil, ErrUnauthenticated
-	case err != nil:
-		a.n.l3Errors.Add(1)
-		a.log.Warn("key look-up failed", zap.Error(err))
+	case pk.err != nil:
 		return nil, ErrUnavailable
-	case !k.Usable(now):
+	case !pk.found || !pk.key.Usable(a.opts.Now()):
 		a.neg.Set(hash, struct{}{})
-		a.setL2(ctx, hash, nil, a.opts.NegativeTTL)
 		a.chargeFailure(ctx, client, org)
 		return nil, ErrUnauthenticated
 	}
-	p := principalOf(k)
+	p := principalOf(pk.key)
 	a.keys.Set(hash, p)
-	a.setL2(ctx, hash, p, a.opts.RedisTTL)
 	return p, nil
 }
 
@@ -128,61 +117,30 @@ func principalOf(k store.Key) *Principal {
 	return keyPrincipal(k.OrgID, k.ID, k.RateLimitPerMinute, k.TokensPerMinute, exp)
 }
 
-// getL2 reads the key's Redis entry. found with a nil principal is a
-// tombstone. An entry whose organization differs from the key's own org
-// segment is ignored: the tenant comes from the credential, never from a
-// cache.
-func (a *Authenticator) getL2(ctx context.Context, org uuid.UUID, hash [32]byte) (p *Principal, found bool, err error) {
-	if a.opts.Redis == nil {
-		return nil, false, nil
-	}
-	rctx, cancel := context.WithTimeout(ctx, a.opts.RedisTimeout)
-	defer cancel()
-	a.n.l2Lookups.Add(1)
-	val, err := a.opts.Redis.Get(rctx, redisKey(hash)).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, false, nil
-	}
-	if err != nil {
-		a.n.l2Errors.Add(1)
-		a.log.Debug("redis get failed; falling back to PostgreSQL", zap.Error(err))
-		return nil, false, err
-	}
+// parseL2 reads a key's Redis entry: found with a nil principal is a
+// tombstone. An entry of another organization than org, the key's own
+// org segment, or one that does not parse, is not found.
+func parseL2(org uuid.UUID, val string) (p *Principal, found bool) {
 	if val == tombstone {
-		a.n.l2Hits.Add(1)
-		return nil, true, nil
+		return nil, true
 	}
 	var e l2Entry
 	if err := json.Unmarshal([]byte(val), &e); err != nil || e.Org != org {
-		return nil, false, errors.New("auth: unusable redis entry")
+		return nil, false
 	}
-	a.n.l2Hits.Add(1)
 	var exp time.Time
 	if e.ExpiresAt != 0 {
 		exp = time.Unix(0, e.ExpiresAt)
 	}
-	return keyPrincipal(e.Org, e.ID, e.RPM, e.TPM, exp), true, nil
+	return keyPrincipal(e.Org, e.ID, e.RPM, e.TPM, exp), true
 }
 
-// setL2 writes the key's Redis entry if there is none (p nil: a tombstone).
-// Failures only cost a later look-up, so they are counted, not returned.
-func (a *Authenticator) setL2(ctx context.Context, hash [32]byte, p *Principal, ttl time.Duration) {
-	if a.opts.Redis == nil {
-		return
+// l2Value is a usable key's Redis entry.
+func l2Value(p *Principal) string {
+	e := l2Entry{Org: p.Org, ID: p.KeyID, RPM: p.RateLimitPerMinute, TPM: p.TokensPerMinute}
+	if !p.expiresAt.IsZero() {
+		e.ExpiresAt = p.expiresAt.UnixNano()
 	}
-	val := tombstone
-	if p != nil {
-		e := l2Entry{Org: p.Org, ID: p.KeyID, RPM: p.RateLimitPerMinute, TPM: p.TokensPerMinute}
-		if !p.expiresAt.IsZero() {
-			e.ExpiresAt = p.expiresAt.UnixNano()
-		}
-		b, _ := json.Marshal(e) // cannot fail: fixed types
-		val = string(b)
-	}
-	rctx, cancel := context.WithTimeout(ctx, a.opts.RedisTimeout)
-	defer cancel()
-	if err := a.opts.Redis.SetNX(rctx, redisKey(hash), val, ttl).Err(); err != nil {
-		a.n.l2Errors.Add(1)
-		a.log.Debug("redis set failed", zap.Error(err))
-	}
+	b, _ := json.Marshal(e) // cannot fail: fixed types
+	return string(b)
 }

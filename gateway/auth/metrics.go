@@ -13,6 +13,7 @@ var authMetrics = []struct {
 	{counterDesc("l2_hits", "API keys answered by Redis."), func(s *Stats) uint64 { return s.L2Hits }},
 	{counterDesc("l2_errors", "Redis look-ups that failed."), func(s *Stats) uint64 { return s.L2Errors }},
 	{counterDesc("l3_lookups", "Look-ups that reached PostgreSQL."), func(s *Stats) uint64 { return s.L3Lookups }},
+	{counterDesc("l3_queries", "PostgreSQL transactions that looked up keys; concurrent look-ups share one."), func(s *Stats) uint64 { return s.L3Queries }},
 	{counterDesc("l3_errors", "PostgreSQL look-ups that failed."), func(s *Stats) uint64 { return s.L3Errors }},
 	{counterDesc("malformed", "Credentials refused without any look-up."), func(s *Stats) uint64 { return s.Malformed }},
 	{counterDesc("invalidations", "Invalidation events applied."), func(s *Stats) uint64 { return s.Invalidated }},

@@ -18,11 +18,8 @@ import (
 // unknownKeys is a key store that knows no key, or fails with err.
 type unknownKeys struct{ err error }
 
-func (u unknownKeys) LookupKey(context.Context, uuid.UUID, [32]byte) (store.Key, error) {
-	if u.err != nil {
-		return store.Key{}, u.err
-	}
-	return store.Key{}, store.ErrNotFound
+func (u unknownKeys) LookupKeys(context.Context, []store.KeyRef) (map[store.KeyRef]store.Key, error) {
+	return nil, u.err
 }
 
 func (unknownKeys) OrgExists(context.Context, uuid.UUID) (bool, error) { return true, nil }
@@ -67,6 +64,7 @@ func TestAuthenticatorCollector(t *testing.T) {
 	for name, want := range map[string]float64{
 		"bulkhead_auth_malformed_total":                     1,
 		"bulkhead_auth_l3_lookups_total":                    1,
+		"bulkhead_auth_l3_queries_total":                    1,
 		"bulkhead_auth_failures_total":                      1,
 		"bulkhead_auth_l1_negative_hits_total":              1,
 		"bulkhead_auth_throttled_total{scope=address}":      1,
@@ -81,8 +79,8 @@ func TestAuthenticatorCollector(t *testing.T) {
 			t.Errorf("%s = %v (exported: %t), want %v", name, v, ok, want)
 		}
 	}
-	if len(got) != 11 {
-		t.Errorf("%d series, want 11: %v", len(got), got)
+	if len(got) != 12 {
+		t.Errorf("%d series, want 12: %v", len(got), got)
 	}
 	if v := collect(t, broken)["bulkhead_auth_l3_errors_total"]; v != 1 {
 		t.Errorf("failing database: l3_errors = %v, want 1", v)

@@ -40,6 +40,15 @@ import (
 // per organization (random organizations need the address budget
 // anyway), and a Bloom filter's false positives still reach PostgreSQL.
 //
+// A budget is checked only by an instance that has itself charged it a
+// failure within the last minute (failureMemory, the time an empty budget
+// takes to refill): valid keys from addresses and organizations that have
+// not failed here, all of a healthy deployment's first touches, cost no
+// budget round trips to Redis. The price is one unchecked failure per
+// budget per instance per minute: an instance that has not seen an
+// address or organization fail lets its first failed look-up through
+// even when other replicas have spent the budget, then checks as before.
+//
 // Checks and charges are separate steps, so look-ups already in flight
 // when a budget runs out still complete: the overshoot is bounded by the
 // concurrent L3 look-ups. Concurrent misses for one key share one look-up
@@ -104,13 +113,13 @@ func (a *Authenticator) checkFailures(ctx context.Context, client netip.Addr, or
 	if a.opts.Failures == nil {
 		return nil
 	}
-	if !a.addrLimit.IsZero() && client.IsValid() {
+	if !a.addrLimit.IsZero() && client.IsValid() && a.failedHere(addressKey(client)) {
 		if retry, ok := a.failureBudget(ctx, addressKey(client), a.addrLimit); !ok {
 			a.n.throttledAddr.Add(1)
 			return &ThrottledError{Scope: ScopeAddress, RetryAfter: retry}
 		}
 	}
-	if !a.orgLimit.IsZero() {
+	if !a.orgLimit.IsZero() && a.failedHere(orgKey(org)) {
 		if retry, ok := a.failureBudget(ctx, orgKey(org), a.orgLimit); !ok {
 			a.n.throttledOrg.Add(1)
 			return &ThrottledError{Scope: ScopeOrganization, RetryAfter: retry}
@@ -174,6 +183,7 @@ func (a *Authenticator) chargeFailure(ctx context.Context, client netip.Addr, or
 		return
 	}
 	charge := func(key string, lim ratelimit.Limit) {
+		a.failing.Set(key, struct{}{})
 		if err := a.opts.Failures.Charge(ctx, key, lim, 1); err != nil {
 			a.log.Debug("failed look-up not charged", zap.String("budget", key[:1]), zap.Error(err))
 		}
@@ -185,6 +195,17 @@ func (a *Authenticator) chargeFailure(ctx context.Context, client netip.Addr, or
 		charge(orgKey(org), a.orgLimit)
 	}
 }
+
+// failedHere reports whether this instance charged key's budget a failure
+// within failureMemory: only then is the budget checked.
+func (a *Authenticator) failedHere(key string) bool {
+	_, ok := a.failing.GetIfPresent(key)
+	return ok
+}
+
+// failureMemory is how long an instance checks a budget after charging
+// it: a minute, the time an empty budget takes to refill.
+const failureMemory = time.Minute
 
 // perMinute is the failure budget of n per minute, or none for n <= 0.
 func perMinute(n int) ratelimit.Limit {

@@ -308,3 +308,46 @@ func TestSpentBudgetIsRemembered(t *testing.T) {
 		t.Errorf("%d Redis reads for 100 guesses from an address known to be throttled, want 0", n)
 	}
 }
+
+// A budget is checked only by an instance that has charged it lately, so
+// a replica that has seen no failure of an organization lets its first
+// failed look-up through even when another replica has spent the
+// organization's shared budget, and then refuses like the other: the
+// documented price, one failure per budget and instance. A valid key
+// from a clean address and organization costs no budget call at all.
+func TestFailureBudgetCheckedWhereItFailed(t *testing.T) {
+	f := newFixture(t)
+	org, clean := f.org(t), f.org(t)
+	valid, _ := f.key(t, clean, nil)
+	const budget = 5
+	lim := ratelimit.New(f.rdb, ratelimit.Options{Prefix: "bulkhead:authfail:test:" + uuid.NewString(), Timeout: time.Second})
+	counting := &countingLimiter{FailureLimiter: lim}
+	replica := func() *auth.Authenticator {
+		return f.instance(t, false, func(o *auth.Options) {
+			o.Failures, o.FailuresPerMinutePerOrg = counting, budget
+		})
+	}
+	one, two := replica(), replica()
+
+	if _, err := authn(one, valid); err != nil {
+		t.Fatal(err)
+	}
+	if n := counting.checks.Load(); n != 0 {
+		t.Errorf("a valid key of a clean organization: %d budget checks, want 0", n)
+	}
+	var throttled int
+	for _, k := range guessed(t, org, 3*budget) {
+		if _, err := authn(one, k); errors.Is(err, auth.ErrThrottled) {
+			throttled++
+		}
+	}
+	if throttled == 0 {
+		t.Fatalf("replica one never throttled %d guesses on a budget of %d", 3*budget, budget)
+	}
+	keys := guessed(t, org, 2)
+	if _, err := authn(two, keys[0]); !errors.Is(err, auth.ErrUnauthenticated) {
+		t.Errorf("replica two's first failure: err = %v, want a look-up (unchecked)", err)
+	}
+	_, err := authn(two, keys[1])
+	wantThrottled(t, err, auth.ScopeOrganization)
+}
