@@ -108,7 +108,7 @@ func BenchmarkUsageSeriesMillionRows(b *testing.B) {
 	}
 	text := strings.Join(plan, "\n")
 	b.Logf("EXPLAIN ANALYZE of the 30-day usage series by model:\n%s", text)
-	if !strings.Contains(text, "usage_daily_key") || !strings.Contains(text, "usage_hourly_key") || strings.Contains(text, "Seq Scan") ||
+	if !strings.Contains(text, "usage_daily_key") || !strings.Contains(text, "usage_hourly_key") || scansTable(text) ||
 		strings.Contains(text, "JIT") || strings.Contains(text, "Gather") {
 		b.Fatalf("the usage series does not read usage_daily and usage_hourly by their keys, scans a table, compiles or starts workers")
 	}
@@ -277,7 +277,7 @@ func BenchmarkUsageFiveMillionRows(b *testing.B) {
 	}
 	text := strings.Join(plan, "\n")
 	b.Logf("EXPLAIN ANALYZE of a 30-day usage report by model:\n%s", text)
-	if !strings.Contains(text, "usage_hourly_key") || strings.Contains(text, "Seq Scan") || strings.Contains(text, "JIT") {
+	if !strings.Contains(text, "usage_hourly_key") || scansTable(text) || strings.Contains(text, "JIT") {
 		b.Fatalf("the usage report does not read usage_hourly by its key, scans a table, or compiles")
 	}
 	// user: 1,000 end users, so usage_hourly_user holds 720,000 rows for
@@ -308,4 +308,15 @@ func BenchmarkUsageMillionRows(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// scansTable reports whether an EXPLAIN's text scans a table whole, other
+// than usage_rollup_state (one row: where the daily rollups end).
+func scansTable(text string) bool {
+	for _, line := range strings.Split(text, "\n") {
+		if strings.Contains(line, "Seq Scan") && !strings.Contains(line, "Seq Scan on usage_rollup_state") {
+			return true
+		}
+	}
+	return false
 }

@@ -178,10 +178,12 @@ func (s *Store) inTenantRead(ctx context.Context, tenant uuid.UUID, fn func(pgx.
 // its last hour got a sequential scan of the whole partition (7.6 s on
 // BenchmarkUsageFiveMillionRows). Nor parallel workers: starting them for
 // an edge hour's few hundred rows took 10 of a series' 17 ms
-// (BenchmarkUsageSeriesMillionRows).
+// (BenchmarkUsageSeriesMillionRows). work_mem: a report by end user groups
+// one rollup row per user and day or hour (1,000 users over 30 days: 60,000
+// rows), whose sort spilled to disk with the default 4 MB.
 const (
 	forceCustomPlans = "; SET LOCAL plan_cache_mode = force_custom_plan"
-	reportSettings   = forceCustomPlans + "; SET LOCAL enable_seqscan = off; SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0"
+	reportSettings   = forceCustomPlans + "; SET LOCAL enable_seqscan = off; SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL work_mem = '32MB'"
 )
 
 func beginTenant(ctx context.Context, db beginner, begin string, tenant uuid.UUID, then string, fn func(pgx.Tx) error) error {
