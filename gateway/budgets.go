@@ -25,7 +25,11 @@ var _ budgets = (*budget.Enforcer)(nil)
 // HeaderBudgetRemaining is the dollars the tightest budget that applies to
 // the request has left after its reservation (decimal text), on every
 // answer a budget applies to, 429s included; HeaderBudgetLevel names that
-// budget's level (organization, key, user, key+user).
+// budget's level (organization, key, user, key+user). A request admitted
+// from the replica's lease (budget/lease.go) sees what Redis had left at
+// that replica's last lease, less what the replica has reserved since:
+// exact with one replica; with several, other replicas' spending of the
+// last second may not be in it yet (a refusal's figure is always Redis's).
 const (
 	HeaderBudgetRemaining = "X-Bulkhead-Budget-Remaining-Usd"
 	HeaderBudgetLevel     = "X-Bulkhead-Budget-Level"
