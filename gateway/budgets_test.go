@@ -344,3 +344,51 @@ func TestBudgetLevels(t *testing.T) {
 		t.Errorf("alice: %d %v %s", r.status, r.headers, r.body)
 	}
 }
+
+// Redis goes away: a replica keeps admitting from the dollars it leased
+// (Redis counted them), then budgets fail closed with an OpenAI-shaped
+// 503 budget_unavailable (never a 500, never unenforced). A tenant
+// without a budget is not affected.
+func TestBudgetRedisDown(t *testing.T) {
+	h := newHarness(t, catalogConfig(config.ModelAccessAll))
+	org, key, _ := h.tenant(1_000_000)
+	_, keyB, _ := h.tenant(1_000_000)
+	model := pricedModel(t, h)
+	if _, err := h.admin.SetBudget(context.Background(), store.Budget{OrgID: org, Limit: 100_000_000,
+		Window: store.BudgetWindow{Kind: "day"}}); err != nil {
+		t.Fatal(err)
+	}
+	srv := storetest.StartRedisServer(t)
+	opts, err := redis.ParseURL(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.MaxRetries = -1
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { rdb.Close() })
+	gw := budgetReplica(t, h, rdb, "bulkhead:budget:test", nil)
+	if r := gw.do("POST", "/v1/chat/completions", budgetChat(model, "u"), "Authorization", "Bearer "+key); r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	srv.Kill()
+	leased := 0
+	for ; ; leased++ {
+		r := gw.do("POST", "/v1/chat/completions", budgetChat(model, "u"), "Authorization", "Bearer "+key)
+		if r.status == 200 && leased < 1000 {
+			continue
+		}
+		if r.status != 503 || !strings.Contains(string(r.body), `"code":"budget_unavailable"`) || !strings.Contains(string(r.body), r.headers["x-request-id"]) {
+			t.Fatalf("after %d answers from the lease: %d %s", leased, r.status, r.body)
+		}
+		break
+	}
+	// The lease was min(256 requests, ($100 - $0.111) / 16): $6.243062,
+	// 56 requests of $0.111 (11 prompt tokens estimated, 100 max_tokens),
+	// plus what the answered ones reserved beyond their cost.
+	if leased < 56 {
+		t.Errorf("%d requests answered from the lease after Redis went away, want at least 56", leased)
+	}
+	if r := gw.do("POST", "/v1/chat/completions", budgetChat(model, "u"), "Authorization", "Bearer "+keyB); r.status != 200 {
+		t.Errorf("tenant B without a budget: %d %s", r.status, r.body)
+	}
+}

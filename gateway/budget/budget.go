@@ -78,7 +78,14 @@ type Enforcer struct {
 	// not wait for a round trip that only corrects the counters.
 	jobs    chan func(context.Context)
 	running atomic.Bool
+	// downUntil (unix ns, 0: closed) is set when a Redis call fails:
+	// until then requests no lease covers fail at once instead of each
+	// waiting for Redis; the first one after it probes.
+	downUntil atomic.Int64
 }
+
+// redisCooldown is how long Redis is left alone after a failure.
+const redisCooldown = time.Second
 
 // jobQueue bounds the jobs waiting for Run's workers; a full queue makes
 // the caller run its job, never drops one.
@@ -240,9 +247,18 @@ func (e *Enforcer) Reserve(ctx context.Context, r Request) (Decision, Reservatio
 				return Decision{}, Reservation{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 			}
 		}
+		if !e.mayCallRedis() {
+			ol.mu.Unlock()
+			return Decision{}, Reservation{}, fmt.Errorf("%w: Redis failed less than %v ago", ErrUnavailable, redisCooldown)
+		}
 		ol.fetch = make(chan struct{})
 		ol.mu.Unlock()
 		d, ok, missing, err := e.reserveRedis(ctx, ol, &res, now)
+		if err != nil && ctx.Err() == nil {
+			e.downUntil.Store(time.Now().Add(redisCooldown).UnixNano())
+		} else if err == nil {
+			e.downUntil.Store(0)
+		}
 		switch {
 		case err != nil:
 			return Decision{}, Reservation{}, err
@@ -261,6 +277,17 @@ func (e *Enforcer) Reserve(ctx context.Context, r Request) (Decision, Reservatio
 			}
 		}
 	}
+}
+
+// mayCallRedis reports whether a request may call Redis: no failure
+// within redisCooldown, or this caller is the one probe after it.
+func (e *Enforcer) mayCallRedis() bool {
+	until := e.downUntil.Load()
+	if until == 0 {
+		return true
+	}
+	now := time.Now().UnixNano()
+	return now >= until && e.downUntil.CompareAndSwap(until, now+int64(redisCooldown))
 }
 
 // decide reads a reply's spends: allowed, the tightest budget (least

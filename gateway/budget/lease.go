@@ -55,7 +55,11 @@ import (
 //     the reservations in flight and rows not yet written, see rebuild).
 //   - Redis unreachable: leases already held keep being spent (Redis
 //     counted them); a request its replica's lease cannot cover fails
-//     with ErrUnavailable (the gateway answers 503). Budgets fail closed.
+//     with ErrUnavailable (the gateway answers 503 budget_unavailable).
+//     Budgets fail closed: a budget is a promise about money, and a
+//     replica alone cannot know what the others spend. After a failure
+//     Redis is left alone for redisCooldown (such requests fail at once),
+//     then one request probes it.
 //   - Decision.Remaining of a leased admission is what Redis had left at
 //     this replica's last lease plus what the replica still holds: other
 //     replicas' spending since that lease (at most leaseLifetime ago) is
