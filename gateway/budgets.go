@@ -96,7 +96,8 @@ func (s *Server) reserveBudget(rc *fasthttp.RequestCtx, x *exchange, r openai.Re
 	if !d.Applies {
 		return nil
 	}
-	rc.Response.Header.Set(HeaderBudgetRemaining, d.Remaining.String())
+	var buf [24]byte
+	rc.Response.Header.SetBytesV(HeaderBudgetRemaining, d.Remaining.Append(buf[:0]))
 	rc.Response.Header.Set(HeaderBudgetLevel, d.Level)
 	if !d.Allowed {
 		// When some spend leaves the window at the earliest: a retry
@@ -117,7 +118,7 @@ func (s *Server) settleBudget(x *exchange, cost store.MicroUSD) {
 		return
 	}
 	x.budgetHeld = false
-	// Not cancelled at shutdown: a request answered is charged. The
-	// enforcer bounds its own calls.
-	s.budgets.Settle(context.WithoutCancel(s.base), x.budget, cost)
+	// Settle does no I/O: a request answered is charged even at shutdown
+	// (what it queues for Redis runs on the enforcer's own context).
+	s.budgets.Settle(s.base, x.budget, cost)
 }

@@ -219,17 +219,23 @@ func (e *Enforcer) Reserve(ctx context.Context, r Request) (Decision, Reservatio
 	if err != nil {
 		return Decision{}, Reservation{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	res := Reservation{ol: ol, amount: max(r.Max, 0)}
+	n := 0
+	for _, b := range all {
+		if applies(b, r) {
+			n++
+		}
+	}
+	if n == 0 {
+		return Decision{}, Reservation{}, nil
+	}
+	res := Reservation{ol: ol, amount: max(r.Max, 0), parts: make([]part, 0, n)}
 	now := e.o.Now()
 	for _, b := range all {
-		if (b.KeyID == nil || *b.KeyID == r.Key) && (b.EndUser == nil || *b.EndUser == r.EndUser) {
+		if applies(b, r) {
 			p := part{b: b}
 			p.bucket, p.low, p.ttl, p.window = slot(b.Window, now)
 			res.parts = append(res.parts, p)
 		}
-	}
-	if len(res.parts) == 0 {
-		return Decision{}, Reservation{}, nil
 	}
 	for rebuilt := false; ; {
 		ol.mu.Lock()
@@ -277,6 +283,12 @@ func (e *Enforcer) Reserve(ctx context.Context, r Request) (Decision, Reservatio
 			}
 		}
 	}
+}
+
+// applies reports whether b applies to r: its organization's budgets,
+// its key's and its end user's.
+func applies(b store.Budget, r Request) bool {
+	return (b.KeyID == nil || *b.KeyID == r.Key) && (b.EndUser == nil || *b.EndUser == r.EndUser)
 }
 
 // mayCallRedis reports whether a request may call Redis: no failure

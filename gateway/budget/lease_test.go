@@ -257,3 +257,30 @@ func TestLeaseWithoutRedis(t *testing.T) {
 		t.Errorf("%d requests admitted from the lease after Redis went away, want 62", n)
 	}
 }
+
+// BenchmarkReserveSettle is the enforcer's part of a request with an
+// organization budget and a key budget that are far from used up: most
+// decisions come from the replica's leases.
+func BenchmarkReserveSettle(b *testing.B) {
+	rdb := storetest.Redis(b)
+	org, key := uuid.New(), uuid.New()
+	ob, kb := dayBudget(org, store.MaxBudget), dayBudget(org, store.MaxBudget)
+	kb.KeyID = &key
+	e, err := New(Options{Source: newFakeSource(ob, kb), Redis: rdb, Prefix: "bulkhead:budget:bench:" + uuid.NewString()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			d, res, err := e.Reserve(ctx, Request{Org: org, Key: key, Max: 60_000})
+			if err != nil || !d.Allowed {
+				b.Error(d, err)
+				return
+			}
+			e.Settle(ctx, res, 40_000)
+		}
+	})
+	b.ReportMetric(testutil.ToFloat64(e.m.fetched)/float64(b.N), "redis/op")
+}
