@@ -374,8 +374,9 @@ func (e *Enforcer) budgetsFor(ctx context.Context, org uuid.UUID) ([]store.Budge
 	now := time.Now()
 	e.mu.Lock()
 	c, ok := e.lists[org]
-	ol := e.leasesOf(org)
+	ol, later := e.leasesOf(org)
 	e.mu.Unlock()
+	e.queueAll(later)
 	if ok && now.Before(c.expires) {
 		return c.budgets, ol, nil
 	}

@@ -181,11 +181,13 @@ func (e *Enforcer) reserveRedis(ctx context.Context, ol *orgLeases, res *Reserva
 
 	reply, err := e.run(ctx, leaseScript, keys, args)
 
+	var later []func(context.Context) // Redis corrections, once unlocked
 	ol.mu.Lock()
 	defer func() {
 		close(ol.fetch)
 		ol.fetch = nil
 		ol.mu.Unlock()
+		e.queueAll(later)
 	}()
 	if err != nil {
 		// The script may still run: what was given back stays given back
@@ -234,7 +236,7 @@ func (e *Enforcer) reserveRedis(ctx context.Context, ol *orgLeases, res *Reserva
 		if (ent.gen != gen || ent.bucket != p.bucket) && ent.held > 0 {
 			// Given back to the counter it was taken from: ended requests
 			// returned it while this one asked Redis.
-			e.queueAdjust(ent.key, ent.gen, ent.bucket, ent.low, -ent.held)
+			later = e.adjustJob(later, ent.key, ent.gen, ent.bucket, ent.low, -ent.held)
 			ent.held = 0
 		}
 		ent.limit, ent.window, ent.gen, ent.bucket, ent.low = p.b.Limit, p.b.Window, gen, p.bucket, p.low
@@ -256,6 +258,7 @@ func (e *Enforcer) settleLeases(res Reservation, actual store.MicroUSD) {
 	delta := int64(actual - res.amount)
 	ol := res.ol
 	now := e.o.Now()
+	var later []func(context.Context) // Redis corrections and alert claims, once unlocked
 	ol.mu.Lock()
 	for i := range res.parts {
 		p := &res.parts[i]
@@ -264,7 +267,7 @@ func (e *Enforcer) settleLeases(res Reservation, actual store.MicroUSD) {
 			// The lease it came from is gone (given back, or its counter
 			// lost): correct the counter it was counted in.
 			if delta != 0 {
-				e.queueAdjust(ent.key, p.gen, p.bucket, p.low, delta)
+				later = e.adjustJob(later, ent.key, p.gen, p.bucket, p.low, delta)
 			}
 			continue
 		}
@@ -272,36 +275,37 @@ func (e *Enforcer) settleLeases(res Reservation, actual store.MicroUSD) {
 		case !now.Before(ent.expires):
 			// The lease is over (expired, or Redis refused a request):
 			// straight to the counter, for any replica to use.
-			e.queueAdjust(ent.key, p.gen, p.bucket, p.low, delta)
+			later = e.adjustJob(later, ent.key, p.gen, p.bucket, p.low, delta)
 			ent.seen += delta
 		case delta <= 0 || ent.held >= delta:
 			ent.held -= delta
 		default:
-			e.queueAdjust(ent.key, p.gen, p.bucket, p.low, delta)
+			later = e.adjustJob(later, ent.key, p.gen, p.bucket, p.low, delta)
 			ent.seen += delta
 		}
 		if excess := ent.held - ent.size; excess > ent.size+int64(res.amount) {
 			ent.held -= excess
 			ent.seen -= excess
-			e.queueAdjust(ent.key, ent.gen, ent.bucket, ent.low, -excess)
+			later = e.adjustJob(later, ent.key, ent.gen, ent.bucket, ent.low, -excess)
 		}
 		spent := ent.seen - ent.held
 		for _, pm := range p.b.AlertAt {
 			if spent*1000 >= int64(p.b.Limit)*int64(pm) {
-				e.queueAlert(p.b, p.window, pm, store.MicroUSD(spent))
+				later = e.alertJob(later, p.b, p.window, pm, store.MicroUSD(spent))
 			}
 		}
 	}
 	ol.mu.Unlock()
+	e.queueAll(later)
 }
 
-// queueAdjust adds amount to a counter of generation gen in Redis, on a
-// worker (or here without Run).
-func (e *Enforcer) queueAdjust(key string, gen, bucket, low, amount int64) {
+// adjustJob appends to jobs the addition of amount to a counter of
+// generation gen in Redis.
+func (e *Enforcer) adjustJob(jobs []func(context.Context), key string, gen, bucket, low, amount int64) []func(context.Context) {
 	if amount == 0 || gen == 0 {
-		return
+		return jobs
 	}
-	e.queue(func(ctx context.Context) { e.adjust(ctx, key, gen, bucket, low, amount) })
+	return append(jobs, func(ctx context.Context) { e.adjust(ctx, key, gen, bucket, low, amount) })
 }
 
 func (e *Enforcer) adjust(ctx context.Context, key string, gen, bucket, low, amount int64) {
@@ -313,13 +317,22 @@ func (e *Enforcer) adjust(ctx context.Context, key string, gen, bucket, low, amo
 	}
 }
 
-// queueAlert announces a threshold reached unless this replica knows it
-// was claimed already; the claim (a PostgreSQL call) runs on a worker.
-func (e *Enforcer) queueAlert(b store.Budget, window time.Time, permille int, spent store.MicroUSD) {
+// alertJob appends to jobs the announcement of a threshold reached,
+// unless this replica knows it was claimed already (the claim is a
+// PostgreSQL call).
+func (e *Enforcer) alertJob(jobs []func(context.Context), b store.Budget, window time.Time, permille int, spent store.MicroUSD) []func(context.Context) {
 	if _, done := e.alerted.Load(alertKey{b.ID, window.Unix(), permille}); done {
-		return
+		return jobs
 	}
-	e.queue(func(ctx context.Context) { e.alert(ctx, b, window, permille, spent) })
+	return append(jobs, func(ctx context.Context) { e.alert(ctx, b, window, permille, spent) })
+}
+
+// queueAll queues jobs (see queue); no lock may be held, as a job may run
+// here.
+func (e *Enforcer) queueAll(jobs []func(context.Context)) {
+	for _, job := range jobs {
+		e.queue(job)
+	}
 }
 
 // queue runs job on one of Run's workers, or here when they are not
@@ -367,18 +380,18 @@ func (e *Enforcer) giveBack(ctx context.Context, now time.Time, all bool) {
 	}
 }
 
-// leasesOf returns org's leases; e.mu must be held.
-func (e *Enforcer) leasesOf(org uuid.UUID) *orgLeases {
-	ol := e.leases[org]
-	if ol != nil {
-		return ol
+// leasesOf returns org's leases, and the jobs giving back what leases
+// it dropped held (to queue once e.mu is released); e.mu must be held.
+func (e *Enforcer) leasesOf(org uuid.UUID) (ol *orgLeases, later []func(context.Context)) {
+	if ol = e.leases[org]; ol != nil {
+		return ol, nil
 	}
 	if len(e.leases) >= maxCachedOrgs {
 		// Start over; what the dropped leases held is given back.
 		for _, old := range e.leases {
 			old.mu.Lock()
 			for _, ent := range old.ents {
-				e.queueAdjust(ent.key, ent.gen, ent.bucket, ent.low, -ent.held)
+				later = e.adjustJob(later, ent.key, ent.gen, ent.bucket, ent.low, -ent.held)
 				ent.held, ent.gen = 0, 0
 			}
 			old.mu.Unlock()
@@ -387,7 +400,7 @@ func (e *Enforcer) leasesOf(org uuid.UUID) *orgLeases {
 	}
 	ol = &orgLeases{ents: map[uuid.UUID]*leaseEntry{}}
 	e.leases[org] = ol
-	return ol
+	return ol, later
 }
 
 // newGeneration returns a counter generation: a random positive integer
