@@ -25,7 +25,11 @@ var _ budgets = (*budget.Enforcer)(nil)
 // HeaderBudgetRemaining is the dollars the tightest budget that applies to
 // the request has left after its reservation (decimal text), on every
 // answer a budget applies to, 429s included; HeaderBudgetLevel names that
-// budget's level (organization, key, user, key+user).
+// budget's level (organization, key, user, key+user). A request admitted
+// from the replica's lease (budget/lease.go) sees what Redis had left at
+// that replica's last lease, less what the replica has reserved since:
+// exact with one replica; with several, other replicas' spending of the
+// last second may not be in it yet (a refusal's figure is always Redis's).
 const (
 	HeaderBudgetRemaining = "X-Bulkhead-Budget-Remaining-Usd"
 	HeaderBudgetLevel     = "X-Bulkhead-Budget-Level"
@@ -92,7 +96,8 @@ func (s *Server) reserveBudget(rc *fasthttp.RequestCtx, x *exchange, r openai.Re
 	if !d.Applies {
 		return nil
 	}
-	rc.Response.Header.Set(HeaderBudgetRemaining, d.Remaining.String())
+	var buf [24]byte
+	rc.Response.Header.SetBytesV(HeaderBudgetRemaining, d.Remaining.Append(buf[:0]))
 	rc.Response.Header.Set(HeaderBudgetLevel, d.Level)
 	if !d.Allowed {
 		// When some spend leaves the window at the earliest: a retry
@@ -113,7 +118,7 @@ func (s *Server) settleBudget(x *exchange, cost store.MicroUSD) {
 		return
 	}
 	x.budgetHeld = false
-	// Not cancelled at shutdown: a request answered is charged. The
-	// enforcer bounds its own calls.
-	s.budgets.Settle(context.WithoutCancel(s.base), x.budget, cost)
+	// Settle does no I/O: a request answered is charged even at shutdown
+	// (what it queues for Redis runs on the enforcer's own context).
+	s.budgets.Settle(s.base, x.budget, cost)
 }

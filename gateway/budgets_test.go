@@ -110,19 +110,32 @@ func spentInLog(t *testing.T, org uuid.UUID, rows int) store.MicroUSD {
 }
 
 // Two replicas sharing Redis and PostgreSQL, many concurrent requests, a
-// $1 budget: together they spend at most $1 (each request reserves its
-// maximum cost first), and close to it. Refusals are OpenAI's
-// insufficient_quota 429 with the remaining budget in a header. Each soft
-// threshold reaches the webhook exactly once, signed, even though its
-// first delivery fails. Tenant B, without a budget, is not affected.
+// $1 budget (a request may cost $0.104: each goes to Redis) and a $6 one
+// (most are decided from a replica's lease): together they spend at most
+// the budget (each request reserves its maximum cost first), and close to
+// it. Refusals are OpenAI's insufficient_quota 429 with the remaining
+// budget in a header. Each soft threshold reaches the webhook exactly
+// once, signed, even though its first delivery fails. Tenant B is not
+// affected: without a budget it has no budget header; with one of its
+// own, its header shows its own.
 func TestBudgetTwoReplicas(t *testing.T) {
+	for _, usd := range []store.MicroUSD{1_000_000, 6_000_000} {
+		t.Run(usd.String(), func(t *testing.T) { budgetTwoReplicas(t, usd) })
+	}
+}
+
+func budgetTwoReplicas(t *testing.T, limit store.MicroUSD) {
 	h := newHarness(t, catalogConfig(config.ModelAccessAll))
 	org, key, _ := h.tenant(1_000_000)
 	_, keyB, _ := h.tenant(1_000_000)
+	orgC, keyC, _ := h.tenant(1_000_000)
 	model := pricedModel(t, h)
-	limit := store.MicroUSD(1_000_000)
 	if _, err := h.admin.SetBudget(context.Background(), store.Budget{OrgID: org, Limit: limit,
 		Window: store.BudgetWindow{Kind: "day"}, AlertAt: []int{250, 500}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.admin.SetBudget(context.Background(), store.Budget{OrgID: orgC, Limit: 500_000,
+		Window: store.BudgetWindow{Kind: "day"}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -207,6 +220,13 @@ func TestBudgetTwoReplicas(t *testing.T) {
 		r.headers[strings.ToLower(HeaderBudgetRemaining)] != "" {
 		t.Errorf("tenant B without a budget: %d %v", r.status, r.headers)
 	}
+	// Tenant C's $0.5 is whole: its first request's header says what is
+	// left after its own reservation (11 prompt tokens estimated and 100
+	// max_tokens at $0.001).
+	if r := replicas[1].do("POST", "/v1/chat/completions", budgetChat(model, "u"), "Authorization", "Bearer "+keyC); r.status != 200 ||
+		r.headers[strings.ToLower(HeaderBudgetRemaining)] != "0.389" {
+		t.Errorf("tenant C with a budget of its own: %d %v %s", r.status, r.headers, r.body)
+	}
 
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -252,28 +272,22 @@ func TestBudgetRebuiltAfterFlush(t *testing.T) {
 		remaining(gw.do("POST", "/v1/chat/completions", budgetChat(model, "u"), "Authorization", "Bearer "+key))
 	}
 	before := remaining(gw.do("POST", "/v1/chat/completions", budgetChat(model, "u"), "Authorization", "Bearer "+key))
-	spent := spentInLog(t, org, 5) // every request written
-	// and settled (reconciliations run after the answer)
+	spent := spentInLog(t, org, 5) // every request written (and settled: on the replica's lease, before its row)
+	// The counter holds the spend and the replica's lease on top.
 	counter := prefix + ":{" + org.String() + "}:" + bud.ID.String()
-	for deadline := time.Now().Add(5 * time.Second); ; {
-		h, err := rdb.HGetAll(context.Background(), counter).Result()
-		if err != nil {
-			t.Fatal(err)
+	fields, err := rdb.HGetAll(context.Background(), counter).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum store.MicroUSD
+	for f, v := range fields {
+		if f != "r" {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			sum += store.MicroUSD(n)
 		}
-		var sum store.MicroUSD
-		for f, v := range h {
-			if f != "r" {
-				n, _ := strconv.ParseInt(v, 10, 64)
-				sum += store.MicroUSD(n)
-			}
-		}
-		if sum == spent {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the counter holds %d, the log %d", sum, spent)
-		}
-		time.Sleep(5 * time.Millisecond)
+	}
+	if sum < spent || sum > 1_000_000 {
+		t.Fatalf("the counter holds %d, the log %d (limit 1000000)", sum, spent)
 	}
 	if err := rdb.FlushDB(context.Background()).Err(); err != nil {
 		t.Fatal(err)
@@ -328,5 +342,53 @@ func TestBudgetLevels(t *testing.T) {
 	r = gw.do("POST", "/v1/chat/completions", budgetChat(model, "alice"), "Authorization", "Bearer "+key)
 	if r.status != 200 || r.headers[strings.ToLower(HeaderBudgetLevel)] != "key" {
 		t.Errorf("alice: %d %v %s", r.status, r.headers, r.body)
+	}
+}
+
+// Redis goes away: a replica keeps admitting from the dollars it leased
+// (Redis counted them), then budgets fail closed with an OpenAI-shaped
+// 503 budget_unavailable (never a 500, never unenforced). A tenant
+// without a budget is not affected.
+func TestBudgetRedisDown(t *testing.T) {
+	h := newHarness(t, catalogConfig(config.ModelAccessAll))
+	org, key, _ := h.tenant(1_000_000)
+	_, keyB, _ := h.tenant(1_000_000)
+	model := pricedModel(t, h)
+	if _, err := h.admin.SetBudget(context.Background(), store.Budget{OrgID: org, Limit: 100_000_000,
+		Window: store.BudgetWindow{Kind: "day"}}); err != nil {
+		t.Fatal(err)
+	}
+	srv := storetest.StartRedisServer(t)
+	opts, err := redis.ParseURL(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.MaxRetries = -1
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { rdb.Close() })
+	gw := budgetReplica(t, h, rdb, "bulkhead:budget:test", nil)
+	if r := gw.do("POST", "/v1/chat/completions", budgetChat(model, "u"), "Authorization", "Bearer "+key); r.status != 200 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	srv.Kill()
+	leased := 0
+	for ; ; leased++ {
+		r := gw.do("POST", "/v1/chat/completions", budgetChat(model, "u"), "Authorization", "Bearer "+key)
+		if r.status == 200 && leased < 1000 {
+			continue
+		}
+		if r.status != 503 || !strings.Contains(string(r.body), `"code":"budget_unavailable"`) || !strings.Contains(string(r.body), r.headers["x-request-id"]) {
+			t.Fatalf("after %d answers from the lease: %d %s", leased, r.status, r.body)
+		}
+		break
+	}
+	// The lease was min(256 requests, ($100 - $0.111) / 16): $6.243062,
+	// 56 requests of $0.111 (11 prompt tokens estimated, 100 max_tokens),
+	// plus what the answered ones reserved beyond their cost.
+	if leased < 56 {
+		t.Errorf("%d requests answered from the lease after Redis went away, want at least 56", leased)
+	}
+	if r := gw.do("POST", "/v1/chat/completions", budgetChat(model, "u"), "Authorization", "Bearer "+keyB); r.status != 200 {
+		t.Errorf("tenant B without a budget: %d %s", r.status, r.body)
 	}
 }

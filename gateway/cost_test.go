@@ -45,6 +45,21 @@ func TestCostPerRequest(t *testing.T) {
 		t.Errorf("bulkhead_cost_usd_total{model=%q} = %v, want %v", shared, got, float64(rec.Cost)/1e6)
 	}
 
+	// Prompt tokens the provider read from its cache
+	// (usage.prompt_tokens_details.cached_tokens) cost the cached-input
+	// price, streamed or not.
+	for _, body := range []string{chatWith(shared), strings.Replace(chatWith(shared), `{`, `{"stream":true,`, 1)} {
+		r = h.do("POST", "/v1/chat/completions", body, append([]string{"X-Stainless-Mock-Cached-Tokens", "3"}, auth...)...)
+		if r.status != 200 {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		rec = h.rec.find(t, r.headers["x-request-id"])
+		want := store.MicroUSD((int64(rec.PromptTokens-3)*150_000 + 3*75_000 + int64(rec.CompletionTokens)*600_000 + 999_999) / 1_000_000)
+		if rec.CacheReadTokens != 3 || rec.PromptTokens <= 3 || rec.Cost != want {
+			t.Errorf("stream %v: cached %d of %d prompt tokens, cost %d; want 3 cached, cost %d", rec.Stream, rec.CacheReadTokens, rec.PromptTokens, rec.Cost, want)
+		}
+	}
+
 	r = h.do("POST", "/v1/chat/completions", chatWith("gpt-4o-mini"), auth...)
 	if rec := h.rec.find(t, r.headers["x-request-id"]); r.status != 200 || rec.Priced || rec.Cost != 0 {
 		t.Errorf("a model outside the catalog: %d, record %+v: want no cost", r.status, rec)

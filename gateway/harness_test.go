@@ -290,7 +290,7 @@ func (h *harness) configure(mo mock.Options, mod func(*config.Config)) config.Co
 	mockAddr := h.net.listen(func(rc *fasthttp.RequestCtx) {
 		// The gateway forwards only allowlisted headers; the SDK telemetry
 		// prefix is one, so tests steer the mock through it.
-		for _, knob := range []string{"Status", "Latency", "Chunks"} {
+		for _, knob := range []string{"Status", "Latency", "Chunks", "Cached-Tokens"} {
 			if v := rc.Request.Header.Peek("X-Stainless-Mock-" + knob); len(v) > 0 {
 				rc.Request.Header.SetBytesV("X-Mock-"+knob, v)
 			}

@@ -56,15 +56,33 @@ func ParseUSD(s string) (MicroUSD, error) {
 // String writes m as decimal dollars with no trailing zeros: "0.15", "2",
 // "0.000125", "-1.5".
 func (m MicroUSD) String() string {
-	sign, v := "", int64(m)
-	if v < 0 {
-		sign, v = "-", -v
+	var b [24]byte
+	return string(m.Append(b[:0]))
+}
+
+// Append appends m to dst as String writes it, without allocating (the
+// gateway writes budget headers with it on every request).
+func (m MicroUSD) Append(dst []byte) []byte {
+	u := uint64(m)
+	if m < 0 {
+		dst = append(dst, '-')
+		u = -u // two's complement: right for math.MinInt64 too
 	}
-	s := sign + strconv.FormatInt(v/1_000_000, 10)
-	if frac := v % 1_000_000; frac != 0 {
-		s += "." + strings.TrimRight(fmt.Sprintf("%06d", frac), "0")
+	dst = strconv.AppendUint(dst, u/1_000_000, 10)
+	frac := u % 1_000_000
+	if frac == 0 {
+		return dst
 	}
-	return s
+	var b [6]byte
+	for i := 5; i >= 0; i-- {
+		b[i] = byte('0' + frac%10)
+		frac /= 10
+	}
+	n := 6
+	for b[n-1] == '0' {
+		n--
+	}
+	return append(append(dst, '.'), b[:n]...)
 }
 
 // MarshalJSON writes m as decimal text ("0.15"): JSON numbers are floats

@@ -21,9 +21,13 @@ func TestParseUSD(t *testing.T) {
 			t.Errorf("ParseUSD(%q) = %d, want an error", in, got)
 		}
 	}
-	for m, want := range map[MicroUSD]string{0: "0", 150_000: "0.15", 125: "0.000125", -1_500_000: "-1.5", 3_000_000: "3"} {
+	for m, want := range map[MicroUSD]string{0: "0", 150_000: "0.15", 125: "0.000125", -1_500_000: "-1.5", 3_000_000: "3",
+		-9223372036854775808: "-9223372036854.775808", 9223372036854775807: "9223372036854.775807", 1_000_010: "1.00001"} {
 		if got := m.String(); got != want {
 			t.Errorf("%d.String() = %q, want %q", m, got, want)
+		}
+		if got := string(m.Append([]byte("x"))); got != "x"+want {
+			t.Errorf("%d.Append = %q, want %q", m, got, "x"+want)
 		}
 	}
 }

@@ -4,7 +4,8 @@
 // It serves /v1/chat/completions, /v1/completions, /v1/embeddings,
 // /v1/responses and /v1/models, plus /v1/_echo/headers for proxy tests.
 // Per-request headers steer it: x-mock-status (inject an error status),
-// x-mock-latency and x-mock-chunks. Once listening it prints exactly one
+// x-mock-latency, x-mock-chunks and x-mock-cached-tokens (prompt tokens
+// reported as read from the prompt cache). Once listening it prints exactly one
 // line, "mockllm listening on ADDR", to stdout, so callers can start it with
 // -listen 127.0.0.1:0 and read the bound address. SIGINT or SIGTERM shut it
 // down cleanly with exit status 0.

@@ -1,7 +1,10 @@
 // Package budget enforces dollar budgets (store.Budget) across gateway
 // replicas: a request's maximum cost is reserved at admission from every
-// budget that applies to it, atomically in Redis, and reconciled with its
-// actual cost when it ends (released when it fails). PostgreSQL is the
+// budget that applies to it, and reconciled with its actual cost when it
+// ends (released when it fails). Redis counts every budget's spend for
+// all replicas; each replica leases dollars from it a chunk at a time and
+// spends them locally, so that most requests cost no round trip (see
+// lease.go for the semantics and the bound). PostgreSQL is the
 // source of truth: a counter Redis lost is rebuilt from the request log's
 // costs before anything is admitted against it. Soft thresholds are
 // claimed once per window in PostgreSQL and announced by webhook
@@ -66,25 +69,27 @@ type Enforcer struct {
 	o       Options
 	mu      sync.Mutex
 	lists   map[uuid.UUID]cached
+	leases  map[uuid.UUID]*orgLeases // guarded by mu
 	group   singleflight.Group
 	alerted sync.Map // alertKey -> struct{}: thresholds this replica knows are claimed
 	m       *enforcerMetrics
-	// settles queues reconciliations for Run's workers: the answer does
-	// not wait for a Redis round trip that only corrects the counters
-	// (until it runs they hold the reservation, at least the cost).
-	settles chan settlement
+	// jobs queues Redis corrections (leases given back, costs beyond a
+	// reservation) and alert claims for Run's workers: the answer does
+	// not wait for a round trip that only corrects the counters.
+	jobs    chan func(context.Context)
 	running atomic.Bool
+	// downUntil (unix ns, 0: closed) is set when a Redis call fails:
+	// until then requests no lease covers fail at once instead of each
+	// waiting for Redis; the first one after it probes.
+	downUntil atomic.Int64
 }
 
-type settlement struct {
-	ctx    context.Context
-	res    Reservation
-	actual store.MicroUSD
-}
+// redisCooldown is how long Redis is left alone after a failure.
+const redisCooldown = time.Second
 
-// settleQueue bounds the reconciliations waiting for Run's workers; a
-// full queue makes Settle reconcile in the caller, never drop one.
-const settleQueue = 4096
+// jobQueue bounds the jobs waiting for Run's workers; a full queue makes
+// the caller run its job, never drops one.
+const jobQueue = 4096
 
 type cached struct {
 	budgets []store.Budget
@@ -121,13 +126,18 @@ func New(o Options) (*Enforcer, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	return &Enforcer{o: o, lists: map[uuid.UUID]cached{}, m: newEnforcerMetrics(reg), settles: make(chan settlement, settleQueue)}, nil
+	return &Enforcer{o: o, lists: map[uuid.UUID]cached{}, leases: map[uuid.UUID]*orgLeases{}, m: newEnforcerMetrics(reg),
+		jobs: make(chan func(context.Context), jobQueue)}, nil
 }
 
-// Run reconciles queued settlements, two at a time, until ctx ends, then
-// those still queued. Without Run, Settle reconciles in its caller.
+// Run runs queued corrections and alert claims, two at a time, and gives
+// back leases left idle past their lifetime, until ctx ends; then it runs
+// the jobs still queued and gives back every lease. Without Run, jobs run
+// in their callers and idle leases stay held until a request of their
+// organization asks Redis (or their window ends).
 func (e *Enforcer) Run(ctx context.Context) {
 	e.running.Store(true)
+	bg := context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
 	for range 2 {
 		wg.Go(func() {
@@ -135,19 +145,32 @@ func (e *Enforcer) Run(ctx context.Context) {
 				select {
 				case <-ctx.Done():
 					return
-				case st := <-e.settles:
-					e.settle(context.WithoutCancel(st.ctx), st.res, st.actual)
+				case job := <-e.jobs:
+					job(bg)
 				}
 			}
 		})
 	}
+	wg.Go(func() {
+		t := time.NewTicker(leaseLifetime)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				e.giveBack(bg, e.o.Now(), false)
+			}
+		}
+	})
 	wg.Wait()
 	e.running.Store(false)
 	for {
 		select {
-		case st := <-e.settles:
-			e.settle(context.WithoutCancel(st.ctx), st.res, st.actual)
+		case job := <-e.jobs:
+			job(bg)
 		default:
+			e.giveBack(bg, e.o.Now(), true)
 			return
 		}
 	}
@@ -178,126 +201,133 @@ type Decision struct {
 // Reservation is what Reserve set aside, for Settle. The zero value
 // reserved nothing.
 type Reservation struct {
-	org     uuid.UUID
-	budgets []store.Budget
-	keys    []string
-	buckets []int64
-	lows    []int64
-	windows []time.Time // alert windows
-	amount  store.MicroUSD
+	ol     *orgLeases
+	parts  []part
+	amount store.MicroUSD
 }
 
 // ErrUnavailable: the budgets could not be checked (Redis or PostgreSQL
-// unreachable). Budgets fail closed: the gateway answers 503.
+// unreachable) and this replica's leases could not cover the request.
+// Budgets fail closed: the gateway answers 503.
 var ErrUnavailable = errors.New("budgets unavailable")
 
 // Reserve sets r.Max aside from every budget that applies to r, or from
-// none if one of them would go over (or is used up).
+// none if one of them would go over (or is used up): from this replica's
+// leases when they cover it, else in Redis (lease.go).
 func (e *Enforcer) Reserve(ctx context.Context, r Request) (Decision, Reservation, error) {
-	all, err := e.budgetsFor(ctx, r.Org)
+	all, ol, err := e.budgetsFor(ctx, r.Org)
 	if err != nil {
 		return Decision{}, Reservation{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	res := Reservation{org: r.Org, amount: max(r.Max, 0)}
+	n := 0
 	for _, b := range all {
-		if (b.KeyID == nil || *b.KeyID == r.Key) && (b.EndUser == nil || *b.EndUser == r.EndUser) {
-			res.budgets = append(res.budgets, b)
+		if applies(b, r) {
+			n++
 		}
 	}
-	if len(res.budgets) == 0 {
+	if n == 0 {
 		return Decision{}, Reservation{}, nil
 	}
+	res := Reservation{ol: ol, amount: max(r.Max, 0), parts: make([]part, 0, n)}
 	now := e.o.Now()
-	args := []any{int64(res.amount)}
-	for _, b := range res.budgets {
-		bucket, low, ttl, aw := slot(b.Window, now)
-		res.keys = append(res.keys, e.key(b))
-		res.buckets, res.lows, res.windows = append(res.buckets, bucket), append(res.lows, low), append(res.windows, aw)
-		args = append(args, int64(b.Limit), low, strconv.FormatInt(bucket, 10), ttl.Milliseconds())
+	for _, b := range all {
+		if applies(b, r) {
+			p := part{b: b}
+			p.bucket, p.low, p.ttl, p.window = slot(b.Window, now)
+			res.parts = append(res.parts, p)
+		}
 	}
-	for attempt := 0; ; attempt++ {
-		reply, err := e.run(ctx, reserveScript, res.keys, args)
-		if err != nil {
+	for rebuilt := false; ; {
+		ol.mu.Lock()
+		if d, ok := ol.takeLocal(&res, now); ok {
+			ol.mu.Unlock()
+			e.m.leased.Inc()
+			return d, res, nil
+		}
+		if ch := ol.fetch; ch != nil {
+			ol.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return Decision{}, Reservation{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+			}
+		}
+		if !e.mayCallRedis() {
+			ol.mu.Unlock()
+			return Decision{}, Reservation{}, fmt.Errorf("%w: Redis failed less than %v ago", ErrUnavailable, redisCooldown)
+		}
+		ol.fetch = make(chan struct{})
+		ol.mu.Unlock()
+		d, ok, missing, err := e.reserveRedis(ctx, ol, &res, now)
+		if err != nil && ctx.Err() == nil {
+			e.downUntil.Store(time.Now().Add(redisCooldown).UnixNano())
+		} else if err == nil {
+			e.downUntil.Store(0)
+		}
+		switch {
+		case err != nil:
 			return Decision{}, Reservation{}, err
-		}
-		switch reply[0] {
-		case 1:
-			return e.decide(res.budgets, reply[1:], true, 0), res, nil
-		case 0:
-			refusing := int(reply[len(reply)-1]) - 1
-			e.m.refused.WithLabelValues(res.budgets[refusing].Level()).Inc()
-			return e.decide(res.budgets, reply[1:len(reply)-1], false, refusing), Reservation{}, nil
-		}
-		if attempt > 0 {
+		case len(missing) == 0 && ok:
+			e.m.fetched.Inc()
+			return d, res, nil
+		case len(missing) == 0:
+			return d, Reservation{}, nil
+		case rebuilt:
 			return Decision{}, Reservation{}, fmt.Errorf("%w: counters lost again while being rebuilt", ErrUnavailable)
 		}
-		for _, i := range reply[1:] {
-			if err := e.rebuild(ctx, res.budgets[i-1], res.keys[i-1], now); err != nil {
+		rebuilt = true
+		for _, i := range missing {
+			if err := e.rebuild(ctx, res.parts[i].b, res.parts[i].ent.key, now); err != nil {
 				return Decision{}, Reservation{}, err
 			}
 		}
 	}
 }
 
+// applies reports whether b applies to r: its organization's budgets,
+// its key's and its end user's.
+func applies(b store.Budget, r Request) bool {
+	return (b.KeyID == nil || *b.KeyID == r.Key) && (b.EndUser == nil || *b.EndUser == r.EndUser)
+}
+
+// mayCallRedis reports whether a request may call Redis: no failure
+// within redisCooldown, or this caller is the one probe after it.
+func (e *Enforcer) mayCallRedis() bool {
+	until := e.downUntil.Load()
+	if until == 0 {
+		return true
+	}
+	now := time.Now().UnixNano()
+	return now >= until && e.downUntil.CompareAndSwap(until, now+int64(redisCooldown))
+}
+
 // decide reads a reply's spends: allowed, the tightest budget (least
 // left); refused, the refusing one.
-func (e *Enforcer) decide(bs []store.Budget, spent []int64, allowed bool, refusing int) Decision {
+func (e *Enforcer) decide(ps []part, spent []int64, allowed bool, refusing int) Decision {
 	pick := refusing
 	if allowed {
-		for i := range bs {
-			if int64(bs[i].Limit)-spent[i] < int64(bs[pick].Limit)-spent[pick] {
+		for i := range ps {
+			if int64(ps[i].b.Limit)-spent[i] < int64(ps[pick].b.Limit)-spent[pick] {
 				pick = i
 			}
 		}
 	}
-	b := bs[pick]
+	b := ps[pick].b
 	return Decision{Applies: true, Allowed: allowed, Remaining: max(b.Limit-store.MicroUSD(spent[pick]), 0),
 		Limit: b.Limit, Level: b.Level(), Window: b.Window}
 }
 
-// Settle reconciles res with the request's actual cost: the difference
-// goes to every budget it reserved from (a failed request's 0 gives the
-// whole reservation back), then the soft thresholds crossed are
-// announced. It runs after the answer.
+// Settle reconciles res with the request's actual cost: what it reserved
+// beyond the cost goes back to this replica's leases (a failed request's
+// 0 gives the whole reservation back), a cost beyond it is taken from
+// them or added in Redis, then the soft thresholds crossed are announced.
+// It runs after the answer and does no I/O itself.
 func (e *Enforcer) Settle(ctx context.Context, res Reservation, actual store.MicroUSD) {
-	if len(res.keys) == 0 {
+	if len(res.parts) == 0 {
 		return
 	}
-	if e.running.Load() {
-		select {
-		case e.settles <- settlement{ctx, res, actual}:
-			return
-		default: // full: reconcile here
-		}
-	}
-	e.settle(context.WithoutCancel(ctx), res, actual)
-}
-
-func (e *Enforcer) settle(ctx context.Context, res Reservation, actual store.MicroUSD) {
-	delta := int64(actual - res.amount)
-	alerts := false
-	for _, b := range res.budgets {
-		alerts = alerts || len(b.AlertAt) > 0
-	}
-	if delta == 0 && !alerts {
-		return
-	}
-	args := []any{delta}
-	for i := range res.keys {
-		args = append(args, res.lows[i], strconv.FormatInt(res.buckets[i], 10))
-	}
-	spent, err := e.run(ctx, settleScript, res.keys, args)
-	if err != nil {
-		e.o.Log.Warn("budget spend not reconciled", zap.String("org", res.org.String()), zap.Int64("delta_micro_usd", delta), zap.Error(err))
-		return
-	}
-	for i, b := range res.budgets {
-		for _, p := range b.AlertAt {
-			if i < len(spent) && spent[i]*1000 >= int64(b.Limit)*int64(p) {
-				e.alert(ctx, b, res.windows[i], p, store.MicroUSD(spent[i]))
-			}
-		}
-	}
+	e.settleLeases(res, actual)
 }
 
 // run calls a script within the timeout and reads its integer reply.
@@ -326,7 +356,7 @@ func (e *Enforcer) rebuild(ctx context.Context, b store.Budget, key string, now 
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	bucket, _, ttl, _ := slot(b.Window, now)
-	if err := initScript.Run(ctx, e.o.Redis, []string{key}, strconv.FormatInt(bucket, 10), int64(spent), ttl.Milliseconds()).Err(); err != nil {
+	if err := initScript.Run(ctx, e.o.Redis, []string{key}, strconv.FormatInt(bucket, 10), int64(spent), ttl.Milliseconds(), newGeneration()).Err(); err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	e.m.rebuilt.Inc()
@@ -338,15 +368,17 @@ func (e *Enforcer) key(b store.Budget) string {
 	return e.o.Prefix + ":{" + b.OrgID.String() + "}:" + b.ID.String()
 }
 
-// budgetsFor returns org's budgets, cached for TTL; concurrent misses of
-// one organization share one read.
-func (e *Enforcer) budgetsFor(ctx context.Context, org uuid.UUID) ([]store.Budget, error) {
+// budgetsFor returns org's budgets, cached for TTL (concurrent misses of
+// one organization share one read), and its leases.
+func (e *Enforcer) budgetsFor(ctx context.Context, org uuid.UUID) ([]store.Budget, *orgLeases, error) {
 	now := time.Now()
 	e.mu.Lock()
 	c, ok := e.lists[org]
+	ol, later := e.leasesOf(org)
 	e.mu.Unlock()
+	e.queueAll(later)
 	if ok && now.Before(c.expires) {
-		return c.budgets, nil
+		return c.budgets, ol, nil
 	}
 	v, err, _ := e.group.Do(org.String(), func() (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, e.o.Timeout)
@@ -364,9 +396,9 @@ func (e *Enforcer) budgetsFor(ctx context.Context, org uuid.UUID) ([]store.Budge
 		return bs, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return v.([]store.Budget), nil
+	return v.([]store.Budget), ol, nil
 }
 
 // Forget drops org's cached budgets (after a change made here).
@@ -410,13 +442,20 @@ func (e *Enforcer) alert(ctx context.Context, b store.Budget, window time.Time, 
 }
 
 type enforcerMetrics struct {
+	leased  prometheus.Counter     // admissions from a lease
+	fetched prometheus.Counter     // admissions by Redis (with a new lease)
 	refused *prometheus.CounterVec // level
 	alerts  *prometheus.CounterVec // level, threshold
 	rebuilt prometheus.Counter
 }
 
 func newEnforcerMetrics(reg prometheus.Registerer) *enforcerMetrics {
+	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "bulkhead_budget_admissions_total", Help: "Requests admitted by dollar budgets, by where the decision was made: lease (this replica's lease, no I/O) or redis (a round trip, which took a new lease).",
+	}, []string{"source"})
 	m := &enforcerMetrics{
+		leased:  decisions.WithLabelValues("lease"),
+		fetched: decisions.WithLabelValues("redis"),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bulkhead_budget_refused_total", Help: "Requests refused (429 insufficient_quota) by a dollar budget, by its level (organization, key, user, key+user).",
 		}, []string{"level"}),
@@ -427,6 +466,6 @@ func newEnforcerMetrics(reg prometheus.Registerer) *enforcerMetrics {
 			Name: "bulkhead_budget_counters_rebuilt_total", Help: "Budget counters Redis had lost, rebuilt from the request log in PostgreSQL.",
 		}),
 	}
-	reg.MustRegister(m.refused, m.alerts, m.rebuilt)
+	reg.MustRegister(decisions, m.refused, m.alerts, m.rebuilt)
 	return m
 }

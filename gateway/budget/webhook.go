@@ -32,7 +32,7 @@ type Alert struct {
 	EndUser     *string        `json:"end_user"`
 	Threshold   string         `json:"threshold"` // fraction of the limit, decimal text ("0.8")
 	Limit       store.MicroUSD `json:"limit_usd"`
-	Spent       store.MicroUSD `json:"spent_usd"` // reservations in flight included
+	Spent       store.MicroUSD `json:"spent_usd"` // as the announcing replica saw it: reservations in flight and other replicas' leases included
 	Window      string         `json:"window"`
 	WindowStart time.Time      `json:"window_start"`
 	At          time.Time      `json:"at"`

@@ -32,9 +32,12 @@ type Usage struct {
 	// ReportedTotal is that claim, kept only to flag it.
 	Discrepant    bool
 	ReportedTotal int
-	// CacheCreationTokens and CacheReadTokens are Anthropic's prompt
-	// tokens written to and read from its prompt cache, counted inside
-	// PromptTokens too; 0 for OpenAI's APIs.
+	// CacheCreationTokens and CacheReadTokens are the prompt tokens
+	// written to and read from the provider's prompt cache, counted inside
+	// PromptTokens too: Anthropic's cache_creation_input_tokens and
+	// cache_read_input_tokens; OpenAI's usage.prompt_tokens_details.
+	// cached_tokens (input_tokens_details for the Responses API) is
+	// CacheReadTokens, at most PromptTokens (OpenAI reports no writes).
 	CacheCreationTokens, CacheReadTokens int
 	Source                               UsageSource
 }
@@ -234,15 +237,26 @@ func usageAt(it *objIter, in, out string) (u Usage, ok, usage bool) {
 // its input and output counts (out "" for embeddings, which have none). ok
 // is false unless it holds an input or output count (see parseCount): a
 // total alone adds up to nothing. TotalTokens is the sum of the counts; a
-// total_tokens that differs is flagged (Discrepant). The first of repeated
-// members counts.
+// total_tokens that differs is flagged (Discrepant). The cached_tokens of
+// in's details object (prompt_tokens_details, input_tokens_details) is
+// CacheReadTokens. The first of repeated members counts.
 func readUsage(it *objIter, in, out string) (u Usage, ok bool) {
-	var okP, okC, okT, sawP, sawC, sawT bool
+	var okP, okC, okT, sawP, sawC, sawT, sawD bool
 	var total int
 	for {
 		k, more := it.key()
 		if !more {
 			break
+		}
+		if name := it.name(k); len(name) == len(in)+8 && string(name[:len(in)]) == in && string(name[len(in):]) == "_details" {
+			if o, isObj := it.object(); isObj {
+				cached := readCached(&o)
+				it.resume(o.i, o.err)
+				if !sawD {
+					sawD, u.CacheReadTokens = true, cached
+				}
+				continue
+			}
 		}
 		v, _ := it.value()
 		switch name := string(it.name(k)); {
@@ -267,11 +281,29 @@ func readUsage(it *objIter, in, out string) (u Usage, ok bool) {
 		return Usage{}, false
 	}
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	u.CacheReadTokens = min(u.CacheReadTokens, u.PromptTokens)
 	if okT && total != u.TotalTokens {
 		u.Discrepant, u.ReportedTotal = true, total
 	}
 	u.Source = UsageUpstream
 	return u, true
+}
+
+// readCached reads a usage details object it iterates, to its end: its
+// cached_tokens (the first one; 0 if absent or not a count).
+func readCached(it *objIter) (cached int) {
+	saw := false
+	for {
+		k, more := it.key()
+		if !more {
+			return cached
+		}
+		v, _ := it.value()
+		if !saw && string(it.name(k)) == "cached_tokens" {
+			saw = true
+			cached, _ = parseCount(v)
+		}
+	}
 }
 
 // maxCount bounds a token count: larger numbers are not counts.

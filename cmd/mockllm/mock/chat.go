@@ -45,6 +45,11 @@ func appendChatUsage(dst []byte, r *reply) []byte {
 	dst = appendInt(dst, c)
 	dst = append(dst, `,"total_tokens":`...)
 	dst = appendInt(dst, r.prompt+c)
+	if r.cachedIn >= 0 {
+		dst = append(dst, `,"prompt_tokens_details":{"cached_tokens":`...)
+		dst = appendInt(dst, r.cachedIn)
+		dst = append(dst, `,"audio_tokens":0}`...)
+	}
 	return append(dst, '}')
 }
 

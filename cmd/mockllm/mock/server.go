@@ -25,6 +25,13 @@ const (
 	hdrLatency = "x-mock-latency"
 	// hdrChunks, an integer 1–maxChunks, replaces Options.Chunks.
 	hdrChunks = "x-mock-chunks"
+	// hdrCachedTokens, an integer >= 0, reports that many of the prompt
+	// tokens (at most all of them) as read from the provider's prompt
+	// cache: usage.prompt_tokens_details.cached_tokens (chat and legacy
+	// completions), usage.input_tokens_details.cached_tokens (Responses
+	// API). Without it chat and completions send no details, and the
+	// Responses API 0.
+	hdrCachedTokens = "x-mock-cached-tokens"
 	// hdrRequestID is echoed back as hdrMockRequestID on every response.
 	hdrRequestID     = "x-request-id"
 	hdrMockRequestID = "x-mock-request-id"
@@ -150,12 +157,13 @@ type knobs struct {
 	latency time.Duration
 	status  int // 0: no injected status
 	chunks  int
+	cached  int // -1: no hdrCachedTokens
 }
 
 // readKnobs applies the x-mock-* headers to the Options. Malformed header
 // values are a 400, so a typo in a test fails loudly.
 func (s *Server) readKnobs(rc *fasthttp.RequestCtx, inference bool) (knobs, error) {
-	k := knobs{chunks: s.opts.Chunks}
+	k := knobs{chunks: s.opts.Chunks, cached: -1}
 	if inference {
 		k.latency = s.opts.Latency
 	}
@@ -180,6 +188,13 @@ func (s *Server) readKnobs(rc *fasthttp.RequestCtx, inference bool) (knobs, erro
 			return k, badHeader(hdrChunks, v, fmt.Sprintf("an integer between 1 and %d", maxChunks), err)
 		}
 		k.chunks = n
+	}
+	if v := h.Peek(hdrCachedTokens); len(v) > 0 {
+		n, err := strconv.Atoi(string(v))
+		if err != nil || n < 0 || n > 1<<30 {
+			return k, badHeader(hdrCachedTokens, v, "an integer between 0 and 2^30", err)
+		}
+		k.cached = n
 	}
 	return k, nil
 }
@@ -230,6 +245,7 @@ func (s *Server) newReply(req *request, k knobs, prompt int) reply {
 		text:         s.textFor(k.chunks),
 		chunks:       k.chunks,
 		prompt:       prompt,
+		cachedIn:     min(k.cached, prompt),
 		includeUsage: req.StreamOptions.IncludeUsage,
 	}
 }

@@ -22,6 +22,7 @@ type reply struct {
 	chunks       int    // content chunks in a stream; 1 <= chunks <= text.words()
 	prompt       int    // prompt (input) tokens
 	cached       int    // Messages: prompt tokens read from the cache, beyond prompt
+	cachedIn     int    // OpenAI APIs: of prompt, read from the cache (hdrCachedTokens); -1: not reported
 	tool         string // Messages: the tool the answer calls ("": a text answer)
 	includeUsage bool
 }
