@@ -105,25 +105,41 @@ func usageQuery(groupBy string) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	from := hourlyUnion(grp.rollups, []string{grp.by + " AS g"}, usageColumns)
-	having := ""
 	if grp.rollups == byUser {
-		// The group "" (g NULL): its partial hours come with the others'
-		// from prompts; its whole hours and days are the total's less the
-		// end users'. A tenant whose every request had an end user has
-		// no such group.
-		neg := make([]hourlyColumn, len(usageColumns))
-		for i, c := range usageColumns {
-			neg[i] = hourlyColumn{c.name, "-" + c.rollup, ""}
-		}
-		from += `
-		UNION ALL ` + wholeUnion(byModelAndKey, []string{"NULL::text AS g"}, usageColumns) + `
-		UNION ALL ` + wholeUnion(byUser, []string{"NULL::text AS g"}, neg)
-		having = ` HAVING sum(n) > 0`
+		return userUsageQuery, true
 	}
 	return `SELECT ` + grp.label + ` AS label, sum(n)::bigint, sum(p)::bigint, sum(c)::bigint, sum(u)::bigint, sum(m)::bigint FROM (` +
-		from + `) x GROUP BY g` + having + ` ORDER BY label`, true
+		hourlyUnion(grp.rollups, []string{grp.by + " AS g"}, usageColumns) + `) x GROUP BY g ORDER BY label`, true
 }
+
+// userUsageQuery is Usage by end user. The group "" (g NULL: rows
+// without an end user, whom the end users' rollups leave out) has its
+// partial hours from prompts with the others', and its whole hours and
+// days as the total's (the NULL row of the second part) less the end
+// users' whole hours and days (each group's w columns, summed over the
+// groups by a window): the end users' rollups are read once.
+var userUsageQuery = func() string {
+	cols := slices.Clone(usageColumns)
+	totals := slices.Clone(usageColumns)
+	var sums, outer []string
+	for _, c := range usageColumns {
+		zero := "0"
+		if c.name == "m" {
+			zero = "NULL::bigint" // no cost is not a zero one
+		}
+		cols = append(cols, hourlyColumn{"w" + c.name, c.rollup, zero})
+		totals = append(totals, hourlyColumn{"w" + c.name, zero, zero})
+		sums = append(sums, "sum("+c.name+") AS "+c.name, "sum(w"+c.name+") AS w"+c.name)
+		outer = append(outer, "("+c.name+" - CASE WHEN g IS NULL THEN coalesce(sum(w"+c.name+") FILTER (WHERE g IS NOT NULL) OVER (), 0) ELSE 0 END)::bigint AS "+c.name)
+	}
+	return `SELECT label, n, p, c, u, m FROM (
+		SELECT coalesce(g, '') AS label, ` + strings.Join(outer, ", ") + ` FROM (
+			SELECT g, ` + strings.Join(sums, ", ") + ` FROM (` +
+		hourlyUnion(byUser, []string{"end_user AS g"}, cols) + `
+			UNION ALL ` + wholeUnion(byModelAndKey, []string{"NULL::text AS g"}, totals) + `
+			) x GROUP BY g) y) z
+		WHERE n > 0 ORDER BY label`
+}()
 
 // hourlyColumn is one value summed by a report over hourlyUnion: named
 // name, it is rollup in a usage_hourly or usage_daily row and row in a
