@@ -256,6 +256,41 @@ $$;
 REVOKE ALL ON FUNCTION {{schema}}.usage_roll_days() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION {{schema}}.usage_roll_days() TO {{app}};
 
+-- +goose StatementBegin
+-- usage_reroll_org sums org's daily rollups again from its hourly ones,
+-- for the days before this place's daily_through: after `org move` has
+-- copied an organization's hourly rollups here from a place whose
+-- daily_through differs (the owner's alone: no grant).
+CREATE FUNCTION {{schema}}.usage_reroll_org(org uuid) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    through timestamptz;
+BEGIN
+    -- FOR UPDATE: no roll between this and the inserts (the days it would
+    -- add are after through, and the deletes would take them back).
+    SELECT daily_through INTO through FROM {{schema}}.usage_rollup_state FOR UPDATE;
+    DELETE FROM {{schema}}.usage_daily WHERE organization_id = org;
+    DELETE FROM {{schema}}.usage_daily_user WHERE organization_id = org;
+    INSERT INTO {{schema}}.usage_daily AS u (organization_id, day, model, api_key_id, requests, errors, prompt_tokens,
+                         completion_tokens, usage_tokens, latency_ms, cost_micros, client_errors, latency_histogram)
+    SELECT organization_id, date_trunc('day', hour, 'UTC'), model, api_key_id, sum(requests), sum(errors), sum(prompt_tokens),
+           sum(completion_tokens), sum(usage_tokens), sum(latency_ms), sum(cost_micros), sum(client_errors),
+           {{schema}}.usage_histogram_sum(latency_histogram)
+    FROM {{schema}}.usage_hourly WHERE hour >= '-infinity' AND hour < through AND organization_id = org
+    GROUP BY 1, 2, 3, 4
+    ORDER BY 1, 2, 3, 4;
+    INSERT INTO {{schema}}.usage_daily_user AS u (organization_id, day, end_user, requests, errors, prompt_tokens,
+                         completion_tokens, usage_tokens, latency_ms, cost_micros)
+    SELECT organization_id, date_trunc('day', hour, 'UTC'), end_user, sum(requests), sum(errors), sum(prompt_tokens),
+           sum(completion_tokens), sum(usage_tokens), sum(latency_ms), sum(cost_micros)
+    FROM {{schema}}.usage_hourly_user WHERE hour >= '-infinity' AND hour < through AND organization_id = org
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3;
+END
+$$;
+-- +goose StatementEnd
+REVOKE ALL ON FUNCTION {{schema}}.usage_reroll_org(uuid) FROM PUBLIC;
+
 -- +goose Down
 LOCK TABLE {{schema}}.prompts IN SHARE ROW EXCLUSIVE MODE;
 -- The days not rolled up yet, and the rows without an end user, back as
@@ -399,6 +434,7 @@ BEGIN
 END
 $$;
 -- +goose StatementEnd
+DROP FUNCTION {{schema}}.usage_reroll_org(uuid);
 DROP FUNCTION {{schema}}.usage_roll_days();
 DROP TABLE {{schema}}.usage_daily_user;
 DROP TABLE {{schema}}.usage_rollup_state;
