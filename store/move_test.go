@@ -110,6 +110,11 @@ func TestMoveUnderLoad(t *testing.T) {
 	st := storetest.Open(t, store.Options{MaxConns: 6})
 	st.UseTargets(storetest.Targets(t), store.TargetPoolOptions{})
 	store.SetPlacementTTLForTest(st, 100*time.Millisecond)
+	// Another gateway that misses the move's invalidations: it re-reads
+	// A's placement only when its cache expires, within the move's grace.
+	replica := storetest.Open(t, store.Options{MaxConns: 2})
+	replica.UseTargets(storetest.Targets(t), store.TargetPoolOptions{})
+	store.SetPlacementTTLForTest(replica, 300*time.Millisecond)
 	w := startWriter(t, st, store.WriterOptions{SpoolDir: t.TempDir(), FlushInterval: 5 * time.Millisecond,
 		WriteTimeout: 2 * time.Second, MaxBackoff: 100 * time.Millisecond})
 	run := "move" + uuid.NewString()[:8]
@@ -155,52 +160,54 @@ func TestMoveUnderLoad(t *testing.T) {
 			tokSent.Add(int64(r.TotalTokens))
 		}
 	})
-	// A reader of A's rows: never a row twice, never fewer rows than
-	// before; B's reads never show A's.
+	// Readers of A's rows (on both gateways): never a row twice, never
+	// fewer rows than before; B's reads never show A's.
 	var readErr atomic.Value
-	wg.Go(func() {
-		last := 0
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			ps, err := st.ListPrompts(ctx, A.ID, store.PromptFilter{Limit: 100000})
-			if err != nil {
-				readErr.Store(err)
-				return
-			}
-			seen := map[uuid.UUID]bool{}
-			for _, p := range ps {
-				if seen[p.ID] {
-					readErr.Store(fmt.Errorf("read %s twice", p.ID))
+	for _, st := range []*store.Store{st, replica} {
+		wg.Go(func() {
+			last := 0
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				ps, err := st.ListPrompts(ctx, A.ID, store.PromptFilter{Limit: 100000})
+				if err != nil {
+					readErr.Store(err)
 					return
 				}
-				seen[p.ID] = true
-			}
-			if len(ps) < last {
-				readErr.Store(fmt.Errorf("read %d rows after %d", len(ps), last))
-				return
-			}
-			last = len(ps)
-			bs, err := st.ListPrompts(ctx, B.ID, store.PromptFilter{Limit: 100000})
-			if err != nil {
-				readErr.Store(err)
-				return
-			}
-			for _, p := range bs {
-				if seen[p.ID] {
-					readErr.Store(fmt.Errorf("B read A's row %s", p.ID))
+				seen := map[uuid.UUID]bool{}
+				for _, p := range ps {
+					if seen[p.ID] {
+						readErr.Store(fmt.Errorf("read %s twice", p.ID))
+						return
+					}
+					seen[p.ID] = true
+				}
+				if len(ps) < last {
+					readErr.Store(fmt.Errorf("read %d rows after %d", len(ps), last))
+					return
+				}
+				last = len(ps)
+				bs, err := st.ListPrompts(ctx, B.ID, store.PromptFilter{Limit: 100000})
+				if err != nil {
+					readErr.Store(err)
+					return
+				}
+				for _, p := range bs {
+					if seen[p.ID] {
+						readErr.Store(fmt.Errorf("B read A's row %s", p.ID))
+						return
+					}
+				}
+				if _, err := st.GetPrompt(ctx, B.ID, ps[0].ID); !errors.Is(err, store.ErrNotFound) {
+					readErr.Store(fmt.Errorf("B's GetPrompt of A's row: %v", err))
 					return
 				}
 			}
-			if _, err := st.GetPrompt(ctx, B.ID, ps[0].ID); !errors.Is(err, store.ErrNotFound) {
-				readErr.Store(fmt.Errorf("B's GetPrompt of A's row: %v", err))
-				return
-			}
-		}
-	})
+		})
+	}
 
 	from := store.PlaceShared
 	for _, to := range []string{"schema", "database:t1", "shared"} {
@@ -369,5 +376,55 @@ func TestMoveRefusals(t *testing.T) {
 	}
 	if ok, _ := schemaInfo(t, owner, store.SchemaName(o.ID)); ok {
 		t.Error("a refused move left a schema")
+	}
+}
+
+// While a tenant's rows are in two places (copied before the cut-over,
+// not yet removed after it), the operator's usage report counts them once.
+func TestMoveUsageByOrgOnce(t *testing.T) {
+	storetest.Targets(t)
+	a := storetest.PlacedAdmin(t)
+	owner := storetest.OwnerPool(t)
+	ctx := context.Background()
+	o, _, err := a.CreateOrgPlaced(ctx, store.NewOrg{Name: "usage once", Capture: store.CaptureFull}, store.Idempotency{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.DeleteOrg(context.Background(), o.ID) })
+	seedPlacePrompts(t, owner, "public", o.ID, 25)
+	requests := func() int64 {
+		t.Helper()
+		us, err := a.UsageByOrg(ctx, time.Now().Add(-2*time.Hour), time.Now().Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range us {
+			if u.OrganizationID == o.ID {
+				return u.Requests
+			}
+		}
+		return 0
+	}
+	for _, step := range []string{"copied", "cleanup"} {
+		opts := moveOpts()
+		store.StopMoveAfterForTest(&opts, step)
+		var err error
+		if step == "copied" {
+			_, err = a.MoveOrg(ctx, o.ID, store.Placement{Kind: store.PlaceDatabase, Target: "t1"}, opts)
+		} else {
+			_, err = a.ResumeMove(ctx, o.ID, opts)
+		}
+		if !errors.Is(err, store.ErrMoveStoppedForTest) {
+			t.Fatalf("stopping at %s: %v", step, err)
+		}
+		if n := requests(); n != 25 {
+			t.Errorf("at step %s the report counts %d requests, want 25", step, n)
+		}
+	}
+	if _, err := a.ResumeMove(ctx, o.ID, moveOpts()); err != nil {
+		t.Fatal(err)
+	}
+	if n := requests(); n != 25 {
+		t.Errorf("after the move the report counts %d requests, want 25", n)
 	}
 }
