@@ -69,7 +69,9 @@ func orgMove(ctx context.Context, e env, args []string) error {
 	a.UseTargets(cfg.Targets())
 	opts := store.MoveOptions{
 		Grace: *grace, BatchSize: *batch,
-		Progress: func(step string) { fmt.Fprintf(e.stderr, "%s org move %s: %s\n", time.Now().UTC().Format(time.TimeOnly), id, step) },
+		Progress: func(step string) {
+			fmt.Fprintf(e.stderr, "%s org move %s: %s\n", time.Now().UTC().Format(time.TimeOnly), id, step)
+		},
 		// Tell the gateways at each switch (they also re-read within the
 		// placement cache's lifetime, which the grace outlasts).
 		Notify: func(ctx context.Context, org uuid.UUID) error {
