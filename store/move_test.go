@@ -162,7 +162,7 @@ func TestMoveUnderLoad(t *testing.T) {
 	})
 	// Readers of A's rows (on both gateways): never a row twice, never
 	// fewer rows than before; B's reads never show A's.
-	var readErr atomic.Value
+	var readErr firstError
 	for _, st := range []*store.Store{st, replica} {
 		wg.Go(func() {
 			last := 0
@@ -174,35 +174,35 @@ func TestMoveUnderLoad(t *testing.T) {
 				}
 				ps, err := st.ListPrompts(ctx, A.ID, store.PromptFilter{Limit: 100000})
 				if err != nil {
-					readErr.Store(err)
+					readErr.set(err)
 					return
 				}
 				seen := map[uuid.UUID]bool{}
 				for _, p := range ps {
 					if seen[p.ID] {
-						readErr.Store(fmt.Errorf("read %s twice", p.ID))
+						readErr.set(fmt.Errorf("read %s twice", p.ID))
 						return
 					}
 					seen[p.ID] = true
 				}
 				if len(ps) < last {
-					readErr.Store(fmt.Errorf("read %d rows after %d", len(ps), last))
+					readErr.set(fmt.Errorf("read %d rows after %d", len(ps), last))
 					return
 				}
 				last = len(ps)
 				bs, err := st.ListPrompts(ctx, B.ID, store.PromptFilter{Limit: 100000})
 				if err != nil {
-					readErr.Store(err)
+					readErr.set(err)
 					return
 				}
 				for _, p := range bs {
 					if seen[p.ID] {
-						readErr.Store(fmt.Errorf("B read A's row %s", p.ID))
+						readErr.set(fmt.Errorf("B read A's row %s", p.ID))
 						return
 					}
 				}
 				if _, err := st.GetPrompt(ctx, B.ID, ps[0].ID); !errors.Is(err, store.ErrNotFound) {
-					readErr.Store(fmt.Errorf("B's GetPrompt of A's row: %v", err))
+					readErr.set(fmt.Errorf("B's GetPrompt of A's row: %v", err))
 					return
 				}
 			}
@@ -232,7 +232,7 @@ func TestMoveUnderLoad(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
-	if err, _ := readErr.Load().(error); err != nil {
+	if err := readErr.get(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -427,4 +427,24 @@ func TestMoveUsageByOrgOnce(t *testing.T) {
 	if n := requests(); n != 25 {
 		t.Errorf("after the move the report counts %d requests, want 25", n)
 	}
+}
+
+// firstError keeps the first error set, for goroutines to report.
+type firstError struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (f *firstError) set(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		f.err = err
+	}
+}
+
+func (f *firstError) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
 }

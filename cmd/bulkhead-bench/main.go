@@ -14,6 +14,8 @@
 //	                                    the gateway's RSS before, during and after a burst
 //	bulkhead-bench seed [-orgs N] [-keys N] [-rows N] [-big-rows N] [-days N] [-keys-file F] [-drop]
 //	                                    organizations, keys and request-log rows in bulk, for the scale benchmarks
+//	bulkhead-bench placement [-config F] [-tenants 1,100,1000] [-strategies shared,schema,database] [-big-rows N]
+//	                                    the isolation strategies compared (issue 14): create, migrate, catalog, log rows/s, reads, pools
 //
 // It reports closed-loop throughput at 50 connections, open-loop latency at
 // fixed rates, streaming time to first byte, and the gateway's resident
@@ -33,7 +35,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bulkhead-bench run|forward|load|pairs|memory|seed [flags]")
+		fmt.Fprintln(os.Stderr, "usage: bulkhead-bench run|forward|load|pairs|memory|seed|placement [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -50,6 +52,8 @@ func main() {
 		err = memory(ctx, os.Args[2:])
 	case "seed":
 		err = seed(ctx, os.Args[2:])
+	case "placement":
+		err = placement(ctx, os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
