@@ -45,7 +45,12 @@ func TestOrgMoveCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := o.ID.String()
-	t.Cleanup(func() { run1("org", "delete", id) })
+	t.Cleanup(func() {
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{"org", "delete", "--config", cfg, id}, lookupFrom(env), &out, &out); err != nil {
+			t.Errorf("org delete: %v %s", err, out.String())
+		}
+	})
 
 	for _, c := range []struct {
 		args []string
