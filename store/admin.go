@@ -327,6 +327,13 @@ func (a *Admin) DeleteOrg(ctx context.Context, id uuid.UUID) ([][32]byte, error)
 	if err != nil {
 		return nil, fmt.Errorf("deleting organization %s: %w", id, err)
 	}
+	// Not while it is moved: its rows are in two places (move.go).
+	if _, to, step, err := a.MoveStep(ctx, id); err != nil || step != "" {
+		if err == nil {
+			err = fmt.Errorf("%w (to %s, step %s): finish it first with `bulkhead org move %s --resume`", ErrMoveInProgress, to, step, id)
+		}
+		return nil, fmt.Errorf("deleting organization %s: %w", id, err)
+	}
 	if _, err := a.shredOrgKeys(ctx, id); err != nil {
 		return nil, err
 	}
@@ -341,8 +348,12 @@ func (a *Admin) DeleteOrg(ctx context.Context, id uuid.UUID) ([][32]byte, error)
 		// The lock first: it waits for request-log inserts in flight
 		// (their trigger holds FOR KEY SHARE on the organization), so the
 		// DELETE below sees their rows, and inserts after it are refused.
-		if err := tx.QueryRow(ctx, `SELECT id FROM organizations WHERE id = $1 FOR UPDATE`, id).Scan(new(uuid.UUID)); err != nil {
+		var moving bool
+		if err := tx.QueryRow(ctx, `SELECT move_step IS NOT NULL FROM organizations WHERE id = $1 FOR UPDATE`, id).Scan(&moving); err != nil {
 			return err
+		}
+		if moving { // a move started since the check above
+			return ErrMoveInProgress
 		}
 		for _, table := range dataTables { // the shared place's; a schema is dropped below
 			if _, err := tx.Exec(ctx, `DELETE FROM public.`+table+` WHERE organization_id = $1`, id); err != nil {

@@ -46,9 +46,17 @@ func (a *Admin) UsageByOrg(ctx context.Context, since, until time.Time) ([]OrgUs
 	args := hourArgs(uuid.Nil, since, until)
 	args[0] = nil
 	totals := map[uuid.UUID]*OrgUsage{}
-	add := func(rows pgx.Rows) error {
+	// where: each organization's place. A row counts only from there: while
+	// an organization is moved, its rows are also in the other place (the
+	// copies before the cut-over, the rows not yet removed after it:
+	// move.go), and are not counted twice.
+	where := map[uuid.UUID]Place{}
+	add := func(p Place, rows pgx.Rows) error {
 		var u OrgUsage
 		_, err := pgx.ForEachRow(rows, []any{&u.OrganizationID, &u.Requests, &u.PromptTokens, &u.CompletionTokens, &u.TotalTokens}, func() error {
+			if at, ok := where[u.OrganizationID]; ok && at != p {
+				return nil
+			}
 			t := totals[u.OrganizationID]
 			if t == nil {
 				t = &OrgUsage{OrganizationID: u.OrganizationID}
@@ -65,7 +73,7 @@ func (a *Admin) UsageByOrg(ctx context.Context, since, until time.Time) ([]OrgUs
 	// The main database: the shared place and every tenant schema.
 	places := []Place{SharedPlace}
 	var placements []string
-	rows, err := a.pool.Query(ctx, `SELECT id, placement FROM organizations WHERE placement <> 'shared'`)
+	rows, err := a.pool.Query(ctx, `SELECT id, placement FROM organizations`)
 	if err != nil {
 		return nil, fmt.Errorf("usage by organization: %w", err)
 	}
@@ -75,6 +83,10 @@ func (a *Admin) UsageByOrg(ctx context.Context, since, until time.Time) ([]OrgUs
 		p, err := ParsePlacement(placement)
 		if err != nil {
 			return err
+		}
+		where[id] = PlaceOf(id, p)
+		if p.Kind == PlaceShared {
+			return nil
 		}
 		if p.Kind == PlaceSchema {
 			places = append(places, PlaceOf(id, p))
@@ -88,7 +100,7 @@ func (a *Admin) UsageByOrg(ctx context.Context, since, until time.Time) ([]OrgUs
 	for _, p := range places {
 		rows, err := a.pool.Query(ctx, placeSQL(orgUsageSQL, p), args...)
 		if err == nil {
-			err = add(rows)
+			err = add(p, rows)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("usage by organization: %s: %w", p, err)
@@ -107,7 +119,7 @@ func (a *Admin) UsageByOrg(ctx context.Context, since, until time.Time) ([]OrgUs
 		}
 		rows, err := conn.Query(ctx, placeSQL(orgUsageSQL, Place{Target: name, Schema: "public"}), args...)
 		if err == nil {
-			err = add(rows)
+			err = add(Place{Target: name, Schema: "public"}, rows)
 		}
 		conn.Close(ctx)
 		if err != nil {

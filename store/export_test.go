@@ -103,3 +103,17 @@ func LatencyBucketIndexForTest(ms int64) int {
 	}
 	return i
 }
+
+// SetPlacementTTLForTest shortens how long s reuses a cached placement.
+func SetPlacementTTLForTest(s *Store, d time.Duration) {
+	s.router.mu.Lock()
+	s.router.ttl = d
+	s.router.mu.Unlock()
+}
+
+// StopMoveAfterForTest makes a move fail (as if its process died) once
+// step is recorded.
+func StopMoveAfterForTest(o *MoveOptions, step string) { o.stopAfter = step }
+
+// ErrMoveStoppedForTest is what a move stopped by StopMoveAfterForTest returns.
+var ErrMoveStoppedForTest = errMoveStopped

@@ -141,7 +141,13 @@ func walkTarget(ctx context.Context, t Target, migrate bool) (PlaceStatus, error
 // placedOrgs lists the organizations placed in a schema of their own, and
 // the database targets organizations are placed on that targets lacks.
 func placedOrgs(ctx context.Context, conn *pgx.Conn, targets targetSet) (schemaOrgs []uuid.UUID, unknown []string, err error) {
-	rows, err := conn.Query(ctx, `SELECT id, placement FROM organizations WHERE placement <> 'shared' ORDER BY created_at, id`)
+	// A move's other placement too (move.go): its destination schema is
+	// migrated before the cut-over, its source's until the cleanup.
+	rows, err := conn.Query(ctx, `SELECT id, p FROM (
+			SELECT id, created_at, placement AS p FROM organizations
+			UNION SELECT id, created_at, move_to FROM organizations WHERE move_to IS NOT NULL
+			UNION SELECT id, created_at, move_from FROM organizations WHERE move_from IS NOT NULL) x
+		WHERE p <> 'shared' ORDER BY created_at, id, p`)
 	if err != nil {
 		return nil, nil, fmt.Errorf("migrate: listing placed organizations: %w", err)
 	}

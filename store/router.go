@@ -24,6 +24,7 @@ type router struct {
 	pools   map[string]*pgxpool.Pool
 	opts    TargetPoolOptions
 	cache   map[uuid.UUID]placementEntry
+	ttl     time.Duration // placementTTL; tests shorten it (export_test.go)
 }
 
 // TargetPoolOptions bounds the pools of the database targets.
@@ -36,14 +37,47 @@ type TargetPoolOptions struct {
 }
 
 // placementTTL is how long an organization's placement is reused before
-// it is read again. A placement changes only by a move (not yet
-// implemented), so the bound matters little today.
-const placementTTL = time.Minute
+// it is read again. A placement changes only by a move (`bulkhead org
+// move`, move.go), which publishes an invalidation (InvalidatePlacement)
+// and, since an instance may miss it, waits MoveOptions.Grace (at least
+// this bound plus a write's timeout) before relying on every writer and
+// reader having seen the change.
+const placementTTL = 10 * time.Second
 
 type placementEntry struct {
 	p       Placement
 	capture string
+	// held: a move of the organization is before its cut-over (move_step
+	// hold, copy or copied): the writer parks its records (writer_places.go).
+	held    bool
 	expires time.Time
+}
+
+// heldSQL is true while a move of the organization holds its records.
+const heldSQL = `coalesce(move_step IN ('hold', 'copy', 'copied'), false)`
+
+func (r *router) cacheTTL() time.Duration {
+	if r.ttl > 0 {
+		return r.ttl
+	}
+	return placementTTL
+}
+
+// InvalidatePlacement makes the next use of org's placement read it
+// again (a move publishes it on the auth invalidation channel: see
+// cmd/bulkhead). Safe for concurrent use.
+func (s *Store) InvalidatePlacement(org uuid.UUID) {
+	s.router.mu.Lock()
+	delete(s.router.cache, org)
+	s.router.mu.Unlock()
+}
+
+// InvalidatePlacements forgets every cached placement (after a missed
+// invalidation, when the channel is subscribed again).
+func (s *Store) InvalidatePlacements() {
+	s.router.mu.Lock()
+	s.router.cache = nil
+	s.router.mu.Unlock()
 }
 
 // UseTargets gives the Store the database targets its organizations may
@@ -96,34 +130,42 @@ func (s *Store) placementOf(ctx context.Context, org uuid.UUID) (Placement, erro
 // organization that does not exist is shared (its rows are refused
 // there).
 func (s *Store) orgPlacement(ctx context.Context, org uuid.UUID) (Placement, string, error) {
+	e, err := s.orgRoute(ctx, org)
+	return e.p, e.capture, err
+}
+
+// orgRoute is orgPlacement with whether a move holds org's records.
+func (s *Store) orgRoute(ctx context.Context, org uuid.UUID) (placementEntry, error) {
 	r := &s.router
 	r.mu.Lock()
 	e, ok := r.cache[org]
 	r.mu.Unlock()
 	if ok && time.Now().Before(e.expires) {
-		return e.p, e.capture, nil
+		return e, nil
 	}
 	var text, capture string
+	var held bool
 	err := s.inTenantRead(ctx, org, func(tx pgx.Tx) error {
-		return tx.QueryRow(ctx, `SELECT placement, capture_mode FROM organizations WHERE id = $1`, org).Scan(&text, &capture)
+		return tx.QueryRow(ctx, `SELECT placement, capture_mode, `+heldSQL+` FROM organizations WHERE id = $1`, org).Scan(&text, &capture, &held)
 	})
 	if errors.Is(err, ErrNotFound) {
-		return Placement{Kind: PlaceShared}, CaptureFull, nil
+		return placementEntry{p: Placement{Kind: PlaceShared}, capture: CaptureFull}, nil
 	}
 	if err != nil {
-		return Placement{}, "", fmt.Errorf("reading the placement of %s: %w", org, err)
+		return placementEntry{}, fmt.Errorf("reading the placement of %s: %w", org, err)
 	}
 	p, err := ParsePlacement(text)
 	if err != nil {
-		return Placement{}, "", err
+		return placementEntry{}, err
 	}
+	e = placementEntry{p: p, capture: capture, held: held, expires: time.Now().Add(r.cacheTTL())}
 	r.mu.Lock()
 	if r.cache == nil || len(r.cache) > 100_000 {
 		r.cache = map[uuid.UUID]placementEntry{}
 	}
-	r.cache[org] = placementEntry{p: p, capture: capture, expires: time.Now().Add(placementTTL)}
+	r.cache[org] = e
 	r.mu.Unlock()
-	return p, capture, nil
+	return e, nil
 }
 
 // prefetchPlacements reads, in one round trip, the placements of the
@@ -150,7 +192,7 @@ func (s *Store) prefetchPlacements(ctx context.Context, orgs []uuid.UUID) error 
 		b := &pgx.Batch{}
 		for _, org := range miss {
 			b.Queue(`SELECT set_config('`+TenantSetting+`', $1::text, true)`, org.String())
-			b.Queue(`SELECT placement, capture_mode FROM organizations WHERE id = $1`, org)
+			b.Queue(`SELECT placement, capture_mode, `+heldSQL+` FROM organizations WHERE id = $1`, org)
 		}
 		br := tx.SendBatch(ctx, b)
 		defer br.Close()
@@ -159,7 +201,8 @@ func (s *Store) prefetchPlacements(ctx context.Context, orgs []uuid.UUID) error 
 				return err
 			}
 			var text, capture string
-			err := br.QueryRow().Scan(&text, &capture)
+			var held bool
+			err := br.QueryRow().Scan(&text, &capture, &held)
 			if errors.Is(err, pgx.ErrNoRows) {
 				continue // no such organization: orgPlacement says shared
 			}
@@ -170,7 +213,7 @@ func (s *Store) prefetchPlacements(ctx context.Context, orgs []uuid.UUID) error 
 			if err != nil {
 				return err
 			}
-			got[org] = placementEntry{p: p, capture: capture, expires: now.Add(placementTTL)}
+			got[org] = placementEntry{p: p, capture: capture, held: held, expires: now.Add(r.cacheTTL())}
 		}
 		return br.Close()
 	})

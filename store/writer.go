@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -345,7 +346,15 @@ func NewWriter(st *Store, opts WriterOptions) (*Writer, error) {
 	w.rs.timer.Stop()
 	// Every target's lane now, so that records an earlier run spooled for
 	// a target are written without waiting for a new one.
-	for _, name := range st.router.targetNames() {
+	// The moving lane's too, if an earlier run parked records there
+	// (writer_places.go).
+	names := st.router.targetNames()
+	if w.opts.SpoolDir != "" {
+		if _, err := os.Stat(filepath.Join(w.opts.SpoolDir, targetsSpoolDir, heldPlace.Target)); err == nil {
+			names = append(names, heldPlace.Target)
+		}
+	}
+	for _, name := range names {
 		if _, err := w.laneFor(name); err != nil {
 			w.closeLanes()
 			return nil, err

@@ -54,6 +54,18 @@ type lane struct {
 // main spool ignores directories).
 const targetsSpoolDir = "targets"
 
+// heldPlace is the moving lane's: the records of organizations that a
+// move holds before its cut-over (move.go) are parked in its spool
+// (SpoolDir/targets/moving, a name no target can have: target names
+// match targetName, which has no "-") and drained, once the move is cut
+// over, to where each organization is then placed. Without SpoolDir they
+// cannot be parked, and the batch is held and retried like a database
+// outage until the cut-over.
+var heldPlace = Place{Target: "-moving", Schema: "public"}
+
+// errHeld: a spooled record's organization is still held by a move.
+var errHeld = errors.New("a move holds the organization's records until its cut-over")
+
 // laneFor returns target name's lane, opening its spool at first use.
 func (w *Writer) laneFor(name string) (*lane, error) {
 	w.lanesMu.Lock()
@@ -112,6 +124,10 @@ func (l *lane) fail(w *Writer, err error) {
 	l.backoff = min(max(l.backoff*2, minBackoff), w.opts.MaxBackoff)
 	jitter := time.Duration(rand.Int64N(int64(l.backoff)/5+1)) - l.backoff/10
 	l.nextTry = time.Now().Add(l.backoff + jitter)
+	if !l.down && errors.Is(err, errHeld) {
+		l.down = true // not an outage: the move's cut-over is awaited
+		w.log.Info("request log: records parked while an organization is moved", zap.Error(err))
+	}
 	if !l.down {
 		l.down = true
 		w.log.Warn("request log: a database target is unavailable; spooling its records only",
@@ -136,9 +152,19 @@ func (w *Writer) splitPlaced(ctx context.Context) (map[Place][]placedGroup, erro
 	var placed map[Place][]placedGroup
 	n := 0
 	for g, org := range rs.orgs {
-		pl, capture, err := w.st.orgPlacement(ctx, org)
+		e, err := w.st.orgRoute(ctx, org)
 		if err != nil {
 			return nil, err
+		}
+		pl, capture := e.p, e.capture
+		if e.held {
+			// A move holds its records (move.go): parked in the moving
+			// lane, written to the destination once it is cut over.
+			if placed == nil {
+				placed = map[Place][]placedGroup{}
+			}
+			placed[heldPlace] = append(placed[heldPlace], placedGroup{place: heldPlace, org: org, idx: append([]int(nil), rs.groupIdx[g]...), seal: rs.seals[g], capture: capture})
+			continue
 		}
 		if pl.Kind == PlaceShared {
 			rs.orgs[n], rs.seals[n] = org, rs.seals[g]
@@ -193,7 +219,7 @@ func (w *Writer) writePlaced(ctx context.Context, placed map[Place][]placedGroup
 		if err != nil {
 			return err
 		}
-		if !l.parking() {
+		if p != heldPlace && !l.parking() {
 			pool, err := w.st.poolFor(ctx, p)
 			if err == nil {
 				err = w.writePlace(ctx, pool, groups, recs, done, src)
@@ -445,10 +471,14 @@ func (w *Writer) drainSegment(ctx context.Context, l *lane, sg spool.Segment) er
 	at := map[uuid.UUID]int{}
 	for i := range recs {
 		org := recs[i].OrgID
-		pl, capture, err := w.st.orgPlacement(ctx, org)
+		e, err := w.st.orgRoute(ctx, org)
 		if err != nil {
 			return err
 		}
+		if e.held {
+			return fmt.Errorf("organization %s: %w", org, errHeld) // the lane retries after its backoff
+		}
+		pl, capture := e.p, e.capture
 		p := PlaceOf(org, pl)
 		k, ok := at[org]
 		if !ok {

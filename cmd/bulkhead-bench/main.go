@@ -16,6 +16,8 @@
 //	                                    organizations, keys and request-log rows in bulk, for the scale benchmarks
 //	bulkhead-bench keys [-keys N] [-orgs N] [-zipf S] [-rounds N] [-compare DIR]
 //	                                    key authentication at scale: a Zipf mix over many keys against the floor
+//	bulkhead-bench placement [-config F] [-tenants 1,100,1000] [-strategies shared,schema,database] [-big-rows N]
+//	                                    the isolation strategies compared (issue 14): create, migrate, catalog, log rows/s, reads, pools
 //
 // It reports closed-loop throughput at 50 connections, open-loop latency at
 // fixed rates, streaming time to first byte, and the gateway's resident
@@ -35,7 +37,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bulkhead-bench run|forward|load|pairs|memory|seed|keys [flags]")
+		fmt.Fprintln(os.Stderr, "usage: bulkhead-bench run|forward|load|pairs|memory|seed|keys|placement [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -54,6 +56,8 @@ func main() {
 		err = seed(ctx, os.Args[2:])
 	case "keys":
 		err = keysBench(ctx, os.Args[2:])
+	case "placement":
+		err = placement(ctx, os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}

@@ -135,7 +135,7 @@ func actor() string {
 
 func orgCmd(ctx context.Context, e env, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: bulkhead org create|list|update|rekey|delete")
+		return errors.New("usage: bulkhead org create|list|update|rekey|delete|move")
 	}
 	switch sub, args := args[0], args[1:]; sub {
 	case "create":
@@ -148,8 +148,10 @@ func orgCmd(ctx context.Context, e env, args []string) error {
 		return orgRekey(ctx, e, args)
 	case "delete":
 		return orgDelete(ctx, e, args)
+	case "move":
+		return orgMove(ctx, e, args)
 	default:
-		return fmt.Errorf("unknown org command %q: want create, list, update, rekey or delete", sub)
+		return fmt.Errorf("unknown org command %q: want create, list, update, rekey, delete or move", sub)
 	}
 }
 

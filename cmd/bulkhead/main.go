@@ -59,7 +59,7 @@ func commands() []command {
 		{"serve", "run the gateway", serveCmd},
 		{"control", "serve only the control plane (admin API and console) on BULKHEAD_CONTROL_LISTEN", controlCmd},
 		{"migrate", "apply database migrations as the owner role", migrateCmd},
-		{"org", "manage organizations: create, list, update, rekey, delete", orgCmd},
+		{"org", "manage organizations: create, list, update, rekey, delete, move", orgCmd},
 		{"key", "manage API keys: create, list, update, revoke, rotate", keyCmd},
 		{"key-encryption", "init: create and record the key-encryption key that wraps sealed organizations' data keys; rotate: re-wrap them all under a new one", keyEncryptionCmd},
 		{"admin-token", "manage the control plane's operator tokens: create, list, revoke", adminTokenCmd},

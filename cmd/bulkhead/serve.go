@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -126,6 +127,15 @@ func serveCmd(ctx context.Context, e env, args []string) error {
 		RedisTTL: cfg.AuthRedisTTL, RedisTimeout: cfg.RedisTimeout,
 		JWTRateLimitPerMinute: cfg.JWTRateLimitPerMinute, JWTTokensPerMinute: cfg.JWTTokensPerMinute,
 		FailuresPerMinutePerAddress: cfg.AuthFailuresPerMinutePerAddress, FailuresPerMinutePerOrg: cfg.AuthFailuresPerMinutePerOrg,
+		// A move's switches reach the writer's and the read API's cached
+		// placements at once (store.MoveOptions.Notify).
+		OrgChanged: func(org uuid.UUID) {
+			if org == uuid.Nil {
+				st.InvalidatePlacements()
+			} else {
+				st.InvalidatePlacement(org)
+			}
+		},
 	}
 	if cfg.RedisURL != "" {
 		rdb, err := newRedis(cfg)

@@ -145,6 +145,13 @@ type Options struct {
 	// /64) and per organization, each with a burst of a minute's worth.
 	// 0: no budget of that kind.
 	FailuresPerMinutePerAddress, FailuresPerMinutePerOrg int
+
+	// OrgChanged, if set, is called with each organization invalidation
+	// event's organization (InvalidateOrg), and with uuid.Nil when every
+	// cache is purged (on (re)subscribing), so that another per-organization
+	// cache follows the same events: serve gives the store's placements
+	// (`bulkhead org move` publishes at each switch). nil: none.
+	OrgChanged func(org uuid.UUID)
 }
 
 // Defaults of Options, applied by New to zero (or negative) fields. The

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"hash/crc32"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -399,5 +400,36 @@ func TestNegativeCacheBoundsLookups(t *testing.T) {
 	}
 	if s := a.Stats(); s.L3Lookups > uint64(len(keys)) {
 		t.Errorf("%d database look-ups for %d distinct keys", s.L3Lookups, len(keys))
+	}
+}
+
+// OrgChanged follows the organization invalidation events (a move's
+// switches reach the store's cached placements through it): called with
+// uuid.Nil on subscribing (caches purged) and with each invalidated
+// organization.
+func TestOrgChangedFollowsInvalidations(t *testing.T) {
+	f := newFixture(t)
+	org := uuid.New()
+	var mu sync.Mutex
+	var got []uuid.UUID
+	f.instance(t, true, func(o *auth.Options) {
+		o.OrgChanged = func(id uuid.UUID) {
+			mu.Lock()
+			got = append(got, id)
+			mu.Unlock()
+		}
+	})
+	if err := auth.InvalidateOrg(context.Background(), f.rdb, org); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(got, org)
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) == 0 || got[0] != uuid.Nil {
+		t.Errorf("calls %v: want uuid.Nil (the purge on subscribing) first", got)
 	}
 }

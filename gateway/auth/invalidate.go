@@ -78,6 +78,9 @@ func (a *Authenticator) purge() {
 	a.keys.InvalidateAll()
 	a.neg.InvalidateAll()
 	a.orgs.InvalidateAll()
+	if a.opts.OrgChanged != nil {
+		a.opts.OrgChanged(uuid.Nil)
+	}
 	a.n.purges.Add(1)
 	a.log.Info("auth caches purged on (re)subscribing to invalidations")
 }
@@ -101,6 +104,9 @@ func (a *Authenticator) apply(payload string) {
 			return
 		}
 		a.orgs.Invalidate(org)
+		if a.opts.OrgChanged != nil {
+			a.opts.OrgChanged(org)
+		}
 	default:
 		return
 	}

@@ -36,6 +36,8 @@ var (
 	errPromptNotFound = &gateway.HTTPError{Code: fasthttp.StatusNotFound, Type: "invalid_request_error", ErrCode: "not_found",
 		Msg: "No such prompt."}
 
+	errOrgMoving = &gateway.HTTPError{Code: fasthttp.StatusConflict, Type: "invalid_request_error", ErrCode: "organization_moving",
+		Msg: "The organization is being moved to another placement; finish the move (bulkhead org move ID --resume) before deleting it."}
 	errIdempotencyMismatch = &gateway.HTTPError{Code: fasthttp.StatusConflict, Type: "invalid_request_error", ErrCode: "idempotency_key_reused",
 		Msg: "This Idempotency-Key was used before with a different request."}
 	errUnsupportedMedia = &gateway.HTTPError{Code: fasthttp.StatusUnsupportedMediaType, Type: "invalid_request_error", ErrCode: "unsupported_media_type",

@@ -234,6 +234,9 @@ func (s *Server) deleteOrg(c *call) (any, error) {
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, errOrgNotFound
 	}
+	if errors.Is(err, store.ErrMoveInProgress) {
+		return nil, errOrgMoving
+	}
 	if err != nil {
 		return nil, err
 	}
