@@ -1,16 +1,11 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/bulkheadhq/bulkhead/store"
-	"github.com/bulkheadhq/bulkhead/store/storetest"
 )
 
 // org move: a move to schema and on to database:t1 (JSON result, the
@@ -18,24 +13,7 @@ import (
 // nothing: a malformed or unknown target, the same placement, an unknown
 // organization, --resume with no move in progress, --resume with --to.
 func TestOrgMoveCLI(t *testing.T) {
-	ts := storetest.Targets(t)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "bulkhead.yaml")
-	if err := os.WriteFile(cfg, []byte("database_targets:\n  t1: {url_env: T1_URL, admin_url_env: T1_ADMIN_URL}\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{
-		"BULKHEAD_ADMIN_DATABASE_URL": storetest.OwnerDSN(),
-		"BULKHEAD_DATABASE_URL":       storetest.AppDSN(),
-		"BULKHEAD_REDIS_URL":          "",
-		"T1_URL":                      ts[0].DSN,
-		"T1_ADMIN_URL":                ts[0].AdminDSN,
-	}
-	run1 := func(args ...string) (string, string, error) {
-		var out, errOut bytes.Buffer
-		err := run(context.Background(), append(args, "--config", cfg), lookupFrom(env), &out, &errOut)
-		return out.String(), errOut.String(), err
-	}
+	run1, deleteAtEnd := placedCLI(t)
 	out, errOut, err := run1("org", "create", "--name", "cli move", "--json")
 	if err != nil {
 		t.Fatalf("org create: %v %s", err, errOut)
@@ -45,12 +23,7 @@ func TestOrgMoveCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := o.ID.String()
-	t.Cleanup(func() {
-		var out bytes.Buffer
-		if err := run(context.Background(), []string{"org", "delete", "--config", cfg, id}, lookupFrom(env), &out, &out); err != nil {
-			t.Errorf("org delete: %v %s", err, out.String())
-		}
-	})
+	deleteAtEnd(id)
 
 	for _, c := range []struct {
 		args []string

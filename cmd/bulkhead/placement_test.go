@@ -20,24 +20,7 @@ import (
 // bad placements and unknown targets as one-line errors that create
 // nothing; migrate status listing every place at the latest version.
 func TestPlacementCLI(t *testing.T) {
-	ts := storetest.Targets(t)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "bulkhead.yaml")
-	if err := os.WriteFile(cfg, []byte("database_targets:\n  t1: {url_env: T1_URL, admin_url_env: T1_ADMIN_URL}\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{
-		"BULKHEAD_ADMIN_DATABASE_URL": storetest.OwnerDSN(),
-		"BULKHEAD_DATABASE_URL":       storetest.AppDSN(),
-		"BULKHEAD_REDIS_URL":          "",
-		"T1_URL":                      ts[0].DSN,
-		"T1_ADMIN_URL":                ts[0].AdminDSN,
-	}
-	run1 := func(args ...string) (string, string, error) {
-		var out, errOut bytes.Buffer
-		err := run(context.Background(), append(args, "--config", cfg), lookupFrom(env), &out, &errOut)
-		return out.String(), errOut.String(), err
-	}
+	run1, deleteAtEnd := placedCLI(t)
 	created := map[string]string{}
 	for _, p := range []string{"", "schema", "database:t1"} {
 		args := []string{"org", "create", "--name", "cli placed", "--json"}
@@ -60,12 +43,7 @@ func TestPlacementCLI(t *testing.T) {
 			t.Errorf("org create --placement %q: %s", p, out)
 		}
 		created[o.ID.String()] = want
-		t.Cleanup(func() {
-			var out bytes.Buffer
-			if err := run(context.Background(), []string{"org", "delete", "--config", cfg, o.ID.String()}, lookupFrom(env), &out, &out); err != nil {
-				t.Errorf("org delete: %v %s", err, out.String())
-			}
-		})
+		deleteAtEnd(o.ID.String())
 	}
 	out, _, err := run1("org", "list", "--json")
 	if err != nil {
@@ -134,4 +112,39 @@ func TestPlacementCLI(t *testing.T) {
 	if !places["shared"] || !places["database:t1"] {
 		t.Errorf("migrate status: %s", out)
 	}
+}
+
+// placedCLI runs the bulkhead command against the test databases with a
+// configuration naming database target t1 (its flags after the
+// arguments), returning its output, its error output and its error; and
+// a function deleting an organization that way when the test ends (org
+// delete takes its flags before the id).
+func placedCLI(t *testing.T) (run1 func(args ...string) (string, string, error), deleteAtEnd func(id string)) {
+	t.Helper()
+	ts := storetest.Targets(t)
+	cfg := filepath.Join(t.TempDir(), "bulkhead.yaml")
+	if err := os.WriteFile(cfg, []byte("database_targets:\n  t1: {url_env: T1_URL, admin_url_env: T1_ADMIN_URL}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"BULKHEAD_ADMIN_DATABASE_URL": storetest.OwnerDSN(),
+		"BULKHEAD_DATABASE_URL":       storetest.AppDSN(),
+		"BULKHEAD_REDIS_URL":          "",
+		"T1_URL":                      ts[0].DSN,
+		"T1_ADMIN_URL":                ts[0].AdminDSN,
+	}
+	exec := func(args ...string) (string, string, error) {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), args, lookupFrom(env), &out, &errOut)
+		return out.String(), errOut.String(), err
+	}
+	run1 = func(args ...string) (string, string, error) { return exec(append(args, "--config", cfg)...) }
+	deleteAtEnd = func(id string) {
+		t.Cleanup(func() {
+			if out, errOut, err := exec("org", "delete", "--config", cfg, id); err != nil {
+				t.Errorf("org delete: %v %s%s", err, out, errOut)
+			}
+		})
+	}
+	return run1, deleteAtEnd
 }
