@@ -72,6 +72,12 @@ func placement(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if *proxyRounds < 1 || *conns < 1 {
+		return fmt.Errorf("placement: -proxy-rounds and -conns must be at least 1, got %d and %d", *proxyRounds, *conns)
+	}
+	if *zipf != 0 && *zipf <= 1 {
+		return fmt.Errorf("placement: -zipf must be above 1 (or 0: round-robin), got %g", *zipf)
+	}
 	var counts []int
 	for _, s := range strings.Split(*tenantsFlag, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -91,12 +97,6 @@ func placement(ctx context.Context, args []string) error {
 	}
 	if _, err := store.MigratePlaces(ctx, ownerDSN, targets); err != nil {
 		return err
-	}
-	if *proxyRounds < 1 {
-		return fmt.Errorf("placement: -proxy-rounds must be at least 1, got %d", *proxyRounds)
-	}
-	if *zipf != 0 && *zipf <= 1 {
-		return fmt.Errorf("placement: -zipf must be above 1 (or 0: round-robin), got %g", *zipf)
 	}
 	b := &placementBench{ownerDSN: ownerDSN, appDSN: appDSN, targets: targets, records: *records, bigRows: *bigRows, reads: *reads}
 	if *proxy {
