@@ -5,8 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"time"
 
+	vegeta "github.com/tsenart/vegeta/v12/lib"
 	"github.com/valyala/fasthttp"
 )
 
@@ -65,4 +68,35 @@ func (r *releasingReader) Close() error {
 	err := r.resp.CloseBodyStream()
 	fasthttp.ReleaseResponse(r.resp)
 	return err
+}
+
+// floorRig is the mock upstream and the floor forwarder in front of it,
+// as the benchmarks that report "× floor" start them (keys, placement).
+type floorRig struct {
+	mock, floor *proc
+	url         string // the floor's chat completions URL
+}
+
+// startFloor starts the mock upstream of bin and the floor forwarder
+// (this binary's forward) in front of it, and warms the floor up with a
+// second of load at conns connections.
+func startFloor(ctx context.Context, bin string, conns int) (*floorRig, error) {
+	mock, err := start(ctx, nil, filepath.Join(bin, "mockllm"), "-listen", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	self, _ := os.Executable()
+	floor, err := start(ctx, nil, self, "forward", "-listen", "127.0.0.1:0", "-upstream", mock.addr)
+	if err != nil {
+		mock.stop()
+		return nil, err
+	}
+	r := &floorRig{mock: mock, floor: floor, url: "http://" + floor.addr + "/v1/chat/completions"}
+	attack(r.url, headers(""), vegeta.Rate{Freq: 200, Per: time.Second}, time.Second, conns)
+	return r, nil
+}
+
+func (r *floorRig) stop() {
+	r.floor.stop()
+	r.mock.stop()
 }

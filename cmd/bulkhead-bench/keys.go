@@ -72,19 +72,12 @@ func keysBench(ctx context.Context, args []string) error {
 		return fmt.Errorf("creating the one-key reference (is `make services` done?): %w", err)
 	}
 
-	mock, err := start(ctx, nil, filepath.Join(*bin, "mockllm"), "-listen", "127.0.0.1:0")
+	rig, err := startFloor(ctx, *bin, *conns)
 	if err != nil {
 		return err
 	}
-	defer mock.stop()
-	self, _ := os.Executable()
-	floor, err := start(ctx, nil, self, "forward", "-listen", "127.0.0.1:0", "-upstream", mock.addr)
-	if err != nil {
-		return err
-	}
-	defer floor.stop()
-	floorURL := "http://" + floor.addr + "/v1/chat/completions"
-	attack(floorURL, headers(""), vegeta.Rate{Freq: 200, Per: time.Second}, time.Second, *conns)
+	defer rig.stop()
+	mock, floor, floorURL := rig.mock, rig.floor, rig.url
 
 	builds := []struct{ name, dir string }{{"this build", *bin}}
 	if *compare != "" {

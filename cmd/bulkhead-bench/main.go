@@ -16,8 +16,9 @@
 //	                                    organizations, keys and request-log rows in bulk, for the scale benchmarks
 //	bulkhead-bench keys [-keys N] [-orgs N] [-zipf S] [-rounds N] [-compare DIR]
 //	                                    key authentication at scale: a Zipf mix over many keys against the floor
-//	bulkhead-bench placement [-config F] [-tenants 1,100,1000] [-strategies shared,schema,database] [-big-rows N]
-//	                                    the isolation strategies compared (issue 14): create, migrate, catalog, log rows/s, reads, pools
+//	bulkhead-bench placement [-config F] [-tenants 1,100,1000] [-strategies shared,schema,database] [-big-rows N] [-proxy=false]
+//	                                    the isolation strategies compared (issue 14): create, migrate, catalog, log rows/s, reads, pools,
+//	                                    the gateway's throughput as a share of the floor's
 //
 // It reports closed-loop throughput at 50 connections, open-loop latency at
 // fixed rates, streaming time to first byte, and the gateway's resident

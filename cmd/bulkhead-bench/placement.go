@@ -38,7 +38,13 @@ import (
 //     30 days (a 20-row page of ListPrompts, a 30-day Usage by model);
 //   - pools: the gateway process's Go heap grown by the store's pools
 //     and writer, and the private memory (RssAnon) of its PostgreSQL
-//     backends, which cache every relation they touched.
+//     backends, which cache every relation they touched;
+//   - proxy (unless -proxy=false): the real gateway of -bin, request log
+//     on, under closed-loop load at -conns connections spread over one
+//     API key per tenant (round-robin, or Zipf with -zipf), as a share
+//     of the floor forwarder's throughput measured just before it in the
+//     same round (the floor and mock upstream of bulkhead-bench keys),
+//     with its p50/p99; -proxy-duration each.
 //
 // It uses the databases of BULKHEAD_ADMIN_DATABASE_URL and
 // BULKHEAD_DATABASE_URL and the database target -target of the
@@ -57,8 +63,20 @@ func placement(ctx context.Context, args []string) error {
 	records := fs.Int("records", 50000, "request-log records written per round")
 	bigRows := fs.Int64("big-rows", 200000, "rows of the big tenant whose reads are timed (the issue says 1,000,000: scaled down by default for time)")
 	reads := fs.Int("reads", 200, "timed reads of each kind")
+	proxy := fs.Bool("proxy", true, "measure the gateway's throughput against the floor's (false: skip the proxy phase)")
+	bin := fs.String("bin", "bin", "folder with the bulkhead and mockllm binaries (the proxy phase)")
+	proxyDur := fs.Duration("proxy-duration", 10*time.Second, "length of the proxy phase's floor and gateway loads, each")
+	proxyRounds := fs.Int("proxy-rounds", 2, "floor and gateway pairs of the proxy phase, alternating which goes first; the best of each is reported")
+	conns := fs.Int("conns", 50, "connections of the proxy phase (closed loop)")
+	zipf := fs.Float64("zipf", 0, "the proxy phase draws the tenants' keys by Zipf with this exponent (above 1); 0: round-robin")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *proxyRounds < 1 || *conns < 1 {
+		return fmt.Errorf("placement: -proxy-rounds and -conns must be at least 1, got %d and %d", *proxyRounds, *conns)
+	}
+	if *zipf != 0 && *zipf <= 1 {
+		return fmt.Errorf("placement: -zipf must be above 1 (or 0: round-robin), got %g", *zipf)
 	}
 	var counts []int
 	for _, s := range strings.Split(*tenantsFlag, ",") {
@@ -81,12 +99,28 @@ func placement(ctx context.Context, args []string) error {
 		return err
 	}
 	b := &placementBench{ownerDSN: ownerDSN, appDSN: appDSN, targets: targets, records: *records, bigRows: *bigRows, reads: *reads}
+	if *proxy {
+		rig, err := startFloor(ctx, *bin, *conns)
+		if err != nil {
+			return fmt.Errorf("placement: starting the floor (-bin %s; -proxy=false skips the proxy phase): %w", *bin, err)
+		}
+		defer rig.stop()
+		b.proxy = &placementProxy{cfg: cfg, cfgPath: *cfgPath, bin: *bin, rig: rig, duration: *proxyDur, rounds: *proxyRounds, conns: *conns, zipf: *zipf}
+	}
 	for _, t := range targets {
 		if t.Name == *target {
 			b.target = t
 		}
 	}
 	fmt.Printf("placement: %d records per round, big tenant %d rows, %d reads each; GOMAXPROCS %d\n", *records, *bigRows, *reads, runtime.GOMAXPROCS(0))
+	if b.proxy != nil {
+		mix := "round-robin"
+		if *zipf > 1 {
+			mix = fmt.Sprintf("Zipf s=%g", *zipf)
+		}
+		fmt.Printf("placement: proxy phase: %d floor and gateway (request log on) pairs, alternating, %s each, %d connections, one key per tenant, %s; best of each\n",
+			*proxyRounds, *proxyDur, *conns, mix)
+	}
 	var results []placementResult
 	for _, s := range strings.Split(*strategies, ",") {
 		var p store.Placement
@@ -114,8 +148,8 @@ func placement(ctx context.Context, args []string) error {
 	}
 	fmt.Println()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "| strategy\t| tenants\t| create/tenant\t| migrate\t| catalog (+relations)\t| log rows/s\t| list p50/p99\t| usage p50/p99\t| pools: Go heap / PG backends\t|")
-	fmt.Fprintln(tw, "|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|")
+	fmt.Fprintln(tw, "| strategy\t| tenants\t| create/tenant\t| migrate\t| catalog (+relations)\t| log rows/s\t| list p50/p99\t| usage p50/p99\t| pools: Go heap / PG backends\t| proxy RPS (× floor)\t| proxy p50/p99\t|")
+	fmt.Fprintln(tw, "|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|---\t|")
 	for _, r := range results {
 		r.print(tw, true)
 	}
@@ -126,6 +160,7 @@ type placementBench struct {
 	ownerDSN, appDSN string
 	targets          []store.Target
 	target           store.Target
+	proxy            *placementProxy // nil: no proxy phase
 	records          int
 	bigRows          int64
 	reads            int
@@ -142,20 +177,30 @@ type placementResult struct {
 	heapBytes, backendBytes      int64
 	backends                     int
 	writerLost, writerDeadLetter int64
+	proxy                        *proxyResult // nil: not measured
 }
 
 func (r placementResult) print(w interface{ Write([]byte) (int, error) }, row bool) {
+	proxyRate, proxyLatency := "-", "-"
+	if p := r.proxy; p != nil {
+		proxyRate = fmt.Sprintf("%.0f (%.2f× of %.0f)", p.rps, p.ratio(), p.floorRPS)
+		proxyLatency = msText(p.p50) + " / " + msText(p.p99)
+	}
 	if row {
-		fmt.Fprintf(w, "| %s\t| %d\t| %s\t| %s\t| %d (+%d)\t| %.0f\t| %s / %s\t| %s / %s\t| %.1f MiB / %.1f MiB (%d)\t|\n",
+		fmt.Fprintf(w, "| %s\t| %d\t| %s\t| %s\t| %d (+%d)\t| %.0f\t| %s / %s\t| %s / %s\t| %.1f MiB / %.1f MiB (%d)\t| %s\t| %s\t|\n",
 			r.strategy, r.tenants, r.create.Round(100*time.Microsecond), r.migrate.Round(time.Millisecond), r.relations, r.addedRelations,
 			r.rowsPerSec, msText(r.listP50), msText(r.listP99), msText(r.usageP50), msText(r.usageP99),
-			float64(r.heapBytes)/(1<<20), float64(r.backendBytes)/(1<<20), r.backends)
+			float64(r.heapBytes)/(1<<20), float64(r.backendBytes)/(1<<20), r.backends, proxyRate, proxyLatency)
 		return
 	}
 	fmt.Fprintf(w, "placement: %s %d tenants: create %s/tenant, migrate %s, catalog %d relations (+%d), log %.0f rows/s (lost %d, dead letters %d), list p50 %s p99 %s, usage p50 %s p99 %s, Go heap +%.1f MiB, %d PG backends %.1f MiB private\n",
 		r.strategy, r.tenants, r.create.Round(100*time.Microsecond), r.migrate.Round(time.Millisecond), r.relations, r.addedRelations,
 		r.rowsPerSec, r.writerLost, r.writerDeadLetter, msText(r.listP50), msText(r.listP99), msText(r.usageP50), msText(r.usageP99),
 		float64(r.heapBytes)/(1<<20), r.backends, float64(r.backendBytes)/(1<<20))
+	if p := r.proxy; p != nil {
+		fmt.Fprintf(w, "placement: %s %d tenants: proxy %s RPS, pairs %s of the floor, p50/p99 %s, gateway RSS %.1f MiB, errors %s\n",
+			r.strategy, r.tenants, proxyRate, spread(p.pairs), proxyLatency, p.rss, p.errs)
+	}
 }
 
 func msText(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
@@ -302,8 +347,20 @@ func (b *placementBench) round(ctx context.Context, p store.Placement, n int) (p
 	var m1 runtime.MemStats
 	runtime.ReadMemStats(&m1)
 	r.heapBytes = int64(m1.HeapInuse) - int64(m0.HeapInuse)
-	r.backends, r.backendBytes, err = backendMemory(ctx, owner, targetOwner)
-	return r, err
+	if r.backends, r.backendBytes, err = backendMemory(ctx, owner, targetOwner); err != nil {
+		return r, err
+	}
+
+	// Last, since the gateway's backends are named bulkhead too and its
+	// rows land in the big tenant: the proxy phase.
+	if b.proxy != nil {
+		p, err := b.proxy.measure(ctx, a, orgs)
+		if err != nil {
+			return r, fmt.Errorf("proxy phase: %w", err)
+		}
+		r.proxy = &p
+	}
+	return r, nil
 }
 
 // seedPlaced inserts n rows of org into schema.prompts of pool, spread
