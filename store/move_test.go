@@ -238,6 +238,16 @@ func TestMoveUnderLoad(t *testing.T) {
 		if res.Tables["prompts"].Rows == 0 {
 			t.Errorf("move %s → %s copied %+v", from, to, res.Tables)
 		}
+		// The source is emptied no sooner than the grace after the
+		// cut-over (a gateway that missed the notice reads it until
+		// then): the audit rows' times, whichever way the readers above
+		// happen to interleave.
+		var gap time.Duration
+		err = owner.QueryRow(ctx, `SELECT (SELECT max(created_at) FROM audit_log WHERE organization_id = $1 AND action = 'org.move.done') -
+			(SELECT max(created_at) FROM audit_log WHERE organization_id = $1 AND action = 'org.move.cutover')`, A.ID).Scan(&gap)
+		if err != nil || gap < o.Grace {
+			t.Errorf("move %s → %s: the source emptied %s after the cut-over (%v), want at least the grace, %s", from, to, gap, err, o.Grace)
+		}
 		pool, schema := where(t, owner, A.ID, from)
 		if left := totalsIn(t, pool, schema, A.ID); left.Rows != 0 || left.Hourly != 0 || left.Daily != 0 || left.U != 0 {
 			t.Errorf("the source %s still holds %+v", from, left)
