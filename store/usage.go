@@ -51,7 +51,7 @@ var usageGroups = map[string]struct {
 }
 
 // rollups names the tables a report's whole hours and whole days come
-// from; with no daily table, whole days are read from the hourly one.
+// from.
 type rollups struct{ hourly, daily string }
 
 var (
@@ -63,9 +63,9 @@ var (
 func ValidUsageGroup(groupBy string) bool { _, ok := usageGroups[groupBy]; return ok }
 
 // Usage sums org's requests, tokens and cost in [since, until), grouped
-// by day (UTC), model, key or end user. Whole days come from usage_daily and the other
-// whole hours from usage_hourly, which the writes keep (migrations 00015,
-// data-plane 00003): a 30-day report reads at most 30 daily and 48 hourly rollup
+// by day (UTC), model, key or end user. Whole days come from usage_daily (up
+// to the last day rolled up) and the other whole hours from usage_hourly
+// (migration 00015, data-plane 00003 and 00004): a 30-day report reads at most 30 daily and 48 hourly rollup
 // rows per model and key, whatever the tenant's traffic. Only the partial
 // hours at either end of the window are summed from prompts, each a range
 // of its primary key under one hour long.
@@ -176,8 +176,7 @@ const dailyThrough = `(SELECT daily_through FROM usage_rollup_state)`
 
 // wholeUnion is hourlyUnion's rows of the whole hours and days: the
 // whole days [$4, $5) from from.daily up to dailyThrough and from
-// from.hourly after it (all from from.hourly when there is no daily
-// table), and the whole hours [$3, $4) and [$5, $6) from from.hourly; the
+// from.hourly after it, and the whole hours [$3, $4) and [$5, $6) from from.hourly; the
 // first SELECT names the columns.
 func wholeUnion(from rollups, groups []string, cols []hourlyColumn) string {
 	head, rollup := slices.Clone(groups), slices.Clone(groups)
@@ -188,12 +187,8 @@ func wholeUnion(from rollups, groups []string, cols []hourlyColumn) string {
 		return `SELECT ` + strings.Join(cols, ", ") + `
 		FROM (SELECT ` + col + ` AS t, * FROM ` + table + ` WHERE organization_id = $1 AND ` + col + ` >= ` + lo + ` AND ` + col + ` < ` + hi + `) x`
 	}
-	days := rolled(head, from.hourly, "hour", "$4", "$5")
-	if from.daily != "" {
-		days = rolled(head, from.daily, "day", "$4", "least($5, "+dailyThrough+")") + `
-		UNION ALL ` + rolled(rollup, from.hourly, "hour", "greatest($4, "+dailyThrough+")", "$5")
-	}
-	return days + `
+	return rolled(head, from.daily, "day", "$4", "least($5, "+dailyThrough+")") + `
+		UNION ALL ` + rolled(rollup, from.hourly, "hour", "greatest($4, "+dailyThrough+")", "$5") + `
 		UNION ALL ` + rolled(rollup, from.hourly, "hour", "$3", "$4") + `
 		UNION ALL ` + rolled(rollup, from.hourly, "hour", "$5", "$6")
 }
