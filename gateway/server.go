@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/bulkheadhq/bulkhead/config"
+	"github.com/bulkheadhq/bulkhead/gateway/internal/linger"
 	"github.com/bulkheadhq/bulkhead/gateway/openai"
 )
 
@@ -138,7 +139,7 @@ func New(cfg config.Config, log *zap.Logger, deps Deps) (*Server, error) {
 // Serve accepts connections on ln until Shutdown. It returns nil after a
 // clean shutdown.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.srv.Serve(ln)
+	return s.srv.Serve(linger.Listener(ln))
 }
 
 // Shutdown stops accepting connections and lets in-flight requests and
@@ -216,6 +217,7 @@ func (s *Server) handleParseError(rc *fasthttp.RequestCtx, err error) {
 	reqID := s.reqs.next()
 	rc.Response.Header.Set("X-Request-Id", reqID)
 	rc.SetConnectionClose()
+	linger.Mark(rc.Conn()) // the rest of the request may still be arriving
 	// The error's text may quote the request; only its class is logged.
 	s.log.Info("malformed request", zap.String("request_id", reqID), zap.String("remote_addr", rc.RemoteAddr().String()),
 		zap.String("error", errorClass(err)))

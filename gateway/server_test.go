@@ -1,8 +1,12 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -141,5 +145,43 @@ func TestAuthFailuresAreOpenAIShaped(t *testing.T) {
 	}
 	if bodies["address throttled"] != bodies["organization throttled"] {
 		t.Errorf("the answers tell an address's budget from an organization's:\n%s\n%s", bodies["address throttled"], bodies["organization throttled"])
+	}
+}
+
+// TestOversizedBodyOnLoopback: a body far over the limit, sent whole
+// before the answer is read (as most SDKs send), still gets its 413 in
+// the error shape. fasthttp answers before reading the body and closed at
+// once; the bytes still arriving made the kernel reset the connection,
+// and the client saw "connection reset by peer" instead (see
+// gateway/internal/linger).
+func TestOversizedBodyOnLoopback(t *testing.T) {
+	h := newFakeHarness(t, loopback{t}, func(c *config.Config) { c.MaxRequestBodyBytes = 4096 })
+	_, key, _ := h.tenant(1000)
+	body := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + strings.Repeat("x", 4<<20) + `"}]}`
+	for i := range 10 {
+		conn, err := h.dial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		req := "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key +
+			"\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+		if _, err := conn.Write([]byte(req)); err != nil {
+			conn.Close()
+			t.Fatalf("round %d: writing the request: %v", i, err)
+		}
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			conn.Close()
+			t.Fatalf("round %d: reading the answer: %v", i, err)
+		}
+		got, _ := io.ReadAll(res.Body)
+		conn.Close()
+		if res.StatusCode != 413 {
+			t.Fatalf("round %d: status %d (%s)", i, res.StatusCode, got)
+		}
+		if _, _, code, reqID := openAIError(t, got); code != "request_too_large" || reqID != res.Header.Get("X-Request-Id") {
+			t.Fatalf("round %d: code %q, request id %q against header %q", i, code, reqID, res.Header.Get("X-Request-Id"))
+		}
 	}
 }

@@ -32,6 +32,7 @@ import (
 
 	"github.com/bulkheadhq/bulkhead/gateway"
 	"github.com/bulkheadhq/bulkhead/gateway/auth"
+	"github.com/bulkheadhq/bulkhead/gateway/internal/linger"
 	"github.com/bulkheadhq/bulkhead/store"
 )
 
@@ -132,7 +133,7 @@ func New(opts Options) (*Server, error) {
 }
 
 // Serve accepts connections on ln until Shutdown; nil after a clean one.
-func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
+func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(linger.Listener(ln)) }
 
 // Shutdown stops accepting, lets requests finish until ctx ends, then
 // cancels their database work.
@@ -188,6 +189,7 @@ func (s *Server) handleParseError(rc *fasthttp.RequestCtx, err error) {
 	reqID := s.reqs.Next()
 	rc.Response.Header.Set("X-Request-Id", reqID)
 	rc.SetConnectionClose()
+	linger.Mark(rc.Conn()) // the rest of the request may still be arriving
 	var he *gateway.HTTPError
 	var ne net.Error
 	switch {
