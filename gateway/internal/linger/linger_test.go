@@ -33,7 +33,7 @@ func serve(t *testing.T, mark bool) string {
 			rc.SetBodyString("too large")
 		},
 	}
-	go srv.Serve(Listener(ln)) //nolint:errcheck // ends with the test
+	go srv.Serve(Listener(ln))           //nolint:errcheck // ends with the test
 	t.Cleanup(func() { srv.Shutdown() }) //nolint:errcheck // test teardown
 	return ln.Addr().String()
 }
