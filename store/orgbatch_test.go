@@ -107,3 +107,37 @@ func TestOrgBatchIsolation(t *testing.T) {
 		t.Errorf("tenant setting after the batches: %q, %v", setting, err)
 	}
 }
+
+// BenchmarkOrgReads: the first reads of 32 organizations (catalog and
+// budget list), as two batches (CatalogsFor, BudgetsForOrgs) and as 64
+// single reads (CatalogFor, BudgetsFor); per organization.
+func BenchmarkOrgReads(b *testing.B) {
+	st := storetest.Open(b, store.Options{})
+	owner := storetest.OwnerPool(b)
+	orgs := newOrgs(b, owner, 32)
+	ctx := context.Background()
+	b.Run("batch", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := st.CatalogsFor(ctx, orgs); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := st.BudgetsForOrgs(ctx, orgs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*len(orgs)), "µs/org")
+	})
+	b.Run("single", func(b *testing.B) {
+		for b.Loop() {
+			for _, org := range orgs {
+				if _, err := st.CatalogFor(ctx, org); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := st.BudgetsFor(ctx, org); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*len(orgs)), "µs/org")
+	})
+}

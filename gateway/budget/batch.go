@@ -2,6 +2,7 @@ package budget
 
 import (
 	"context"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -36,4 +37,19 @@ func (e *Enforcer) readBudgets(ctx context.Context, org uuid.UUID) ([]store.Budg
 		}, 0, 0)
 	})
 	return e.batch.Do(ctx, org)
+}
+
+// Prefetch starts reading org's budget list in the background unless a
+// fresh one is cached, so that a request can overlap the read with its
+// other first-touch round trips before Reserve needs it. It does not
+// wait; concurrent reads of one organization are one (Reserve's too).
+func (e *Enforcer) Prefetch(org uuid.UUID) {
+	now := time.Now()
+	e.mu.Lock()
+	c, ok := e.lists[org]
+	e.mu.Unlock()
+	if ok && now.Before(c.expires) {
+		return
+	}
+	go e.budgetsFor(context.Background(), org) //nolint:errcheck // Reserve reads again and reports
 }

@@ -216,6 +216,20 @@ func (c *Catalog) View(ctx context.Context, org uuid.UUID, now time.Time) (*View
 	}
 }
 
+// Prefetch starts reading org's view in the background unless a fresh one
+// is cached or a read is in flight, so that a request can overlap the read
+// with its other first-touch round trips (the rate limiter's lease) before
+// View needs it. It does not wait.
+func (c *Catalog) Prefetch(org uuid.UUID, now time.Time) {
+	c.mu.RLock()
+	e := c.views[org]
+	c.mu.RUnlock()
+	if e != nil && now.Before(e.expiry) {
+		return
+	}
+	c.load.DoChan(org.String(), func() (any, error) { return c.read(org, e) }) // buffered: nobody need receive
+}
+
 // read reads org's catalog and caches the view.
 func (c *Catalog) read(org uuid.UUID, prev *cached) (*View, error) {
 	gen := c.gen.Load()
