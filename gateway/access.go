@@ -17,6 +17,7 @@ import (
 // round trip.
 type catalogViews interface {
 	View(ctx context.Context, org uuid.UUID, now time.Time) (*catalog.View, error)
+	Prefetch(org uuid.UUID, now time.Time)
 }
 
 var _ catalogViews = (*catalog.Catalog)(nil)
@@ -92,4 +93,18 @@ func (s *Server) modelsFor(p *auth.Principal) ([]modelEntry, error) {
 		}
 	}
 	return out, nil
+}
+
+// prefetch starts the first reads of org's catalog view and budget list
+// that no cache holds, in the background, as soon as the request's tenant
+// is known: a first-touch request then waits for them alongside its
+// rate-limit lease instead of one after another (issue 17). Only an
+// authenticated tenant is prefetched, and a cached one costs a map read.
+func (s *Server) prefetch(org uuid.UUID, now time.Time) {
+	if s.catalog != nil {
+		s.catalog.Prefetch(org, now)
+	}
+	if s.budgets != nil {
+		s.budgets.Prefetch(org)
+	}
 }

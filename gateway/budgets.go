@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/valyala/fasthttp"
 
 	"github.com/bulkheadhq/bulkhead/gateway/budget"
@@ -18,6 +19,7 @@ import (
 type budgets interface {
 	Reserve(ctx context.Context, r budget.Request) (budget.Decision, budget.Reservation, error)
 	Settle(ctx context.Context, res budget.Reservation, actual store.MicroUSD)
+	Prefetch(org uuid.UUID)
 }
 
 var _ budgets = (*budget.Enforcer)(nil)

@@ -175,6 +175,7 @@ func (s *Server) proxy(rc *fasthttp.RequestCtx, reqID string, ep openai.Endpoint
 	}
 	x.principal = p
 	x.endUser = p.EndUser
+	s.prefetch(p.Org, x.start)
 	if x.span != nil {
 		s.trace.authenticated(x)
 		sp = s.trace.child(x, "admission")

@@ -26,6 +26,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/bulkheadhq/bulkhead/gateway/internal/batch"
 	"github.com/bulkheadhq/bulkhead/store"
 )
 
@@ -82,6 +83,10 @@ type Enforcer struct {
 	// until then requests no lease covers fail at once instead of each
 	// waiting for Redis; the first one after it probes.
 	downUntil atomic.Int64
+
+	// batch gathers first reads of budget lists (batch.go).
+	batchOnce sync.Once
+	batch     *batch.Batcher[uuid.UUID, []store.Budget]
 }
 
 // redisCooldown is how long Redis is left alone after a failure.
@@ -383,7 +388,7 @@ func (e *Enforcer) budgetsFor(ctx context.Context, org uuid.UUID) ([]store.Budge
 	v, err, _ := e.group.Do(org.String(), func() (any, error) {
 		ctx, cancel := context.WithTimeout(ctx, e.o.Timeout)
 		defer cancel()
-		bs, err := e.o.Source.BudgetsFor(ctx, org)
+		bs, err := e.readBudgets(ctx, org)
 		if err != nil {
 			return nil, err
 		}

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/bulkheadhq/bulkhead/gateway/internal/batch"
 	"github.com/bulkheadhq/bulkhead/store"
 )
 
@@ -40,6 +41,15 @@ type Source interface {
 }
 
 var _ Source = (*store.Store)(nil)
+
+// BatchSource reads many organizations' catalogs in one round trip
+// (store.CatalogsFor). A Source that is one too gets the first reads of
+// concurrent requests' organizations batched (gateway/internal/batch).
+type BatchSource interface {
+	CatalogsFor(ctx context.Context, orgs []uuid.UUID) (map[uuid.UUID][]store.CatalogEntry, error)
+}
+
+var _ BatchSource = (*store.Store)(nil)
 
 // Options configure a Catalog.
 type Options struct {
@@ -141,6 +151,9 @@ type Catalog struct {
 	mu    sync.RWMutex
 	views map[uuid.UUID]*cached
 	load  singleflight.Group
+	// batch gathers concurrent first reads of organizations when
+	// Options.Source is a BatchSource; nil: one read per organization.
+	batch *batch.Batcher[uuid.UUID, []store.CatalogEntry]
 	// gen counts invalidations: a read that began before one is not
 	// kept as fresh.
 	gen atomic.Uint64
@@ -169,7 +182,15 @@ func New(opts Options) (*Catalog, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Catalog{opts: opts, log: log.Named("catalog"), views: map[uuid.UUID]*cached{}}, nil
+	c := &Catalog{opts: opts, log: log.Named("catalog"), views: map[uuid.UUID]*cached{}}
+	if bs, ok := opts.Source.(BatchSource); ok {
+		c.batch = batch.New(func(orgs []uuid.UUID) (map[uuid.UUID][]store.CatalogEntry, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), opts.Timeout)
+			defer cancel()
+			return bs.CatalogsFor(ctx, orgs)
+		}, 0, 0)
+	}
+	return c, nil
 }
 
 // View returns org's view: the cached one while it is fresh, else one
@@ -195,12 +216,32 @@ func (c *Catalog) View(ctx context.Context, org uuid.UUID, now time.Time) (*View
 	}
 }
 
+// Prefetch starts reading org's view in the background unless a fresh one
+// is cached or a read is in flight, so that a request can overlap the read
+// with its other first-touch round trips (the rate limiter's lease) before
+// View needs it. It does not wait.
+func (c *Catalog) Prefetch(org uuid.UUID, now time.Time) {
+	c.mu.RLock()
+	e := c.views[org]
+	c.mu.RUnlock()
+	if e != nil && now.Before(e.expiry) {
+		return
+	}
+	c.load.DoChan(org.String(), func() (any, error) { return c.read(org, e) }) // buffered: nobody need receive
+}
+
 // read reads org's catalog and caches the view.
 func (c *Catalog) read(org uuid.UUID, prev *cached) (*View, error) {
 	gen := c.gen.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.Timeout)
 	defer cancel()
-	entries, err := c.opts.Source.CatalogFor(ctx, org)
+	var entries []store.CatalogEntry
+	var err error
+	if c.batch != nil {
+		entries, err = c.batch.Do(ctx, org)
+	} else {
+		entries, err = c.opts.Source.CatalogFor(ctx, org)
+	}
 	now := time.Now()
 	if err != nil {
 		if prev == nil {

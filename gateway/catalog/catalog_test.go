@@ -3,6 +3,8 @@ package catalog
 import (
 	"context"
 	"errors"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -89,6 +91,72 @@ func TestCatalogCaches(t *testing.T) {
 	}
 	if _, err := c.View(ctx, uuid.New(), now); err == nil {
 		t.Error("an organization never read, with the database down: no error")
+	}
+}
+
+// batchSource is a fakeSource that also reads many organizations at once,
+// each its own entries.
+type batchSource struct {
+	fakeSource
+	batches atomic.Int64
+	orgs    atomic.Int64
+}
+
+func (f *batchSource) CatalogsFor(_ context.Context, orgs []uuid.UUID) (map[uuid.UUID][]store.CatalogEntry, error) {
+	f.batches.Add(1)
+	f.orgs.Add(int64(len(orgs)))
+	out := map[uuid.UUID][]store.CatalogEntry{}
+	for _, org := range orgs {
+		out[org] = []store.CatalogEntry{{Name: "own-" + org.String(), Upstream: "default", Enabled: true, Own: true}}
+	}
+	return out, nil
+}
+
+// A batching source reads first views in batches, each organization gets
+// its own entries, and Prefetch reads a view View then finds cached.
+func TestCatalogBatchesAndPrefetch(t *testing.T) {
+	src := &batchSource{}
+	c, err := New(Options{Source: src, DefaultAllow: true, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, now := context.Background(), time.Now()
+	orgs := make([]uuid.UUID, 50)
+	var wg sync.WaitGroup
+	for i := range orgs {
+		orgs[i] = uuid.New()
+		wg.Go(func() {
+			v, err := c.View(ctx, orgs[i], now)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for j, other := range orgs[:i+1] {
+				if m, _ := v.Lookup("own-" + other.String()); (m != nil) != (j == i) {
+					t.Errorf("organization %d: the model of %d usable: %v", i, j, m != nil)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if src.reads.Load() != 0 || src.orgs.Load() != int64(len(orgs)) {
+		t.Errorf("%d single reads and %d organizations in batches, want 0 and %d", src.reads.Load(), src.orgs.Load(), len(orgs))
+	}
+	org := uuid.New()
+	batches := src.batches.Load()
+	c.Prefetch(org, now)
+	for src.batches.Load() == batches {
+		runtime.Gosched()
+	}
+	if _, err := c.View(ctx, org, now); err != nil {
+		t.Fatal(err)
+	}
+	c.Prefetch(org, now) // cached: no read
+	if _, err := c.View(ctx, org, now); err != nil {
+		t.Fatal(err)
+	}
+	if n := src.batches.Load(); n != batches+1 {
+		t.Errorf("%d batches after a prefetch and two views, want %d", n, batches+1)
 	}
 }
 
