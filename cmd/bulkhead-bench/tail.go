@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -46,6 +47,7 @@ func tail(ctx context.Context, args []string) error {
 	cpuFile := fs.String("cpu-profile", "", "save a CPU profile of the gateway's second open-loop phase to this file (with -rounds 2 or more)")
 	stderrFile := fs.String("gateway-stderr", "", "keep the gateway's stderr (its logs, GODEBUG output) in this file")
 	var extra, compare envFlags
+	binB := fs.String("compare-bin", "", "run a second gateway, bulkhead B, from the bulkhead binary in this folder (an older build, say), measured in the same rounds; -compare may add to its environment")
 	fs.Var(&compare, "compare", "NAME=VALUE: run a second gateway, bulkhead B, with this added to its environment (repeatable), measured in the same rounds")
 	fs.Var(&extra, "env", "NAME=VALUE added to the gateway's environment (repeatable), e.g. GODEBUG=gctrace=1")
 	if err := fs.Parse(args); err != nil {
@@ -93,7 +95,7 @@ func tail(ctx context.Context, args []string) error {
 	direct := target{name: "direct", url: "http://" + mock.addr + "/v1/chat/completions", pid: mock.cmd.Process.Pid}
 	fl := target{name: "floor", url: "http://" + floor.addr + "/v1/chat/completions", pid: floor.cmd.Process.Pid}
 	others := []target{fl, {"bulkhead", "http://" + listen + "/v1/chat/completions", key, "http://" + admin + "/metrics", gw.cmd.Process.Pid}}
-	if len(compare) > 0 {
+	if len(compare) > 0 || *binB != "" {
 		listenB, adminB := freeAddr(), freeAddr()
 		spoolB := spoolDir + "-b"
 		defer os.RemoveAll(spoolB)
@@ -101,7 +103,7 @@ func tail(ctx context.Context, args []string) error {
 			"BULKHEAD_LISTEN=" + listenB, "BULKHEAD_ADMIN_LISTEN=" + adminB, "BULKHEAD_CONTROL_LISTEN=",
 			"BULKHEAD_UPSTREAM_URL=http://" + mock.addr + "/v1", "BULKHEAD_LOG_LEVEL=info", "BULKHEAD_SPOOL_DIR=" + spoolB,
 		}, extra...), compare...)
-		gwB, err := startGateway(ctx, *bin, listenB, envB)
+		gwB, err := startGateway(ctx, cmp.Or(*binB, *bin), listenB, envB)
 		if err != nil {
 			return err
 		}
@@ -112,8 +114,8 @@ func tail(ctx context.Context, args []string) error {
 		attack(t.url, headers(t.key), vegeta.Rate{Freq: 200, Per: time.Second}, 2*time.Second, *conns)
 	}
 
-	fmt.Printf("# bulkhead-bench tail  %s  %d RPS open loop, %s phases, %d connections; gateway env: %s; bulkhead B adds: %s\n\n",
-		time.Now().UTC().Format(time.RFC3339), *rate, *d, *conns, strings.Join(extra, " "), strings.Join(compare, " "))
+	fmt.Printf("# bulkhead-bench tail  %s  %d RPS open loop, %s phases, %d connections; gateway env: %s; bulkhead B adds: %s, runs %s\n\n",
+		time.Now().UTC().Format(time.RFC3339), *rate, *d, *conns, strings.Join(extra, " "), strings.Join(compare, " "), cmp.Or(*binB, *bin))
 	fmt.Printf("Each round runs direct, then the others in an order that rotates. Added = latency minus direct's in the same round; " +
 		"ratio = added p99 over the floor's in the same round. CPU/req is the target process's; GCs its collections during the phase.\n\n" +
 		"| round | target | p50 | p99 | added p50 | added p99 | p99 ratio | CPU/req | GCs | errors |\n" +
