@@ -60,7 +60,7 @@ func (s *Server) admit(rc *fasthttp.RequestCtx, p *auth.Principal) error {
 	if err != nil {
 		return limiterError(err)
 	}
-	d.Headers(rc.Response.Header.Set)
+	d.AppendHeaders(rc.Response.Header.SetBytesV)
 	if d.Allowed {
 		return nil
 	}
@@ -90,7 +90,7 @@ func (s *Server) reserve(rc *fasthttp.RequestCtx, x *exchange, r openai.Request)
 	if err != nil {
 		return limiterError(err)
 	}
-	d.Headers(rc.Response.Header.Set)
+	d.AppendHeaders(rc.Response.Header.SetBytesV)
 	if d.Allowed {
 		x.reservation = d.Reservation
 		return nil

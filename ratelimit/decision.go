@@ -82,19 +82,40 @@ const (
 // millisecond: "20ms", "1s", "1.5s", "6m0s"; "0s" for a full budget.
 // Retry-After is whole seconds, rounded up, at least 1.
 func (d Decision) Headers(set func(name, value string)) {
+	d.AppendHeaders(func(name string, value []byte) { set(name, string(value)) })
+}
+
+// AppendHeaders is Headers for a setter that copies the value's bytes
+// (fasthttp's SetBytesV): the values are formatted into one buffer on the
+// stack, reused from call to call, so the common decision costs no
+// allocation.
+func (d Decision) AppendHeaders(set func(name string, value []byte)) {
+	var buf [32]byte
 	if d.Requests.Limit > 0 {
-		set(HeaderLimitRequests, strconv.Itoa(d.Requests.Limit))
-		set(HeaderRemainingRequests, strconv.Itoa(d.Requests.Remaining))
-		set(HeaderResetRequests, FormatReset(d.Requests.Reset))
+		set(HeaderLimitRequests, strconv.AppendInt(buf[:0], int64(d.Requests.Limit), 10))
+		set(HeaderRemainingRequests, strconv.AppendInt(buf[:0], int64(d.Requests.Remaining), 10))
+		set(HeaderResetRequests, appendReset(buf[:0], d.Requests.Reset))
 	}
 	if d.Tokens.Limit > 0 {
-		set(HeaderLimitTokens, strconv.Itoa(d.Tokens.Limit))
-		set(HeaderRemainingTokens, strconv.Itoa(d.Tokens.Remaining))
-		set(HeaderResetTokens, FormatReset(d.Tokens.Reset))
+		set(HeaderLimitTokens, strconv.AppendInt(buf[:0], int64(d.Tokens.Limit), 10))
+		set(HeaderRemainingTokens, strconv.AppendInt(buf[:0], int64(d.Tokens.Remaining), 10))
+		set(HeaderResetTokens, appendReset(buf[:0], d.Tokens.Reset))
 	}
 	if !d.Allowed {
-		set(HeaderRetryAfter, strconv.FormatInt(RetryAfterSeconds(d.RetryAfter), 10))
+		set(HeaderRetryAfter, strconv.AppendInt(buf[:0], RetryAfterSeconds(d.RetryAfter), 10))
 	}
+}
+
+// appendReset appends FormatReset(d) to dst: under a second (the usual
+// reset of a busy key) without allocating, as "NNNms", which is what
+// time.Duration's String gives for a whole number of milliseconds below
+// a second.
+func appendReset(dst []byte, d time.Duration) []byte {
+	if d <= 0 || d > time.Second-time.Millisecond {
+		return append(dst, FormatReset(d)...)
+	}
+	ms := (d + time.Millisecond - 1) / time.Millisecond
+	return append(strconv.AppendInt(dst, int64(ms), 10), "ms"...)
 }
 
 // FormatReset formats a reset duration as OpenAI does in

@@ -146,3 +146,18 @@ func TestHeaders(t *testing.T) {
 		})
 	}
 }
+
+// appendReset formats as FormatReset does, its allocation-free branch
+// (under a second) included, edges and all.
+func TestAppendReset(t *testing.T) {
+	ds := []time.Duration{-time.Second, 0, 1, time.Microsecond, time.Millisecond - 1, time.Millisecond, time.Millisecond + 1,
+		20 * time.Millisecond, 999 * time.Millisecond, 999*time.Millisecond + 1, time.Second - 1, time.Second, 1500 * time.Millisecond, 6 * time.Minute}
+	for d := time.Duration(1); d < 2*time.Second; d = d*3 + 7 {
+		ds = append(ds, d)
+	}
+	for _, d := range ds {
+		if got, want := string(appendReset([]byte("x"), d)), "x"+FormatReset(d); got != want {
+			t.Errorf("appendReset(%v) = %q, want %q", d, got, want)
+		}
+	}
+}

@@ -19,6 +19,9 @@
 //	bulkhead-bench placement [-config F] [-tenants 1,100,1000] [-strategies shared,schema,database] [-big-rows N] [-proxy=false]
 //	                                    the isolation strategies compared (issue 14): create, migrate, catalog, log rows/s, reads, pools,
 //	                                    the gateway's throughput as a share of the floor's
+//	bulkhead-bench tail [-rate R] [-rounds N] [-duration D] [-streams N] [-env NAME=VALUE] [-trace F] [-gateway-stderr F]
+//	                                    the latency tail alone: open-loop added p99 and streaming time to first byte,
+//	                                    the floor and the gateway alternating round by round
 //
 // It reports closed-loop throughput at 50 connections, open-loop latency at
 // fixed rates, streaming time to first byte, and the gateway's resident
@@ -38,7 +41,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bulkhead-bench run|forward|load|pairs|memory|seed|keys|placement [flags]")
+		fmt.Fprintln(os.Stderr, "usage: bulkhead-bench run|forward|load|pairs|memory|seed|keys|placement|tail [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -59,6 +62,8 @@ func main() {
 		err = keysBench(ctx, os.Args[2:])
 	case "placement":
 		err = placement(ctx, os.Args[2:])
+	case "tail":
+		err = tail(ctx, os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}

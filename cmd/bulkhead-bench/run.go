@@ -373,6 +373,12 @@ func pairs(args []string) error {
 }
 
 func startGateway(ctx context.Context, bin, addr string, env []string) (*proc, error) {
+	return startGatewayTo(ctx, bin, addr, env, "")
+}
+
+// startGatewayTo is startGateway keeping the gateway's stderr in the file
+// stderr ("": discarded).
+func startGatewayTo(ctx context.Context, bin, addr string, env []string, stderr string) (*proc, error) {
 	// A gateway left over from a killed run would answer on addr and be
 	// measured in this one's place.
 	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
@@ -384,6 +390,14 @@ func startGateway(ctx context.Context, bin, addr string, env []string) (*proc, e
 	cmd.SysProcAttr = orphanKill()
 	devnull, _ := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	cmd.Stdout, cmd.Stderr = devnull, devnull // the access log: written, then discarded
+	if stderr != "" {
+		f, err := os.Create(stderr)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close() // the child has its own descriptor
+		cmd.Stderr = f
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

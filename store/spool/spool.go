@@ -93,6 +93,10 @@ type Options struct {
 	Sync SyncPolicy
 	// SyncEvery is SyncInterval's period. 0 means DefaultSyncEvery.
 	SyncEvery time.Duration
+
+	// fsync forces a segment to stable storage: (*os.File).Sync; tests
+	// replace it.
+	fsync func(*os.File) error
 	// Log receives recovery and corruption reports; nil means no logging.
 	Log *zap.Logger
 }
@@ -160,6 +164,9 @@ func Open(dir string, opts Options) (*Spool, error) {
 	}
 	if opts.SyncEvery <= 0 {
 		opts.SyncEvery = DefaultSyncEvery
+	}
+	if opts.fsync == nil {
+		opts.fsync = (*os.File).Sync
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("spool: creating %s: %w", dir, err)

@@ -521,3 +521,42 @@ func BenchmarkAppendParallel(b *testing.B) {
 		}
 	})
 }
+
+// An fsync in progress does not hold up appends: under SyncInterval the
+// journal's appends are on the request path, and an fsync may take
+// seconds on a disk busy with other writes (issue 17's latency tail).
+func TestAppendDuringFsync(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s := open(t, t.TempDir(), Options{Sync: SyncInterval, SyncEvery: time.Hour, fsync: func(f *os.File) error {
+		once.Do(func() { close(entered); <-release })
+		return f.Sync()
+	}})
+	if err := s.Append([]byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	synced := make(chan error, 1)
+	go func() { synced <- s.Sync() }()
+	<-entered
+	appended := make(chan error, 1)
+	go func() { appended <- s.Append([]byte("during")) }()
+	select {
+	case err := <-appended:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("Append waited for an fsync in progress")
+	}
+	close(release)
+	if err := <-synced; err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(); err != nil { // the append made during the first fsync
+		t.Fatal(err)
+	}
+	if got := replayAll(t, s); len(got) != 2 || string(got[0]) != "before" || string(got[1]) != "during" {
+		t.Fatalf("replayed %q", got)
+	}
+}

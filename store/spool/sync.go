@@ -109,6 +109,12 @@ func (s *Spool) syncFile(path string) error {
 // One caller at a time fsyncs the active segment, covering every write
 // made before it; the callers that queued behind it find their write
 // covered and return at once. (A sealed segment was fsynced when sealed.)
+//
+// The fsync runs without s.mu: appends go on into the page cache while
+// the disk works (a later fsync covers them), so a slow fsync — seconds,
+// on a disk busy with other writes — never holds up the request that
+// appends to the journal meanwhile. If the segment is sealed during the
+// fsync, sealing fsynced it (or broke the spool) under s.mu.
 func (s *Spool) syncTo(gen uint64) error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
@@ -116,15 +122,23 @@ func (s *Spool) syncTo(gen uint64) error {
 		return nil
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.broken != nil {
+		s.mu.Unlock()
 		return s.broken
 	}
-	target := s.written
-	if s.active != nil {
-		if err := s.active.Sync(); err != nil {
-			s.breakLocked(err)
-			return s.broken
+	target, f := s.written, s.active
+	s.mu.Unlock()
+	if f != nil {
+		if err := s.opts.fsync(f); err != nil {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.broken == nil && (s.active == f || !errors.Is(err, os.ErrClosed)) {
+				s.breakLocked(err)
+			}
+			if s.broken != nil {
+				return s.broken
+			}
+			// f was sealed and closed meanwhile, and sealing fsynced it.
 		}
 	}
 	s.synced = target
