@@ -260,7 +260,7 @@ func (e *Enforcer) Reserve(ctx context.Context, r Request) (Decision, Reservatio
 			res.parts = append(res.parts, p)
 		}
 	}
-	for rebuilt, tries := false, 0; ; {
+	for rebuilt, tries := 0, 0; ; {
 		ol.mu.Lock()
 		if d, ok := ol.takeLocal(&res, now); ok {
 			ol.mu.Unlock()
@@ -288,7 +288,7 @@ func (e *Enforcer) Reserve(ctx context.Context, r Request) (Decision, Reservatio
 			if err != nil && ctx.Err() == nil {
 				e.downUntil.Store(time.Now().Add(redisCooldown).UnixNano())
 				if e.pg != nil && tries < 4 {
-					tries, rebuilt = tries+1, false
+					tries++
 					continue // to PostgreSQL's counters
 				}
 			} else if err == nil {
@@ -307,19 +307,32 @@ func (e *Enforcer) Reserve(ctx context.Context, r Request) (Decision, Reservatio
 			// A PostgreSQL counter this replica leased from is gone: closed
 			// by a replica back on Redis (or idle past fallbackTTL). Probe
 			// Redis now rather than open another.
-			tries, rebuilt = tries+1, false
+			tries++
 			e.downUntil.Store(1)
 			continue
-		case rebuilt:
+		case rebuilt == 2:
 			return Decision{}, Reservation{}, fmt.Errorf("%w: counters lost again while being rebuilt", ErrUnavailable)
 		}
-		rebuilt = true
-		for _, i := range missing {
-			if err := e.rebuild(ctx, c, res.parts[i].b, res.parts[i].ent.ref, now); err != nil {
-				return Decision{}, Reservation{}, err
+		rebuilt++
+		if err := e.rebuildAll(ctx, c, &res, missing, now); err != nil {
+			if e.redis != nil && c == counter(e.redis) && e.pg != nil && ctx.Err() == nil && tries < 4 {
+				e.downUntil.Store(time.Now().Add(redisCooldown).UnixNano())
+				tries++
+				continue // to PostgreSQL's counters
 			}
+			return Decision{}, Reservation{}, err
 		}
 	}
+}
+
+// rebuildAll rebuilds the counters of res's parts listed in missing.
+func (e *Enforcer) rebuildAll(ctx context.Context, c counter, res *Reservation, missing []int, now time.Time) error {
+	for _, i := range missing {
+		if err := e.rebuild(ctx, c, res.parts[i].b, res.parts[i].ent.ref, now); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // counterNow is the counter to ask: Redis unless it failed less than

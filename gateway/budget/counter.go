@@ -102,6 +102,16 @@ func (c *redisCounter) init(ctx context.Context, r ref, bucket, spent int64, ttl
 	return nil
 }
 
+// ping checks that Redis answers.
+func (c *redisCounter) ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	if err := c.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
 // drop deletes r's counter, so that the next lease rebuilds it from the
 // request log.
 func (c *redisCounter) drop(ctx context.Context, r ref) error {

@@ -290,6 +290,13 @@ func (e *Enforcer) leaveFallback(ctx context.Context, ol *orgLeases, res *Reserv
 		}
 	}
 	ol.mu.Unlock()
+	if len(cs) > 0 {
+		// Only once Redis answers: a probe of a Redis still away must
+		// not close the counter the other replicas are leasing from.
+		if err := e.redis.ping(ctx); err != nil {
+			return err
+		}
+	}
 	for _, c := range cs {
 		closed, err := e.pg.close(ctx, c.r, c.gen)
 		if err != nil || closed {
