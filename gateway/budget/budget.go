@@ -1,13 +1,16 @@
 // Package budget enforces dollar budgets (store.Budget) across gateway
 // replicas: a request's maximum cost is reserved at admission from every
 // budget that applies to it, and reconciled with its actual cost when it
-// ends (released when it fails). Redis counts every budget's spend for
-// all replicas; each replica leases dollars from it a chunk at a time and
-// spends them locally, so that most requests cost no round trip (see
-// lease.go for the semantics and the bound). PostgreSQL is the
-// source of truth: a counter Redis lost is rebuilt from the request log's
-// costs before anything is admitted against it. Soft thresholds are
-// claimed once per window in PostgreSQL and announced by webhook
+// ends (released when it fails). A shared counter per budget counts every
+// replica's spend: Redis's (the default), or PostgreSQL's (store's
+// budget_counters) without Redis and while Redis is unreachable. Each
+// replica leases dollars from it a chunk at a time and spends them
+// locally, so that most requests cost no round trip (see lease.go for
+// the semantics, the fallback and the bound; counter.go for the two
+// counters). PostgreSQL is the source of truth: a counter lost (or
+// left behind by the other counter's use) is rebuilt from the request
+// log's costs before anything is admitted against it. Soft thresholds
+// are claimed once per window in PostgreSQL and announced by webhook
 // (Notifier) and metric.
 package budget
 

@@ -52,13 +52,31 @@ import (
 //     replica next asks Redis, it may still spend its lease of the lost
 //     counter: a flush can cost at most one lease per replica (on top of
 //     the reservations in flight and rows not yet written, see rebuild).
+//   - The counter may be Redis's or PostgreSQL's (counter.go): the same
+//     state, decision and leases. Without Redis, PostgreSQL's alone.
 //   - Redis unreachable: leases already held keep being spent (Redis
-//     counted them); a request its replica's lease cannot cover fails
-//     with ErrUnavailable (the gateway answers 503 budget_unavailable).
-//     Budgets fail closed: a budget is a promise about money, and a
-//     replica alone cannot know what the others spend. After a failure
-//     Redis is left alone for redisCooldown (such requests fail at once),
-//     then one request probes it.
+//     counted them); a request its replica's lease cannot cover moves to
+//     PostgreSQL's counter, built from the request log by the first
+//     replica there and shared by the others. After a Redis failure Redis
+//     is left alone for redisCooldown, then one request probes it. The
+//     first replica back on Redis closes the PostgreSQL counter (so that
+//     the next outage starts from the log, not from a counter that missed
+//     what Redis counted since) and drops Redis's, rebuilt from the log
+//     (it missed what PostgreSQL counted); a replica still on PostgreSQL
+//     that finds the counter gone probes Redis at once instead of opening
+//     another. A PostgreSQL counter idle fallbackTTL is built again. With
+//     PostgreSQL unreachable too, a request no lease covers fails with
+//     ErrUnavailable (the gateway answers 503 budget_unavailable): budgets
+//     fail closed, a budget being a promise about money.
+//   - The bound: the replicas spend at most the limit, plus the requests'
+//     reconciliation errors, plus at each change of counter (Redis lost or
+//     flushed, the move to PostgreSQL, the return, an idle PostgreSQL
+//     counter rebuilt) what the replicas held of the old counter (one
+//     lease each) and the reservations in flight and rows not yet written
+//     when the new one was built from the log. A Redis outage is two
+//     changes. Not bounded so: a partition that lets some replicas reach
+//     Redis and not others; each group is held to its own counter, and
+//     they meet only in the log (at worst a second budget is spent).
 //   - Decision.Remaining of a leased admission is what Redis had left at
 //     this replica's last lease plus what the replica still holds: other
 //     replicas' spending since that lease (at most leaseLifetime ago) is
