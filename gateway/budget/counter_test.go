@@ -19,7 +19,7 @@ import (
 // pgBudget creates an organization and its day budget of limit in
 // PostgreSQL (PostgreSQL's counters reference their budget), and returns
 // the app role's store and the budget.
-func pgBudget(t *testing.T, limit store.MicroUSD) (*store.Store, store.Budget) {
+func pgBudget(t testing.TB, limit store.MicroUSD) (*store.Store, store.Budget) {
 	t.Helper()
 	st := storetest.Open(t, store.Options{})
 	org := uuid.New()
@@ -207,4 +207,35 @@ func (f *flakyCounters) CloseBudgetCounter(ctx context.Context, org, budget uuid
 		return false, errDown
 	}
 	return f.Counters.CloseBudgetCounter(ctx, org, budget, gen)
+}
+
+// BenchmarkReserveSettlePostgres is BenchmarkReserveSettle (one
+// organization budget) with PostgreSQL's counters instead of Redis's.
+func BenchmarkReserveSettlePostgres(b *testing.B) {
+	for _, counters := range []string{"redis", "postgres"} {
+		b.Run(counters, func(b *testing.B) {
+			st, bg := pgBudget(b, store.MaxBudget)
+			o := Options{Source: newFakeSource(bg), Counters: st}
+			if counters == "redis" {
+				o = Options{Source: newFakeSource(bg), Redis: storetest.Redis(b), Prefix: "bulkhead:budget:bench:" + uuid.NewString()}
+			}
+			e, err := New(o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					d, res, err := e.Reserve(ctx, Request{Org: bg.OrgID, Max: 60_000})
+					if err != nil || !d.Allowed {
+						b.Error(d, err)
+						return
+					}
+					e.Settle(ctx, res, 40_000)
+				}
+			})
+			b.ReportMetric((testutil.ToFloat64(e.m.fetched)+testutil.ToFloat64(e.m.fetchedPG))/float64(b.N), "roundtrips/op")
+		})
+	}
 }
