@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -271,55 +270,9 @@ func (w *Writer) park(l *lane, groups []placedGroup, recs []LogRecord, done []bo
 }
 
 // writePlace writes groups (each into its own place, all reached through
-// pool) in up to Concurrency transactions at once, each a contiguous run
-// of groups with about the same number of records (placeChunks). The
-// groups come in place order, so two transactions, of this replica or
-// another, never take one place's rollup rows in opposite orders.
+// pool) in one transaction: per group the tenant setting, then its rows.
+// Rows a group's statement refuses are retried one by one (dead letters).
 func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, groups []placedGroup, recs []LogRecord, done []bool, src *counter) error {
-	chunks := placeChunks(groups, max(1, w.opts.Concurrency))
-	if len(chunks) == 1 {
-		return w.writePlaceChunk(ctx, pool, chunks[0], recs, done, src)
-	}
-	errs := make([]error, len(chunks))
-	var wg sync.WaitGroup
-	for k, c := range chunks {
-		wg.Go(func() { errs[k] = w.writePlaceChunk(ctx, pool, c, recs, done, src) })
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-// placeChunks cuts groups into at most n contiguous runs of about the same
-// number of records.
-func placeChunks(groups []placedGroup, n int) [][]placedGroup {
-	total := 0
-	for _, g := range groups {
-		total += len(g.idx)
-	}
-	n = max(1, min(n, len(groups)))
-	target := (total + n - 1) / n
-	out := make([][]placedGroup, 0, n)
-	acc, from := 0, 0
-	for k, g := range groups {
-		acc += len(g.idx)
-		if acc >= target*(len(out)+1) && len(out) < n-1 {
-			out = append(out, groups[from:k+1])
-			from = k + 1
-		}
-	}
-	if from < len(groups) {
-		out = append(out, groups[from:])
-	}
-	return out
-}
-
-// writePlaceChunk writes groups in one transaction, sent as one pipeline
-// as the shared tables' are (writeTenants): per group the tenant setting,
-// then its rows' inserts, each the unnamed statement (a place's INSERT
-// names its own schema's table, and a prepared statement per schema and
-// connection would cost every backend a plan per tenant schema). Rows a
-// group's statement refuses are retried one by one (dead letters).
-func (w *Writer) writePlaceChunk(ctx context.Context, pool *pgxpool.Pool, groups []placedGroup, recs []LogRecord, done []bool, src *counter) error {
 	sc := new(scratch)
 	cctx, cancel := context.WithTimeout(ctx, w.opts.WriteTimeout)
 	defer cancel()
@@ -328,73 +281,22 @@ func (w *Writer) writePlaceChunk(ctx context.Context, pool *pgxpool.Pool, groups
 	n := 0
 	err := pgx.BeginTxFunc(cctx, pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		affected, n = 0, 0
-		pl := tx.Conn().PgConn().StartPipeline(cctx)
-		statements, queued := 0, 0
 		for _, g := range groups {
-			sc.org = g.org
-			sc.orgParam[0] = sc.org[:]
-			pl.SendQueryParams(setTenant.sql, sc.orgParam[:], setTenant.oids, binaryFormats[:1], nil)
-			statements++
-			q := placedInsertSQL(g.place, !fresh)
-			for start := 0; start < len(g.idx); {
-				end := statementEnd(recs, g.idx, start)
-				if err := sc.cols.fill(recs, g.idx[start:end], &g.seal); err != nil {
-					pl.Close()
-					return err
-				}
-				pl.SendQueryParams(q, placedParams(&sc.cols, g, g.place), placedOIDs(g.place), placedFormats(g.place), nil)
-				statements++
-				for _, i := range g.idx[start:end] {
-					queued += recordBytes(&recs[i])
-				}
-				if queued >= pipelineFlushBytes {
-					if err := pl.Flush(); err != nil {
-						pl.Close()
-						return err
-					}
-					queued = 0
-				}
-				start = end
+			if _, err := tx.Exec(cctx, `SELECT set_config('`+TenantSetting+`', $1::text, true)`, g.org.String()); err != nil {
+				return err
 			}
+			if err := sc.cols.fill(recs, g.idx, &g.seal); err != nil {
+				return err
+			}
+			p := g.place
+			tag, err := tx.Conn().PgConn().ExecParams(cctx, placedInsertSQL(p, !fresh), placedParams(&sc.cols, g, p), placedOIDs(p), placedFormats(p), nil).Close()
+			if err != nil {
+				return err
+			}
+			affected += tag.RowsAffected()
 			n += len(g.idx)
 		}
-		sc.cols.clear()
-		if err := pl.Sync(); err != nil {
-			pl.Close()
-			return err
-		}
-		var firstErr error
-		for range statements {
-			res, err := pl.GetResults()
-			if err == nil {
-				rr, ok := res.(*pgconn.ResultReader)
-				if !ok {
-					err = fmt.Errorf("store: pipeline result %T, want a statement's", res)
-				} else {
-					var tag pgconn.CommandTag
-					tag, err = rr.Close()
-					if tag.Insert() {
-						affected += tag.RowsAffected()
-					}
-				}
-			}
-			if err != nil {
-				firstErr = err
-				break // PostgreSQL skips the rest, up to the sync
-			}
-		}
-		if firstErr != nil {
-			for {
-				res, err := pl.GetResults()
-				if _, ok := res.(*pgconn.PipelineSync); ok || err != nil || res == nil {
-					break
-				}
-			}
-		}
-		if err := pl.Close(); firstErr == nil {
-			firstErr = err
-		}
-		return firstErr
+		return nil
 	})
 	if err == nil {
 		for _, g := range groups {
