@@ -31,15 +31,16 @@ func rollupTenant(t *testing.T) (org uuid.UUID, schema string) {
 	return o.ID, store.SchemaName(o.ID)
 }
 
-// setDailyThrough moves a place's daily_through back to at, as the owner,
-// and deletes the daily rollups' rows from at on (as though their days had
-// not been rolled up yet): the days from at on are then summed from the
-// hours until usage_roll_days runs. The writer rolls up the days due
-// before its first batch: call it with no writer running.
+// setDailyThrough moves a place's daily_through and user_through back to
+// at, as the owner, and sums its daily and monthly rollups again from the
+// hours (usage_reroll_org: as though the days from at on had not been
+// rolled up yet): the days from at on are then summed from the hours
+// until usage_roll_days runs. The writer rolls up the days due before its
+// first batch: call it with no writer running.
 func setDailyThrough(t *testing.T, owner *pgxpool.Pool, schema string, at time.Time) {
 	t.Helper()
-	for _, q := range []string{`UPDATE ` + schema + `.usage_rollup_state SET daily_through = $1`,
-		`DELETE FROM ` + schema + `.usage_daily WHERE day >= $1`, `DELETE FROM ` + schema + `.usage_daily_user WHERE day >= $1`} {
+	for _, q := range []string{`UPDATE ` + schema + `.usage_rollup_state SET daily_through = $1, user_through = $1`,
+		`SELECT ` + schema + `.usage_reroll_org(o) FROM (SELECT DISTINCT organization_id FROM ` + schema + `.usage_hourly WHERE $1::timestamptz IS NOT NULL) x(o)`} {
 		if _, err := owner.Exec(context.Background(), q, at); err != nil {
 			t.Fatal(err)
 		}
