@@ -2,12 +2,14 @@ package store_test
 
 import (
 	"context"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 
 	"github.com/bulkheadhq/bulkhead/store"
@@ -27,6 +29,41 @@ func BenchmarkWriterReplay(b *testing.B) {
 		b.Run("tenants="+strconv.Itoa(n), func(b *testing.B) {
 			st := benchStore(b, "prepared", 10)
 			benchReplay(b, st, newOrgs(b, storetest.OwnerPool(b), n))
+		})
+	}
+}
+
+// BenchmarkWriterSeeded is BenchmarkWriterTenants and
+// BenchmarkWriterReplay on the organizations of a log that `bulkhead-bench
+// seed -prefix PREFIX` made (PREFIX from BULKHEAD_BENCH_SEED_PREFIX): the
+// writer and the replay at the seeded log's size (issue 17: 50M rows,
+// 1,000 and 10,000 interleaved tenants). It neither creates nor deletes
+// organizations, nor vacuums (newOrgs would vacuum the whole log after
+// each run); its rows stay with the seeded organizations, which `seed
+// -drop` deletes.
+func BenchmarkWriterSeeded(b *testing.B) {
+	prefix := os.Getenv("BULKHEAD_BENCH_SEED_PREFIX")
+	if prefix == "" {
+		b.Skip("BULKHEAD_BENCH_SEED_PREFIX unset: no seeded log to write to (bulkhead-bench seed)")
+	}
+	owner := storetest.OwnerPool(b)
+	for _, n := range []int{1000, 10000} {
+		rows, err := owner.Query(context.Background(), `SELECT id FROM organizations WHERE name LIKE $1 || '-%' ORDER BY id LIMIT $2`, prefix, n)
+		if err != nil {
+			b.Fatal(err)
+		}
+		orgs, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(orgs) < n {
+			b.Fatalf("%d organizations named %s-*, want %d", len(orgs), prefix, n)
+		}
+		b.Run("tenants="+strconv.Itoa(n)+"/writer", func(b *testing.B) {
+			benchWriterOrgs(b, benchStore(b, "prepared", 10), store.WriterOptions{}, orgs)
+		})
+		b.Run("tenants="+strconv.Itoa(n)+"/replay", func(b *testing.B) {
+			benchReplay(b, benchStore(b, "prepared", 10), orgs)
 		})
 	}
 }
