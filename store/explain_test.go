@@ -263,25 +263,45 @@ func BenchmarkUsageFiveMillionRows(b *testing.B) {
 		}
 		b.Logf("seeded 5,000,000 rows in %s", time.Since(start))
 	}
-	until := time.Now()
-	since := until.Add(-30 * 24 * time.Hour)
-	var plan []string
-	err = store.InTenantReportForTest(ctx, s, org, func(tx pgx.Tx) error {
-		rows, _ := tx.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "+store.UsageQueryForTest("model"), store.UsageArgsForTest(org, since, until)...)
-		var err error
-		plan, err = pgx.CollectRows(rows, pgx.RowTo[string])
-		return err
-	})
-	if err != nil {
+	// The writer's hourly round: the days and the end users' hours over
+	// into their rollups.
+	if _, err := s.RollDays(ctx); err != nil {
 		b.Fatal(err)
 	}
-	text := strings.Join(plan, "\n")
-	b.Logf("EXPLAIN ANALYZE of a 30-day usage report by model:\n%s", text)
-	if !strings.Contains(text, "usage_hourly_key") || scansTable(text) || strings.Contains(text, "JIT") {
-		b.Fatalf("the usage report does not read usage_hourly by its key, scans a table, or compiles")
+	until := time.Now()
+	since := until.Add(-30 * 24 * time.Hour)
+	explain := func(g string) string {
+		var plan []string
+		err := store.InTenantReportForTest(ctx, s, org, func(tx pgx.Tx) error {
+			args, err := store.ReportArgsForTest(ctx, tx, org, since, until, g)
+			if err != nil {
+				return err
+			}
+			rows, _ := tx.Query(ctx, "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) "+store.UsageQueryForTest(g), args...)
+			plan, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		text := strings.Join(plan, "\n")
+		b.Logf("EXPLAIN ANALYZE of a 30-day usage report by %s:\n%s", g, text)
+		if scansTable(text) || strings.Contains(text, "JIT") {
+			b.Fatalf("the usage report by %s scans a table or compiles", g)
+		}
+		return text
+	}
+	if !strings.Contains(explain("model"), "usage_hourly_key") {
+		b.Fatalf("the usage report does not read usage_hourly by its key")
+	}
+	// By end user: a month or two, a day or two and an hour or two of
+	// rollup rows per user (data-plane 00005).
+	if text := explain("user"); !strings.Contains(text, "usage_monthly_user_key") {
+		b.Fatalf("the usage report by end user does not read usage_monthly_user by its key")
 	}
 	// user: 1,000 end users, so usage_hourly_user holds 720,000 rows for
-	// the month (one per user and hour) where usage_hourly has 21,600.
+	// the month (one per user and hour) where usage_hourly has 21,600;
+	// the report reads about 5,000 of their rollups' rows.
 	for _, g := range []string{"day", "model", "key", "user"} {
 		b.Run(g, func(b *testing.B) {
 			var took []time.Duration

@@ -69,6 +69,11 @@ func UsageArgsForTest(org uuid.UUID, since, until time.Time) []any {
 	return usageArgs(org, since, until)
 }
 
+// ReportArgsForTest is reportArgs in the shared place.
+func ReportArgsForTest(ctx context.Context, tx pgx.Tx, org uuid.UUID, since, until time.Time, groupBy string) ([]any, error) {
+	return reportArgs(ctx, tx, Place{Schema: "public"}, org, since, until, groupBy)
+}
+
 // InTenantReportForTest is Usage's transaction (in the shared place's
 // tenants' place: the queries name bare tables).
 func InTenantReportForTest(ctx context.Context, s *Store, org uuid.UUID, fn func(pgx.Tx) error) error {

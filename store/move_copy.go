@@ -113,7 +113,7 @@ const sumSQL = `SELECT count(*), coalesce(sum(hashtextextended(to_jsonb(r)::text
 
 // dailyTables are the data tables a place derives from its hourly
 // rollups (usage_reroll_org), which a move sums again rather than copies.
-var dailyTables = map[string]bool{"usage_daily": true, "usage_daily_user": true}
+var dailyTables = map[string]bool{"usage_daily": true, "usage_daily_user": true, "usage_monthly_user": true}
 
 // copyOrg copies org's rows of every data table from src to dst (which
 // must not be written for org meanwhile: the move holds its records),

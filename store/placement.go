@@ -28,7 +28,7 @@ type Placement struct {
 // deleting an organization empties them where it is placed. They have no
 // foreign key to the control plane, which may be in another database: a
 // new one is added here as well as to store/migrations/data.
-var dataTables = []string{"prompts", "usage_hourly", "usage_daily", "usage_hourly_user", "usage_daily_user"}
+var dataTables = []string{"prompts", "usage_hourly", "usage_daily", "usage_hourly_user", "usage_daily_user", "usage_monthly_user"}
 
 // Placement kinds.
 const (

@@ -17,7 +17,7 @@ import (
 // placeTables are the data-plane tables of every place, as the data set's
 // baseline makes them (prompts' day partitions and default partition carry
 // prompts' policy).
-var placeTables = map[string]bool{"prompts": true, "usage_hourly": true, "usage_hourly_user": true, "usage_daily": true, "usage_daily_user": true}
+var placeTables = map[string]bool{"prompts": true, "usage_hourly": true, "usage_hourly_user": true, "usage_daily": true, "usage_daily_user": true, "usage_monthly_user": true}
 
 // placeAppPrivileges is everything the app role may do inside one place's
 // schema: the grants of the data set's baseline and EXECUTE on the two
@@ -33,6 +33,7 @@ var placeAppPrivileges = []string{
 	"table usage_daily_user: SELECT",
 	"table usage_hourly: SELECT",
 	"table usage_hourly_user: SELECT",
+	"table usage_monthly_user: SELECT",
 	"table usage_rollup_state: SELECT",
 }
 

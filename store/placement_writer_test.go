@@ -381,3 +381,51 @@ func TestWriterSchemaTenantDeletedInFlight(t *testing.T) {
 		t.Errorf("stats %+v: the deleted schema was taken for an outage", s)
 	}
 }
+
+// With TransactionScopedStatements (a pooler in transaction mode) the
+// schema and database tenants' rows go in as the unnamed statement, one
+// pipeline per place: they land in their places, each tenant's only in
+// its own, and no statement is left prepared on a connection for the
+// next transaction (another client's, behind a pooler).
+func TestWriterPlacedTransactionScoped(t *testing.T) {
+	ts := storetest.Targets(t)
+	a := storetest.PlacedAdmin(t)
+	A, B, C, _ := placedTenants(t, a)
+	st := storetest.Open(t, store.Options{MaxConns: 2, TransactionScopedStatements: true})
+	st.UseTargets(ts, store.TargetPoolOptions{MaxConns: 2})
+	w := startWriter(t, st, store.WriterOptions{FlushInterval: 5 * time.Millisecond})
+	run := "txs" + uuid.NewString()[:8]
+	const per = 30
+	for i := range per {
+		for _, o := range []uuid.UUID{A.ID, B.ID, C.ID} {
+			w.Record(rec(o, run, i))
+		}
+	}
+	if err := w.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	owner, t1 := storetest.OwnerPool(t), targetOwner(t, "t1")
+	for _, c := range []struct {
+		pool   *pgxpool.Pool
+		schema string
+		org    uuid.UUID
+	}{{owner, "public", A.ID}, {owner, store.SchemaName(B.ID), B.ID}, {t1, "public", C.ID}} {
+		for _, o := range []uuid.UUID{A.ID, B.ID, C.ID} {
+			want := 0
+			if o == c.org {
+				want = per
+			}
+			if got := countIn(t, c.pool, c.schema, o, run); got != want {
+				t.Errorf("%s: %d rows of %s, want %d", c.schema, got, o, want)
+			}
+		}
+	}
+	conns, _ := store.IdleConnsForTest(context.Background(), st)
+	for _, c := range conns {
+		var n int
+		if err := c.QueryRow(context.Background(), `SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'bulkhead_%'`).Scan(&n); err != nil || n != 0 {
+			t.Errorf("%d of the writer's statements left prepared on a connection (%v)", n, err)
+		}
+		c.Release()
+	}
+}

@@ -44,6 +44,9 @@ var tenantTables = map[string]string{
 	// 00004), written by the same trigger and usage_roll_days only.
 	"usage_daily":      "organization_id",
 	"usage_daily_user": "organization_id",
+	// The end users' monthly sums (data-plane 00005), written by the same
+	// trigger and usage_roll_days only.
+	"usage_monthly_user": "organization_id",
 	// The model catalog and its access rules (00011).
 	"models":       "organization_id",
 	"model_access": "organization_id",
@@ -184,6 +187,7 @@ var appPrivileges = []string{
 	"table usage_daily_user: SELECT",
 	"table usage_hourly: SELECT",
 	"table usage_hourly_user: SELECT",
+	"table usage_monthly_user: SELECT",
 	"table usage_rollup_state: SELECT",
 }
 
@@ -501,14 +505,14 @@ func TestTenantSeesOnlyItsRows(t *testing.T) {
 
 	for _, tenant := range []seeded{a, b} {
 		err := s.InTenant(ctx, tenant.org, func(tx pgx.Tx) error {
-			for table, col := range map[string]string{"organizations": "id", "api_keys": "organization_id", "prompts": "organization_id", "usage_hourly": "organization_id", "usage_daily": "organization_id", "usage_daily_user": "organization_id"} {
+			for table, col := range map[string]string{"organizations": "id", "api_keys": "organization_id", "prompts": "organization_id", "usage_hourly": "organization_id", "usage_daily": "organization_id", "usage_daily_user": "organization_id", "usage_monthly_user": "organization_id"} {
 				rows, _ := tx.Query(ctx, "SELECT "+col+" FROM "+table) // deliberately no WHERE
 				orgs, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
 				if err != nil {
 					return err
 				}
 				// usage_hourly: the seeded prompts' one hour.
-				want := map[string]int{"organizations": 1, "api_keys": 1, "prompts": tenant.prompts, "usage_hourly": 1, "usage_daily": 1, "usage_daily_user": 1}[table]
+				want := map[string]int{"organizations": 1, "api_keys": 1, "prompts": tenant.prompts, "usage_hourly": 1, "usage_daily": 1, "usage_daily_user": 1, "usage_monthly_user": 1}[table]
 				if len(orgs) != want {
 					t.Errorf("%s as %s: %d rows, want %d", table, tenant.org, len(orgs), want)
 				}
@@ -647,7 +651,9 @@ func TestCrossTenantWritesRejected(t *testing.T) {
 		{"inflate B's daily usage", `UPDATE usage_daily SET requests = requests + 1 WHERE organization_id = $1`, []any{b.org}, store.ErrForbidden, noPrivilege},
 		{"erase A's daily usage", `DELETE FROM usage_daily WHERE organization_id = $1`, []any{a.org}, store.ErrForbidden, noPrivilege},
 		{"inflate B's end users' daily usage", `UPDATE usage_daily_user SET requests = requests + 1 WHERE organization_id = $1`, []any{b.org}, store.ErrForbidden, noPrivilege},
+		{"inflate B's end users' monthly usage", `UPDATE usage_monthly_user SET cum_requests = cum_requests || 1::bigint WHERE organization_id = $1`, []any{b.org}, store.ErrForbidden, noPrivilege},
 		{"move the daily rollups' end", `UPDATE usage_rollup_state SET daily_through = now() + interval '1 day'`, nil, store.ErrForbidden, noPrivilege},
+		{"move the end users' rollups' end", `UPDATE usage_rollup_state SET user_through = now() + interval '1 day'`, nil, store.ErrForbidden, noPrivilege},
 		// The budgets' counters (00020): the app role writes them, its
 		// own organization's only (TestBudgetCountersConfined has the rest).
 		{"insert a budget counter for B", `INSERT INTO budget_counters (organization_id, budget_id, generation, buckets, spends, expires_at)
@@ -665,10 +671,10 @@ func TestCrossTenantWritesRejected(t *testing.T) {
 		})
 	}
 	for table := range tenantTables {
-		if got := ownerCount(t, owner, table, b.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": b.prompts, "audit_log": 1, "usage_hourly": 1, "usage_daily": 1, "usage_hourly_user": 1, "usage_daily_user": 1}[table] {
+		if got := ownerCount(t, owner, table, b.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": b.prompts, "audit_log": 1, "usage_hourly": 1, "usage_daily": 1, "usage_hourly_user": 1, "usage_daily_user": 1, "usage_monthly_user": 1}[table] {
 			t.Errorf("B's %s rows = %d after A's attempts", table, got)
 		}
-		if got := ownerCount(t, owner, table, a.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": a.prompts, "audit_log": 1, "usage_hourly": 1, "usage_daily": 1, "usage_hourly_user": 1, "usage_daily_user": 1}[table] {
+		if got := ownerCount(t, owner, table, a.org); got != map[string]int{"organizations": 1, "api_keys": 1, "prompts": a.prompts, "audit_log": 1, "usage_hourly": 1, "usage_daily": 1, "usage_hourly_user": 1, "usage_daily_user": 1, "usage_monthly_user": 1}[table] {
 			t.Errorf("A's %s rows = %d after the rejected writes", table, got)
 		}
 	}

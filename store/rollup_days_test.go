@@ -31,15 +31,16 @@ func rollupTenant(t *testing.T) (org uuid.UUID, schema string) {
 	return o.ID, store.SchemaName(o.ID)
 }
 
-// setDailyThrough moves a place's daily_through back to at, as the owner,
-// and deletes the daily rollups' rows from at on (as though their days had
-// not been rolled up yet): the days from at on are then summed from the
-// hours until usage_roll_days runs. The writer rolls up the days due
-// before its first batch: call it with no writer running.
+// setDailyThrough moves a place's daily_through and user_through back to
+// at, as the owner, and sums its daily and monthly rollups again from the
+// hours (usage_reroll_org: as though the days from at on had not been
+// rolled up yet): the days from at on are then summed from the hours
+// until usage_roll_days runs. The writer rolls up the days due before its
+// first batch: call it with no writer running.
 func setDailyThrough(t *testing.T, owner *pgxpool.Pool, schema string, at time.Time) {
 	t.Helper()
-	for _, q := range []string{`UPDATE ` + schema + `.usage_rollup_state SET daily_through = $1`,
-		`DELETE FROM ` + schema + `.usage_daily WHERE day >= $1`, `DELETE FROM ` + schema + `.usage_daily_user WHERE day >= $1`} {
+	for _, q := range []string{`UPDATE ` + schema + `.usage_rollup_state SET daily_through = $1, user_through = $1`,
+		`SELECT ` + schema + `.usage_reroll_org(o) FROM (SELECT DISTINCT organization_id FROM ` + schema + `.usage_hourly WHERE $1::timestamptz IS NOT NULL) x(o)`} {
 		if _, err := owner.Exec(context.Background(), q, at); err != nil {
 			t.Fatal(err)
 		}
@@ -61,6 +62,31 @@ func usageByGroup(t *testing.T, st *store.Store, org uuid.UUID, since, until tim
 			cost = int64(*r.CostUSD)
 		}
 		out[r.Group] = [3]int64{r.Requests, r.PromptTokens, cost}
+	}
+	return out
+}
+
+// userUsageFromRows is usageByGroup by end user summed from org's rows in
+// schema, as the owner.
+func userUsageFromRows(t *testing.T, owner *pgxpool.Pool, schema string, org uuid.UUID, since, until time.Time) map[string][3]int64 {
+	t.Helper()
+	rows, err := owner.Query(context.Background(), `SELECT coalesce(end_user, ''), count(*), coalesce(sum(prompt_tokens), 0),
+		coalesce(sum(cost_micros), 0) FROM `+schema+`.prompts WHERE organization_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY 1`,
+		org, since, until)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][3]int64{}
+	for rows.Next() {
+		var g string
+		var v [3]int64
+		if err := rows.Scan(&g, &v[0], &v[1], &v[2]); err != nil {
+			t.Fatal(err)
+		}
+		out[g] = v
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
@@ -88,7 +114,7 @@ func TestRollDays(t *testing.T) {
 			r := rec(org, run, i)
 			r.CreatedAt = today.AddDate(0, 0, d).Add(time.Duration(i%20) * time.Hour)
 			if d == 0 {
-				r.CreatedAt = time.Now().Add(-time.Duration(i%3) * time.Minute)
+				r.CreatedAt = time.Now().Add(-time.Duration(i%3) * 50 * time.Minute) // some in hours the end users' days hold after a roll
 			}
 			r.ID = store.NewRowID(r.CreatedAt)
 			r.Model = []string{"gpt-4o-mini", "gpt-4o"}[i%2]
@@ -125,6 +151,20 @@ func TestRollDays(t *testing.T) {
 			got := usageByGroup(t, st, org, since, until, by)
 			if fmt.Sprint(got) != fmt.Sprint(groups) {
 				t.Errorf("%s: usage by %s\n got %v\nwant %v", when, by, got, groups)
+			}
+		}
+		// Windows starting and ending inside days, on days rolled up and
+		// not: the end users' partial days from their cumulative sums
+		// (data-plane 00005).
+		for _, w := range [][2]time.Time{
+			{today.AddDate(0, 0, -4).Add(5*time.Hour + 30*time.Minute), today.AddDate(0, 0, -1).Add(7*time.Hour + 15*time.Minute)},
+			{today.AddDate(0, 0, -3).Add(13 * time.Hour), time.Now().Add(time.Hour)},
+			{today.AddDate(0, 0, -2).Add(time.Hour), today.AddDate(0, 0, -2).Add(20 * time.Hour)},
+			{today, time.Now()},
+		} {
+			got, want := usageByGroup(t, st, org, w[0], w[1], "user"), userUsageFromRows(t, owner, schema, org, w[0], w[1])
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("%s: usage by user [%s, %s)\n got %v\nwant %v", when, w[0], w[1], got, want)
 			}
 		}
 		dailyMatchHours(t, owner, schema, []uuid.UUID{org})

@@ -298,13 +298,14 @@ func (s *Store) inPlaceRead(ctx context.Context, org uuid.UUID, then string, fn 
 // placeSQL names the data-plane tables of a read query in place p
 // (schema-qualified): the read queries are written with "FROM prompts",
 // "FROM usage_hourly", "FROM usage_daily", "FROM usage_hourly_user",
-// "FROM usage_daily_user" and "FROM usage_rollup_state",
+// "FROM usage_daily_user", "FROM usage_monthly_user" and "FROM usage_rollup_state",
 // and nothing else names a data-plane table.
 func placeSQL(q string, p Place) string {
 	return strings.NewReplacer(
 		" FROM prompts", " FROM "+p.table("prompts"),
 		" FROM usage_hourly_user", " FROM "+p.table("usage_hourly_user"),
 		" FROM usage_daily_user", " FROM "+p.table("usage_daily_user"),
+		" FROM usage_monthly_user", " FROM "+p.table("usage_monthly_user"),
 		" FROM usage_daily", " FROM "+p.table("usage_daily"),
 		" FROM usage_rollup_state", " FROM "+p.table("usage_rollup_state"),
 		" FROM usage_hourly", " FROM "+p.table("usage_hourly"),

@@ -76,7 +76,11 @@ func (s *Store) Usage(ctx context.Context, org uuid.UUID, since, until time.Time
 	}
 	var out []UsageRow
 	err := s.inPlaceRead(ctx, org, reportSettings, func(tx pgx.Tx, p Place) error {
-		rows, err := tx.Query(ctx, placeSQL(q, p), usageArgs(org, since, until)...)
+		args, err := reportArgs(ctx, tx, p, org, since, until, groupBy)
+		if err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, placeSQL(q, p), args...)
 		if err != nil {
 			return err
 		}
@@ -135,7 +139,7 @@ var userUsageQuery = func() string {
 	return `SELECT label, n, p, c, u, m FROM (
 		SELECT coalesce(g, '') AS label, ` + strings.Join(outer, ", ") + ` FROM (
 			SELECT g, ` + strings.Join(sums, ", ") + ` FROM (` +
-		hourlyUnion(byUser, []string{"end_user AS g"}, cols) + `
+		userUnion(cols) + `
 			UNION ALL ` + wholeUnion(byModelAndKey, []string{"NULL::text AS g"}, totals) + `
 			) x GROUP BY g) y) z
 		WHERE n > 0 ORDER BY label`
@@ -154,6 +158,13 @@ type hourlyColumn struct{ name, rollup, row string }
 // columns the tables share: model, api_key_id) and then cols. A prompts
 // row also has lb, the latency bucket of its latency_ms (series.go).
 func hourlyUnion(from rollups, groups []string, cols []hourlyColumn) string {
+	return `
+		` + wholeUnion(from, groups, cols) + rawHours(groups, cols)
+}
+
+// rawHours is hourlyUnion's prompts rows of the partial hours at either
+// end, each part led by UNION ALL.
+func rawHours(groups []string, cols []hourlyColumn) string {
 	row := slices.Clone(groups)
 	for _, c := range cols {
 		row = append(row, c.row)
@@ -163,7 +174,6 @@ func hourlyUnion(from rollups, groups []string, cols []hourlyColumn) string {
 		FROM (SELECT created_at AS t, ` + latencyBucketSQL + ` AS lb, * FROM prompts WHERE organization_id = $1 AND created_at >= ` + lo + ` AND created_at < ` + hi + `) x`
 	}
 	return `
-		` + wholeUnion(from, groups, cols) + `
 		UNION ALL ` + raw("$2", "$3") + `
 		UNION ALL ` + raw("$6", "$7") + `
 	`

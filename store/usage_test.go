@@ -171,7 +171,7 @@ func dailyMatchHours(t *testing.T, owner *pgxpool.Pool, schema string, orgs []uu
 	t.Helper()
 	var bad int
 	err := owner.QueryRow(context.Background(), strings.ReplaceAll(`
-		WITH w AS (SELECT daily_through AS through FROM S.usage_rollup_state),
+		WITH w AS (SELECT daily_through AS through, user_through AS uthrough FROM S.usage_rollup_state),
 		d AS (
 			SELECT organization_id, day, model, api_key_id::text AS dim, requests, errors, prompt_tokens, completion_tokens, usage_tokens,
 				latency_ms, cost_micros, client_errors, latency_histogram
@@ -189,13 +189,53 @@ func dailyMatchHours(t *testing.T, owner *pgxpool.Pool, schema string, orgs []uu
 			SELECT organization_id, date_trunc('day', hour, 'UTC'), 'user', end_user, sum(requests)::bigint, sum(errors)::bigint,
 				sum(prompt_tokens)::bigint, sum(completion_tokens)::bigint, sum(usage_tokens)::bigint, sum(latency_ms)::bigint,
 				sum(cost_micros)::bigint, 0, '{}'
-			FROM S.usage_hourly_user, w WHERE organization_id = ANY($1) AND hour < w.through GROUP BY 1, 2, 3, 4)
+			FROM S.usage_hourly_user, w WHERE organization_id = ANY($1) AND hour < w.uthrough GROUP BY 1, 2, 3, 4)
 		SELECT count(*) FROM ((TABLE d EXCEPT ALL TABLE h) UNION ALL (TABLE h EXCEPT ALL TABLE d)) x`, "S.", schema+"."), orgs).Scan(&bad)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if bad != 0 {
 		t.Errorf("%s: %d daily rollup rows differ from the hours they sum", schema, bad)
+	}
+	cumMatchHours(t, owner, schema, orgs)
+}
+
+// cumMatchHours checks, as the owner, the end users' cumulative sums in
+// schema (data-plane 00005): each usage_daily_user row's cum_x[k + 1] is
+// x summed over the user's hours of the day before hour k and before
+// user_through, each usage_monthly_user row's over the hours of the month
+// before day k + 1 and before daily_through, and every (month, user) with
+// hours before daily_through has its row.
+func cumMatchHours(t *testing.T, owner *pgxpool.Pool, schema string, orgs []uuid.UUID) {
+	t.Helper()
+	for _, c := range []struct{ table, col, step, through, n string }{
+		{"usage_daily_user", "day", "1 hour", "user_through", "25"},
+		{"usage_monthly_user", "month", "1 day", "daily_through", "32"},
+	} {
+		var bad, missing int
+		err := owner.QueryRow(context.Background(), strings.NewReplacer("S.", schema+".", "{T}", c.table, "{C}", c.col, "{STEP}", c.step, "{W}", c.through, "{N}", c.n).Replace(`
+			SELECT count(*) FROM S.{T} r CROSS JOIN generate_series(0, {N} - 1) k
+			CROSS JOIN LATERAL (SELECT coalesce(sum(h.requests), 0) AS n, coalesce(sum(h.prompt_tokens), 0) AS p,
+					coalesce(sum(h.completion_tokens), 0) AS c, coalesce(sum(h.usage_tokens), 0) AS u, sum(h.cost_micros) AS m
+				FROM S.usage_hourly_user h WHERE h.organization_id = r.organization_id AND h.end_user = r.end_user AND h.hour >= r.{C}
+				  AND h.hour < least(r.{C} + k * interval '{STEP}', r.{C} + interval '1 {C}', (SELECT {W} FROM S.usage_rollup_state))) h
+			WHERE r.organization_id = ANY($1) AND (cardinality(r.cum_requests) IS DISTINCT FROM {N} OR
+				cardinality(r.cum_cost_micros) IS DISTINCT FROM {N} OR
+				(coalesce(r.cum_requests[k + 1], 0), coalesce(r.cum_prompt_tokens[k + 1], 0), coalesce(r.cum_completion_tokens[k + 1], 0),
+				 coalesce(r.cum_usage_tokens[k + 1], 0), r.cum_cost_micros[k + 1]) IS DISTINCT FROM (h.n, h.p, h.c, h.u, h.m))`), orgs).Scan(&bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = owner.QueryRow(context.Background(), strings.NewReplacer("S.", schema+".", "{T}", c.table, "{C}", c.col, "{W}", c.through).Replace(`
+			SELECT count(*) FROM (SELECT DISTINCT organization_id, date_trunc('{C}', hour, 'UTC') AS p, end_user FROM S.usage_hourly_user
+				WHERE organization_id = ANY($1) AND hour < (SELECT {W} FROM S.usage_rollup_state)) h
+			WHERE NOT EXISTS (SELECT FROM S.{T} r WHERE (r.organization_id, r.{C}, r.end_user) = (h.organization_id, h.p, h.end_user))`), orgs).Scan(&missing)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bad != 0 || missing != 0 {
+			t.Errorf("%s.%s: %d cumulative sums differ from the hours they sum, %d rows missing", schema, c.table, bad, missing)
+		}
 	}
 }
 

@@ -270,7 +270,11 @@ func (w *Writer) park(l *lane, groups []placedGroup, recs []LogRecord, done []bo
 }
 
 // writePlace writes groups (each into its own place, all reached through
-// pool) in one transaction: per group the tenant setting, then its rows.
+// pool) in one transaction, as one pipeline: per group the tenant setting,
+// then its rows (BenchmarkWriterPlacement). Each place's insert is
+// prepared once per connection, as the shared tables' is (a tenant
+// schema's tables are its own: one statement per schema), except with
+// TransactionScopedStatements, where it goes as the unnamed statement.
 // Rows a group's statement refuses are retried one by one (dead letters).
 func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, groups []placedGroup, recs []LogRecord, done []bool, src *counter) error {
 	sc := new(scratch)
@@ -281,22 +285,87 @@ func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, groups []pl
 	n := 0
 	err := pgx.BeginTxFunc(cctx, pool, pgx.TxOptions{}, func(tx pgx.Tx) error {
 		affected, n = 0, 0
-		for _, g := range groups {
-			if _, err := tx.Exec(cctx, `SELECT set_config('`+TenantSetting+`', $1::text, true)`, g.org.String()); err != nil {
+		conn := tx.Conn()
+		prepared := !w.st.txScoped
+		if prepared {
+			if _, err := conn.Prepare(cctx, setTenant.name, setTenant.sql); err != nil {
 				return err
+			}
+			for i, g := range groups {
+				if i > 0 && g.place == groups[i-1].place {
+					continue
+				}
+				if _, err := conn.Prepare(cctx, placedStmtName(g.place, !fresh), placedInsertSQL(g.place, !fresh)); err != nil {
+					return err
+				}
+			}
+		}
+		pl := conn.PgConn().StartPipeline(cctx)
+		queued := 0
+		for _, g := range groups {
+			org := g.org
+			sc.orgParam[0] = org[:]
+			if prepared {
+				pl.SendQueryPrepared(setTenant.name, sc.orgParam[:], binaryFormats[:1], nil)
+			} else {
+				pl.SendQueryParams(setTenant.sql, sc.orgParam[:], setTenant.oids, binaryFormats[:1], nil)
 			}
 			if err := sc.cols.fill(recs, g.idx, &g.seal); err != nil {
 				return err
 			}
 			p := g.place
-			tag, err := tx.Conn().PgConn().ExecParams(cctx, placedInsertSQL(p, !fresh), placedParams(&sc.cols, g, p), placedOIDs(p), placedFormats(p), nil).Close()
-			if err != nil {
-				return err
+			if prepared {
+				pl.SendQueryPrepared(placedStmtName(p, !fresh), placedParams(&sc.cols, g, p), placedFormats(p), nil)
+			} else {
+				pl.SendQueryParams(placedInsertSQL(p, !fresh), placedParams(&sc.cols, g, p), placedOIDs(p), placedFormats(p), nil)
 			}
-			affected += tag.RowsAffected()
 			n += len(g.idx)
+			for _, i := range g.idx {
+				queued += recordBytes(&recs[i])
+			}
+			if queued >= pipelineFlushBytes {
+				if err := pl.Flush(); err != nil {
+					return err
+				}
+				queued = 0
+			}
 		}
-		return nil
+		sc.cols.clear()
+		if err := pl.Sync(); err != nil {
+			return err
+		}
+		var firstErr error
+		for k := range 2 * len(groups) {
+			res, err := pl.GetResults()
+			if err == nil {
+				rr, ok := res.(*pgconn.ResultReader)
+				if !ok {
+					err = fmt.Errorf("store: pipeline result %T, want a statement's", res)
+				} else {
+					var tag pgconn.CommandTag
+					tag, err = rr.Close()
+					if k%2 == 1 {
+						affected += tag.RowsAffected()
+					}
+				}
+			}
+			if err != nil {
+				firstErr = err
+				break // PostgreSQL skips the rest, up to the sync
+			}
+		}
+		if firstErr != nil {
+			for {
+				res, err := pl.GetResults()
+				if _, ok := res.(*pgconn.PipelineSync); ok || err != nil || res == nil {
+					break
+				}
+			}
+		}
+		if err := pl.Close(); firstErr == nil {
+			firstErr = err
+		}
+		return firstErr
 	})
 	if err == nil {
 		for _, g := range groups {
@@ -347,6 +416,16 @@ func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, groups []pl
 func placeGone(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") // undefined_table, invalid_schema_name
+}
+
+// placedStmtName is the name under which placedInsertSQL(p, idempotent)
+// is prepared on a connection: the place in full (a protocol-level name,
+// not an identifier: never cut short), so that no two places share one.
+func placedStmtName(p Place, idempotent bool) string {
+	if idempotent {
+		return "bulkhead_insert_idempotent " + p.Target + "/" + p.Schema
+	}
+	return "bulkhead_insert " + p.Target + "/" + p.Schema
 }
 
 // placedInsertSQL is insertSQL for place p: its schema's prompts; in a
