@@ -24,6 +24,10 @@ var (
 		Msg: "Only operators may do this."}
 	errSessionsDown = &gateway.HTTPError{Code: fasthttp.StatusServiceUnavailable, Type: "server_error", ErrCode: "sessions_unavailable",
 		Msg: "Console sessions are unavailable (their store cannot be reached); retry later, or send the credential itself as the bearer."}
+	// The cross-tenant report reads every organization's place; a total
+	// that left some out would be wrong (store.Admin.UsageByOrg).
+	errUsageTargetUnknown = &gateway.HTTPError{Code: fasthttp.StatusServiceUnavailable, Type: "server_error", ErrCode: "target_unavailable",
+		Msg: "An organization is placed on a database target that this control plane's configuration (database_targets) does not name, so the report would leave it out."}
 	errTooManySessions = &gateway.HTTPError{Code: fasthttp.StatusServiceUnavailable, Type: "server_error", ErrCode: "too_many_sessions",
 		Msg: "Too many console sessions are open; retry later."}
 

@@ -71,7 +71,7 @@ func (n *recordingNotifier) InvalidateCatalog(_ context.Context, org *uuid.UUID)
 // newHarness starts a Server; each of with may change its Options first.
 func newHarness(t *testing.T, with ...func(*Options)) *harness {
 	t.Helper()
-	h := &harness{t: t, admin: storetest.Admin(t), st: storetest.Open(t, store.Options{}), notify: &recordingNotifier{}}
+	h := &harness{t: t, admin: storetest.PlacedAdmin(t), st: storetest.Open(t, store.Options{}), notify: &recordingNotifier{}}
 	v, err := auth.NewJWTVerifier(auth.JWTConfig{HS256Secret: jwtSecret})
 	if err != nil {
 		t.Fatal(err)

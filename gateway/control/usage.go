@@ -115,6 +115,9 @@ func (s *Server) usageByOrg(c *call) (any, error) {
 		return nil, err
 	}
 	rows, err := s.opts.Admin.UsageByOrg(c.ctx, since, until)
+	if errors.Is(err, store.ErrUnknownTarget) {
+		return nil, errUsageTargetUnknown
+	}
 	if rows == nil {
 		rows = []store.OrgUsage{}
 	}
