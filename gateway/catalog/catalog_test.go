@@ -145,7 +145,7 @@ func TestCatalogBatchesAndPrefetch(t *testing.T) {
 	org := uuid.New()
 	batches := src.batches.Load()
 	c.Prefetch(org, now)
-	for src.batches.Load() == batches {
+	for !c.cached(org) { // the prefetch's read done and its view cached
 		runtime.Gosched()
 	}
 	if _, err := c.View(ctx, org, now); err != nil {
@@ -158,6 +158,12 @@ func TestCatalogBatchesAndPrefetch(t *testing.T) {
 	if n := src.batches.Load(); n != batches+1 {
 		t.Errorf("%d batches after a prefetch and two views, want %d", n, batches+1)
 	}
+}
+
+func (c *Catalog) cached(org uuid.UUID) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.views[org] != nil
 }
 
 // BenchmarkView is the catalog's cost per request: a cached view.

@@ -62,6 +62,10 @@ func New[K comparable, V any](run Func[K, V], max, inFlight int) *Batcher[K, V] 
 // it). Callers should not ask for one key concurrently (a singleflight
 // in front): a batch holding a key twice reads it twice.
 func (b *Batcher[K, V]) Do(ctx context.Context, k K) (V, error) {
+	if err := ctx.Err(); err != nil { // ended already: read nothing
+		var zero V
+		return zero, err
+	}
 	c := &call[K, V]{key: k, done: make(chan struct{})}
 	b.mu.Lock()
 	b.queue = append(b.queue, c)
