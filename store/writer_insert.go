@@ -270,40 +270,55 @@ func (w *Writer) writeTenants(ctx context.Context, sc *scratch, st insertStmt, g
 		if err := p.Sync(); err != nil {
 			return err
 		}
-		var firstErr error
-		for _, k := range sc.owner {
-			res, err := p.GetResults()
-			if err == nil {
-				rr, ok := res.(*pgconn.ResultReader)
-				if !ok {
-					err = fmt.Errorf("store: pipeline result %T, want a statement's", res)
-				} else {
-					var tag pgconn.CommandTag
-					tag, err = rr.Close()
-					if k >= 0 {
-						affected += tag.RowsAffected()
-					}
-				}
-			}
-			if err != nil {
-				firstErr, bad = err, max(k, -1-k)
-				break // PostgreSQL skips the rest, up to the sync
-			}
+		n, failed, err := pipelineResults(p, len(sc.owner), func(r int) bool { return sc.owner[r] >= 0 })
+		affected = n
+		if failed >= 0 {
+			k := sc.owner[failed]
+			bad = max(k, -1-k)
 		}
-		if firstErr != nil {
-			for {
-				res, err := p.GetResults()
-				if _, ok := res.(*pgconn.PipelineSync); ok || err != nil || res == nil {
-					break
-				}
-			}
-		}
-		if err := p.Close(); firstErr == nil {
-			firstErr = err
-		}
-		return firstErr
+		return err
 	})
 	return affected, bad, err
+}
+
+// pipelineResults reads the n statements' results of a synced pipeline
+// and closes it. It sums the rows affected by the statements that count
+// (inserts, not tenant settings) and returns the position of the first
+// statement that failed (-1 if none did) with its error; PostgreSQL skips
+// the rest up to the sync, which is read past.
+func pipelineResults(p *pgconn.Pipeline, n int, counts func(r int) bool) (affected int64, failed int, err error) {
+	failed = -1
+	for r := range n {
+		res, rerr := p.GetResults()
+		if rerr == nil {
+			rr, ok := res.(*pgconn.ResultReader)
+			if !ok {
+				rerr = fmt.Errorf("store: pipeline result %T, want a statement's", res)
+			} else {
+				var tag pgconn.CommandTag
+				tag, rerr = rr.Close()
+				if counts(r) {
+					affected += tag.RowsAffected()
+				}
+			}
+		}
+		if rerr != nil {
+			err, failed = rerr, r
+			break
+		}
+	}
+	if err != nil {
+		for {
+			res, rerr := p.GetResults()
+			if _, ok := res.(*pgconn.PipelineSync); ok || rerr != nil || res == nil {
+				break
+			}
+		}
+	}
+	if cerr := p.Close(); err == nil {
+		err = cerr
+	}
+	return affected, failed, err
 }
 
 // prepareForTx prepares the tenant setting and st for the current

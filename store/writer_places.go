@@ -334,38 +334,9 @@ func (w *Writer) writePlace(ctx context.Context, pool *pgxpool.Pool, groups []pl
 		if err := pl.Sync(); err != nil {
 			return err
 		}
-		var firstErr error
-		for k := range 2 * len(groups) {
-			res, err := pl.GetResults()
-			if err == nil {
-				rr, ok := res.(*pgconn.ResultReader)
-				if !ok {
-					err = fmt.Errorf("store: pipeline result %T, want a statement's", res)
-				} else {
-					var tag pgconn.CommandTag
-					tag, err = rr.Close()
-					if k%2 == 1 {
-						affected += tag.RowsAffected()
-					}
-				}
-			}
-			if err != nil {
-				firstErr = err
-				break // PostgreSQL skips the rest, up to the sync
-			}
-		}
-		if firstErr != nil {
-			for {
-				res, err := pl.GetResults()
-				if _, ok := res.(*pgconn.PipelineSync); ok || err != nil || res == nil {
-					break
-				}
-			}
-		}
-		if err := pl.Close(); firstErr == nil {
-			firstErr = err
-		}
-		return firstErr
+		var err error
+		affected, _, err = pipelineResults(pl, 2*len(groups), func(r int) bool { return r%2 == 1 }) // setting, insert, ...
+		return err
 	})
 	if err == nil {
 		for _, g := range groups {
