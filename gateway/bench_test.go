@@ -6,9 +6,11 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -150,10 +152,12 @@ func BenchmarkProxyChatTracing(b *testing.B) {
 // BenchmarkProxyChatMoney runs the same priced request through a gateway
 // with the catalog, access and budgets (an organization budget and a key
 // budget, never exhausted: requests reserve and settle on the replica's
-// leases, a Redis round trip now and then), through one with the catalog
-// and access but no budgets ("catalog") and through one with none of them
-// ("off"), alternating twice in one run, and logs the ratios of ns/op
-// (above 1: the features' cost; on/catalog is the budgets' own).
+// leases, a round trip to the counters now and then) counted in Redis
+// ("on") or in PostgreSQL ("on-pg"), through one with the catalog and
+// access but no budgets ("catalog") and through one with none of them
+// ("off"), alternating three times in one run, and logs the ratios of
+// ns/op and of CPU per request (above 1: the features' cost; on/catalog
+// is the budgets' own).
 func BenchmarkProxyChatMoney(b *testing.B) {
 	ctx := context.Background()
 	off := newBenchHarness(b)
@@ -183,47 +187,103 @@ func BenchmarkProxyChatMoney(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	enf, err := budget.New(budget.Options{Source: on.st, Redis: on.rdb, Prefix: "bulkhead:budget:bench:" + uuid.NewString()})
-	if err != nil {
-		b.Fatal(err)
+	// "on" counts the budgets in Redis; "on-pg" is the same gateway and
+	// tenant with PostgreSQL's counters instead (no Redis).
+	urls, regs := map[string]string{}, map[string]*prometheus.Registry{}
+	for name, o := range map[string]budget.Options{
+		"on":    {Source: on.st, Redis: on.rdb, Prefix: "bulkhead:budget:bench:" + uuid.NewString()},
+		"on-pg": {Source: on.st, Counters: on.st},
+	} {
+		regs[name] = prometheus.NewRegistry()
+		o.Metrics = regs[name]
+		enf, err := budget.New(o)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ectx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { enf.Run(ectx); close(done) }()
+		b.Cleanup(func() { stop(); <-done })
+		srv, err := New(on.cfg, zap.NewNop(), on.deps(Deps{Auth: on.auth, Recorder: on.rec, Prompts: on.st, Limiter: on.limiter, Catalog: on.runCatalog(), Budgets: enf}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		urls[name] = on.serve(srv).url
 	}
-	ectx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { enf.Run(ectx); close(done) }()
-	b.Cleanup(func() { stop(); <-done })
-	on.start(Deps{Auth: on.auth, Recorder: on.rec, Prompts: on.st, Limiter: on.limiter, Catalog: on.runCatalog(), Budgets: enf})
 
 	// c1: one connection, each request waiting for the last (latency);
 	// c50: 50 connections at once (throughput, as make bench measures).
+	// Each sub-benchmark also reports this process's CPU time per request
+	// (cpu-ns/op: getrusage, user + system; the client, the mock upstream
+	// and the gateway share the process, so differences between setups are
+	// the gateway's), steadier than wall time on a shared machine.
 	for _, mode := range []string{"c1", "c50"} {
-		nsPerOp := map[string][]float64{}
-		final := map[string]float64{} // the last call of each sub-benchmark (b.Run calls it with N=1 first)
-		for round := range 2 {
+		nsPerOp, cpuPerOp := map[string][]float64{}, map[string][]float64{}
+		final, finalCPU := map[string]float64{}, map[string]float64{} // the last call of each sub-benchmark (b.Run calls it with N=1 first)
+		for round := range 3 {
 			for _, c := range []struct {
 				name, url, key, body string
 			}{
 				{"off", off.url, offKey, chatBody},
 				{"catalog", cat.url, catKey, strings.Replace(chatBody, "gpt-4o-mini", catModel, 1)},
-				{"on", on.url, onKey, strings.Replace(chatBody, "gpt-4o-mini", model, 1)},
+				{"on", urls["on"], onKey, strings.Replace(chatBody, "gpt-4o-mini", model, 1)},
+				{"on-pg", urls["on-pg"], onKey, strings.Replace(chatBody, "gpt-4o-mini", model, 1)},
 			} {
-				b.Run(mode+"/"+c.name+"/"+strconv.Itoa(round), func(b *testing.B) {
+				id := c.name + "/" + strconv.Itoa(round)
+				b.Run(mode+"/"+id, func(b *testing.B) {
+					cpu0 := processCPU(b)
 					if mode == "c1" {
 						run(b, c.url, c.key, c.body)
 					} else {
 						runParallel(b, 50, c.url, c.key, c.body)
 					}
-					final[c.name+"/"+strconv.Itoa(round)] = float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+					final[id] = float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+					finalCPU[id] = float64(processCPU(b)-cpu0) / float64(b.N)
+					b.ReportMetric(finalCPU[id], "cpu-ns/op")
 				})
-				nsPerOp[c.name] = append(nsPerOp[c.name], final[c.name+"/"+strconv.Itoa(round)])
+				nsPerOp[c.name] = append(nsPerOp[c.name], final[id])
+				cpuPerOp[c.name] = append(cpuPerOp[c.name], finalCPU[id])
 			}
 		}
-		if on, off, cat := sum(nsPerOp["on"]), sum(nsPerOp["off"]), sum(nsPerOp["catalog"]); on > 0 && off > 0 && cat > 0 {
-			b.Logf("%s: catalog+access+budgets on/off ns/op ratio %.3f (throughput %.1f%% of off; on %v, off %v)",
-				mode, on/off, 100*off/on, nsPerOp["on"], nsPerOp["off"])
-			b.Logf("%s: budgets on/catalog+access ns/op ratio %.3f (throughput %.1f%% of catalog+access; catalog %v)",
-				mode, on/cat, 100*cat/on, nsPerOp["catalog"])
+		for _, on := range []string{"on", "on-pg"} {
+			if v, off, cat := sum(nsPerOp[on]), sum(nsPerOp["off"]), sum(nsPerOp["catalog"]); v > 0 && off > 0 && cat > 0 {
+				b.Logf("%s %s: catalog+access+budgets/off ns/op ratio %.3f (throughput %.1f%% of off); budgets/catalog+access ns/op ratio %.3f (throughput %.1f%% of catalog+access); %s %v, catalog %v, off %v",
+					mode, on, v/off, 100*off/v, v/cat, 100*cat/v, on, nsPerOp[on], nsPerOp["catalog"], nsPerOp["off"])
+				b.Logf("%s %s: CPU per request: budgets/catalog+access %.3f, +%.1f µs (%s %v ns, catalog %v ns, off %v ns)",
+					mode, on, sum(cpuPerOp[on])/sum(cpuPerOp["catalog"]), (sum(cpuPerOp[on])-sum(cpuPerOp["catalog"]))/3/1000,
+					on, cpuPerOp[on], cpuPerOp["catalog"], cpuPerOp["off"])
+			}
 		}
 	}
+	for name, reg := range regs {
+		b.Logf("%s: admissions by source %s", name, admissionsText(b, reg))
+	}
+}
+
+// processCPU is this process's user and system CPU time so far, in ns.
+func processCPU(b *testing.B) int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// admissionsText lists bulkhead_budget_admissions_total by source.
+func admissionsText(b *testing.B, reg *prometheus.Registry) string {
+	mfs, err := reg.Gather()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out []string
+	for _, mf := range mfs {
+		if mf.GetName() == "bulkhead_budget_admissions_total" {
+			for _, m := range mf.GetMetric() {
+				out = append(out, m.GetLabel()[0].GetValue()+"="+strconv.FormatFloat(m.GetCounter().GetValue(), 'f', 0, 64))
+			}
+		}
+	}
+	return strings.Join(out, " ")
 }
 
 func sum(v []float64) (s float64) {

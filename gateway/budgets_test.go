@@ -47,11 +47,21 @@ func budgetRedis(t *testing.T) *redis.Client {
 // budget enforcer on rdb under prefix.
 func budgetReplica(t *testing.T, h *harness, rdb redis.UniversalClient, prefix string, n *budget.Notifier) *harness {
 	t.Helper()
+	return budgetReplicaWith(t, h, budget.Options{Redis: rdb, Prefix: prefix, Notifier: n})
+}
+
+// budgetReplicaWith is budgetReplica with the enforcer's options (Source
+// is h's store).
+func budgetReplicaWith(t *testing.T, h *harness, o budget.Options) *harness {
+	t.Helper()
 	cat, err := catalog.New(catalog.Options{Source: h.st, Redis: h.rdb, DefaultAllow: true, TTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	enf, err := budget.New(budget.Options{Source: h.st, Redis: rdb, Prefix: prefix, Notifier: n})
+	if o.Source == nil {
+		o.Source = h.st
+	}
+	enf, err := budget.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,13 +128,17 @@ func spentInLog(t *testing.T, org uuid.UUID, rows int) store.MicroUSD {
 // once, signed, even though its first delivery fails. Tenant B is not
 // affected: without a budget it has no budget header; with one of its
 // own, its header shows its own.
+//
+// Without Redis ("postgres"), the same through PostgreSQL's counters.
 func TestBudgetTwoReplicas(t *testing.T) {
-	for _, usd := range []store.MicroUSD{1_000_000, 6_000_000} {
-		t.Run(usd.String(), func(t *testing.T) { budgetTwoReplicas(t, usd) })
+	for _, counters := range []string{"redis", "postgres"} {
+		for _, usd := range []store.MicroUSD{1_000_000, 6_000_000} {
+			t.Run(counters+"/"+usd.String(), func(t *testing.T) { budgetTwoReplicas(t, usd, counters == "postgres") })
+		}
 	}
 }
 
-func budgetTwoReplicas(t *testing.T, limit store.MicroUSD) {
+func budgetTwoReplicas(t *testing.T, limit store.MicroUSD, noRedis bool) {
 	h := newHarness(t, catalogConfig(config.ModelAccessAll))
 	org, key, _ := h.tenant(1_000_000)
 	_, keyB, _ := h.tenant(1_000_000)
@@ -165,8 +179,12 @@ func budgetTwoReplicas(t *testing.T, limit store.MicroUSD) {
 	}))
 	t.Cleanup(recv.Close)
 
-	rdb := budgetRedis(t)
-	prefix := "bulkhead:budget:test:" + uuid.NewString()
+	o := budget.Options{Prefix: "bulkhead:budget:test:" + uuid.NewString()}
+	if noRedis {
+		o.Counters = h.st
+	} else {
+		o.Redis = budgetRedis(t)
+	}
 	var replicas []*harness
 	for range 2 {
 		n := budget.NewNotifier(budget.NotifierOptions{URL: recv.URL, Secret: secret, Backoff: 20 * time.Millisecond})
@@ -174,7 +192,8 @@ func budgetTwoReplicas(t *testing.T, limit store.MicroUSD) {
 		done := make(chan struct{})
 		go func() { n.Run(ctx); close(done) }()
 		t.Cleanup(func() { cancel(); <-done })
-		replicas = append(replicas, budgetReplica(t, h, rdb, prefix, n))
+		o.Notifier = n
+		replicas = append(replicas, budgetReplicaWith(t, h, o))
 	}
 
 	var ok, refused atomic.Int32
@@ -345,10 +364,11 @@ func TestBudgetLevels(t *testing.T) {
 	}
 }
 
-// Redis goes away: a replica keeps admitting from the dollars it leased
-// (Redis counted them), then budgets fail closed with an OpenAI-shaped
-// 503 budget_unavailable (never a 500, never unenforced). A tenant
-// without a budget is not affected.
+// Redis goes away and PostgreSQL's counters cannot be reached either: a
+// replica keeps admitting from the dollars it leased (Redis counted them),
+// then budgets fail closed with an OpenAI-shaped 503 budget_unavailable
+// (never a 500, never unenforced). A tenant without a budget is not
+// affected. (With PostgreSQL up, requests go on: TestBudgetRedisFallback.)
 func TestBudgetRedisDown(t *testing.T) {
 	h := newHarness(t, catalogConfig(config.ModelAccessAll))
 	org, key, _ := h.tenant(1_000_000)
@@ -366,7 +386,7 @@ func TestBudgetRedisDown(t *testing.T) {
 	opts.MaxRetries = -1
 	rdb := redis.NewClient(opts)
 	t.Cleanup(func() { rdb.Close() })
-	gw := budgetReplica(t, h, rdb, "bulkhead:budget:test", nil)
+	gw := budgetReplicaWith(t, h, budget.Options{Redis: rdb, Prefix: "bulkhead:budget:test", Counters: unreachableCounters{}})
 	if r := gw.do("POST", "/v1/chat/completions", budgetChat(model, "u"), "Authorization", "Bearer "+key); r.status != 200 {
 		t.Fatalf("%d %s", r.status, r.body)
 	}

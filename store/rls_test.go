@@ -38,6 +38,8 @@ var tenantTables = map[string]string{
 	// Budgets and the alerts already sent (00017).
 	"budgets":       "organization_id",
 	"budget_alerts": "organization_id",
+	// The budgets' counters in PostgreSQL (00020), written by the gateway.
+	"budget_counters": "organization_id",
 	// Their daily sums (data-plane 00003), and the end users' (data-plane
 	// 00004), written by the same trigger and usage_roll_days only.
 	"usage_daily":      "organization_id",
@@ -142,7 +144,12 @@ func ownerCount(t *testing.T, owner *pgxpool.Pool, table string, org uuid.UUID) 
 // from the rows an insert added (00015), so no gateway writes usage that no
 // request made. SELECT on the model catalog and its access rules (00011:
 // the gateway reads what its tenant may use; the operator alone writes
-// them). Anything more is a new way to reach
+// them). The budgets' counters (00020): the gateway leases dollars from
+// them, gives leases back and builds them from the request log when Redis
+// is not there, so it reads, inserts, updates and deletes them, its own
+// organization's alone (forced RLS; TestBudgetCountersConfined), and runs
+// budget_counter_lease, SECURITY INVOKER: RLS applies to it as to the app
+// role's own statements. Anything more is a new way to reach
 // tenant data and must be added here, on purpose, with its reason.
 var appPrivileges = []string{
 	"column api_keys.display_prefix: INSERT",
@@ -156,6 +163,7 @@ var appPrivileges = []string{
 	"column api_keys.tokens_per_minute: INSERT, UPDATE",
 	"database: CONNECT, TEMPORARY",
 	"function audit_log_append_only(): EXECUTE",
+	"function budget_counter_lease(uuid,bigint,bigint,uuid[],bigint[],bigint[],bigint[],bigint[],bigint[],bigint[],bigint[],bigint[]): EXECUTE",
 	"function prompts_apply_placed_retention(integer): EXECUTE",
 	"function prompts_apply_retention(integer): EXECUTE",
 	"function prompts_create_partitions(integer): EXECUTE",
@@ -165,6 +173,7 @@ var appPrivileges = []string{
 	"table api_keys: SELECT",
 	"table audit_log: INSERT",
 	"table budget_alerts: INSERT, SELECT",
+	"table budget_counters: DELETE, INSERT, SELECT, UPDATE",
 	"table budgets: SELECT",
 	"table control_idempotency: INSERT, SELECT",
 	"table model_access: SELECT",
@@ -645,6 +654,10 @@ func TestCrossTenantWritesRejected(t *testing.T) {
 		{"inflate B's end users' monthly usage", `UPDATE usage_monthly_user SET cum_requests = cum_requests || 1::bigint WHERE organization_id = $1`, []any{b.org}, store.ErrForbidden, noPrivilege},
 		{"move the daily rollups' end", `UPDATE usage_rollup_state SET daily_through = now() + interval '1 day'`, nil, store.ErrForbidden, noPrivilege},
 		{"move the end users' rollups' end", `UPDATE usage_rollup_state SET user_through = now() + interval '1 day'`, nil, store.ErrForbidden, noPrivilege},
+		// The budgets' counters (00020): the app role writes them, its
+		// own organization's only (TestBudgetCountersConfined has the rest).
+		{"insert a budget counter for B", `INSERT INTO budget_counters (organization_id, budget_id, generation, buckets, spends, expires_at)
+			VALUES ($1, gen_random_uuid(), 1, '{1}', '{0}', now())`, []any{b.org}, store.ErrForbidden, rls},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -673,8 +686,9 @@ func TestCrossTenantWritesRejected(t *testing.T) {
 // key at all. An UPDATE that reads no column (no WHERE, no RETURNING) is
 // checked by the UPDATE policies alone, so it is tried too, in
 // transactions rolled back: should a policy open every row, it stamps
-// nothing. (No role that RLS applies to holds UPDATE on the other tables
-// or DELETE on any, and the owner role may not create one: NOCREATEROLE.)
+// nothing. (The one other table the app role may UPDATE and DELETE is
+// budget_counters: TestBudgetCountersConfined. The owner role may not
+// create another role: NOCREATEROLE.)
 func TestRLSConfinesUpdates(t *testing.T) {
 	s := storetest.Open(t, store.Options{})
 	owner := storetest.OwnerPool(t)

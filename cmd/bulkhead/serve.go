@@ -30,23 +30,21 @@ import (
 	"github.com/bulkheadhq/bulkhead/store"
 )
 
-// budgets sets deps.Budgets: dollar budgets, enforced in Redis (shared by
-// the replicas) from the budgets and costs in PostgreSQL, with the
+// budgets sets deps.Budgets: dollar budgets, enforced from the budgets
+// and costs in PostgreSQL in counters shared by the replicas (Redis's;
+// PostgreSQL's without Redis, and while Redis is unreachable), with the
 // soft-threshold webhook when configured, and returns the loops to run
-// (the enforcer's reconciliations, the webhook's deliveries). Without Redis budgets are not enforced: a replica alone cannot
-// share a budget with others, and saying so beats enforcing one per
-// replica.
+// (the enforcer's reconciliations, the webhook's deliveries).
 func budgets(cfg config.Config, st *store.Store, rdb redis.UniversalClient, reg prometheus.Registerer, log *zap.Logger, deps *gateway.Deps) ([]gateway.Loop, error) {
 	if rdb == nil {
-		log.Warn("dollar budgets are not enforced: they need Redis (BULKHEAD_REDIS_URL)")
-		return nil, nil
+		log.Info("dollar budgets are counted in PostgreSQL (no BULKHEAD_REDIS_URL): a transaction per lease instead of a Redis call")
 	}
 	var n *budget.Notifier
 	if cfg.BudgetWebhookURL != "" {
 		n = budget.NewNotifier(budget.NotifierOptions{URL: cfg.BudgetWebhookURL, Secret: []byte(cfg.BudgetWebhookSecret.Reveal()),
 			Log: log.Named("budget"), Metrics: reg})
 	}
-	enf, err := budget.New(budget.Options{Source: st, Redis: rdb, RedisTimeout: cfg.RedisTimeout, Notifier: n, Log: log.Named("budget"), Metrics: reg})
+	enf, err := budget.New(budget.Options{Source: st, Redis: rdb, Counters: st, RedisTimeout: cfg.RedisTimeout, Notifier: n, Log: log.Named("budget"), Metrics: reg})
 	if err != nil {
 		return nil, err
 	}

@@ -1,13 +1,16 @@
 // Package budget enforces dollar budgets (store.Budget) across gateway
 // replicas: a request's maximum cost is reserved at admission from every
 // budget that applies to it, and reconciled with its actual cost when it
-// ends (released when it fails). Redis counts every budget's spend for
-// all replicas; each replica leases dollars from it a chunk at a time and
-// spends them locally, so that most requests cost no round trip (see
-// lease.go for the semantics and the bound). PostgreSQL is the
-// source of truth: a counter Redis lost is rebuilt from the request log's
-// costs before anything is admitted against it. Soft thresholds are
-// claimed once per window in PostgreSQL and announced by webhook
+// ends (released when it fails). A shared counter per budget counts every
+// replica's spend: Redis's (the default), or PostgreSQL's (store's
+// budget_counters) without Redis and while Redis is unreachable. Each
+// replica leases dollars from it a chunk at a time and spends them
+// locally, so that most requests cost no round trip (see lease.go for
+// the semantics, the fallback and the bound; counter.go for the two
+// counters). PostgreSQL is the source of truth: a counter lost (or
+// left behind by the other counter's use) is rebuilt from the request
+// log's costs before anything is admitted against it. Soft thresholds
+// are claimed once per window in PostgreSQL and announced by webhook
 // (Notifier) and metric.
 package budget
 
@@ -49,13 +52,19 @@ const (
 
 // Options configure an Enforcer.
 type Options struct {
-	Source Source                // required
-	Redis  redis.UniversalClient // required: budgets are shared by every replica
-	Prefix string                // Redis key prefix; "": DefaultPrefix
+	Source Source // required
+	// Redis holds the counters the replicas share; nil: Counters alone.
+	// At least one of Redis and Counters is required.
+	Redis redis.UniversalClient
+	// Counters is PostgreSQL's counters (store.Store): the only ones
+	// without Redis, the fallback while Redis is unreachable (see
+	// lease.go). nil: none; with Redis unreachable, budgets fail closed.
+	Counters Counters
+	Prefix   string // Redis key prefix; "": DefaultPrefix
 	// TTL bounds how long a replica reuses an organization's budget list:
 	// a budget set or removed applies everywhere within it. 0: DefaultTTL.
 	TTL     time.Duration
-	Timeout time.Duration // each PostgreSQL call (budget lists, rebuilds, alert claims); 0: DefaultTimeout
+	Timeout time.Duration // each PostgreSQL call (budget lists, rebuilds, alert claims, counters); 0: DefaultTimeout
 	// RedisTimeout bounds each Redis call (BULKHEAD_REDIS_TIMEOUT); 0:
 	// Timeout.
 	RedisTimeout time.Duration
@@ -68,6 +77,8 @@ type Options struct {
 // Enforcer reserves and settles budgets. It is safe for concurrent use.
 type Enforcer struct {
 	o       Options
+	redis   *redisCounter // nil: no Redis
+	pg      *pgCounter    // nil: no PostgreSQL counters
 	mu      sync.Mutex
 	lists   map[uuid.UUID]cached
 	leases  map[uuid.UUID]*orgLeases // guarded by mu
@@ -92,6 +103,11 @@ type Enforcer struct {
 // redisCooldown is how long Redis is left alone after a failure.
 const redisCooldown = time.Second
 
+// fallbackTTL is how long a PostgreSQL counter lives unused while it is
+// Redis's fallback (lease.go): one left idle longer is built again from
+// the request log.
+const fallbackTTL = 30 * time.Second
+
 // jobQueue bounds the jobs waiting for Run's workers; a full queue makes
 // the caller run its job, never drops one.
 const jobQueue = 4096
@@ -106,8 +122,8 @@ const maxCachedOrgs = 100_000
 
 // New returns an Enforcer.
 func New(o Options) (*Enforcer, error) {
-	if o.Source == nil || o.Redis == nil {
-		return nil, errors.New("budget: Options.Source and Options.Redis are required")
+	if o.Source == nil || o.Redis == nil && o.Counters == nil {
+		return nil, errors.New("budget: Options.Source and one of Options.Redis and Options.Counters are required")
 	}
 	if o.Prefix == "" {
 		o.Prefix = DefaultPrefix
@@ -131,8 +147,18 @@ func New(o Options) (*Enforcer, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	return &Enforcer{o: o, lists: map[uuid.UUID]cached{}, leases: map[uuid.UUID]*orgLeases{}, m: newEnforcerMetrics(reg),
-		jobs: make(chan func(context.Context), jobQueue)}, nil
+	e := &Enforcer{o: o, lists: map[uuid.UUID]cached{}, leases: map[uuid.UUID]*orgLeases{}, m: newEnforcerMetrics(reg),
+		jobs: make(chan func(context.Context), jobQueue)}
+	if o.Redis != nil {
+		e.redis = &redisCounter{rdb: o.Redis, timeout: o.RedisTimeout}
+	}
+	if o.Counters != nil {
+		e.pg = &pgCounter{c: o.Counters, timeout: o.Timeout}
+		if o.Redis != nil {
+			e.pg.maxTTL = fallbackTTL
+		}
+	}
+	return e, nil
 }
 
 // Run runs queued corrections and alert claims, two at a time, and gives
@@ -242,7 +268,7 @@ func (e *Enforcer) Reserve(ctx context.Context, r Request) (Decision, Reservatio
 			res.parts = append(res.parts, p)
 		}
 	}
-	for rebuilt := false; ; {
+	for rebuilt, tries := 0, 0; ; {
 		ol.mu.Lock()
 		if d, ok := ol.takeLocal(&res, now); ok {
 			ol.mu.Unlock()
@@ -258,36 +284,76 @@ func (e *Enforcer) Reserve(ctx context.Context, r Request) (Decision, Reservatio
 				return Decision{}, Reservation{}, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 			}
 		}
-		if !e.mayCallRedis() {
+		c := e.counterNow()
+		if c == nil {
 			ol.mu.Unlock()
 			return Decision{}, Reservation{}, fmt.Errorf("%w: Redis failed less than %v ago", ErrUnavailable, redisCooldown)
 		}
 		ol.fetch = make(chan struct{})
 		ol.mu.Unlock()
-		d, ok, missing, err := e.reserveRedis(ctx, ol, &res, now)
-		if err != nil && ctx.Err() == nil {
-			e.downUntil.Store(time.Now().Add(redisCooldown).UnixNano())
-		} else if err == nil {
-			e.downUntil.Store(0)
+		d, ok, missing, lost, err := e.reserveShared(ctx, c, ol, &res, now)
+		if e.redis != nil && c == counter(e.redis) {
+			if err != nil && ctx.Err() == nil {
+				e.downUntil.Store(time.Now().Add(redisCooldown).UnixNano())
+				if e.pg != nil && tries < 4 {
+					tries++
+					continue // to PostgreSQL's counters
+				}
+			} else if err == nil {
+				e.downUntil.Store(0)
+			}
 		}
 		switch {
 		case err != nil:
 			return Decision{}, Reservation{}, err
 		case len(missing) == 0 && ok:
-			e.m.fetched.Inc()
+			e.m.admitted(c)
 			return d, res, nil
 		case len(missing) == 0:
 			return d, Reservation{}, nil
-		case rebuilt:
+		case lost && e.redis != nil && c == counter(e.pg) && tries < 4:
+			// A PostgreSQL counter this replica leased from is gone: closed
+			// by a replica back on Redis (or idle past fallbackTTL). Probe
+			// Redis now rather than open another.
+			tries++
+			e.downUntil.Store(1)
+			continue
+		case rebuilt == 2:
 			return Decision{}, Reservation{}, fmt.Errorf("%w: counters lost again while being rebuilt", ErrUnavailable)
 		}
-		rebuilt = true
-		for _, i := range missing {
-			if err := e.rebuild(ctx, res.parts[i].b, res.parts[i].ent.key, now); err != nil {
-				return Decision{}, Reservation{}, err
+		rebuilt++
+		if err := e.rebuildAll(ctx, c, &res, missing, now); err != nil {
+			if e.redis != nil && c == counter(e.redis) && e.pg != nil && ctx.Err() == nil && tries < 4 {
+				e.downUntil.Store(time.Now().Add(redisCooldown).UnixNano())
+				tries++
+				continue // to PostgreSQL's counters
 			}
+			return Decision{}, Reservation{}, err
 		}
 	}
+}
+
+// rebuildAll rebuilds the counters of res's parts listed in missing.
+func (e *Enforcer) rebuildAll(ctx context.Context, c counter, res *Reservation, missing []int, now time.Time) error {
+	for _, i := range missing {
+		if err := e.rebuild(ctx, c, res.parts[i].b, res.parts[i].ent.ref, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// counterNow is the counter to ask: Redis unless it failed less than
+// redisCooldown ago (one caller then probes it), else PostgreSQL's; nil
+// when neither may be asked.
+func (e *Enforcer) counterNow() counter {
+	if e.redis != nil && e.mayCallRedis() {
+		return e.redis
+	}
+	if e.pg != nil {
+		return e.pg
+	}
+	return nil
 }
 
 // applies reports whether b applies to r: its organization's budgets,
@@ -335,36 +401,22 @@ func (e *Enforcer) Settle(ctx context.Context, res Reservation, actual store.Mic
 	e.settleLeases(res, actual)
 }
 
-// run calls a script within the timeout and reads its integer reply.
-func (e *Enforcer) run(ctx context.Context, s *redis.Script, keys []string, args []any) ([]int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, e.o.RedisTimeout)
-	defer cancel()
-	v, err := s.Run(ctx, e.o.Redis, keys, args...).Int64Slice()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	if len(v) == 0 {
-		return nil, fmt.Errorf("%w: empty reply", ErrUnavailable)
-	}
-	return v, nil
-}
-
 // rebuild recreates b's lost counter from the request log: the cost of
 // its rows since its window started. Rows still queued by a writer (this
 // replica's or another's) and reservations in flight when Redis lost the
 // counter are not in it: the spend may run short by that much, once.
-func (e *Enforcer) rebuild(ctx context.Context, b store.Budget, key string, now time.Time) error {
-	ctx, cancel := context.WithTimeout(ctx, e.o.Timeout)
+func (e *Enforcer) rebuild(ctx context.Context, c counter, b store.Budget, r ref, now time.Time) error {
+	sctx, cancel := context.WithTimeout(ctx, e.o.Timeout)
 	defer cancel()
-	spent, err := e.o.Source.BudgetSpend(ctx, b, b.Window.Start(now), now.Add(time.Second))
+	spent, err := e.o.Source.BudgetSpend(sctx, b, b.Window.Start(now), now.Add(time.Second))
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	bucket, _, ttl, _ := slot(b.Window, now)
-	if err := initScript.Run(ctx, e.o.Redis, []string{key}, strconv.FormatInt(bucket, 10), int64(spent), ttl.Milliseconds(), newGeneration()).Err(); err != nil {
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	if err := c.init(ctx, r, bucket, int64(spent), ttl, newGeneration()); err != nil {
+		return err
 	}
-	e.m.rebuilt.Inc()
+	e.m.rebuilt.WithLabelValues(c.name()).Inc()
 	return nil
 }
 
@@ -447,29 +499,40 @@ func (e *Enforcer) alert(ctx context.Context, b store.Budget, window time.Time, 
 }
 
 type enforcerMetrics struct {
-	leased  prometheus.Counter     // admissions from a lease
-	fetched prometheus.Counter     // admissions by Redis (with a new lease)
-	refused *prometheus.CounterVec // level
-	alerts  *prometheus.CounterVec // level, threshold
-	rebuilt prometheus.Counter
+	leased    prometheus.Counter     // admissions from a lease
+	fetched   prometheus.Counter     // admissions by Redis (with a new lease)
+	fetchedPG prometheus.Counter     // admissions by PostgreSQL's counters
+	refused   *prometheus.CounterVec // level
+	alerts    *prometheus.CounterVec // level, threshold
+	rebuilt   *prometheus.CounterVec // counter
+}
+
+// admitted counts an admission decided by c.
+func (m *enforcerMetrics) admitted(c counter) {
+	if _, pg := c.(*pgCounter); pg {
+		m.fetchedPG.Inc()
+		return
+	}
+	m.fetched.Inc()
 }
 
 func newEnforcerMetrics(reg prometheus.Registerer) *enforcerMetrics {
 	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "bulkhead_budget_admissions_total", Help: "Requests admitted by dollar budgets, by where the decision was made: lease (this replica's lease, no I/O) or redis (a round trip, which took a new lease).",
+		Name: "bulkhead_budget_admissions_total", Help: "Requests admitted by dollar budgets, by where the decision was made: lease (this replica's lease, no I/O), redis or postgres (a round trip to the shared counters, which took a new lease).",
 	}, []string{"source"})
 	m := &enforcerMetrics{
-		leased:  decisions.WithLabelValues("lease"),
-		fetched: decisions.WithLabelValues("redis"),
+		leased:    decisions.WithLabelValues("lease"),
+		fetched:   decisions.WithLabelValues("redis"),
+		fetchedPG: decisions.WithLabelValues("postgres"),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bulkhead_budget_refused_total", Help: "Requests refused (429 insufficient_quota) by a dollar budget, by its level (organization, key, user, key+user).",
 		}, []string{"level"}),
 		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bulkhead_budget_alerts_total", Help: "Budget soft thresholds reached (once per budget, window and threshold, across replicas), by level and threshold (fraction of the limit).",
 		}, []string{"level", "threshold"}),
-		rebuilt: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "bulkhead_budget_counters_rebuilt_total", Help: "Budget counters Redis had lost, rebuilt from the request log in PostgreSQL.",
-		}),
+		rebuilt: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bulkhead_budget_counters_rebuilt_total", Help: "Budget counters built from the request log in PostgreSQL (lost by Redis, new, or PostgreSQL's fallback counters), by counter: redis or postgres.",
+		}, []string{"counter"}),
 	}
 	reg.MustRegister(decisions, m.refused, m.alerts, m.rebuilt)
 	return m

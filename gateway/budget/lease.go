@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"strconv"
 	"sync"
 	"time"
 
@@ -53,13 +52,31 @@ import (
 //     replica next asks Redis, it may still spend its lease of the lost
 //     counter: a flush can cost at most one lease per replica (on top of
 //     the reservations in flight and rows not yet written, see rebuild).
+//   - The counter may be Redis's or PostgreSQL's (counter.go): the same
+//     state, decision and leases. Without Redis, PostgreSQL's alone.
 //   - Redis unreachable: leases already held keep being spent (Redis
-//     counted them); a request its replica's lease cannot cover fails
-//     with ErrUnavailable (the gateway answers 503 budget_unavailable).
-//     Budgets fail closed: a budget is a promise about money, and a
-//     replica alone cannot know what the others spend. After a failure
-//     Redis is left alone for redisCooldown (such requests fail at once),
-//     then one request probes it.
+//     counted them); a request its replica's lease cannot cover moves to
+//     PostgreSQL's counter, built from the request log by the first
+//     replica there and shared by the others. After a Redis failure Redis
+//     is left alone for redisCooldown, then one request probes it. The
+//     first replica back on Redis closes the PostgreSQL counter (so that
+//     the next outage starts from the log, not from a counter that missed
+//     what Redis counted since) and drops Redis's, rebuilt from the log
+//     (it missed what PostgreSQL counted); a replica still on PostgreSQL
+//     that finds the counter gone probes Redis at once instead of opening
+//     another. A PostgreSQL counter idle fallbackTTL is built again. With
+//     PostgreSQL unreachable too, a request no lease covers fails with
+//     ErrUnavailable (the gateway answers 503 budget_unavailable): budgets
+//     fail closed, a budget being a promise about money.
+//   - The bound: the replicas spend at most the limit, plus the requests'
+//     reconciliation errors, plus at each change of counter (Redis lost or
+//     flushed, the move to PostgreSQL, the return, an idle PostgreSQL
+//     counter rebuilt) what the replicas held of the old counter (one
+//     lease each) and the reservations in flight and rows not yet written
+//     when the new one was built from the log. A Redis outage is two
+//     changes. Not bounded so: a partition that lets some replicas reach
+//     Redis and not others; each group is held to its own counter, and
+//     they meet only in the log (at worst a second budget is spent).
 //   - Decision.Remaining of a leased admission is what Redis had left at
 //     this replica's last lease plus what the replica still holds: other
 //     replicas' spending since that lease (at most leaseLifetime ago) is
@@ -85,7 +102,8 @@ type orgLeases struct {
 // leaseEntry is one budget's lease; its fields are guarded by its
 // orgLeases' mu.
 type leaseEntry struct {
-	key     string // the budget's counter
+	ref     ref     // the budget's counter
+	ctr     counter // where the lease was taken (nil: nowhere yet)
 	limit   store.MicroUSD
 	window  store.BudgetWindow
 	gen     int64 // the counter's generation; 0: nothing leased yet
@@ -101,6 +119,7 @@ type leaseEntry struct {
 type part struct {
 	b      store.Budget
 	ent    *leaseEntry
+	ctr    counter // the counter its reservation is counted in
 	gen    int64
 	bucket int64
 	low    int64
@@ -111,7 +130,7 @@ type part struct {
 func (ol *orgLeases) entry(e *Enforcer, b store.Budget) *leaseEntry {
 	ent := ol.ents[b.ID]
 	if ent == nil {
-		ent = &leaseEntry{key: e.key(b)}
+		ent = &leaseEntry{ref: ref{org: b.OrgID, id: b.ID, key: e.key(b)}}
 		ol.ents[b.ID] = ent
 	}
 	return ent
@@ -143,7 +162,7 @@ func (ol *orgLeases) takeLocal(res *Reservation, now time.Time) (Decision, bool)
 	for i := range res.parts {
 		p := &res.parts[i]
 		p.ent = ol.ents[p.b.ID]
-		p.gen = p.ent.gen
+		p.ctr, p.gen = p.ent.ctr, p.ent.gen
 		p.ent.held -= amount
 		if p.ent.remaining() < res.parts[pick].ent.remaining() {
 			pick = i
@@ -156,43 +175,55 @@ func leasedDecision(p *part) Decision {
 	return Decision{Applies: true, Allowed: true, Remaining: p.ent.remaining(), Limit: p.b.Limit, Level: p.b.Level(), Window: p.b.Window}
 }
 
-// reserveRedis asks Redis for res's amount and new leases, giving back
-// what this replica holds of res's budgets first. ol.fetch is set by the
-// caller, which holds no lock; reserveRedis clears it. missing lists the
-// budgets whose counters must be rebuilt (nothing was changed then).
-func (e *Enforcer) reserveRedis(ctx context.Context, ol *orgLeases, res *Reservation, now time.Time) (d Decision, ok bool, missing []int, err error) {
-	amount := int64(res.amount)
-	most := max(leaseRequests*amount, int64(minLease))
-	keys := make([]string, len(res.parts))
-	args := make([]any, 0, 2+8*len(res.parts))
-	args = append(args, amount, leaseDivisor)
-	backs := make([]int64, len(res.parts))
-	ol.mu.Lock()
-	for i := range res.parts {
-		p := &res.parts[i]
-		p.ent = ol.entry(e, p.b)
-		keys[i] = p.ent.key
-		backs[i] = p.ent.held
-		p.ent.held = 0
-		args = append(args, int64(p.b.Limit), p.low, strconv.FormatInt(p.bucket, 10), p.ttl.Milliseconds(), most,
-			strconv.FormatInt(p.ent.bucket, 10), backs[i], strconv.FormatInt(p.ent.gen, 10))
-	}
-	ol.mu.Unlock()
-
-	reply, err := e.run(ctx, leaseScript, keys, args)
-
-	var later []func(context.Context) // Redis corrections, once unlocked
-	ol.mu.Lock()
+// reserveShared asks counter c for res's amount and new leases, giving
+// back what this replica holds of res's budgets first. ol.fetch is set by
+// the caller, which holds no lock; reserveShared clears it. missing lists
+// the budgets whose counters must be rebuilt (nothing was changed then);
+// lost reports that one of them is a counter this replica had leased from
+// (rather than one never seen).
+func (e *Enforcer) reserveShared(ctx context.Context, c counter, ol *orgLeases, res *Reservation, now time.Time) (d Decision, ok bool, missing []int, lost bool, err error) {
+	var later []func(context.Context) // corrections, once unlocked
 	defer func() {
+		ol.mu.Lock()
 		close(ol.fetch)
 		ol.fetch = nil
 		ol.mu.Unlock()
 		e.queueAll(later)
 	}()
+	if e.redis != nil && e.pg != nil && c == counter(e.redis) {
+		if err := e.leaveFallback(ctx, ol, res); err != nil {
+			return Decision{}, false, nil, false, err
+		}
+	}
+	amount := int64(res.amount)
+	most := max(leaseRequests*amount, int64(minLease))
+	args := make([]leaseArg, len(res.parts))
+	backs := make([]int64, len(res.parts))
+	ol.mu.Lock()
+	for i := range res.parts {
+		p := &res.parts[i]
+		p.ent = ol.entry(e, p.b)
+		if p.ent.ctr != c {
+			// A lease of the other counter: given back there (if it still
+			// has that generation); this one starts afresh.
+			later = e.adjustJob(later, p.ent.ctr, p.ent.ref, p.ent.gen, p.ent.bucket, p.ent.low, -p.ent.held)
+			p.ent.ctr, p.ent.gen, p.ent.held = c, 0, 0
+		}
+		backs[i] = p.ent.held
+		p.ent.held = 0
+		args[i] = leaseArg{ref: p.ent.ref, limit: int64(p.b.Limit), low: p.low, bucket: p.bucket, ttl: p.ttl, most: most,
+			backBucket: p.ent.bucket, back: backs[i], backGens: p.ent.gen}
+	}
+	ol.mu.Unlock()
+
+	reply, err := c.lease(ctx, res.parts[0].b.OrgID, amount, args)
+
+	ol.mu.Lock()
+	defer ol.mu.Unlock()
 	if err != nil {
-		// The script may still run: what was given back stays given back
-		// (the strict side).
-		return Decision{}, false, nil, err
+		// The call may still have run: what was given back stays given
+		// back (the strict side).
+		return Decision{}, false, nil, false, err
 	}
 	switch reply[0] {
 	case -1: // nothing changed: the leases given back are still held
@@ -201,32 +232,33 @@ func (e *Enforcer) reserveRedis(ctx context.Context, ol *orgLeases, res *Reserva
 		}
 		for _, i := range reply[1:] {
 			if i < 1 || int(i) > len(res.parts) {
-				return Decision{}, false, nil, fmt.Errorf("%w: bad reply %v", ErrUnavailable, reply)
+				return Decision{}, false, nil, false, fmt.Errorf("%w: bad reply %v", ErrUnavailable, reply)
 			}
 			ent := res.parts[i-1].ent
+			lost = lost || ent.gen != 0
 			ent.gen, ent.held = 0, 0 // the lost counter's lease is void
 			missing = append(missing, int(i-1))
 		}
-		return Decision{}, false, missing, nil
+		return Decision{}, false, missing, lost, nil
 	case 0:
 		if len(reply) != len(res.parts)+2 {
-			return Decision{}, false, nil, fmt.Errorf("%w: bad reply %v", ErrUnavailable, reply)
+			return Decision{}, false, nil, false, fmt.Errorf("%w: bad reply %v", ErrUnavailable, reply)
 		}
 		refusing := int(reply[len(reply)-1]) - 1
 		if refusing < 0 || refusing >= len(res.parts) {
-			return Decision{}, false, nil, fmt.Errorf("%w: bad reply %v", ErrUnavailable, reply)
+			return Decision{}, false, nil, false, fmt.Errorf("%w: bad reply %v", ErrUnavailable, reply)
 		}
 		for i := range res.parts {
 			// What this replica held was given back, and what requests in
-			// flight give back goes straight to Redis, where another
+			// flight give back goes straight to the counter, where another
 			// replica can use it.
 			res.parts[i].ent.seen, res.parts[i].ent.expires = reply[1+i], time.Time{}
 		}
 		e.m.refused.WithLabelValues(res.parts[refusing].b.Level()).Inc()
-		return e.decide(res.parts, reply[1:len(reply)-1], false, refusing), false, nil, nil
+		return e.decide(res.parts, reply[1:len(reply)-1], false, refusing), false, nil, false, nil
 	}
 	if len(reply) != 1+3*len(res.parts) {
-		return Decision{}, false, nil, fmt.Errorf("%w: bad reply %v", ErrUnavailable, reply)
+		return Decision{}, false, nil, false, fmt.Errorf("%w: bad reply %v", ErrUnavailable, reply)
 	}
 	pick := 0
 	for i := range res.parts {
@@ -235,19 +267,64 @@ func (e *Enforcer) reserveRedis(ctx context.Context, ol *orgLeases, res *Reserva
 		ent := p.ent
 		if (ent.gen != gen || ent.bucket != p.bucket) && ent.held > 0 {
 			// Given back to the counter it was taken from: ended requests
-			// returned it while this one asked Redis.
-			later = e.adjustJob(later, ent.key, ent.gen, ent.bucket, ent.low, -ent.held)
+			// returned it while this one asked the counter.
+			later = e.adjustJob(later, ent.ctr, ent.ref, ent.gen, ent.bucket, ent.low, -ent.held)
 			ent.held = 0
 		}
 		ent.limit, ent.window, ent.gen, ent.bucket, ent.low = p.b.Limit, p.b.Window, gen, p.bucket, p.low
 		ent.held += extra
 		ent.seen, ent.size, ent.expires = spent, extra, now.Add(leaseLifetime)
-		p.gen = gen
+		p.ctr, p.gen = c, gen
 		if ent.remaining() < res.parts[pick].ent.remaining() {
 			pick = i
 		}
 	}
-	return leasedDecision(&res.parts[pick]), true, nil, nil
+	return leasedDecision(&res.parts[pick]), true, nil, false, nil
+}
+
+// leaveFallback is a replica's way back to Redis after it leased from
+// PostgreSQL's counters while Redis was unreachable: each PostgreSQL
+// counter of res's budgets that it leased from is closed (deleted), so
+// that the next outage starts from the request log, not from a counter
+// that missed what Redis counted since; and where this replica closed it
+// (the first to come back), the budget's Redis counter is dropped, to be
+// rebuilt from the request log: it missed what PostgreSQL counted. The
+// PostgreSQL leases still held are void (neither spent nor given back).
+// ol.fetch is set by the caller.
+func (e *Enforcer) leaveFallback(ctx context.Context, ol *orgLeases, res *Reservation) error {
+	type closing struct {
+		r   ref
+		gen int64
+	}
+	var cs []closing
+	ol.mu.Lock()
+	for i := range res.parts {
+		ent := ol.entry(e, res.parts[i].b)
+		if ent.ctr == counter(e.pg) {
+			if ent.gen != 0 {
+				cs = append(cs, closing{ent.ref, ent.gen})
+			}
+			ent.ctr, ent.gen, ent.held = nil, 0, 0
+		}
+	}
+	ol.mu.Unlock()
+	if len(cs) > 0 {
+		// Only once Redis answers: a probe of a Redis still away must
+		// not close the counter the other replicas are leasing from.
+		if err := e.redis.ping(ctx); err != nil {
+			return err
+		}
+	}
+	for _, c := range cs {
+		closed, err := e.pg.close(ctx, c.r, c.gen)
+		if err != nil || closed {
+			// Unsure whether PostgreSQL counted spend that Redis missed: rebuild.
+			if err := e.redis.drop(ctx, c.r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // settleLeases reconciles res with its actual cost on this replica's
@@ -263,11 +340,12 @@ func (e *Enforcer) settleLeases(res Reservation, actual store.MicroUSD) {
 	for i := range res.parts {
 		p := &res.parts[i]
 		ent := p.ent
-		if ent.gen != p.gen || ent.bucket != p.bucket {
-			// The lease it came from is gone (given back, or its counter
-			// lost): correct the counter it was counted in.
+		if ent.ctr != p.ctr || ent.gen != p.gen || ent.bucket != p.bucket {
+			// The lease it came from is gone (given back, its counter lost,
+			// or the replica moved to another counter): correct the
+			// counter it was counted in.
 			if delta != 0 {
-				later = e.adjustJob(later, ent.key, p.gen, p.bucket, p.low, delta)
+				later = e.adjustJob(later, p.ctr, ent.ref, p.gen, p.bucket, p.low, delta)
 			}
 			continue
 		}
@@ -275,18 +353,18 @@ func (e *Enforcer) settleLeases(res Reservation, actual store.MicroUSD) {
 		case !now.Before(ent.expires):
 			// The lease is over (expired, or Redis refused a request):
 			// straight to the counter, for any replica to use.
-			later = e.adjustJob(later, ent.key, p.gen, p.bucket, p.low, delta)
+			later = e.adjustJob(later, p.ctr, ent.ref, p.gen, p.bucket, p.low, delta)
 			ent.seen += delta
 		case delta <= 0 || ent.held >= delta:
 			ent.held -= delta
 		default:
-			later = e.adjustJob(later, ent.key, p.gen, p.bucket, p.low, delta)
+			later = e.adjustJob(later, p.ctr, ent.ref, p.gen, p.bucket, p.low, delta)
 			ent.seen += delta
 		}
 		if excess := ent.held - ent.size; excess > ent.size+int64(res.amount) {
 			ent.held -= excess
 			ent.seen -= excess
-			later = e.adjustJob(later, ent.key, ent.gen, ent.bucket, ent.low, -excess)
+			later = e.adjustJob(later, ent.ctr, ent.ref, ent.gen, ent.bucket, ent.low, -excess)
 		}
 		spent := ent.seen - ent.held
 		for _, pm := range p.b.AlertAt {
@@ -299,21 +377,19 @@ func (e *Enforcer) settleLeases(res Reservation, actual store.MicroUSD) {
 	e.queueAll(later)
 }
 
-// adjustJob appends to jobs the addition of amount to a counter of
-// generation gen in Redis.
-func (e *Enforcer) adjustJob(jobs []func(context.Context), key string, gen, bucket, low, amount int64) []func(context.Context) {
-	if amount == 0 || gen == 0 {
+// adjustJob appends to jobs the addition of amount to r's counter of
+// generation gen in c.
+func (e *Enforcer) adjustJob(jobs []func(context.Context), c counter, r ref, gen, bucket, low, amount int64) []func(context.Context) {
+	if amount == 0 || gen == 0 || c == nil {
 		return jobs
 	}
-	return append(jobs, func(ctx context.Context) { e.adjust(ctx, key, gen, bucket, low, amount) })
+	return append(jobs, func(ctx context.Context) { e.adjust(ctx, c, r, gen, bucket, low, amount) })
 }
 
-func (e *Enforcer) adjust(ctx context.Context, key string, gen, bucket, low, amount int64) {
-	ctx, cancel := context.WithTimeout(ctx, e.o.RedisTimeout)
-	defer cancel()
-	err := adjustScript.Run(ctx, e.o.Redis, []string{key}, strconv.FormatInt(gen, 10), strconv.FormatInt(bucket, 10), low, amount).Err()
-	if err != nil {
-		e.o.Log.Warn("budget spend not reconciled", zap.String("counter", key), zap.Int64("delta_micro_usd", amount), zap.Error(err))
+func (e *Enforcer) adjust(ctx context.Context, c counter, r ref, gen, bucket, low, amount int64) {
+	if err := c.adjust(ctx, r, gen, bucket, low, amount); err != nil {
+		e.o.Log.Warn("budget spend not reconciled", zap.String("counter", c.name()), zap.String("budget", r.id.String()),
+			zap.Int64("delta_micro_usd", amount), zap.Error(err))
 	}
 }
 
@@ -358,7 +434,8 @@ func (e *Enforcer) giveBack(ctx context.Context, now time.Time, all bool) {
 	}
 	e.mu.Unlock()
 	type back struct {
-		key                    string
+		ctr                    counter
+		r                      ref
 		gen, bucket, low, held int64
 	}
 	var backs []back
@@ -366,8 +443,8 @@ func (e *Enforcer) giveBack(ctx context.Context, now time.Time, all bool) {
 		ol.mu.Lock()
 		if ol.fetch == nil {
 			for _, ent := range ol.ents {
-				if ent.held > 0 && ent.gen != 0 && (all || !now.Before(ent.expires)) {
-					backs = append(backs, back{ent.key, ent.gen, ent.bucket, ent.low, ent.held})
+				if ent.held > 0 && ent.gen != 0 && ent.ctr != nil && (all || !now.Before(ent.expires)) {
+					backs = append(backs, back{ent.ctr, ent.ref, ent.gen, ent.bucket, ent.low, ent.held})
 					ent.seen -= ent.held
 					ent.held = 0
 				}
@@ -376,7 +453,7 @@ func (e *Enforcer) giveBack(ctx context.Context, now time.Time, all bool) {
 		ol.mu.Unlock()
 	}
 	for _, b := range backs {
-		e.adjust(ctx, b.key, b.gen, b.bucket, b.low, -b.held)
+		e.adjust(ctx, b.ctr, b.r, b.gen, b.bucket, b.low, -b.held)
 	}
 }
 
@@ -391,7 +468,7 @@ func (e *Enforcer) leasesOf(org uuid.UUID) (ol *orgLeases, later []func(context.
 		for _, old := range e.leases {
 			old.mu.Lock()
 			for _, ent := range old.ents {
-				later = e.adjustJob(later, ent.key, ent.gen, ent.bucket, ent.low, -ent.held)
+				later = e.adjustJob(later, ent.ctr, ent.ref, ent.gen, ent.bucket, ent.low, -ent.held)
 				ent.held, ent.gen = 0, 0
 			}
 			old.mu.Unlock()

@@ -70,9 +70,9 @@ func newTestEnforcer(t *testing.T, src Source, rdb redis.UniversalClient, prefix
 	return e
 }
 
-// counter sums a budget's counter in Redis (leases and reservations in
+// redisSpend sums a budget's counter in Redis (leases and reservations in
 // flight included).
-func counter(t *testing.T, rdb redis.UniversalClient, e *Enforcer, b store.Budget) store.MicroUSD {
+func redisSpend(t *testing.T, rdb redis.UniversalClient, e *Enforcer, b store.Budget) store.MicroUSD {
 	t.Helper()
 	h, err := rdb.HGetAll(context.Background(), e.key(b)).Result()
 	if err != nil {
@@ -179,7 +179,7 @@ func TestLeaseRemainingAndGiveBack(t *testing.T) {
 		spent += actual
 		e.Settle(ctx, res, actual)
 	}
-	if c := counter(t, rdb, e, b); c <= spent {
+	if c := redisSpend(t, rdb, e, b); c <= spent {
 		t.Errorf("counter %s with a lease, spent %s", c, spent)
 	}
 	if f := testutil.ToFloat64(e.m.fetched); f > 5 {
@@ -187,7 +187,7 @@ func TestLeaseRemainingAndGiveBack(t *testing.T) {
 	}
 	cancel()
 	<-done
-	if c := counter(t, rdb, e, b); c != spent {
+	if c := redisSpend(t, rdb, e, b); c != spent {
 		t.Errorf("after Run, counter %s, spent %s", c, spent)
 	}
 }
@@ -218,7 +218,7 @@ func TestLeaseOfALostCounter(t *testing.T) {
 		t.Fatal(d, err)
 	}
 	e.giveBack(ctx, time.Now(), true) // the new lease goes back to the new counter
-	if c := counter(t, rdb, e, b); c != 300_000+1000 {
+	if c := redisSpend(t, rdb, e, b); c != 300_000+1000 {
 		t.Errorf("counter %s, want the log's 300000 and the reservation's 1000", c)
 	}
 	e.Settle(ctx, res, 1000)
