@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -171,5 +172,62 @@ func TestBudgetCountersConfined(t *testing.T) {
 	}
 	if ok, err := st.AdjustBudgetCounter(ctx, a, bb.ID, 5, 100, 100, 1); ok || err != nil {
 		t.Errorf("A adjusted B's budget through its own context: %v %v", ok, err)
+	}
+}
+
+// Leases racing the counter's first build never lose one another's
+// spend: a lease whose lock came before the build committed reports the
+// counter missing (its caller asks again) instead of writing an unlocked
+// read over a concurrent lease. Rounds of callers each reserve 1 micro-USD
+// from a counter one of them builds while the others are asking; every
+// round must count them all.
+func TestBudgetCounterFirstLeases(t *testing.T) {
+	st := storetest.Open(t, store.Options{})
+	owner := storetest.OwnerPool(t)
+	admin := storetest.Admin(t)
+	ctx := context.Background()
+	const rounds, callers = 100, 8
+	for round, org := range newOrgs(t, owner, rounds) {
+		b, err := admin.SetBudget(ctx, store.Budget{OrgID: org, Limit: 1_000_000, Window: store.BudgetWindow{Kind: "day"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lease := func(amount int64) ([]int64, error) {
+			return st.LeaseBudgets(ctx, org, amount, 1<<40, []store.BudgetLease{{ID: b.ID, Limit: 1_000_000, Low: 1, Bucket: 1, TTL: time.Minute}})
+		}
+		errs := make(chan error, callers)
+		for i := range callers {
+			go func() {
+				if i == 0 {
+					time.Sleep(time.Duration(round%5) * 200 * time.Microsecond)
+					if err := st.InitBudgetCounter(ctx, org, b.ID, int64(round)+2, 1, 0, time.Minute); err != nil {
+						errs <- err
+						return
+					}
+				}
+				for {
+					got, err := lease(1)
+					switch {
+					case err != nil:
+						errs <- err
+						return
+					case got[0] == 1:
+						errs <- nil
+						return
+					case got[0] != -1:
+						errs <- fmt.Errorf("reply %v", got)
+						return
+					}
+				}
+			}()
+		}
+		for range callers {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, err := lease(0); err != nil || got[0] != 1 || got[1] != callers {
+			t.Fatalf("round %d: %v %v; want %d counted", round, got, err, callers)
+		}
 	}
 }

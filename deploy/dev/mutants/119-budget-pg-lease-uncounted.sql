@@ -7,6 +7,7 @@ RETURNS bigint[] LANGUAGE plpgsql SECURITY INVOKER SET search_path = public, pg_
 DECLARE
     n int := cardinality(p_ids);
     missing bigint[] := '{-1}';
+    locked uuid[];
     spent bigint[] := '{}';
     gens bigint[] := '{}';
     refused int := 0;
@@ -18,12 +19,16 @@ DECLARE
     extra bigint;
     out bigint[] := '{1}';
 BEGIN
-    PERFORM 1 FROM budget_counters WHERE organization_id = p_org AND budget_id = ANY (p_ids)
-        ORDER BY budget_id FOR UPDATE;
+    -- Lock the live counters and learn which are missing in one
+    -- statement: FOR UPDATE locks only rows its snapshot sees, so a counter
+    -- built after it started is reported missing (the caller builds, a
+    -- no-op, and asks again) rather than read and written unlocked, which
+    -- would overwrite a concurrent lease's spend.
+    SELECT coalesce(array_agg(l.budget_id), '{}') INTO locked FROM (SELECT budget_id FROM budget_counters
+        WHERE organization_id = p_org AND budget_id = ANY (p_ids) AND expires_at > now()
+        ORDER BY budget_id FOR UPDATE) l;
     FOR i IN 1..n LOOP
-        PERFORM 1 FROM budget_counters
-            WHERE organization_id = p_org AND budget_id = p_ids[i] AND expires_at > now();
-        IF NOT FOUND THEN
+        IF NOT p_ids[i] = ANY (locked) THEN
             missing := missing || i::bigint;
         END IF;
     END LOOP;
