@@ -220,8 +220,9 @@ func seriesMillionRows(b *testing.B, owner *pgxpool.Pool) uuid.UUID {
 // 5,000,000 prompts over 30 days, three models and ten keys, prints the
 // EXPLAIN of a 30-day usage report as the app role, fails unless it reads
 // usage_hourly and only ranges of the partitions' primary keys for the
-// partial hours at either end, and measures the report by day, model and
-// key (p50 and p99 per grouping as metrics).
+// partial hours at either end, and measures the report by day, model,
+// key and end user, and the read API's first page of rows (p50 and p99
+// of each as metrics).
 func BenchmarkUsageFiveMillionRows(b *testing.B) {
 	owner := storetest.OwnerPool(b)
 	s := storetest.Open(b, store.Options{})
@@ -315,6 +316,18 @@ func BenchmarkUsageFiveMillionRows(b *testing.B) {
 			reportPercentiles(b, took)
 		})
 	}
+	// The read API's first page of the tenant's rows (/api/v1/prompts).
+	b.Run("prompts-first-page", func(b *testing.B) {
+		var took []time.Duration
+		for b.Loop() {
+			t0 := time.Now()
+			if _, err := s.ListPrompts(ctx, org, store.PromptFilter{Limit: 21}); err != nil {
+				b.Fatal(err)
+			}
+			took = append(took, time.Since(t0))
+		}
+		reportPercentiles(b, took)
+	})
 }
 
 // BenchmarkUsageMillionRows: the read API's Usage (group_by=day) over 30
