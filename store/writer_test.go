@@ -649,7 +649,7 @@ func TestWriterCloseSpoolsThenRestartReplays(t *testing.T) {
 
 // A fresh batch is written without ON CONFLICT. If it meets an id already
 // committed (a retry after a commit whose outcome was lost), the unique
-// violation sends it to the row-by-row retry, which skips the duplicate:
+// violation sends it again with ON CONFLICT, which skips the duplicate:
 // no dead letter, no second row, and the batch's other rows land.
 func TestWriterFreshBatchMeetsCommittedID(t *testing.T) {
 	st := storetest.Open(t, store.Options{})
@@ -670,8 +670,8 @@ func TestWriterFreshBatchMeetsCommittedID(t *testing.T) {
 	if err := w2.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	if s := w2.Stats(); s.Written != 3 || s.Duplicates != 1 || s.DeadLetters != 0 {
-		t.Errorf("stats %+v; want 3 written, 1 duplicate, 0 dead letters", s)
+	if s := w2.Stats(); s.Written != 3 || s.Duplicates != 1 || s.DeadLetters != 0 || s.BatchesFailed != 0 {
+		t.Errorf("stats %+v; want 3 written, 1 duplicate, 0 dead letters, no batch failed (nor sent row by row)", s)
 	}
 	if got := total(countByOrg(t, owner, orgs, run)); got != 3 {
 		t.Errorf("%d rows, want 3", got)
@@ -759,8 +759,8 @@ func TestWriterReplayIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := w2.Stats()
-	if s.Replayed != 2*n || s.Duplicates != 2*n {
-		t.Errorf("Replayed = %d, Duplicates = %d; want %d and %d", s.Replayed, s.Duplicates, 2*n, 2*n)
+	if s.Replayed != 2*n || s.Duplicates != 2*n || s.BatchesFailed != 0 {
+		t.Errorf("Replayed = %d, Duplicates = %d, BatchesFailed = %d; want %d, %d and 0", s.Replayed, s.Duplicates, s.BatchesFailed, 2*n, 2*n)
 	}
 	got := countByOrg(t, owner, orgs, run)
 	if total(got) != n {
