@@ -3,7 +3,6 @@ package budget
 import (
 	"context"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -64,46 +63,20 @@ func TestLeaseTwoReplicasPostgres(t *testing.T) {
 		replicas = append(replicas, e)
 	}
 	ctx := context.Background()
-	const amount = store.MicroUSD(10_000)
-	var spent, requests atomic.Int64
-	var wg sync.WaitGroup
-	for i := range 16 {
-		e := replicas[i%2]
-		wg.Go(func() {
-			for n := 0; ; n++ {
-				d, res, err := e.Reserve(ctx, Request{Org: b.OrgID, Max: amount})
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				if !d.Allowed {
-					return
-				}
-				requests.Add(1)
-				actual := amount - store.MicroUSD(n%4)*1000
-				spent.Add(int64(actual))
-				e.Settle(ctx, res, actual)
-			}
-		})
-	}
-	wg.Wait()
-	got := store.MicroUSD(spent.Load())
-	if got > limit || got < limit-16*amount {
-		t.Errorf("%d requests spent %s of a budget of %s; want at most the budget and close to it", requests.Load(), got, limit)
-	}
+	requests, got := spendConcurrently(t, replicas, b.OrgID, limit, 10_000)
 	var leased, fetched float64
 	for _, e := range replicas {
 		leased += testutil.ToFloat64(e.m.leased)
 		fetched += testutil.ToFloat64(e.m.fetchedPG)
 		e.giveBack(ctx, time.Now(), true)
 	}
-	if leased+fetched != float64(requests.Load()) || fetched > leased/2 {
-		t.Errorf("%v admissions from leases, %v by PostgreSQL, of %d", leased, fetched, requests.Load())
+	if leased+fetched != float64(requests) || fetched > leased/2 {
+		t.Errorf("%v admissions from leases, %v by PostgreSQL, of %d", leased, fetched, requests)
 	}
 	if c := pgSpend(t, b); c != got {
 		t.Errorf("PostgreSQL's counter holds %s, the requests spent %s", c, got)
 	}
-	t.Logf("%d requests spent %s; %v admitted from leases, %v by PostgreSQL", requests.Load(), got, leased, fetched)
+	t.Logf("%d requests spent %s; %v admitted from leases, %v by PostgreSQL", requests, got, leased, fetched)
 }
 
 // Redis unreachable, then back: the replica moves to PostgreSQL's

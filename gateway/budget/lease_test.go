@@ -88,25 +88,18 @@ func redisSpend(t *testing.T, rdb redis.UniversalClient, e *Enforcer, b store.Bu
 	return sum
 }
 
-// Two replicas with leases, sixteen callers, requests each reserving a
-// cent and costing less: together they spend at most the budget and
-// close to it, and most admissions are decided from a lease, without a
-// round trip. Another organization's budget is untouched.
-func TestLeaseTwoReplicasBound(t *testing.T) {
-	rdb := storetest.Redis(t)
-	org, other := uuid.New(), uuid.New()
-	limit := store.MicroUSD(5_000_000)
-	b, bOther := dayBudget(org, limit), dayBudget(other, 1_000_000)
-	src := newFakeSource(b, bOther)
-	prefix := "bulkhead:budget:test:" + uuid.NewString()
-	replicas := []*Enforcer{newTestEnforcer(t, src, rdb, prefix), newTestEnforcer(t, src, rdb, prefix)}
+// spendConcurrently runs sixteen callers spread over replicas, each
+// request reserving amount of org's budget and costing 70-100% of it,
+// until the budget refuses; it returns how many were admitted and what
+// they spent, and fails t unless that is at most limit and within 16
+// requests of it.
+func spendConcurrently(t *testing.T, replicas []*Enforcer, org uuid.UUID, limit, amount store.MicroUSD) (int64, store.MicroUSD) {
+	t.Helper()
 	ctx := context.Background()
-
-	const amount = store.MicroUSD(10_000)
 	var spent, requests atomic.Int64
 	var wg sync.WaitGroup
 	for i := range 16 {
-		e := replicas[i%2]
+		e := replicas[i%len(replicas)]
 		wg.Go(func() {
 			for n := 0; ; n++ {
 				d, res, err := e.Reserve(ctx, Request{Org: org, Max: amount})
@@ -132,15 +125,34 @@ func TestLeaseTwoReplicasBound(t *testing.T) {
 	if got > limit || got < limit-16*amount {
 		t.Errorf("%d requests spent %s of a budget of %s; want at most the budget and close to it", requests.Load(), got, limit)
 	}
+	return requests.Load(), got
+}
+
+// Two replicas with leases, sixteen callers, requests each reserving a
+// cent and costing less: together they spend at most the budget and
+// close to it, and most admissions are decided from a lease, without a
+// round trip. Another organization's budget is untouched.
+func TestLeaseTwoReplicasBound(t *testing.T) {
+	rdb := storetest.Redis(t)
+	org, other := uuid.New(), uuid.New()
+	limit := store.MicroUSD(5_000_000)
+	b, bOther := dayBudget(org, limit), dayBudget(other, 1_000_000)
+	src := newFakeSource(b, bOther)
+	prefix := "bulkhead:budget:test:" + uuid.NewString()
+	replicas := []*Enforcer{newTestEnforcer(t, src, rdb, prefix), newTestEnforcer(t, src, rdb, prefix)}
+	ctx := context.Background()
+
+	const amount = store.MicroUSD(10_000)
+	requests, got := spendConcurrently(t, replicas, org, limit, amount)
 	var leased, fetched float64
 	for _, e := range replicas {
 		leased += testutil.ToFloat64(e.m.leased)
 		fetched += testutil.ToFloat64(e.m.fetched)
 	}
-	if leased+fetched != float64(requests.Load()) || fetched > leased/4 {
-		t.Errorf("%v admissions from leases, %v by Redis, of %d", leased, fetched, requests.Load())
+	if leased+fetched != float64(requests) || fetched > leased/4 {
+		t.Errorf("%v admissions from leases, %v by Redis, of %d", leased, fetched, requests)
 	}
-	t.Logf("%d requests spent %s; %v admitted from leases, %v by Redis", requests.Load(), got, leased, fetched)
+	t.Logf("%d requests spent %s; %v admitted from leases, %v by Redis", requests, got, leased, fetched)
 
 	// Tenant isolation: the other organization's budget is whole, and a
 	// request of it never sees org's.
