@@ -60,29 +60,41 @@ func TestColdKeysShareBatches(t *testing.T) {
 	var wg sync.WaitGroup
 	got := make([]*auth.Principal, len(keys))
 	errs := make([]error, len(keys))
-	for i, k := range keys {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			got[i], errs[i] = authn(a, k)
-		}()
+	start := func(i int) {
+		wg.Go(func() { got[i], errs[i] = authn(a, keys[i]) })
 	}
-	// Two batches in flight (held), every other key in them or waiting
-	// for the next.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		gs.mu.Lock()
-		sizes := append([]int(nil), gs.sizes...)
-		gs.mu.Unlock()
-		if len(sizes) == 2 && sizes[0]+sizes[1]+a.QueuedForTest() == len(keys) {
-			break
+	// waitUntil waits for cond (both held batches are released on failure).
+	waitUntil := func(what string, cond func(sizes []int) bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			gs.mu.Lock()
+			sizes := append([]int(nil), gs.sizes...)
+			gs.mu.Unlock()
+			if cond(sizes) {
+				return
+			}
+			if time.Now().After(deadline) {
+				close(gs.gate)
+				t.Fatalf("batches %v, %d queued: want %s", sizes, a.QueuedForTest(), what)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			close(gs.gate)
-			t.Fatalf("batches %v, %d queued: want two held and every other key queued", sizes, a.QueuedForTest())
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
+	// Two keys, one after the other: each starts a batch of its own, held
+	// at PostgreSQL (two batches in flight). Started together, the keys
+	// could all be queued before the first batch is taken, making one.
+	for i := range 2 {
+		start(i)
+		waitUntil("one more batch held", func(sizes []int) bool { return len(sizes) == i+1 })
+	}
+	// Every other key waits for the next batch.
+	for i := 2; i < len(keys); i++ {
+		start(i)
+	}
+	waitUntil("two held and every other key queued", func(sizes []int) bool {
+		return len(sizes) == 2 && sizes[0]+sizes[1]+a.QueuedForTest() == len(keys)
+	})
 	close(gs.gate)
 	wg.Wait()
 
