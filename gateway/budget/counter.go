@@ -77,7 +77,12 @@ func (c *redisCounter) lease(ctx context.Context, _ uuid.UUID, amount int64, ps 
 func (c *redisCounter) run(ctx context.Context, s *redis.Script, keys []string, args []any) ([]int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	v, err := s.Run(ctx, c.rdb, keys, args...).Int64Slice()
+	return counterReply(s.Run(ctx, c.rdb, keys, args...).Int64Slice())
+}
+
+// counterReply is a counter's integer reply, or ErrUnavailable when the call
+// failed or answered nothing.
+func counterReply(v []int64, err error) ([]int64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
@@ -163,14 +168,7 @@ func (c *pgCounter) lease(ctx context.Context, org uuid.UUID, amount int64, ps [
 		bl[i] = store.BudgetLease{ID: p.ref.id, Limit: p.limit, Low: p.low, Bucket: p.bucket, TTL: c.ttl(p.ttl), Most: p.most,
 			BackBucket: p.backBucket, Back: p.back, BackG: p.backGens}
 	}
-	v, err := c.c.LeaseBudgets(ctx, org, amount, leaseDivisor, bl)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	if len(v) == 0 {
-		return nil, fmt.Errorf("%w: empty reply", ErrUnavailable)
-	}
-	return v, nil
+	return counterReply(c.c.LeaseBudgets(ctx, org, amount, leaseDivisor, bl))
 }
 
 func (c *pgCounter) adjust(ctx context.Context, r ref, gen, bucket, low, amount int64) error {
