@@ -231,3 +231,117 @@ func TestBudgetCounterFirstLeases(t *testing.T) {
 		}
 	}
 }
+
+// The same race, forced: a lease of budgets b1 and b2 whose lock
+// statement waits on b2 (held by t1) started before b1's counter was
+// built; b1 is built, and t2 takes b1's row and adds to it, uncommitted,
+// before t1 lets the lease go on. The lease must not write b1 from what
+// it read while t2 held it: it reports b1 missing (its lock did not take
+// it) or waits for t2 and counts on top of t2's spend.
+func TestBudgetCounterLeaseLocksWhatItReads(t *testing.T) {
+	st := storetest.Open(t, store.Options{})
+	owner := storetest.OwnerPool(t)
+	admin := storetest.Admin(t)
+	ctx := context.Background()
+	org := newOrgs(t, owner, 1)[0]
+	user := "u"
+	var bs [2]store.Budget
+	for i, eu := range []*string{nil, &user} { // the organization's budget and an end user's
+		b, err := admin.SetBudget(ctx, store.Budget{OrgID: org, EndUser: eu, Limit: 1_000_000, Window: store.BudgetWindow{Kind: "day"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs[i] = b
+	}
+	b1, b2 := bs[0], bs[1]
+	if err := st.InitBudgetCounter(ctx, org, b2.ID, 2, 1, 0, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// hold opens an owner transaction in org's context that runs sql
+	// (taking a row lock) and returns it with its transaction id.
+	hold := func(sql string, id uuid.UUID) (pgx.Tx, string) {
+		t.Helper()
+		tx, err := owner.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { tx.Rollback(ctx) }) //nolint:errcheck // done by then, or undone
+		var xid string
+		if _, err := tx.Exec(ctx, `SELECT set_config('app.current_tenant_id', $1::text, true)`, org); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, sql, org, id); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.QueryRow(ctx, `SELECT pg_current_xact_id()::text`).Scan(&xid); err != nil {
+			t.Fatal(err)
+		}
+		return tx, xid
+	}
+	// waitedOn waits until a session waits for transaction xid, or done.
+	waitedOn := func(xid string, done <-chan struct{}) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var n int
+			if err := owner.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted
+				AND transactionid = $1::text::xid`, xid).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if n > 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no session waits for transaction %s", xid)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+
+	t1, xid1 := hold(`SELECT 1 FROM budget_counters WHERE organization_id = $1 AND budget_id = $2 FOR UPDATE`, b2.ID)
+	var got []int64
+	var leaseErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		got, leaseErr = st.LeaseBudgets(ctx, org, 1, 1<<40, []store.BudgetLease{
+			{ID: b1.ID, Limit: 1_000_000, Low: 1, Bucket: 1, TTL: time.Minute},
+			{ID: b2.ID, Limit: 1_000_000, Low: 1, Bucket: 1, TTL: time.Minute},
+		})
+	}()
+	waitedOn(xid1, done) // the lease's lock statement waits on b2, its snapshot without b1
+	if err := st.InitBudgetCounter(ctx, org, b1.ID, 3, 1, 0, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	t2, xid2 := hold(`UPDATE budget_counters SET spends = ARRAY[1000::bigint] WHERE organization_id = $1 AND budget_id = $2`, b1.ID)
+	if err := t1.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitedOn(xid2, done) // the lease waits for t2, or is done
+	if err := t2.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if leaseErr != nil {
+		t.Fatal(leaseErr)
+	}
+	want := int64(1000)
+	if got[0] == 1 {
+		want += 1 + got[2] // the amount and the lease beyond it (0 here)
+	} else if got[0] != -1 {
+		t.Fatalf("lease: %v", got)
+	}
+	var spent int64
+	if err := owner.QueryRow(ctx, `SELECT (SELECT sum(s) FROM unnest(spends) s)::bigint FROM budget_counters
+		WHERE organization_id = $1 AND budget_id = $2`, org, b1.ID).Scan(&spent); err != nil {
+		t.Fatal(err)
+	}
+	if spent != want {
+		t.Errorf("b1's counter holds %d after the lease %v; want %d: a concurrent spend was overwritten", spent, got, want)
+	}
+}

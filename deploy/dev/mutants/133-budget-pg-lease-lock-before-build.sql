@@ -1,5 +1,5 @@
 -- PostgreSQL's budget lease locks its counters before checking that they exist: a lease that started just before a counter was built reads and writes it unlocked, overwriting a concurrent lease's spend
--- tests: ./store TestBudgetCounterFirstLeases
+-- tests: ./store TestBudgetCounterLeaseLocksWhatItReads|TestBudgetCounterFirstLeases
 CREATE OR REPLACE FUNCTION budget_counter_lease(p_org uuid, p_amount bigint, p_div bigint, p_ids uuid[], p_limits bigint[],
     p_lows bigint[], p_buckets bigint[], p_ttl_ms bigint[], p_most bigint[],
     p_back_buckets bigint[], p_backs bigint[], p_back_gens bigint[])
