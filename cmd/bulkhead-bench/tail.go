@@ -64,17 +64,12 @@ func tail(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("creating the bench key (is `make services` done?): %w", err)
 	}
-	mock, err := start(ctx, nil, filepath.Join(*bin, "mockllm"), "-listen", "127.0.0.1:0")
+	rig, err := startFloor(ctx, *bin, *conns)
 	if err != nil {
 		return err
 	}
-	defer mock.stop()
-	self, _ := os.Executable()
-	floor, err := start(ctx, nil, self, "forward", "-listen", "127.0.0.1:0", "-upstream", mock.addr)
-	if err != nil {
-		return err
-	}
-	defer floor.stop()
+	defer rig.stop()
+	mock, floor := rig.mock, rig.floor
 	listen, admin := freeAddr(), freeAddr()
 	spoolDir := filepath.Join(os.TempDir(), fmt.Sprintf("bulkhead-bench-tail-spool-%d", os.Getpid()))
 	defer os.RemoveAll(spoolDir)
