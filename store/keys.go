@@ -83,7 +83,7 @@ type KeyRef struct {
 // statement has an organization filter of its own. A row is returned
 // under the ref of its own organization and hash only.
 //
-// The transaction travels as one pipeline: BEGIN READ ONLY, per
+// The transaction travels as one pipeline (eachTenant): BEGIN READ ONLY, per
 // organization the setting and `key_hash = ANY($1)`, then COMMIT
 // (BenchmarkLookupKeys). A connection left inside the transaction by an
 // error is destroyed by the pool, never reused. Keys not found are absent
@@ -97,20 +97,15 @@ func (s *Store) LookupKeys(ctx context.Context, refs []KeyRef) (map[KeyRef]Key, 
 	byOrg := make(map[uuid.UUID][][]byte, len(refs))
 	for i := range refs {
 		org := refs[i].Org
-		if org == uuid.Nil {
-			return nil, fmt.Errorf("looking up keys: %w", ErrNoTenant)
-		}
 		if _, ok := byOrg[org]; !ok {
 			orgs = append(orgs, org)
 		}
 		byOrg[org] = append(byOrg[org], refs[i].Hash[:])
 	}
 	found := make(map[KeyRef]Key, len(refs))
-	b := &pgx.Batch{}
-	b.Queue("BEGIN READ ONLY")
-	for _, org := range orgs {
-		b.Queue("SELECT set_config('"+TenantSetting+"', $1::uuid::text, true)", org)
-		b.Queue(`SELECT `+keyColumns+` FROM api_keys WHERE key_hash = ANY($1)`, byOrg[org]).Query(func(rows pgx.Rows) error {
+	err := s.eachTenant(ctx, orgs, `SELECT `+keyColumns+` FROM api_keys WHERE key_hash = ANY($1)`,
+		func(org uuid.UUID) []any { return []any{byOrg[org]} },
+		func(org uuid.UUID, rows pgx.Rows) error {
 			for rows.Next() {
 				k, err := scanKey(rows)
 				if err != nil {
@@ -123,10 +118,8 @@ func (s *Store) LookupKeys(ctx context.Context, refs []KeyRef) (map[KeyRef]Key, 
 			}
 			return rows.Err()
 		})
-	}
-	b.Queue("COMMIT")
-	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
-		return nil, fmt.Errorf("looking up keys: %w", classify(err))
+	if err != nil {
+		return nil, fmt.Errorf("looking up keys: %w", err)
 	}
 	return found, nil
 }

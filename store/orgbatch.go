@@ -20,7 +20,7 @@ func (s *Store) CatalogsFor(ctx context.Context, orgs []uuid.UUID) (map[uuid.UUI
 	out := make(map[uuid.UUID][]CatalogEntry, len(orgs))
 	err := s.eachTenant(ctx, orgs, `SELECT m.name, m.upstream, m.input_price_micros, m.cached_input_price_micros,
 			m.output_price_micros, m.enabled, m.organization_id, a.allowed, a.organization_id, m.created_at
-		FROM models m LEFT JOIN model_access a ON a.model_id = m.id`,
+		FROM models m LEFT JOIN model_access a ON a.model_id = m.id`, nil,
 		func(org uuid.UUID, rows pgx.Rows) error {
 			entries := []CatalogEntry{}
 			for rows.Next() {
@@ -54,7 +54,7 @@ func (s *Store) CatalogsFor(ctx context.Context, orgs []uuid.UUID) (map[uuid.UUI
 // none.
 func (s *Store) BudgetsForOrgs(ctx context.Context, orgs []uuid.UUID) (map[uuid.UUID][]Budget, error) {
 	out := make(map[uuid.UUID][]Budget, len(orgs))
-	err := s.eachTenant(ctx, orgs, `SELECT `+budgetColumns+` FROM budgets`,
+	err := s.eachTenant(ctx, orgs, `SELECT `+budgetColumns+` FROM budgets`, nil,
 		func(org uuid.UUID, rows pgx.Rows) error {
 			bs := []Budget{}
 			for rows.Next() {
@@ -77,13 +77,16 @@ func (s *Store) BudgetsForOrgs(ctx context.Context, orgs []uuid.UUID) (map[uuid.
 }
 
 // eachTenant runs query once per organization of orgs (distinct), all in
-// one read-only transaction sent as one pipeline, as LookupKeys does:
-// BEGIN READ ONLY, then per organization its transaction-local tenant
-// setting and the query (each statement's policies read the setting
-// afresh), then COMMIT. read gets each organization's rows. A connection left
-// inside the transaction by an error is destroyed by the pool, never
-// reused. An organization uuid.Nil is ErrNoTenant, and nothing is read.
-func (s *Store) eachTenant(ctx context.Context, orgs []uuid.UUID, query string, read func(org uuid.UUID, rows pgx.Rows) error) error {
+// one read-only transaction sent as one pipeline: BEGIN READ ONLY, then
+// per organization its transaction-local tenant setting and the query
+// with args(org) (nil args: none; each statement's policies read the
+// setting afresh), then COMMIT. read gets each organization's rows. A
+// connection left inside the transaction by an error is destroyed by the
+// pool, never reused. An organization uuid.Nil is ErrNoTenant, and
+// nothing is read. LookupKeys, CatalogsFor and BudgetsForOrgs read
+// through it.
+func (s *Store) eachTenant(ctx context.Context, orgs []uuid.UUID, query string, args func(org uuid.UUID) []any,
+	read func(org uuid.UUID, rows pgx.Rows) error) error {
 	if len(orgs) == 0 {
 		return nil
 	}
@@ -96,7 +99,11 @@ func (s *Store) eachTenant(ctx context.Context, orgs []uuid.UUID, query string, 
 	b.Queue("BEGIN READ ONLY")
 	for _, org := range orgs {
 		b.Queue("SELECT set_config('"+TenantSetting+"', $1::uuid::text, true)", org)
-		b.Queue(query).Query(func(rows pgx.Rows) error { return read(org, rows) })
+		var a []any
+		if args != nil {
+			a = args(org)
+		}
+		b.Queue(query, a...).Query(func(rows pgx.Rows) error { return read(org, rows) })
 	}
 	b.Queue("COMMIT")
 	return classify(s.pool.SendBatch(ctx, b).Close())
