@@ -21,21 +21,26 @@ type BatchSource interface {
 
 var _ BatchSource = (*store.Store)(nil)
 
-// readBudgets reads org's budget list: in the next batch when the Source
-// batches, else on its own. ctx bounds the wait; each batch is bounded by
-// Options.Timeout.
-func (e *Enforcer) readBudgets(ctx context.Context, org uuid.UUID) ([]store.Budget, error) {
-	bs, ok := e.o.Source.(BatchSource)
+// newBatch returns the batcher of first reads when src is a BatchSource,
+// else nil; each batch is bounded by timeout.
+func newBatch(src Source, timeout time.Duration) *batch.Batcher[uuid.UUID, []store.Budget] {
+	bs, ok := src.(BatchSource)
 	if !ok {
+		return nil
+	}
+	return batch.New(func(orgs []uuid.UUID) (map[uuid.UUID][]store.Budget, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		return bs.BudgetsForOrgs(ctx, orgs)
+	}, 0, 0)
+}
+
+// readBudgets reads org's budget list: in the next batch when the Source
+// batches, else on its own. ctx bounds the wait.
+func (e *Enforcer) readBudgets(ctx context.Context, org uuid.UUID) ([]store.Budget, error) {
+	if e.batch == nil {
 		return e.o.Source.BudgetsFor(ctx, org)
 	}
-	e.batchOnce.Do(func() {
-		e.batch = batch.New(func(orgs []uuid.UUID) (map[uuid.UUID][]store.Budget, error) {
-			ctx, cancel := context.WithTimeout(context.Background(), e.o.Timeout)
-			defer cancel()
-			return bs.BudgetsForOrgs(ctx, orgs)
-		}, 0, 0)
-	})
 	return e.batch.Do(ctx, org)
 }
 

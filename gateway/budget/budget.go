@@ -95,9 +95,9 @@ type Enforcer struct {
 	// waiting for Redis; the first one after it probes.
 	downUntil atomic.Int64
 
-	// batch gathers first reads of budget lists (batch.go).
-	batchOnce sync.Once
-	batch     *batch.Batcher[uuid.UUID, []store.Budget]
+	// batch gathers first reads of budget lists when Options.Source is a
+	// BatchSource (batch.go); nil: one read per organization.
+	batch *batch.Batcher[uuid.UUID, []store.Budget]
 }
 
 // redisCooldown is how long Redis is left alone after a failure.
@@ -148,7 +148,7 @@ func New(o Options) (*Enforcer, error) {
 		reg = prometheus.NewRegistry()
 	}
 	e := &Enforcer{o: o, lists: map[uuid.UUID]cached{}, leases: map[uuid.UUID]*orgLeases{}, m: newEnforcerMetrics(reg),
-		jobs: make(chan func(context.Context), jobQueue)}
+		jobs: make(chan func(context.Context), jobQueue), batch: newBatch(o.Source, o.Timeout)}
 	if o.Redis != nil {
 		e.redis = &redisCounter{rdb: o.Redis, timeout: o.RedisTimeout}
 	}
