@@ -229,6 +229,44 @@ func TestDrainDeletesAcceptedSegments(t *testing.T) {
 	}
 }
 
+// Drain reads the next segment while its callback takes the current one:
+// a segment's payloads stay as they were until the callback returns, and
+// every segment is handed out whole, in order.
+func TestDrainReadsAheadIntoOtherMemory(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir, Options{SegmentSize: 500})
+	var want [][]byte
+	for i := range 60 {
+		p := payload(i)
+		want = append(want, p)
+		if err := s.Append(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(segFiles(t, dir)); n < 4 {
+		t.Fatalf("only %d segments; the test needs several", n)
+	}
+	var got [][]byte
+	err := s.Drain(func(sg Segment) error {
+		before := make([][]byte, len(sg.Payloads))
+		for i, p := range sg.Payloads {
+			before[i] = bytes.Clone(p)
+		}
+		time.Sleep(20 * time.Millisecond) // the next segment is read meanwhile
+		if !slices.EqualFunc(sg.Payloads, before, bytes.Equal) {
+			t.Errorf("segment %d's payloads changed while its callback ran", sg.Seq)
+		}
+		got = append(got, before...)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.EqualFunc(got, want, bytes.Equal) {
+		t.Fatalf("drained %d payloads, want %d in order", len(got), len(want))
+	}
+}
+
 // TestRecoverTornTail simulates kill -9 (or power loss) in the middle of a
 // write: the newest segment ends in a partial frame or garbage. Open cuts
 // it off and every complete frame replays.
