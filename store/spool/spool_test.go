@@ -147,14 +147,7 @@ func TestSegmentRollover(t *testing.T) {
 func TestDrainDeletesAcceptedSegments(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, Options{SegmentSize: 500})
-	var want [][]byte
-	for i := range 40 {
-		p := payload(i)
-		want = append(want, p)
-		if err := s.Append(p); err != nil {
-			t.Fatal(err)
-		}
-	}
+	want := appendPayloads(t, s, 40)
 	nseg := len(segFiles(t, dir))
 	if nseg < 3 {
 		t.Fatalf("only %d segments; the test needs several", nseg)
@@ -229,20 +222,28 @@ func TestDrainDeletesAcceptedSegments(t *testing.T) {
 	}
 }
 
+// appendPayloads appends payload(0) to payload(n-1), one Append each, and
+// returns them in order.
+func appendPayloads(t *testing.T, s *Spool, n int) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for i := range n {
+		p := payload(i)
+		out = append(out, p)
+		if err := s.Append(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
 // Drain reads the next segment while its callback takes the current one:
 // a segment's payloads stay as they were until the callback returns, and
 // every segment is handed out whole, in order.
 func TestDrainReadsAheadIntoOtherMemory(t *testing.T) {
 	dir := t.TempDir()
 	s := open(t, dir, Options{SegmentSize: 500})
-	var want [][]byte
-	for i := range 60 {
-		p := payload(i)
-		want = append(want, p)
-		if err := s.Append(p); err != nil {
-			t.Fatal(err)
-		}
-	}
+	want := appendPayloads(t, s, 60)
 	if n := len(segFiles(t, dir)); n < 4 {
 		t.Fatalf("only %d segments; the test needs several", n)
 	}
