@@ -3,6 +3,7 @@ package store
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -35,6 +36,25 @@ const orgUsageSQL = `SELECT organization_id, sum(n)::bigint, sum(p)::bigint, sum
 	WHERE (created_at >= $2 AND created_at < $3 OR created_at >= $4 AND created_at < $5)
 ) x GROUP BY organization_id`
 
+// afterOrgsListed, when set (tests only), runs between UsageByOrg's list
+// of organizations and its reads of their places.
+var afterOrgsListed func()
+
+// schemaGone reports whether org is no longer placed in its own schema
+// (deleted, or moved elsewhere).
+func (a *Admin) schemaGone(ctx context.Context, org uuid.UUID) (bool, error) {
+	var placement string
+	err := a.pool.QueryRow(ctx, `SELECT placement FROM organizations WHERE id = $1`, org).Scan(&placement)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	p, err := ParsePlacement(placement)
+	return err == nil && p.Kind != PlaceSchema, err
+}
+
 // UsageByOrg sums every organization's requests and tokens in
 // [since, until), busiest first: the operator's view across tenants
 // (owner role), over every place: the shared tables, each tenant schema
@@ -42,7 +62,25 @@ const orgUsageSQL = `SELECT organization_id, sum(n)::bigint, sum(p)::bigint, sum
 // the partial hours at the ends from the request log. A target that
 // cannot be reached fails the report, naming it: a total that silently
 // left tenants out would be wrong.
+//
+// An organization deleted or moved out of its schema between the list of
+// organizations and the read of that schema starts the report over, up
+// to three times: the new list no longer has it there.
 func (a *Admin) UsageByOrg(ctx context.Context, since, until time.Time) ([]OrgUsage, error) {
+	for try := 1; ; try++ {
+		out, err := a.usageByOrg(ctx, since, until)
+		if errors.Is(err, errPlaceGone) && try < 3 {
+			continue
+		}
+		return out, err
+	}
+}
+
+// errPlaceGone: a tenant schema UsageByOrg listed is no longer its
+// organization's.
+var errPlaceGone = errors.New("the organization's schema is gone")
+
+func (a *Admin) usageByOrg(ctx context.Context, since, until time.Time) ([]OrgUsage, error) {
 	args := hourArgs(uuid.Nil, since, until)
 	args[0] = nil
 	totals := map[uuid.UUID]*OrgUsage{}
@@ -97,10 +135,18 @@ func (a *Admin) UsageByOrg(ctx context.Context, since, until time.Time) ([]OrgUs
 	}); err != nil {
 		return nil, fmt.Errorf("usage by organization: %w", err)
 	}
+	if afterOrgsListed != nil {
+		afterOrgsListed()
+	}
 	for _, p := range places {
 		rows, err := a.pool.Query(ctx, placeSQL(orgUsageSQL, p), args...)
 		if err == nil {
 			err = add(p, rows)
+		}
+		if err != nil && p.Org != uuid.Nil && (isCode(err, "42P01") || isCode(err, "3F000")) {
+			if gone, gerr := a.schemaGone(ctx, p.Org); gerr == nil && gone {
+				err = fmt.Errorf("%w: %w", errPlaceGone, err)
+			}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("usage by organization: %s: %w", p, err)

@@ -122,3 +122,7 @@ func StopMoveAfterForTest(o *MoveOptions, step string) { o.stopAfter = step }
 
 // ErrMoveStoppedForTest is what a move stopped by StopMoveAfterForTest returns.
 var ErrMoveStoppedForTest = errMoveStopped
+
+// SetAfterOrgsListedForTest makes UsageByOrg call fn between its list of
+// organizations and its reads of their places (nil: nothing).
+func SetAfterOrgsListedForTest(fn func()) { afterOrgsListed = fn }

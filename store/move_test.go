@@ -403,6 +403,47 @@ func TestMoveRefusals(t *testing.T) {
 	}
 }
 
+// The operator's report across tenants while a tenant schema goes: an
+// organization deleted between UsageByOrg's list of organizations and the
+// read of its schema is left out (its schema is gone, and so is it), not
+// a failure of the whole report; the others are counted as before.
+func TestUsageByOrgWhileATenantGoes(t *testing.T) {
+	a := storetest.PlacedAdmin(t)
+	owner := storetest.OwnerPool(t)
+	ctx := context.Background()
+	mk := func(name string) store.Organization {
+		o, _, err := a.CreateOrgPlaced(ctx, store.NewOrg{Name: name, Capture: store.CaptureFull, Placement: store.Placement{Kind: store.PlaceSchema}}, store.Idempotency{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { a.DeleteOrg(context.Background(), o.ID) })
+		return o
+	}
+	gone, stays := mk("deleted meanwhile"), mk("stays")
+	seedPlacePrompts(t, owner, store.SchemaName(gone.ID), gone.ID, 5)
+	seedPlacePrompts(t, owner, store.SchemaName(stays.ID), stays.ID, 7)
+	var once sync.Once
+	store.SetAfterOrgsListedForTest(func() {
+		once.Do(func() {
+			if _, err := a.DeleteOrg(ctx, gone.ID); err != nil {
+				t.Error(err)
+			}
+		})
+	})
+	t.Cleanup(func() { store.SetAfterOrgsListedForTest(nil) })
+	us, err := a.UsageByOrg(ctx, time.Now().Add(-2*time.Hour), time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatalf("UsageByOrg with a tenant deleted meanwhile: %v", err)
+	}
+	seen := map[uuid.UUID]int64{}
+	for _, u := range us {
+		seen[u.OrganizationID] = u.Requests
+	}
+	if _, ok := seen[gone.ID]; ok || seen[stays.ID] != 7 {
+		t.Errorf("report: the deleted tenant %v (want absent), the other %d requests (want 7)", seen[gone.ID], seen[stays.ID])
+	}
+}
+
 // While a tenant's rows are in two places (copied before the cut-over,
 // not yet removed after it), the operator's usage report counts them once.
 func TestMoveUsageByOrgOnce(t *testing.T) {
