@@ -36,24 +36,10 @@ const orgUsageSQL = `SELECT organization_id, sum(n)::bigint, sum(p)::bigint, sum
 	WHERE (created_at >= $2 AND created_at < $3 OR created_at >= $4 AND created_at < $5)
 ) x GROUP BY organization_id`
 
-// afterOrgsListed, when set (tests only), runs between UsageByOrg's list
-// of organizations and its reads of their places.
+// afterOrgsListed, when set (tests only), runs between the list of
+// organizations and the reads of their places of UsageByOrg and of
+// MigratePlaces and PlacesStatus.
 var afterOrgsListed func()
-
-// schemaGone reports whether org is no longer placed in its own schema
-// (deleted, or moved elsewhere).
-func (a *Admin) schemaGone(ctx context.Context, org uuid.UUID) (bool, error) {
-	var placement string
-	err := a.pool.QueryRow(ctx, `SELECT placement FROM organizations WHERE id = $1`, org).Scan(&placement)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return true, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	p, err := ParsePlacement(placement)
-	return err == nil && p.Kind != PlaceSchema, err
-}
 
 // UsageByOrg sums every organization's requests and tokens in
 // [since, until), busiest first: the operator's view across tenants
@@ -144,7 +130,7 @@ func (a *Admin) usageByOrg(ctx context.Context, since, until time.Time) ([]OrgUs
 			err = add(p, rows)
 		}
 		if err != nil && p.Org != uuid.Nil && (isCode(err, "42P01") || isCode(err, "3F000")) {
-			if gone, gerr := a.schemaGone(ctx, p.Org); gerr == nil && gone {
+			if gone, gerr := schemaPlaceGone(ctx, a.pool, p.Org); gerr == nil && gone {
 				err = fmt.Errorf("%w: %w", errPlaceGone, err)
 			}
 		}

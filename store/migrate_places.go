@@ -60,6 +60,9 @@ func walkPlaces(ctx context.Context, ownerDSN string, targets []Target, migrate 
 	if err != nil {
 		return nil, err
 	}
+	if afterOrgsListed != nil {
+		afterOrgsListed()
+	}
 	var out []PlaceStatus
 	var errs []error
 	record := func(st PlaceStatus, err error) {
@@ -81,14 +84,39 @@ func walkPlaces(ctx context.Context, ownerDSN string, targets []Target, migrate 
 		if p.Org != uuid.Nil {
 			st.Org = &p.Org
 		}
+		gone := false
 		if migrate && p.Org != uuid.Nil {
-			err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return ensureSchema(ctx, tx, p.Org) })
+			err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+				// The organization's row stays locked until its schema is
+				// made: a deletion waits, then drops the schema with it.
+				err := tx.QueryRow(ctx, `SELECT true FROM organizations
+					WHERE id = $1 AND 'schema' IN (placement, move_to, move_from) FOR KEY SHARE`, p.Org).Scan(new(bool))
+				if errors.Is(err, pgx.ErrNoRows) {
+					gone = true // deleted or moved out since the list: no schema to make
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				return ensureSchema(ctx, tx, p.Org)
+			})
+		}
+		if gone {
+			continue
 		}
 		if err == nil && migrate {
 			st.Applied, err = migrateData(ctx, main, p, mainAppRole)
 		}
 		if err == nil {
 			st.Version, err = dataVersion(ctx, conn, p)
+		}
+		if (err != nil || st.Version == 0) && p.Org != uuid.Nil {
+			// A schema that failed, or has no data plane, may belong to
+			// an organization deleted (or moved out) since the list.
+			if gone, gerr := schemaPlaceGone(ctx, conn, p.Org); gerr == nil && gone {
+				err = nil
+				continue
+			}
 		}
 		record(st, err)
 		err = nil
@@ -174,4 +202,14 @@ func placedOrgs(ctx context.Context, conn *pgx.Conn, targets targetSet) (schemaO
 		return nil, nil, fmt.Errorf("migrate: listing placed organizations: %w", err)
 	}
 	return schemaOrgs, unknown, nil
+}
+
+// schemaPlaceGone reports whether org has no place in a schema of its own
+// any more: deleted, or moved out (neither its placement nor a move's
+// other end is 'schema').
+func schemaPlaceGone(ctx context.Context, q queryRower, org uuid.UUID) (bool, error) {
+	var gone bool
+	err := q.QueryRow(ctx, `SELECT NOT EXISTS (SELECT FROM organizations
+		WHERE id = $1 AND 'schema' IN (placement, move_to, move_from))`, org).Scan(&gone)
+	return gone, err
 }

@@ -444,6 +444,48 @@ func TestUsageByOrgWhileATenantGoes(t *testing.T) {
 	}
 }
 
+// migrate and migrate status while a tenant schema goes: an organization
+// deleted between their list of organizations and their walk of its
+// schema is left out, not an error, and migrate makes no schema for it.
+func TestPlacesWhileATenantGoes(t *testing.T) {
+	ts := storetest.Targets(t)
+	a := storetest.PlacedAdmin(t)
+	owner := storetest.OwnerPool(t)
+	ctx := context.Background()
+	t.Cleanup(func() { store.SetAfterOrgsListedForTest(nil) })
+	for _, migrate := range []bool{false, true} {
+		o, _, err := a.CreateOrgPlaced(ctx, store.NewOrg{Name: "deleted meanwhile", Capture: store.CaptureFull, Placement: store.Placement{Kind: store.PlaceSchema}}, store.Idempotency{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var once sync.Once
+		store.SetAfterOrgsListedForTest(func() {
+			once.Do(func() {
+				if _, err := a.DeleteOrg(ctx, o.ID); err != nil {
+					t.Error(err)
+				}
+			})
+		})
+		walk := store.PlacesStatus
+		if migrate {
+			walk = store.MigratePlaces
+		}
+		places, err := walk(ctx, storetest.OwnerDSN(), ts)
+		if err != nil {
+			t.Errorf("migrate=%v with a tenant deleted meanwhile: %v", migrate, err)
+		}
+		for _, p := range places {
+			if p.Org != nil && *p.Org == o.ID {
+				t.Errorf("migrate=%v lists the deleted tenant's schema: %+v", migrate, p)
+			}
+		}
+		var n int
+		if err := owner.QueryRow(ctx, `SELECT count(*) FROM pg_namespace WHERE nspname = $1`, store.SchemaName(o.ID)).Scan(&n); err != nil || n != 0 {
+			t.Errorf("migrate=%v: %d schemas of the deleted tenant (%v)", migrate, n, err)
+		}
+	}
+}
+
 // While a tenant's rows are in two places (copied before the cut-over,
 // not yet removed after it), the operator's usage report counts them once.
 func TestMoveUsageByOrgOnce(t *testing.T) {

@@ -115,7 +115,7 @@ func TestPlacementCLI(t *testing.T) {
 }
 
 // placedCLI runs the bulkhead command against the test databases with a
-// configuration naming database target t1 (its flags after the
+// configuration naming database targets t1 and t2 (its flags after the
 // arguments), returning its output, its error output and its error; and
 // a function deleting an organization that way when the test ends (org
 // delete takes its flags before the id).
@@ -123,7 +123,10 @@ func placedCLI(t *testing.T) (run1 func(args ...string) (string, string, error),
 	t.Helper()
 	ts := storetest.Targets(t)
 	cfg := filepath.Join(t.TempDir(), "bulkhead.yaml")
-	if err := os.WriteFile(cfg, []byte("database_targets:\n  t1: {url_env: T1_URL, admin_url_env: T1_ADMIN_URL}\n"), 0o600); err != nil {
+	// Both of the test setup's targets: other packages' tests, in the same
+	// database at the same time, place organizations on either, and
+	// migrate status fails on a target the configuration does not name.
+	if err := os.WriteFile(cfg, []byte("database_targets:\n  t1: {url_env: T1_URL, admin_url_env: T1_ADMIN_URL}\n  t2: {url_env: T2_URL, admin_url_env: T2_ADMIN_URL}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	env := map[string]string{
@@ -132,6 +135,8 @@ func placedCLI(t *testing.T) (run1 func(args ...string) (string, string, error),
 		"BULKHEAD_REDIS_URL":          "",
 		"T1_URL":                      ts[0].DSN,
 		"T1_ADMIN_URL":                ts[0].AdminDSN,
+		"T2_URL":                      ts[1].DSN,
+		"T2_ADMIN_URL":                ts[1].AdminDSN,
 	}
 	exec := func(args ...string) (string, string, error) {
 		var out, errOut bytes.Buffer
