@@ -89,8 +89,7 @@ func walkPlaces(ctx context.Context, ownerDSN string, targets []Target, migrate 
 			err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 				// The organization's row stays locked until its schema is
 				// made: a deletion waits, then drops the schema with it.
-				err := tx.QueryRow(ctx, `SELECT true FROM organizations
-					WHERE id = $1 AND 'schema' IN (placement, move_to, move_from) FOR KEY SHARE`, p.Org).Scan(new(bool))
+				err := tx.QueryRow(ctx, `SELECT true FROM organizations WHERE `+schemaPlaced+` FOR KEY SHARE`, p.Org).Scan(new(bool))
 				if errors.Is(err, pgx.ErrNoRows) {
 					gone = true // deleted or moved out since the list: no schema to make
 					return nil
@@ -204,12 +203,14 @@ func placedOrgs(ctx context.Context, conn *pgx.Conn, targets targetSet) (schemaO
 	return schemaOrgs, unknown, nil
 }
 
+// schemaPlaced selects organization $1 if it has a place in a schema of
+// its own: its placement or a move's other end is 'schema'.
+const schemaPlaced = `id = $1 AND 'schema' IN (placement, move_to, move_from)`
+
 // schemaPlaceGone reports whether org has no place in a schema of its own
-// any more: deleted, or moved out (neither its placement nor a move's
-// other end is 'schema').
+// any more: deleted, or moved out.
 func schemaPlaceGone(ctx context.Context, q queryRower, org uuid.UUID) (bool, error) {
 	var gone bool
-	err := q.QueryRow(ctx, `SELECT NOT EXISTS (SELECT FROM organizations
-		WHERE id = $1 AND 'schema' IN (placement, move_to, move_from))`, org).Scan(&gone)
+	err := q.QueryRow(ctx, `SELECT NOT EXISTS (SELECT FROM organizations WHERE `+schemaPlaced+`)`, org).Scan(&gone)
 	return gone, err
 }
