@@ -412,12 +412,7 @@ func TestUsageByOrgWhileATenantGoes(t *testing.T) {
 	owner := storetest.OwnerPool(t)
 	ctx := context.Background()
 	mk := func(name string) store.Organization {
-		o, _, err := a.CreateOrgPlaced(ctx, store.NewOrg{Name: name, Capture: store.CaptureFull, Placement: store.Placement{Kind: store.PlaceSchema}}, store.Idempotency{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { a.DeleteOrg(context.Background(), o.ID) })
-		return o
+		return placedTenant(t, a, name, store.Placement{Kind: store.PlaceSchema})
 	}
 	gone, stays := mk("deleted meanwhile"), mk("stays")
 	seedPlacePrompts(t, owner, store.SchemaName(gone.ID), gone.ID, 5)
@@ -454,10 +449,7 @@ func TestPlacesWhileATenantGoes(t *testing.T) {
 	ctx := context.Background()
 	t.Cleanup(func() { store.SetAfterOrgsListedForTest(nil) })
 	for _, migrate := range []bool{false, true} {
-		o, _, err := a.CreateOrgPlaced(ctx, store.NewOrg{Name: "deleted meanwhile", Capture: store.CaptureFull, Placement: store.Placement{Kind: store.PlaceSchema}}, store.Idempotency{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		o := placedTenant(t, a, "deleted meanwhile", store.Placement{Kind: store.PlaceSchema})
 		var once sync.Once
 		store.SetAfterOrgsListedForTest(func() {
 			once.Do(func() {

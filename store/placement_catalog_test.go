@@ -294,12 +294,7 @@ func TestPlacementCrossSchema(t *testing.T) {
 	owner := storetest.OwnerPool(t)
 	ctx := context.Background()
 	mk := func(name string) store.Organization {
-		o, _, err := a.CreateOrgPlaced(ctx, store.NewOrg{Name: name, Capture: store.CaptureFull, Placement: store.Placement{Kind: store.PlaceSchema}}, store.Idempotency{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { a.DeleteOrg(context.Background(), o.ID) })
-		return o
+		return placedTenant(t, a, name, store.Placement{Kind: store.PlaceSchema})
 	}
 	b, c := mk("cross b"), mk("cross c")
 	seedPlacePrompts(t, owner, store.SchemaName(c.ID), c.ID, 3)

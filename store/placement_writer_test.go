@@ -20,19 +20,23 @@ import (
 // and D (database target t2) and deletes them when the test ends.
 func placedTenants(t *testing.T, a *store.Admin) (A, B, C, D store.Organization) {
 	t.Helper()
-	ctx := context.Background()
-	mk := func(name string, p store.Placement) store.Organization {
-		o, _, err := a.CreateOrgPlaced(ctx, store.NewOrg{Name: name, Capture: store.CaptureFull, Placement: p}, store.Idempotency{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { a.DeleteOrg(context.Background(), o.ID) })
-		return o
-	}
+	mk := func(name string, p store.Placement) store.Organization { return placedTenant(t, a, name, p) }
 	return mk("A shared", store.Placement{Kind: store.PlaceShared}),
 		mk("B schema", store.Placement{Kind: store.PlaceSchema}),
 		mk("C t1", store.Placement{Kind: store.PlaceDatabase, Target: "t1"}),
 		mk("D t2", store.Placement{Kind: store.PlaceDatabase, Target: "t2"})
+}
+
+// placedTenant creates an organization placed by p, deleted when the test
+// ends (if the test has not deleted it).
+func placedTenant(t *testing.T, a *store.Admin, name string, p store.Placement) store.Organization {
+	t.Helper()
+	o, _, err := a.CreateOrgPlaced(context.Background(), store.NewOrg{Name: name, Capture: store.CaptureFull, Placement: p}, store.Idempotency{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.DeleteOrg(context.Background(), o.ID) })
+	return o
 }
 
 // countIn counts org's rows of a run in one place's prompts, as its owner.
