@@ -18,7 +18,7 @@ import (
 )
 
 // latestVersion is the newest migration in store/migrations.
-const latestVersion = 20
+const latestVersion = 21
 
 // migrationVersions are the versions of the files in store/migrations,
 // ascending.
