@@ -203,8 +203,8 @@ type Authenticator struct {
 	neg   *otter.Cache[[32]byte, struct{}]   // L1: unknown, revoked or expired keys
 	orgs  *otter.Cache[uuid.UUID, bool]      // organizations seen by JWTs
 	group singleflight.Group
-	l2    batcher // Redis reads of concurrent requests (batch.go)
-	l3    batcher // PostgreSQL look-ups of concurrent requests
+	l2    *batcher // Redis reads of concurrent requests (batch.go)
+	l3    *batcher // PostgreSQL look-ups of concurrent requests
 	n     counters
 
 	addrLimit, orgLimit ratelimit.Limit                 // failure budgets; zero: none
@@ -241,8 +241,7 @@ func New(opts Options) (*Authenticator, error) {
 	}
 	a := &Authenticator{opts: opts, log: opts.Log.Named("auth"),
 		addrLimit: perMinute(opts.FailuresPerMinutePerAddress), orgLimit: perMinute(opts.FailuresPerMinutePerOrg)}
-	a.l2.run = a.readL2
-	a.l3.run = a.lookupL3
+	a.l2, a.l3 = newBatcher(a.readL2), newBatcher(a.lookupL3)
 	var err error
 	if a.keys, err = otter.New(&otter.Options[[32]byte, *Principal]{
 		MaximumSize:      opts.CacheSize,

@@ -3,11 +3,11 @@ package auth
 import (
 	"context"
 	"errors"
-	"sync"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/bulkheadhq/bulkhead/gateway/internal/batch"
 	"github.com/bulkheadhq/bulkhead/store"
 )
 
@@ -15,20 +15,13 @@ import (
 // concurrent requests, share one Redis pipeline reading their L2 entries;
 // those Redis does not know share one PostgreSQL transaction
 // (store.LookupKeys: one round trip, one statement per organization, RLS
-// as for one key) and one Redis pipeline writing their L2 entries back. There is no collection
-// window: a look-up that finds no batch in flight starts one at once, and
-// those that arrive while batches are in flight wait for the next one, so
-// an idle gateway adds no latency and a busy one sends fewer, larger
-// batches (natural batching). Concurrent look-ups of one key were already
-// one look-up (singleflight, keys.go).
-const (
-	// maxBatchesInFlight bounds the batches in PostgreSQL at once, and so
-	// the pool connections the key look-ups hold.
-	maxBatchesInFlight = 2
-	// maxBatch bounds the keys of one batch: a flood of unknown keys
-	// makes batches no larger than this.
-	maxBatch = 128
-)
+// as for one key) and one Redis pipeline writing their L2 entries back.
+// Batches start as gateway/internal/batch's Runner starts them: at once
+// when none runs, a second beside a running one only when a whole batch
+// waits or the running one is slow. At most 2 run at once, which bounds
+// the pool connections the key look-ups hold, and a flood of unknown keys
+// makes batches of no more than 128 keys. Concurrent look-ups of one key
+// were already one look-up (singleflight, keys.go).
 
 // pendingKey is a key waiting for its batch: of L2 reads, then, if Redis
 // did not know it, of L3 look-ups.
@@ -47,59 +40,33 @@ type pendingKey struct {
 	err   error
 }
 
-// batcher gathers concurrent callers' keys into batches that run at most
-// maxBatchesInFlight at a time.
+// batcher gathers concurrent callers' keys into batches.
 type batcher struct {
-	run     func([]*pendingKey)
-	mu      sync.Mutex
-	queue   []*pendingKey
-	running int
+	runner batch.Runner[*pendingKey]
+}
+
+// newBatcher returns a batcher whose batches run does, then wakes their
+// callers.
+func newBatcher(run func([]*pendingKey)) *batcher {
+	b := &batcher{}
+	b.runner.Run = func(keys []*pendingKey) {
+		run(keys)
+		for _, p := range keys {
+			close(p.done)
+		}
+	}
+	return b
 }
 
 // do queues p for the next batch and waits until its batch has run.
 func (b *batcher) do(p *pendingKey) {
 	p.done = make(chan struct{})
-	b.mu.Lock()
-	b.queue = append(b.queue, p)
-	start := b.running < maxBatchesInFlight
-	if start {
-		b.running++
-	}
-	b.mu.Unlock()
-	if start {
-		go b.drain()
-	}
+	b.runner.Add(p)
 	<-p.done
 }
 
-// drain runs batches until the queue is empty.
-func (b *batcher) drain() {
-	for {
-		b.mu.Lock()
-		n := min(len(b.queue), maxBatch)
-		if n == 0 {
-			b.queue = nil // let a burst's backing array go
-			b.running--
-			b.mu.Unlock()
-			return
-		}
-		batch := make([]*pendingKey, n)
-		copy(batch, b.queue)
-		b.queue = b.queue[n:]
-		b.mu.Unlock()
-		b.run(batch)
-		for _, p := range batch {
-			close(p.done)
-		}
-	}
-}
-
 // queued is the number of keys waiting for a batch.
-func (b *batcher) queued() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.queue)
-}
+func (b *batcher) queued() int { return b.runner.Queued() }
 
 // readL2 reads a batch's Redis entries in one pipeline. An entry whose
 // organization differs from the one its credential names is ignored (a

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"sync"
 	"testing"
+	"time"
 )
 
 // Callers that arrive while a batch runs share the next one, batches hold
@@ -86,8 +87,69 @@ func TestBatches(t *testing.T) {
 	}
 }
 
-func (b *Batcher[K, V]) queued() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.queue)
+// While a batch runs, a second starts beside it only when a whole batch
+// waits or the running one has run for Slow; every item runs once.
+func TestRunnerSecondBatch(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		slow       time.Duration
+		waiting    int
+		wantSecond bool
+	}{
+		{"a few items wait behind a batch that is not slow", time.Hour, 2, false},
+		{"a whole batch waits", time.Hour, 4, true},
+		{"the running batch turns slow", 20 * time.Millisecond, 2, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			started := make(chan []int, 10)
+			r := &Runner[int]{Max: 4, InFlight: 2, Slow: tc.slow, Run: func(b []int) {
+				started <- b
+				if b[0] == 0 {
+					<-release // the first batch is held
+				}
+			}}
+			r.Add(0)
+			ran := map[int]int{}
+			for _, i := range <-started {
+				ran[i]++
+			}
+			for i := 1; i <= tc.waiting; i++ {
+				r.Add(i)
+			}
+			wait := 100 * time.Millisecond // to see that nothing starts
+			if tc.wantSecond {
+				wait = 10 * time.Second
+			}
+			select {
+			case b := <-started:
+				if !tc.wantSecond {
+					t.Errorf("a batch %v started beside one that is not slow", b)
+				}
+				for _, i := range b {
+					ran[i]++
+				}
+			case <-time.After(wait):
+				if tc.wantSecond {
+					t.Error("no second batch started beside the held one")
+				}
+			}
+			close(release)
+			for deadline := time.After(10 * time.Second); len(ran) < tc.waiting+1; {
+				select {
+				case b := <-started:
+					for _, i := range b {
+						ran[i]++
+					}
+				case <-deadline:
+					t.Fatalf("items run: %v, want 0 to %d", ran, tc.waiting)
+				}
+			}
+			for i, n := range ran {
+				if n != 1 {
+					t.Errorf("item %d ran %d times", i, n)
+				}
+			}
+		})
+	}
 }
