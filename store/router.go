@@ -258,6 +258,7 @@ func (s *Store) poolFor(ctx context.Context, p Place) (*pgxpool.Pool, error) {
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "bulkhead"
+	cfg.AfterConnect = registerTypes
 	if s.txScoped {
 		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
 		cfg.ConnConfig.StatementCacheCapacity = 0
