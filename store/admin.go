@@ -310,8 +310,8 @@ func (a *Admin) OrgByName(ctx context.Context, name string) (Organization, error
 }
 
 // DeleteOrg deletes an organization and every row of it in every table
-// (its prompts explicitly, its keys by cascade): the right to be
-// forgotten. Its data keys are destroyed first, in a transaction of their
+// (its prompts explicitly, most of them first in steps of their own,
+// deletePromptsInSteps; its keys by cascade): the right to be forgotten. Its data keys are destroyed first, in a transaction of their
 // own, audited (org.shred): from then on its sealed text is unreadable
 // wherever a copy lives (crypto-shredding). The audit row recording the
 // deletion is written first, in the same transaction, and survives it. It
@@ -343,6 +343,9 @@ func (a *Admin) DeleteOrg(ctx context.Context, id uuid.UUID) ([][32]byte, error)
 		if err := a.deleteTargetRows(ctx, id, placement); err != nil {
 			return nil, fmt.Errorf("deleting organization %s: %w", id, err)
 		}
+	}
+	if err := a.deletePromptsInSteps(ctx, id); err != nil {
+		return nil, fmt.Errorf("deleting organization %s: %w", id, classify(err))
 	}
 	err = a.inTenant(ctx, id, func(tx pgx.Tx) error {
 		// The lock first: it waits for request-log inserts in flight
@@ -392,6 +395,33 @@ func (a *Admin) DeleteOrg(ctx context.Context, id uuid.UUID) ([][32]byte, error)
 		return nil, fmt.Errorf("deleting organization %s: %w", id, classify(err))
 	}
 	return hashes, nil
+}
+
+// deleteStep is the most request-log rows one step of deletePromptsInSteps
+// deletes.
+const deleteStep = 10000
+
+// deletePromptsInSteps deletes org's rows of the shared request log in
+// steps of at most deleteStep rows, each its own transaction, until a
+// step finds fewer. It runs before DeleteOrg's transaction, which locks
+// the organization's row: every insert into the request log takes FOR KEY
+// SHARE of its organization's row (the reference check), so while that
+// transaction deleted a large tenant's millions of rows, the writer's
+// batches, every tenant's rows in them, waited for it. What the writer
+// adds meanwhile goes in that transaction, with the lock.
+func (a *Admin) deletePromptsInSteps(ctx context.Context, org uuid.UUID) error {
+	for {
+		var n int64
+		err := a.inTenant(ctx, org, func(tx pgx.Tx) error {
+			tag, err := tx.Exec(ctx, `DELETE FROM public.prompts WHERE (organization_id, created_at, id) IN (
+				SELECT organization_id, created_at, id FROM public.prompts WHERE organization_id = $1 LIMIT $2)`, org, deleteStep)
+			n = tag.RowsAffected()
+			return err
+		})
+		if err != nil || n < deleteStep {
+			return err
+		}
+	}
 }
 
 func (a *Admin) inTenant(ctx context.Context, tenant uuid.UUID, fn func(pgx.Tx) error) error {

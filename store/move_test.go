@@ -696,3 +696,75 @@ func TestMaintenanceWhileATenantGoes(t *testing.T) {
 		t.Errorf("the kept tenant has %d rows (%v), want its 2 recent ones", n, err)
 	}
 }
+
+// Deleting a tenant with a large request log does not hold up the
+// writer: its rows go in steps before the transaction that locks the
+// organization, so an insert for it (whose reference check takes FOR KEY
+// SHARE of the organization) does not wait while they go; the row it
+// inserted goes with the rest.
+func TestDeleteOrgLetsInsertsThrough(t *testing.T) {
+	a := storetest.PlacedAdmin(t)
+	owner := storetest.OwnerPool(t)
+	ctx := context.Background()
+	o := placedTenant(t, a, "deleted with a log", store.Placement{Kind: store.PlaceShared})
+	seedPlacePrompts(t, owner, "public", o.ID, 3)
+	// Hold one of its rows: the deletion of its log waits there.
+	hold, err := owner.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Rollback(ctx)
+	var holder uint32
+	if err := hold.QueryRow(ctx, `SELECT pg_backend_pid(), set_config('app.current_tenant_id', $1, true) IS NOT NULL`, o.ID.String()).Scan(&holder, new(bool)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hold.Exec(ctx, `SELECT FROM prompts WHERE organization_id = $1 LIMIT 1 FOR UPDATE`, o.ID); err != nil {
+		t.Fatal(err)
+	}
+	blockedBy := func(pid uint32) []uint32 {
+		rows, _ := owner.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, pid)
+		pids, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pids
+	}
+	deleted := make(chan error, 1)
+	go func() { _, err := a.DeleteOrg(ctx, o.ID); deleted <- err }()
+	var deleter []uint32
+	for deadline := time.Now().Add(10 * time.Second); len(deleter) == 0; time.Sleep(10 * time.Millisecond) {
+		if deleter = blockedBy(holder); len(deleter) == 0 && time.Now().After(deadline) {
+			t.Fatal("the deletion never reached the held row")
+		}
+	}
+	inserted := make(chan error, 1)
+	go func() {
+		inserted <- pgx.BeginFunc(ctx, owner, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT set_config('app.current_tenant_id', $1, true)`, o.ID.String()); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO prompts (organization_id, request_id, model, status) VALUES ($1, 'meanwhile', 'm', 200)`, o.ID)
+			return err
+		})
+	}()
+	select {
+	case err := <-inserted:
+		if err != nil {
+			t.Errorf("an insert for the tenant while its log is deleted: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		if len(blockedBy(deleter[0])) > 0 {
+			t.Error("an insert for the tenant waited for its deletion")
+		}
+		hold.Rollback(ctx)
+		<-inserted
+	}
+	hold.Rollback(ctx)
+	if err := <-deleted; err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := owner.QueryRow(ctx, `SELECT count(*) FROM prompts WHERE organization_id = $1`, o.ID).Scan(&n); err != nil || n != 0 {
+		t.Errorf("%d rows of the deleted tenant left (%v)", n, err)
+	}
+}
