@@ -624,15 +624,6 @@ func TestMaintenanceWhileATenantGoes(t *testing.T) {
 		}
 	}
 	oldRows(kept)
-	// blockedBy lists the backends waiting for a lock that pid holds.
-	blockedBy := func(pid uint32) []uint32 {
-		rows, _ := owner.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, pid)
-		pids, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pids
-	}
 	for _, step := range []struct {
 		name string
 		run  func() error
@@ -649,25 +640,7 @@ func TestMaintenanceWhileATenantGoes(t *testing.T) {
 			Name: "held", RateLimitPerMinute: 60}); err != nil {
 			t.Fatal(err)
 		}
-		hold, err := owner.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var holder uint32
-		if err := hold.QueryRow(ctx, `SELECT pg_backend_pid(), set_config('app.current_tenant_id', $1, true) IS NOT NULL`, gone.ID.String()).Scan(&holder, new(bool)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := hold.Exec(ctx, `SELECT FROM api_keys WHERE organization_id = $1 FOR UPDATE`, gone.ID); err != nil {
-			t.Fatal(err)
-		}
-		deleted := make(chan error, 1)
-		go func() { _, err := a.DeleteOrg(ctx, gone.ID); deleted <- err }()
-		var deleter []uint32
-		for deadline := time.Now().Add(10 * time.Second); len(deleter) == 0; time.Sleep(10 * time.Millisecond) {
-			if deleter = blockedBy(holder); len(deleter) == 0 && time.Now().After(deadline) {
-				t.Fatal("the deletion never reached the held key")
-			}
-		}
+		hold, deleter, deleted := heldDeletion(t, a, owner, gone.ID, `SELECT FROM api_keys WHERE organization_id = $1 FOR UPDATE`)
 		// The schema is dropped now, uncommitted. The step runs; if it
 		// waits for the deletion, the deletion is let go after a moment.
 		done := make(chan error, 1)
@@ -677,7 +650,7 @@ func TestMaintenanceWhileATenantGoes(t *testing.T) {
 		case err2 = <-done:
 			hold.Rollback(ctx)
 		case <-time.After(time.Second):
-			waiting := len(blockedBy(deleter[0])) > 0
+			waiting := len(blockedBy(t, owner, deleter)) > 0
 			hold.Rollback(ctx)
 			err2 = <-done
 			if step.name == "retention" && waiting {
@@ -709,34 +682,8 @@ func TestDeleteOrgLetsInsertsThrough(t *testing.T) {
 	o := placedTenant(t, a, "deleted with a log", store.Placement{Kind: store.PlaceShared})
 	seedPlacePrompts(t, owner, "public", o.ID, 3)
 	// Hold one of its rows: the deletion of its log waits there.
-	hold, err := owner.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	hold, deleter, deleted := heldDeletion(t, a, owner, o.ID, `SELECT FROM prompts WHERE organization_id = $1 LIMIT 1 FOR UPDATE`)
 	defer hold.Rollback(ctx)
-	var holder uint32
-	if err := hold.QueryRow(ctx, `SELECT pg_backend_pid(), set_config('app.current_tenant_id', $1, true) IS NOT NULL`, o.ID.String()).Scan(&holder, new(bool)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := hold.Exec(ctx, `SELECT FROM prompts WHERE organization_id = $1 LIMIT 1 FOR UPDATE`, o.ID); err != nil {
-		t.Fatal(err)
-	}
-	blockedBy := func(pid uint32) []uint32 {
-		rows, _ := owner.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, pid)
-		pids, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pids
-	}
-	deleted := make(chan error, 1)
-	go func() { _, err := a.DeleteOrg(ctx, o.ID); deleted <- err }()
-	var deleter []uint32
-	for deadline := time.Now().Add(10 * time.Second); len(deleter) == 0; time.Sleep(10 * time.Millisecond) {
-		if deleter = blockedBy(holder); len(deleter) == 0 && time.Now().After(deadline) {
-			t.Fatal("the deletion never reached the held row")
-		}
-	}
 	inserted := make(chan error, 1)
 	go func() {
 		inserted <- pgx.BeginFunc(ctx, owner, func(tx pgx.Tx) error {
@@ -753,7 +700,7 @@ func TestDeleteOrgLetsInsertsThrough(t *testing.T) {
 			t.Errorf("an insert for the tenant while its log is deleted: %v", err)
 		}
 	case <-time.After(2 * time.Second):
-		if len(blockedBy(deleter[0])) > 0 {
+		if len(blockedBy(t, owner, deleter)) > 0 {
 			t.Error("an insert for the tenant waited for its deletion")
 		}
 		hold.Rollback(ctx)
@@ -767,4 +714,45 @@ func TestDeleteOrgLetsInsertsThrough(t *testing.T) {
 	if err := owner.QueryRow(ctx, `SELECT count(*) FROM prompts WHERE organization_id = $1`, o.ID).Scan(&n); err != nil || n != 0 {
 		t.Errorf("%d rows of the deleted tenant left (%v)", n, err)
 	}
+}
+
+// heldDeletion starts a.DeleteOrg(org) and returns once it waits for a
+// lock that hold, a transaction of owner in org's tenant context, took
+// with lock ($1: org), with the deletion's backend and its outcome to
+// come.
+func heldDeletion(t *testing.T, a *store.Admin, owner *pgxpool.Pool, org uuid.UUID, lock string) (hold pgx.Tx, deleter uint32, deleted <-chan error) {
+	t.Helper()
+	ctx := context.Background()
+	hold, err := owner.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var holder uint32
+	if err := hold.QueryRow(ctx, `SELECT pg_backend_pid(), set_config('app.current_tenant_id', $1, true) IS NOT NULL`, org.String()).Scan(&holder, new(bool)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hold.Exec(ctx, lock, org); err != nil {
+		t.Fatal(err)
+	}
+	out := make(chan error, 1)
+	go func() { _, err := a.DeleteOrg(ctx, org); out <- err }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if pids := blockedBy(t, owner, holder); len(pids) > 0 {
+			return hold, pids[0], out
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the deletion never reached the lock of %q", lock)
+		}
+	}
+}
+
+// blockedBy lists the backends waiting for a lock that pid holds.
+func blockedBy(t *testing.T, pool *pgxpool.Pool, pid uint32) []uint32 {
+	t.Helper()
+	rows, _ := pool.Query(context.Background(), `SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, pid)
+	pids, err := pgx.CollectRows(rows, pgx.RowTo[uint32])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pids
 }
