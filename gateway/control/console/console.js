@@ -137,8 +137,9 @@
       more.hidden = !r.has_more;
     }
     more.addEventListener('click', () => page().catch((e) => showError(e.message)));
-    const sections = [el('section', {}, el('h1', {}, 'Organizations'),
-      el('table', {}, el('thead', {}, el('tr', {}, el('th', {}, 'Name'), el('th', {}, 'Id'), el('th', {}, 'Capture'), el('th', {}, 'Created'))), list), more)];
+    // The form above the list: the list fills in after the page is shown,
+    // and must not move the form's button under the pointer.
+    const sections = [el('section', {}, el('h1', {}, 'Organizations'))];
     if (isOperator() && session.principal.scope === 'write') {
       const name = el('input', { id: 'org-name', required: true, maxlength: 200, placeholder: 'acme' });
       sections.push(el('section', {}, el('h2', {}, 'New organization'), el('form', { class: 'inline', on: { submit: async (ev) => {
@@ -149,6 +150,8 @@
         } catch (e) { showError(e.message); }
       } } }, el('label', {}, 'Name', name), el('button', { id: 'org-create', type: 'submit' }, 'Create'))));
     }
+    sections.push(el('section', {},
+      el('table', {}, el('thead', {}, el('tr', {}, el('th', {}, 'Name'), el('th', {}, 'Id'), el('th', {}, 'Capture'), el('th', {}, 'Created'))), list), more));
     if (isOperator()) {
       const usage = el('tbody', { id: 'usage-by-org' });
       sections.push(el('section', {}, el('h2', {}, 'Usage by organization, last 30 days'),
@@ -228,9 +231,10 @@
     const sections = [el('section', {}, el('h1', { id: 'org-title' }, org.name),
       el('p', { class: 'muted' }, org.id, ' · capture ', org.capture_mode, ' · ',
         el('a', { href: '#/orgs/' + org.id + '/logs', id: 'logs-link' }, 'Request log'))),
-    el('section', {}, el('h2', {}, 'API keys'), secretSlot,
-      el('table', {}, el('thead', {}, el('tr', {}, el('th', {}, 'Name'), el('th', {}, 'Key'), el('th', {}, 'Requests/min'),
-        el('th', {}, 'Tokens/min'), el('th', {}, 'State'), el('th', {}, ''))), keysBody))];
+    // The key form above the keys: they fill in after the page is shown,
+    // and must not move the form's button (or put Rotate) under the
+    // pointer.
+    el('section', {}, el('h2', {}, 'API keys'), secretSlot)];
     if (session.principal.scope === 'write') {
       const name = el('input', { id: 'key-name', required: true, maxlength: 200, placeholder: 'production' });
       const rpm = el('input', { id: 'key-rpm', type: 'number', min: 1, value: 600, required: true });
@@ -246,6 +250,8 @@
       } } }, el('label', {}, 'Name', name), el('label', {}, 'Requests per minute', rpm),
       el('button', { id: 'key-create', type: 'submit' }, 'Create key')));
     }
+    sections[1].append(el('table', {}, el('thead', {}, el('tr', {}, el('th', {}, 'Name'), el('th', {}, 'Key'), el('th', {}, 'Requests/min'),
+      el('th', {}, 'Tokens/min'), el('th', {}, 'State'), el('th', {}, ''))), keysBody));
     const plots = el('div', { class: 'plots', id: 'plots' });
     const range = el('select', { id: 'range' }, [1, 7, 30, 90].map((d) => el('option', { value: d, selected: d === 30 }, d === 1 ? 'Last day' : 'Last ' + d + ' days')));
     range.addEventListener('change', () => drawUsage(org.id, Number(range.value), plots, keys).catch((e) => showError(e.message)));
