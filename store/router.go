@@ -254,15 +254,7 @@ func (s *Store) poolFor(ctx context.Context, p Place) (*pgxpool.Pool, error) {
 	cfg.MaxConns, cfg.MinConns = r.opts.MaxConns, 0
 	cfg.MaxConnIdleTime = r.opts.IdleTimeout
 	cfg.HealthCheckPeriod = min(r.opts.IdleTimeout, time.Minute)
-	if cfg.ConnConfig.RuntimeParams == nil {
-		cfg.ConnConfig.RuntimeParams = map[string]string{}
-	}
-	cfg.ConnConfig.RuntimeParams["application_name"] = "bulkhead"
-	cfg.AfterConnect = registerTypes
-	if s.txScoped {
-		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
-		cfg.ConnConfig.StatementCacheCapacity = 0
-	}
+	configureConns(cfg, s.txScoped)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("database target %s: %w", t.Name, err)

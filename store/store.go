@@ -98,21 +98,17 @@ func registerTypes(_ context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
-func newPool(ctx context.Context, dsn string, opts Options) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		// The parse error can quote the DSN, password included.
-		return nil, errors.New("store: the database URL does not parse")
-	}
-	if opts.MaxConns > 0 {
-		cfg.MaxConns = opts.MaxConns
-	}
+// configureConns sets what every pool of the store (the main database's,
+// each database target's) asks of its connections: the application
+// name, the uuid types (registerTypes) and, with txScoped
+// (TransactionScopedStatements), no statement left on a connection.
+func configureConns(cfg *pgxpool.Config, txScoped bool) {
 	if cfg.ConnConfig.RuntimeParams == nil {
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
 	cfg.ConnConfig.RuntimeParams["application_name"] = "bulkhead"
 	cfg.AfterConnect = registerTypes
-	if opts.TransactionScopedStatements {
+	if txScoped {
 		// A statement's types are learnt once per connection (Parse and
 		// Describe of the unnamed statement, Sync), and every execution
 		// sends its text again (Parse, Bind, Execute, Sync): nothing is
@@ -124,6 +120,18 @@ func newPool(ctx context.Context, dsn string, opts Options) (*pgxpool.Pool, erro
 		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
 		cfg.ConnConfig.StatementCacheCapacity = 0
 	}
+}
+
+func newPool(ctx context.Context, dsn string, opts Options) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		// The parse error can quote the DSN, password included.
+		return nil, errors.New("store: the database URL does not parse")
+	}
+	if opts.MaxConns > 0 {
+		cfg.MaxConns = opts.MaxConns
+	}
+	configureConns(cfg, opts.TransactionScopedStatements)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("store: connecting: %w", err)
