@@ -311,8 +311,9 @@ func (a *Admin) OrgByName(ctx context.Context, name string) (Organization, error
 
 // DeleteOrg deletes an organization and every row of it in every table
 // (its prompts explicitly, most of them first in steps of their own,
-// deletePromptsInSteps; its keys by cascade): the right to be forgotten. Its data keys are destroyed first, in a transaction of their
-// own, audited (org.shred): from then on its sealed text is unreadable
+// deletePromptsInSteps; its keys by cascade): the right to be forgotten.
+// Its data keys are destroyed first, in a transaction of their own,
+// audited (org.shred): from then on its sealed text is unreadable
 // wherever a copy lives (crypto-shredding). The audit row recording the
 // deletion is written first, in the same transaction, and survives it. It
 // returns the hashes of the deleted keys, for the caller to evict from

@@ -417,15 +417,7 @@ func TestUsageByOrgWhileATenantGoes(t *testing.T) {
 	gone, stays := mk("deleted meanwhile"), mk("stays")
 	seedPlacePrompts(t, owner, store.SchemaName(gone.ID), gone.ID, 5)
 	seedPlacePrompts(t, owner, store.SchemaName(stays.ID), stays.ID, 7)
-	var once sync.Once
-	store.SetAfterOrgsListedForTest(func() {
-		once.Do(func() {
-			if _, err := a.DeleteOrg(ctx, gone.ID); err != nil {
-				t.Error(err)
-			}
-		})
-	})
-	t.Cleanup(func() { store.SetAfterOrgsListedForTest(nil) })
+	deleteWhenOrgsListed(t, a, gone.ID)
 	us, err := a.UsageByOrg(ctx, time.Now().Add(-2*time.Hour), time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatalf("UsageByOrg with a tenant deleted meanwhile: %v", err)
@@ -447,17 +439,9 @@ func TestPlacesWhileATenantGoes(t *testing.T) {
 	a := storetest.PlacedAdmin(t)
 	owner := storetest.OwnerPool(t)
 	ctx := context.Background()
-	t.Cleanup(func() { store.SetAfterOrgsListedForTest(nil) })
 	for _, migrate := range []bool{false, true} {
 		o := placedTenant(t, a, "deleted meanwhile", store.Placement{Kind: store.PlaceSchema})
-		var once sync.Once
-		store.SetAfterOrgsListedForTest(func() {
-			once.Do(func() {
-				if _, err := a.DeleteOrg(ctx, o.ID); err != nil {
-					t.Error(err)
-				}
-			})
-		})
+		deleteWhenOrgsListed(t, a, o.ID)
 		walk := store.PlacesStatus
 		if migrate {
 			walk = store.MigratePlaces
@@ -755,4 +739,20 @@ func blockedBy(t *testing.T, pool *pgxpool.Pool, pid uint32) []uint32 {
 		t.Fatal(err)
 	}
 	return pids
+}
+
+// deleteWhenOrgsListed deletes org, once, from the hook between a walk's
+// list of organizations and its reads of their places (UsageByOrg,
+// MigratePlaces, PlacesStatus), until the test ends.
+func deleteWhenOrgsListed(t *testing.T, a *store.Admin, org uuid.UUID) {
+	t.Helper()
+	var once sync.Once
+	store.SetAfterOrgsListedForTest(func() {
+		once.Do(func() {
+			if _, err := a.DeleteOrg(context.Background(), org); err != nil {
+				t.Error(err)
+			}
+		})
+	})
+	t.Cleanup(func() { store.SetAfterOrgsListedForTest(nil) })
 }

@@ -180,6 +180,3 @@ func (b *Batcher[K, V]) runBatch(batch []*call[K, V]) {
 		close(c.done)
 	}
 }
-
-// queued is the number of keys waiting for a batch.
-func (b *Batcher[K, V]) queued() int { return b.r.Queued() }

@@ -87,6 +87,9 @@ func TestBatches(t *testing.T) {
 	}
 }
 
+// queued is the number of keys waiting for a batch.
+func (b *Batcher[K, V]) queued() int { return b.r.Queued() }
+
 // While a batch runs, a second starts beside it only when a whole batch
 // waits or the running one has run for Slow; every item runs once.
 func TestRunnerSecondBatch(t *testing.T) {
