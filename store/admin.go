@@ -309,6 +309,10 @@ func (a *Admin) OrgByName(ctx context.Context, name string) (Organization, error
 	return o, nil
 }
 
+// afterDeletionRead, when set (tests only), runs in DeleteOrg after its
+// read of the organization's placement.
+var afterDeletionRead func()
+
 // DeleteOrg deletes an organization and every row of it in every table
 // (its prompts explicitly, most of them first in steps of their own,
 // deletePromptsInSteps; its keys by cascade): the right to be forgotten.
@@ -319,6 +323,23 @@ func (a *Admin) OrgByName(ctx context.Context, name string) (Organization, error
 // returns the hashes of the deleted keys, for the caller to evict from
 // caches.
 func (a *Admin) DeleteOrg(ctx context.Context, id uuid.UUID) ([][32]byte, error) {
+	for range 3 {
+		hashes, err := a.deleteOrgOnce(ctx, id)
+		if !errors.Is(err, errPlacementChanged) {
+			return hashes, err
+		}
+	}
+	return nil, fmt.Errorf("deleting organization %s: %w three times in a row: try again", id, errPlacementChanged)
+}
+
+// errPlacementChanged: the organization was moved (a move ended) between
+// deleteOrgOnce's read of its placement and its locked transaction, which
+// would have deleted where it was, not where it is.
+var errPlacementChanged = errors.New("its placement changed while it was being deleted")
+
+// deleteOrgOnce is DeleteOrg from one read of the placement:
+// errPlacementChanged if it is not the placement under the lock.
+func (a *Admin) deleteOrgOnce(ctx context.Context, id uuid.UUID) ([][32]byte, error) {
 	var hashes [][32]byte
 	o, err := a.Org(ctx, id)
 	if err != nil {
@@ -327,6 +348,9 @@ func (a *Admin) DeleteOrg(ctx context.Context, id uuid.UUID) ([][32]byte, error)
 	placement, err := ParsePlacement(o.Placement)
 	if err != nil {
 		return nil, fmt.Errorf("deleting organization %s: %w", id, err)
+	}
+	if afterDeletionRead != nil {
+		afterDeletionRead()
 	}
 	// Not while it is moved: its rows are in two places (move.go).
 	if _, to, step, err := a.MoveStep(ctx, id); err != nil || step != "" {
@@ -352,12 +376,18 @@ func (a *Admin) DeleteOrg(ctx context.Context, id uuid.UUID) ([][32]byte, error)
 		// The lock first: it waits for request-log inserts in flight
 		// (their trigger holds FOR KEY SHARE on the organization), so the
 		// DELETE below sees their rows, and inserts after it are refused.
-		var moving bool
-		if err := tx.QueryRow(ctx, `SELECT move_step IS NOT NULL FROM organizations WHERE id = $1 FOR UPDATE`, id).Scan(&moving); err != nil {
+		var (
+			moving bool
+			now    string
+		)
+		if err := tx.QueryRow(ctx, `SELECT move_step IS NOT NULL, placement FROM organizations WHERE id = $1 FOR UPDATE`, id).Scan(&moving, &now); err != nil {
 			return err
 		}
 		if moving { // a move started since the check above
 			return ErrMoveInProgress
+		}
+		if now != o.Placement { // and ended: its rows are elsewhere now
+			return errPlacementChanged
 		}
 		for _, table := range dataTables { // the shared place's; a schema is dropped below
 			if _, err := tx.Exec(ctx, `DELETE FROM public.`+table+` WHERE organization_id = $1`, id); err != nil {

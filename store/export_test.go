@@ -126,3 +126,7 @@ var ErrMoveStoppedForTest = errMoveStopped
 // SetAfterOrgsListedForTest makes UsageByOrg call fn between its list of
 // organizations and its reads of their places (nil: nothing).
 func SetAfterOrgsListedForTest(fn func()) { afterOrgsListed = fn }
+
+// SetAfterDeletionReadForTest makes DeleteOrg call fn after it has read
+// the organization's placement, before it deletes anything (nil: nothing).
+func SetAfterDeletionReadForTest(fn func()) { afterDeletionRead = fn }

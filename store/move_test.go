@@ -756,3 +756,66 @@ func deleteWhenOrgsListed(t *testing.T, a *store.Admin, org uuid.UUID) {
 	})
 	t.Cleanup(func() { store.SetAfterOrgsListedForTest(nil) })
 }
+
+// A move that ends while the organization is being deleted, between the
+// deletion's read of its placement and its locked transaction, leaves
+// none of its rows anywhere: the deletion follows the organization to
+// where the move put it (a schema dropped, a database target's rows
+// deleted), not where it was when the deletion began.
+func TestDeleteOrgAfterAMoveEnds(t *testing.T) {
+	storetest.Targets(t)
+	a := storetest.PlacedAdmin(t)
+	owner := storetest.OwnerPool(t)
+	ctx := context.Background()
+	for _, c := range []struct{ from, to store.Placement }{
+		{store.Placement{Kind: store.PlaceShared}, store.Placement{Kind: store.PlaceSchema}},
+		{store.Placement{Kind: store.PlaceSchema}, store.Placement{Kind: store.PlaceDatabase, Target: "t1"}},
+		{store.Placement{Kind: store.PlaceDatabase, Target: "t1"}, store.Placement{Kind: store.PlaceShared}},
+	} {
+		t.Run(c.from.String()+" to "+c.to.String(), func(t *testing.T) {
+			o, _, err := a.CreateOrgPlaced(ctx, store.NewOrg{Name: "deleted mid-move", Capture: store.CaptureFull, Placement: c.from}, store.Idempotency{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { a.DeleteOrg(context.Background(), o.ID) })
+			place := func(p store.Placement) (*pgxpool.Pool, string) {
+				switch p.Kind {
+				case store.PlaceSchema:
+					return owner, store.SchemaName(o.ID)
+				case store.PlaceDatabase:
+					return targetOwner(t, p.Target), "public"
+				}
+				return owner, "public"
+			}
+			pool, schema := place(c.from)
+			seedPlacePrompts(t, pool, schema, o.ID, 40)
+			var once sync.Once
+			store.SetAfterDeletionReadForTest(func() {
+				once.Do(func() {
+					if _, err := a.MoveOrg(ctx, o.ID, c.to, moveOpts()); err != nil {
+						t.Errorf("the move: %v", err)
+					}
+				})
+			})
+			t.Cleanup(func() { store.SetAfterDeletionReadForTest(nil) })
+			if _, err := a.DeleteOrg(ctx, o.ID); err != nil {
+				t.Fatalf("deleting: %v", err)
+			}
+			if _, err := a.Org(ctx, o.ID); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("the organization after its deletion: %v", err)
+			}
+			if ok, _ := schemaInfo(t, owner, store.SchemaName(o.ID)); ok {
+				t.Error("its schema outlived it")
+			}
+			for _, p := range []store.Placement{c.from, c.to} {
+				if p.Kind == store.PlaceSchema {
+					continue // checked above
+				}
+				pool, schema := place(p)
+				if got := totalsIn(t, pool, schema, o.ID); got.Rows != 0 || got.Hourly != 0 {
+					t.Errorf("%s still holds %d of its rows, %d of its hourly rollups", p, got.Rows, got.Hourly)
+				}
+			}
+		})
+	}
+}
