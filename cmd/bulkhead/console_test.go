@@ -194,6 +194,29 @@ func TestConsoleInBrowser(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	b.shot("4-operator-key-revoked")
+
+	// Rotating a key, like revoking one, takes a second click: one click
+	// changes nothing. Then the new key works, and so does the old one,
+	// for the overlap hour.
+	b.do("second key", chromedp.SendKeys(id("key-name"), "rotated key"),
+		chromedp.Click(id("key-create")), chromedp.WaitVisible(id("secret-key")))
+	second := get(b, "second key", chromedp.Text(id("secret-key")))
+	b.do("dismiss the second key", chromedp.Click(id("secret-dismiss")), chromedp.WaitNotPresent(id("secret-key")))
+	rotate := css(`#keys tr[data-key-name="rotated key"] button[data-action="rotate"]`)
+	b.do("rotate, one click", chromedp.WaitVisible(rotate), chromedp.Click(rotate), chromedp.Sleep(500*time.Millisecond))
+	if rows, shown := get(b, "keys after one click", chromedp.Evaluate[int](`document.querySelectorAll('#keys tr').length`)),
+		get(b, "secret after one click", chromedp.Evaluate[bool](`document.getElementById('secret-key') !== null`)); rows != 2 || shown {
+		t.Errorf("one click on Rotate: %d keys listed (want 2), a new key shown: %v", rows, shown)
+	}
+	b.do("rotate, confirmed", chromedp.Click(rotate), chromedp.WaitVisible(id("secret-key")))
+	rotated := get(b, "rotated key", chromedp.Text(id("secret-key")))
+	if !strings.HasPrefix(rotated, "sk_") || rotated == second {
+		t.Fatalf("the rotated key shown is %q", rotated)
+	}
+	if st, old := chat(t, gateway, rotated, "with the rotated key"), chat(t, gateway, second, "with the old key in its hour"); st != 200 || old != 200 {
+		t.Errorf("after the rotation: the new key %d, the old one %d; want 200 and 200", st, old)
+	}
+	b.shot("5-operator-key-rotated")
 	b.do("logout", chromedp.Click(id("logout")), chromedp.WaitVisible(id("login-credential")))
 	if stored := get(b, "storage", chromedp.Evaluate[string](`sessionStorage.getItem('bh_session') || ''`)); stored != "" {
 		t.Error("the session is still stored after logout")
@@ -210,14 +233,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	if url := get(b, "location", chromedp.Location()); !strings.HasSuffix(url, "#/orgs/"+orgB) {
 		t.Errorf("the tenant administrator landed on %s, want its organization", url)
 	}
-	b.shot("5-tenant-own-organization")
+	b.shot("6-tenant-own-organization")
 	for _, page := range []string{"#/orgs/" + orgA, "#/orgs/" + orgA + "/logs"} {
 		b.do("tenant at "+page, chromedp.Navigate(console+page), chromedp.WaitVisible(id("notfound")))
 		if text := get(b, "page text", chromedp.Text(css("main"))); strings.Contains(text, orgName) || strings.Contains(text, "ui key") {
 			t.Errorf("the tenant administrator of B sees A's data at %s: %q", page, text)
 		}
 	}
-	b.shot("6-tenant-other-organization-not-found")
+	b.shot("7-tenant-other-organization-not-found")
 	statuses := get(b, "tenant fetches A's data with its session", chromedp.Evaluate[[]int](`Promise.all(['', '/keys', '/prompts', '/usage', '/usage/series'].map((p) =>
 		fetch('/admin/v1/organizations/`+orgA+`' + p, {headers: {Authorization: 'Bearer ' + JSON.parse(sessionStorage.getItem('bh_session')).token}})
 		.then((r) => r.status)))`, chromedp.EvalAwaitPromise))

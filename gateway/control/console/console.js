@@ -183,8 +183,10 @@
   }
 
   // armed makes a destructive button ask for a second click.
-  function armed(label, id, fn) {
-    const b = el('button', { type: 'button', class: 'danger', dataset: { action: id } }, label);
+  // armed is a button that acts on its second click: the first only arms
+  // it ("Confirm …"), so that a stray click changes nothing.
+  function armed(label, id, fn, cls = 'danger') {
+    const b = el('button', { type: 'button', class: cls, dataset: { action: id } }, label);
     b.addEventListener('click', async () => {
       if (!b.classList.contains('armed')) { b.classList.add('armed'); b.textContent = 'Confirm ' + label.toLowerCase(); return; }
       b.disabled = true;
@@ -212,13 +214,13 @@
         const canWrite = session.principal.scope === 'write';
         const actions = el('td', {});
         if (canWrite && !k.revoked_at) {
-          actions.append(el('button', { type: 'button', class: 'secondary', dataset: { action: 'rotate' }, on: { click: async () => {
-            try {
-              const c = await api('POST', '/admin/v1/keys/' + k.id + '/rotate', { overlap_seconds: 3600 });
-              secretSlot.replaceChildren(secretBox('New key for ' + c.name + ' (the old one works for another hour):', c));
-              await loadKeys();
-            } catch (e) { showError(e.message); }
-          } } }, 'Rotate'), ' ', armed('Revoke', 'revoke', async () => {
+          // Rotating ends the old key's life in an hour: as deliberate
+          // as revoking it.
+          actions.append(armed('Rotate', 'rotate', async () => {
+            const c = await api('POST', '/admin/v1/keys/' + k.id + '/rotate', { overlap_seconds: 3600 });
+            secretSlot.replaceChildren(secretBox('New key for ' + c.name + ' (the old one works for another hour):', c));
+            await loadKeys();
+          }, 'secondary'), ' ', armed('Revoke', 'revoke', async () => {
             await api('POST', '/admin/v1/keys/' + k.id + '/revoke');
             await loadKeys();
           }));
