@@ -162,6 +162,18 @@ func TestLookupKeys(t *testing.T) {
 	if err := conn.QueryRow(ctx, `SELECT coalesce(current_setting('app.current_tenant_id', true), '')`).Scan(&setting); err != nil || setting != "" {
 		t.Errorf("tenant setting after the look-ups: %q, %v", setting, err)
 	}
+	// The look-up ran on its generic plan every time (orgbatch.go): not
+	// planned again at each execution, and the setting that chose it
+	// ended with its transaction.
+	var custom, generic int64
+	var mode string
+	if err := conn.QueryRow(ctx, `SELECT coalesce(sum(custom_plans), 0)::bigint, coalesce(sum(generic_plans), 0)::bigint, current_setting('plan_cache_mode')
+		FROM pg_prepared_statements WHERE statement LIKE '%FROM api_keys WHERE key_hash = ANY%'`).Scan(&custom, &generic, &mode); err != nil {
+		t.Fatal(err)
+	}
+	if custom != 0 || generic < 9 || mode != "auto" {
+		t.Errorf("the look-up's plans: %d custom, %d generic (want 0 and at least 9); plan_cache_mode after it %q", custom, generic, mode)
+	}
 }
 
 // BenchmarkLookupKeys: 32 keys of 32 organizations no cache knows, as one
