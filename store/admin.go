@@ -321,7 +321,8 @@ var afterDeletionRead func()
 // wherever a copy lives (crypto-shredding). The audit row recording the
 // deletion is written first, in the same transaction, and survives it. It
 // returns the hashes of the deleted keys, for the caller to evict from
-// caches.
+// caches. A move that ends while it runs sends it back to the start, from
+// the new placement (deleteOrgOnce); one still running refuses it.
 func (a *Admin) DeleteOrg(ctx context.Context, id uuid.UUID) ([][32]byte, error) {
 	for range 3 {
 		hashes, err := a.deleteOrgOnce(ctx, id)
@@ -377,16 +378,16 @@ func (a *Admin) deleteOrgOnce(ctx context.Context, id uuid.UUID) ([][32]byte, er
 		// (their trigger holds FOR KEY SHARE on the organization), so the
 		// DELETE below sees their rows, and inserts after it are refused.
 		var (
-			moving bool
-			now    string
+			moving  bool
+			current string
 		)
-		if err := tx.QueryRow(ctx, `SELECT move_step IS NOT NULL, placement FROM organizations WHERE id = $1 FOR UPDATE`, id).Scan(&moving, &now); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT move_step IS NOT NULL, placement FROM organizations WHERE id = $1 FOR UPDATE`, id).Scan(&moving, &current); err != nil {
 			return err
 		}
 		if moving { // a move started since the check above
 			return ErrMoveInProgress
 		}
-		if now != o.Placement { // and ended: its rows are elsewhere now
+		if current != o.Placement { // and ended: its rows are elsewhere now
 			return errPlacementChanged
 		}
 		for _, table := range dataTables { // the shared place's; a schema is dropped below

@@ -182,7 +182,6 @@
     return box;
   }
 
-  // armed makes a destructive button ask for a second click.
   // armed is a button that acts on its second click: the first only arms
   // it ("Confirm …"), so that a stray click changes nothing.
   function armed(label, id, fn, cls = 'danger') {
